@@ -1,0 +1,1 @@
+"""The Telegram front end: translates between Telegram and the service layer, nothing more."""

@@ -1,0 +1,1 @@
+"""SunFlow Ops service layer: every behaviour of the system, with no knowledge of Telegram."""

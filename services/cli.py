@@ -1,0 +1,244 @@
+"""`sunflow-ops`: the command line over the same services as the bot and the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from services.config import Settings, SettingsError, load_settings
+from services.errors import DomainError
+from services.incidents import IncidentView
+from services.models import IncidentState
+from services.severity import parse_severity
+
+PROG = "sunflow-ops"
+
+
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="SunFlow Ops incident response")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the HTTP service, scheduler and Telegram bot")
+
+    health = sub.add_parser(
+        "health",
+        help="ask the running service for its health (exit 0 healthy, 1 degraded, 2 down)",
+    )
+    health.add_argument("--json", action="store_true", help="print the JSON report")
+
+    db = sub.add_parser("db", help="database migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = db_sub.add_parser("upgrade", help="migrate to the newest revision (or REVISION)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = db_sub.add_parser("downgrade", help="migrate back to REVISION")
+    down.add_argument("revision")
+
+    inc = sub.add_parser("incident", help="list, show, acknowledge and resolve incidents")
+    inc_sub = inc.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
+    lst = inc_sub.add_parser("list", help="incidents, most urgent first")
+    lst.add_argument("--state", default="open", help="open (default), all, or a comma list")
+    lst.add_argument("--severity", default="", help="comma list of P0..P3")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--json", action="store_true")
+    show = inc_sub.add_parser("show", help="one incident with its timeline")
+    show.add_argument("id", type=_incident_id)
+    show.add_argument("--json", action="store_true")
+    for name in ("ack", "resolve"):
+        action = inc_sub.add_parser(name, help=f"{name} an incident")
+        action.add_argument("id", type=_incident_id)
+        action.add_argument("--note", default=None)
+    return parser
+
+
+def _incident_id(value: str) -> int:
+    text = value.lstrip("#")
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an incident number (e.g. 42)")
+    return int(text)
+
+
+def actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+def _age(view: IncidentView, now: datetime) -> str:
+    seconds = int((now - view.first_seen_at).total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+def format_incident_line(view: IncidentView, now: datetime) -> str:
+    who = ""
+    if view.state is IncidentState.ACKNOWLEDGED and view.acknowledged_by:
+        who = f" by {view.acknowledged_by}"
+    return (
+        f"#{view.id:<5} {view.severity.value}  {view.state.value:<12}{who:<0} "
+        f"x{view.occurrence_count:<4} {_age(view, now):>7}  {view.title}"
+    )
+
+
+async def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    from services.main import open_services
+
+    async with open_services(settings) as services:
+        return await work(services)
+
+
+def _cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
+    from services.main import migrate
+
+    migrate(settings)
+
+    async def work(services: Any) -> int:
+        incidents = services.incidents
+        if args.incident_command == "list":
+            states: list[IncidentState] | None
+            if args.state == "all":
+                states = None
+            elif args.state == "open":
+                states = [IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED]
+            else:
+                try:
+                    states = [IncidentState(s.strip()) for s in args.state.split(",") if s.strip()]
+                except ValueError:
+                    raise UsageError(
+                        f"--state {args.state!r}: "
+                        "use open, all, or triggered,acknowledged,resolved"
+                    ) from None
+            try:
+                severities = [parse_severity(s) for s in args.severity.split(",") if s.strip()]
+            except ValueError as exc:
+                raise UsageError(f"--severity: {exc}") from None
+            views = await incidents.list(states=states, severities=severities, limit=args.limit)
+            if args.json:
+                print(json.dumps([v.to_json() for v in views], ensure_ascii=False, indent=2))
+            elif not views:
+                print("no incidents")
+            else:
+                now = datetime.now(UTC)
+                for view in views:
+                    print(format_incident_line(view, now))
+            return 0
+        if args.incident_command == "show":
+            detail = await incidents.get(args.id)
+            if args.json:
+                print(json.dumps(detail.to_json(), ensure_ascii=False, indent=2))
+                return 0
+            view = detail.incident
+            print(format_incident_line(view, datetime.now(UTC)))
+            print(f"  source {view.source}  dedup {view.dedup_key}")
+            print(f"  response deadline {view.response_deadline.isoformat()}")
+            for entry in detail.timeline:
+                extra = (
+                    f" {json.dumps(entry.details, ensure_ascii=False)}" if entry.details else ""
+                )
+                print(f"  {entry.at.isoformat()}  {entry.kind:<13} {entry.actor}{extra}")
+            return 0
+        if args.incident_command == "ack":
+            view = await incidents.acknowledge(args.id, actor=actor(), note=args.note)
+            print(f"#{view.id} acknowledged by {view.acknowledged_by}")
+            return 0
+        view = await incidents.resolve(args.id, actor=actor(), note=args.note)
+        print(f"#{view.id} resolved by {view.resolved_by}")
+        return 0
+
+    return asyncio.run(_with_services(settings, work))
+
+
+def _cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    import aiohttp
+
+    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
+    url = f"http://{host}:{settings.http_port}/api/health"
+
+    async def fetch() -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+            data: dict[str, Any] = await resp.json()
+            return data
+
+    try:
+        report = asyncio.run(fetch())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        report = {
+            "status": "down",
+            "components": {
+                "service": {"status": "down", "detail": f"{url}: {type(exc).__name__}"}
+            },
+        }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(f"overall: {report.get('status')}")
+        for name, comp in (report.get("components") or {}).items():
+            print(f"  {name:<12} {comp.get('status', '?'):<9} {comp.get('detail', '')}")
+    return {"healthy": 0, "degraded": 1}.get(str(report.get("status")), 2)
+
+
+def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from services import db
+
+    if args.db_command == "upgrade":
+        db.upgrade(settings.database_url, args.revision)
+        print(f"database at {args.revision}")
+    else:
+        db.downgrade(settings.database_url, args.revision)
+        print(f"database at {args.revision}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from services.logs import configure_logging
+    from services.main import migrate, serve
+
+    configure_logging(settings)
+    migrate(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "serve": _cmd_serve,
+    "health": _cmd_health,
+    "db": _cmd_db,
+    "incident": _cmd_incident,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args, settings)
+    except DomainError as exc:
+        print(f"{PROG}: {exc.message}", file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

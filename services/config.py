@@ -1,0 +1,187 @@
+"""Settings: one pydantic-settings model read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message is one line naming it."""
+
+
+def _split_ids(value: object) -> list[int]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [int(v) for v in value]
+    if isinstance(value, str):
+        ids = []
+        for raw in value.replace(";", ",").split(","):
+            part = raw.strip()
+            if not part:
+                continue
+            if not part.lstrip("-").isdigit():
+                raise ValueError(f"{part!r} is not a numeric Telegram user id")
+            ids.append(int(part))
+        return ids
+    raise ValueError("expected comma-separated numeric Telegram user ids")
+
+
+class Settings(BaseSettings):
+    """Every setting of the process; built once in `main` and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./data/sunflow.db"
+    redis_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8002, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+    intake_token: SecretStr | None = None
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_team_chat_id: int | None = None
+    telegram_team_thread_id: int | None = None
+    # NoDecode-free: the validators below accept "1,2,3" as well as JSON lists.
+    telegram_pd_user_ids: str = ""
+    telegram_admin_user_ids: str = ""
+    telegram_responder_user_ids: str = ""
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    bot_language: Literal["ko", "en"] = "ko"
+
+    escalation_policy_file: Path | None = None
+
+    max_sse_connections: int = Field(default=1000, ge=1)
+    sse_heartbeat_seconds: float = Field(default=30, gt=0)
+    sse_idle_timeout_seconds: float = Field(default=300, gt=0)
+    sse_cleanup_interval_seconds: float = Field(default=30, gt=0)
+
+    smtp_url: str | None = None
+    alert_email_to: str | None = None
+    fallback_webhook_url: str | None = None
+
+    instagram_access_token: SecretStr | None = None
+    instagram_api_base: str = "https://graph.facebook.com"
+    cloudinary_url: SecretStr | None = None
+    fal_key: SecretStr | None = None
+    fal_api_base: str = "https://queue.fal.run"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator(
+        "redis_url",
+        "telegram_webhook_url",
+        "smtp_url",
+        "alert_email_to",
+        "fallback_webhook_url",
+        "escalation_policy_file",
+        "telegram_team_chat_id",
+        "telegram_team_thread_id",
+        "admin_token",
+        "intake_token",
+        "telegram_bot_token",
+        "telegram_webhook_secret",
+        "instagram_access_token",
+        "cloudinary_url",
+        "fal_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    @field_validator("bot_language", "log_level", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(
+                "not a SQLAlchemy URL (e.g. sqlite+aiosqlite:///./data/sunflow.db)"
+            ) from exc
+        if url.drivername not in {"sqlite+aiosqlite", "postgresql+asyncpg"}:
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; "
+                "use sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @field_validator(
+        "telegram_pd_user_ids", "telegram_admin_user_ids", "telegram_responder_user_ids"
+    )
+    @classmethod
+    def _check_ids(cls, value: str) -> str:
+        _split_ids(value)
+        return value
+
+    @field_validator("telegram_api_base", "instagram_api_base", "fal_api_base")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def pd_user_ids(self) -> list[int]:
+        return _split_ids(self.telegram_pd_user_ids)
+
+    @property
+    def admin_user_ids(self) -> list[int]:
+        return _split_ids(self.telegram_admin_user_ids)
+
+    @property
+    def responder_user_ids(self) -> list[int]:
+        return _split_ids(self.telegram_responder_user_ids)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """The database file for a SQLite URL, or None (in-memory or another database)."""
+        url = make_url(self.database_url)
+        if not url.drivername.startswith("sqlite") or not url.database:
+            return None
+        if url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning a validation failure into one line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        bad = first.get("input")
+        shown = "" if name.endswith(("TOKEN", "SECRET", "KEY", "URL")) else f" (got {bad!r})"
+        if isinstance(bad, dict):
+            shown = ""
+        raise SettingsError(f"setting {name}: {message}{shown}") from None

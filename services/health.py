@@ -1,0 +1,112 @@
+"""Health checks: every component checked concurrently, each within its own timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+    @property
+    def exit_code(self) -> int:
+        return {Status.HEALTHY: 0, Status.DEGRADED: 1, Status.DOWN: 2}[self]
+
+
+@dataclass(frozen=True)
+class ComponentHealth:
+    name: str
+    status: Status
+    detail: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    elapsed_ms: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "detail": self.detail,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            **self.figures,
+        }
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: Status
+    components: list[ComponentHealth]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status.value,
+            "components": {c.name: c.to_json() for c in self.components},
+        }
+
+
+Check = Callable[[], Awaitable[ComponentHealth]]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    name: str
+    check: Check
+    critical: bool
+    timeout: float
+
+
+class HealthService:
+    """Runs the registered checks; a critical component that is down makes the whole down."""
+
+    def __init__(self, *, default_timeout: float = 3.0) -> None:
+        self._checks: list[_Registered] = []
+        self._default_timeout = default_timeout
+
+    def register(
+        self, name: str, check: Check, *, critical: bool = False, timeout: float | None = None
+    ) -> None:
+        self._checks.append(_Registered(name, check, critical, timeout or self._default_timeout))
+
+    @property
+    def component_names(self) -> list[str]:
+        return [c.name for c in self._checks]
+
+    async def run(self) -> HealthReport:
+        results = await asyncio.gather(*(self._run_one(c) for c in self._checks))
+        return HealthReport(
+            overall(results, {c.name for c in self._checks if c.critical}), results
+        )
+
+    async def _run_one(self, registered: _Registered) -> ComponentHealth:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(registered.check(), registered.timeout)
+        except TimeoutError:
+            result = ComponentHealth(
+                registered.name, Status.DOWN, f"no answer within {registered.timeout:g} s"
+            )
+        except Exception as exc:  # a failing check is a finding, not a crash
+            result = ComponentHealth(registered.name, Status.DOWN, _describe(exc))
+        elapsed = (time.perf_counter() - started) * 1000
+        return ComponentHealth(
+            registered.name, result.status, result.detail, result.figures, elapsed
+        )
+
+
+def overall(components: list[ComponentHealth], critical: set[str]) -> Status:
+    """Down if a critical component is down; degraded if anything is not healthy."""
+    if any(c.status is Status.DOWN and c.name in critical for c in components):
+        return Status.DOWN
+    if any(c.status is not Status.HEALTHY for c in components):
+        return Status.DEGRADED
+    return Status.HEALTHY
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__

@@ -1,0 +1,607 @@
+"""The incident lifecycle: trigger with deduplication, acknowledge, resolve, reopen, annotate."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.clock import Clock
+from services.db import Database
+from services.errors import InvalidInput, InvalidTransition, NotFound
+from services.models import Incident, IncidentState, TimelineEvent
+from services.severity import Severity
+
+MAX_TITLE = 500
+MAX_DEDUP_KEY = 255
+MAX_SOURCE = 100
+MAX_DESCRIPTION = 20_000
+
+
+@dataclass(frozen=True)
+class AlertIn:
+    """One alert as it arrives from any intake: validated, not yet stored."""
+
+    severity: Severity
+    title: str
+    dedup_key: str
+    source: str = "api"
+    description: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def default_dedup_key(source: str, title: str) -> str:
+        digest = hashlib.sha256(f"{source}\x00{title}".encode()).hexdigest()[:16]
+        return f"{source}:{digest}"
+
+
+class ChangeKind(enum.StrEnum):
+    TRIGGERED = "triggered"
+    DEDUPLICATED = "deduplicated"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+    ANNOTATED = "annotated"
+    SNOOZED = "snoozed"
+    # An acknowledgement given for a while ran out; escalation resumes.
+    UNACKNOWLEDGED = "unacknowledged"
+    # Written by other services through `IncidentService.record` in their own transaction.
+    ESCALATED = "escalated"
+    DEADLINE_MISSED = "deadline_missed"
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    """An immutable snapshot of an incident, safe to hand outside the transaction."""
+
+    id: int
+    dedup_key: str
+    severity: Severity
+    title: str
+    description: str
+    source: str
+    labels: dict[str, Any]
+    state: IncidentState
+    occurrence_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    response_deadline: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    ack_expires_at: datetime | None = None
+    snoozed_until: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Incident) -> IncidentView:
+        return cls(
+            id=row.id,
+            dedup_key=row.dedup_key,
+            severity=Severity(row.severity),
+            title=row.title,
+            description=row.description,
+            source=row.source,
+            labels=dict(row.labels or {}),
+            state=IncidentState(row.state),
+            occurrence_count=row.occurrence_count,
+            first_seen_at=row.first_seen_at,
+            last_seen_at=row.last_seen_at,
+            response_deadline=row.response_deadline,
+            acknowledged_at=row.acknowledged_at,
+            acknowledged_by=row.acknowledged_by,
+            resolved_at=row.resolved_at,
+            resolved_by=row.resolved_by,
+            ack_expires_at=row.ack_expires_at,
+            snoozed_until=row.snoozed_until,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.state is not IncidentState.RESOLVED
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.id,
+            "dedup_key": self.dedup_key,
+            "severity": self.severity.value,
+            "title": self.title,
+            "description": self.description,
+            "source": self.source,
+            "labels": self.labels,
+            "state": self.state.value,
+            "occurrence_count": self.occurrence_count,
+            "first_seen_at": iso(self.first_seen_at),
+            "last_seen_at": iso(self.last_seen_at),
+            "response_deadline": iso(self.response_deadline),
+            "acknowledged_at": iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "resolved_at": iso(self.resolved_at),
+            "resolved_by": self.resolved_by,
+            "ack_expires_at": iso(self.ack_expires_at),
+            "snoozed_until": iso(self.snoozed_until),
+        }
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "kind": self.kind,
+            "actor": self.actor,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class IncidentDetail:
+    incident: IncidentView
+    timeline: list[TimelineEntry]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.incident.to_json(), "timeline": [e.to_json() for e in self.timeline]}
+
+
+@dataclass(frozen=True)
+class IncidentChange:
+    """What happened to an incident, as seen by hooks inside and after the transaction."""
+
+    kind: ChangeKind
+    incident: IncidentView
+    actor: str
+    at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class IncidentHook(Protocol):
+    """Another service reacting to incident changes (outbox, escalation, board).
+
+    `in_transaction` runs in the same transaction as the change, so what it writes is
+    committed together with it or not at all; `after_commit` only wakes things up.
+    """
+
+    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None: ...
+
+    def after_commit(self, change: IncidentChange) -> None: ...
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    incident: IncidentView
+    created: bool
+
+
+@dataclass
+class BatchOutcome:
+    triggered: list[TriggerResult] = field(default_factory=list)
+    resolved: list[IncidentView] = field(default_factory=list)
+    resolved_unknown: list[str] = field(default_factory=list)
+
+
+class IncidentService:
+    """Owns every incident transition; each writes its timeline entry in the same transaction."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+        self._hooks: list[IncidentHook] = []
+
+    def add_hook(self, hook: IncidentHook) -> None:
+        self._hooks.append(hook)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def trigger(self, alert: AlertIn, *, actor: str = "intake") -> TriggerResult:
+        outcome = await self.apply_batch([alert], [], actor=actor)
+        return outcome.triggered[0]
+
+    async def apply_batch(
+        self, firing: Sequence[AlertIn], resolved_keys: Sequence[str], *, actor: str
+    ) -> BatchOutcome:
+        """Open or absorb `firing` and resolve `resolved_keys`, all in one transaction."""
+        return (await self.apply_batches([(firing, resolved_keys)], actor=actor))[0]
+
+    async def apply_batches(
+        self,
+        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
+        *,
+        actor: str,
+    ) -> list[BatchOutcome]:
+        """Several intake batches in one transaction (group commit); outcomes in order."""
+        for firing, _ in batches:
+            for alert in firing:
+                _validate_alert(alert)
+        for attempt in range(3):
+            try:
+                return await self._apply_batches(batches, actor)
+            except IntegrityError:
+                # Another writer (another process on PostgreSQL) opened the same dedup key
+                # between our lookup and insert; the retry finds it and absorbs into it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _apply_batches(
+        self,
+        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
+        actor: str,
+    ) -> list[BatchOutcome]:
+        changes: list[IncidentChange] = []
+        outcomes: list[BatchOutcome] = []
+        async with self._db.write() as session:
+            now = self._clock.now()
+            for firing, resolved_keys in batches:
+                outcome = BatchOutcome()
+                outcomes.append(outcome)
+                for alert in firing:
+                    result, change = await self._trigger_one(session, alert, actor, now)
+                    outcome.triggered.append(result)
+                    changes.append(change)
+                    await self._run_hooks(session, change)
+                for key in resolved_keys:
+                    resolved = await self._resolve_key(session, key, actor, now)
+                    if resolved is None:
+                        outcome.resolved_unknown.append(key)
+                        continue
+                    outcome.resolved.append(resolved.incident)
+                    changes.append(resolved)
+                    await self._run_hooks(session, resolved)
+        self._after_commit(changes)
+        return outcomes
+
+    async def _resolve_key(
+        self, session: AsyncSession, key: str, actor: str, now: datetime
+    ) -> IncidentChange | None:
+        row = await _open_by_dedup_key(session, key)
+        if row is None:
+            return None
+        row.state = IncidentState.RESOLVED.value
+        row.resolved_at = now
+        row.resolved_by = actor
+        row.ack_expires_at = None
+        row.snoozed_until = None
+        details = {"source": "alert"}
+        _append(session, row, now, ChangeKind.RESOLVED, actor, details)
+        await session.flush()
+        return IncidentChange(ChangeKind.RESOLVED, IncidentView.of(row), actor, now, details)
+
+    async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
+        for hook in self._hooks:
+            await hook.in_transaction(session, change)
+
+    async def _trigger_one(
+        self, session: AsyncSession, alert: AlertIn, actor: str, now: datetime
+    ) -> tuple[TriggerResult, IncidentChange]:
+        row = await _open_by_dedup_key(session, alert.dedup_key)
+        if row is None:
+            row = Incident(
+                dedup_key=alert.dedup_key,
+                severity=alert.severity.value,
+                title=alert.title,
+                description=alert.description,
+                source=alert.source,
+                labels=dict(alert.labels),
+                state=IncidentState.TRIGGERED.value,
+                occurrence_count=1,
+                first_seen_at=now,
+                last_seen_at=now,
+                response_deadline=now + alert.severity.response_time,
+            )
+            session.add(row)
+            await session.flush()
+            details: dict[str, Any] = {
+                "severity": alert.severity.value,
+                "title": alert.title,
+                "source": alert.source,
+            }
+            _append(session, row, now, ChangeKind.TRIGGERED, actor, details)
+            view = IncidentView.of(row)
+            return TriggerResult(view, True), IncidentChange(
+                ChangeKind.TRIGGERED, view, actor, now, details
+            )
+
+        row.occurrence_count += 1
+        row.last_seen_at = now
+        details = {"count": row.occurrence_count}
+        if alert.severity.rank < Severity(row.severity).rank:
+            # A more urgent repeat raises the incident; a milder one never lowers it.
+            details["severity_raised"] = {"from": row.severity, "to": alert.severity.value}
+            row.severity = alert.severity.value
+            row.response_deadline = min(row.response_deadline, now + alert.severity.response_time)
+        if alert.description and alert.description != row.description:
+            details["description"] = alert.description[:500]
+        _append(session, row, now, ChangeKind.DEDUPLICATED, actor, details)
+        await session.flush()
+        view = IncidentView.of(row)
+        return TriggerResult(view, False), IncidentChange(
+            ChangeKind.DEDUPLICATED, view, actor, now, details
+        )
+
+    async def acknowledge(
+        self,
+        incident_id: int,
+        *,
+        actor: str,
+        note: str | None = None,
+        duration: timedelta | None = None,
+    ) -> IncidentView:
+        """Acknowledge; with `duration`, only for that long (then escalation resumes)."""
+        if duration is not None and duration <= timedelta(0):
+            raise InvalidInput("an acknowledgement duration must be positive")
+
+        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+            if row.state == IncidentState.RESOLVED:
+                raise InvalidTransition(
+                    f"incident #{row.id} is resolved; reopen it first", detail={"id": row.id}
+                )
+            if row.state == IncidentState.ACKNOWLEDGED:
+                raise InvalidTransition(
+                    f"incident #{row.id} is already acknowledged by {row.acknowledged_by}",
+                    detail={"id": row.id, "acknowledged_by": row.acknowledged_by},
+                )
+            row.state = IncidentState.ACKNOWLEDGED.value
+            row.acknowledged_at = now
+            row.acknowledged_by = actor
+            row.ack_expires_at = now + duration if duration else None
+            details: dict[str, Any] = {"note": note} if note else {}
+            if row.ack_expires_at:
+                details["until"] = row.ack_expires_at.isoformat()
+            return details
+
+        return await self._transition(incident_id, ChangeKind.ACKNOWLEDGED, actor, apply)
+
+    async def resolve(
+        self, incident_id: int, *, actor: str, note: str | None = None
+    ) -> IncidentView:
+        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+            if row.state == IncidentState.RESOLVED:
+                raise InvalidTransition(
+                    f"incident #{row.id} is already resolved by {row.resolved_by}",
+                    detail={"id": row.id, "resolved_by": row.resolved_by},
+                )
+            row.state = IncidentState.RESOLVED.value
+            row.resolved_at = now
+            row.resolved_by = actor
+            row.ack_expires_at = None
+            row.snoozed_until = None
+            return {"note": note} if note else {}
+
+        return await self._transition(incident_id, ChangeKind.RESOLVED, actor, apply)
+
+    async def resolve_by_dedup_key(self, dedup_key: str, *, actor: str) -> IncidentView | None:
+        """Resolve the open incident with this key, if any (an Alertmanager 'resolved')."""
+        outcome = await self.apply_batch([], [dedup_key], actor=actor)
+        return outcome.resolved[0] if outcome.resolved else None
+
+    async def reopen(
+        self, incident_id: int, *, actor: str, note: str | None = None
+    ) -> IncidentView:
+        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+            if row.state != IncidentState.RESOLVED:
+                raise InvalidTransition(
+                    f"incident #{row.id} is not resolved (it is {row.state})",
+                    detail={"id": row.id, "state": row.state},
+                )
+            if await _open_by_dedup_key(session, row.dedup_key) is not None:
+                raise InvalidTransition(
+                    f"another open incident already has dedup key {row.dedup_key!r}",
+                    detail={"id": row.id},
+                )
+            row.state = IncidentState.TRIGGERED.value
+            row.acknowledged_at = None
+            row.acknowledged_by = None
+            row.resolved_at = None
+            row.resolved_by = None
+            row.ack_expires_at = None
+            row.snoozed_until = None
+            row.response_deadline = now + Severity(row.severity).response_time
+            return {"note": note} if note else {}
+
+        return await self._transition(incident_id, ChangeKind.REOPENED, actor, apply)
+
+    async def snooze(self, incident_id: int, *, actor: str, duration: timedelta) -> IncidentView:
+        """Hold escalation still for `duration`; the incident stays open."""
+        if not timedelta(minutes=1) <= duration <= timedelta(days=7):
+            raise InvalidInput("snooze for between 1 minute and 7 days, e.g. 30m or 2h")
+
+        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+            if row.state == IncidentState.RESOLVED:
+                raise InvalidTransition(
+                    f"incident #{row.id} is resolved; there is nothing to snooze",
+                    detail={"id": row.id},
+                )
+            row.snoozed_until = now + duration
+            return {
+                "until": row.snoozed_until.isoformat(),
+                "seconds": int(duration.total_seconds()),
+            }
+
+        return await self._transition(incident_id, ChangeKind.SNOOZED, actor, apply)
+
+    async def expire_acknowledgement(self, incident_id: int) -> IncidentView | None:
+        """Un-acknowledge if a timed acknowledgement has run out; None when nothing to do."""
+        async with self._db.write() as session:
+            row = await session.get(Incident, incident_id)
+            now = self._clock.now()
+            if (
+                row is None
+                or row.state != IncidentState.ACKNOWLEDGED
+                or row.ack_expires_at is None
+                or row.ack_expires_at > now
+            ):
+                return None
+            details = {"acknowledged_by": row.acknowledged_by}
+            row.state = IncidentState.TRIGGERED.value
+            row.acknowledged_at = None
+            row.acknowledged_by = None
+            row.ack_expires_at = None
+            change = await self.record(
+                session, row, ChangeKind.UNACKNOWLEDGED, actor="timer", details=details
+            )
+        self.published([change])
+        return change.incident
+
+    async def record(
+        self,
+        session: AsyncSession,
+        row: Incident,
+        kind: ChangeKind,
+        *,
+        actor: str,
+        details: dict[str, Any],
+    ) -> IncidentChange:
+        """Write a timeline entry and run the hooks inside the caller's transaction.
+
+        For other services (escalation) that change an incident's story in their own
+        transaction; call `published` with the change after the commit.
+        """
+        now = self._clock.now()
+        _append(session, row, now, kind, actor, details)
+        await session.flush()
+        change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
+        await self._run_hooks(session, change)
+        return change
+
+    def published(self, changes: Sequence[IncidentChange]) -> None:
+        """Tell the hooks that these changes are committed."""
+        self._after_commit(list(changes))
+
+    async def annotate(self, incident_id: int, *, actor: str, text: str) -> IncidentView:
+        text = text.strip()
+        if not text:
+            raise InvalidInput("a note needs some text")
+
+        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+            return {"text": text[:4000]}
+
+        return await self._transition(incident_id, ChangeKind.ANNOTATED, actor, apply)
+
+    async def _transition(
+        self,
+        incident_id: int,
+        kind: ChangeKind,
+        actor: str,
+        apply: Callable[[AsyncSession, Incident, datetime], Awaitable[dict[str, Any]]],
+    ) -> IncidentView:
+        async with self._db.write() as session:
+            row = await session.get(Incident, incident_id)
+            if row is None:
+                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+            now = self._clock.now()
+            details = await apply(session, row, now)
+            _append(session, row, now, kind, actor, details)
+            await session.flush()
+            change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
+            await self._run_hooks(session, change)
+        self._after_commit([change])
+        return change.incident
+
+    def _after_commit(self, changes: Sequence[IncidentChange]) -> None:
+        for change in changes:
+            for hook in self._hooks:
+                hook.after_commit(change)
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get(self, incident_id: int) -> IncidentDetail:
+        async with self._db.read() as session:
+            row = await session.get(Incident, incident_id)
+            if row is None:
+                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+            events = (
+                await session.scalars(
+                    select(TimelineEvent)
+                    .where(TimelineEvent.incident_id == incident_id)
+                    .order_by(TimelineEvent.id)
+                )
+            ).all()
+            return IncidentDetail(
+                IncidentView.of(row),
+                [TimelineEntry(e.id, e.at, e.kind, e.actor, dict(e.details)) for e in events],
+            )
+
+    async def list(
+        self,
+        *,
+        states: Sequence[IncidentState] | None = None,
+        severities: Sequence[Severity] | None = None,
+        limit: int = 100,
+    ) -> list[IncidentView]:
+        query = select(Incident)
+        if states:
+            query = query.where(Incident.state.in_([s.value for s in states]))
+        if severities:
+            query = query.where(Incident.severity.in_([s.value for s in severities]))
+        query = query.order_by(Incident.severity, Incident.id.desc()).limit(limit)
+        async with self._db.read() as session:
+            rows = (await session.scalars(query)).all()
+            return [IncidentView.of(r) for r in rows]
+
+    async def count_open(self) -> dict[str, int]:
+        query = (
+            select(Incident.severity, func.count())
+            .where(Incident.state != IncidentState.RESOLVED.value)
+            .group_by(Incident.severity)
+        )
+        async with self._db.read() as session:
+            rows = (await session.execute(query)).all()
+        counts = {s.value: 0 for s in Severity}
+        counts.update({sev: n for sev, n in rows})
+        return counts
+
+
+def _validate_alert(alert: AlertIn) -> None:
+    if not alert.title.strip():
+        raise InvalidInput("title must not be empty", detail={"field": "title"})
+    limits = (
+        ("title", alert.title, MAX_TITLE),
+        ("dedup_key", alert.dedup_key, MAX_DEDUP_KEY),
+        ("source", alert.source, MAX_SOURCE),
+        ("description", alert.description, MAX_DESCRIPTION),
+    )
+    for name, value, limit in limits:
+        if len(value) > limit:
+            raise InvalidInput(f"{name} is longer than {limit} characters", detail={"field": name})
+    if not alert.dedup_key.strip():
+        raise InvalidInput("dedup_key must not be empty", detail={"field": "dedup_key"})
+
+
+async def _open_by_dedup_key(session: AsyncSession, dedup_key: str) -> Incident | None:
+    query = (
+        select(Incident)
+        .where(Incident.dedup_key == dedup_key, Incident.state != IncidentState.RESOLVED.value)
+        .with_for_update()
+    )
+    result: Incident | None = await session.scalar(query)
+    return result
+
+
+def _append(  # noqa: PLR0917
+    session: AsyncSession,
+    row: Incident,
+    now: datetime,
+    kind: ChangeKind,
+    actor: str,
+    details: dict[str, Any],
+) -> None:
+    session.add(
+        TimelineEvent(incident_id=row.id, at=now, kind=kind.value, actor=actor, details=details)
+    )

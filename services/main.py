@@ -1,0 +1,138 @@
+"""The composition root: builds the services from settings and runs `sunflow-ops serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services import db as dbmod
+from services.clock import Clock, SystemClock
+from services.config import Settings
+from services.db import Database
+from services.health import ComponentHealth, HealthService, Status
+from services.incidents import IncidentService
+from services.intake import IntakeService
+from services.metrics import Metrics
+from services.scheduler import SchedulerService
+
+log = logging.getLogger("sunflow_ops")
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+@dataclass
+class Services:
+    """Everything the edges (HTTP, bot, CLI, scheduler) call into."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    metrics: Metrics
+    incidents: IncidentService
+    intake: IntakeService
+    health: HealthService
+    scheduler: SchedulerService
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, clock: Clock | None = None
+) -> AsyncIterator[Services]:
+    """Build every service over one database; nothing runs in the background yet."""
+    clock = clock or SystemClock()
+    database = Database(settings.database_url)
+    metrics = Metrics()
+    incidents = IncidentService(database, clock)
+    scheduler = SchedulerService()
+    health = HealthService()
+    services = Services(
+        settings=settings,
+        clock=clock,
+        db=database,
+        metrics=metrics,
+        incidents=incidents,
+        intake=IntakeService(incidents),
+        health=health,
+        scheduler=scheduler,
+    )
+
+    async def check_database() -> ComponentHealth:
+        await database.ping()
+        return ComponentHealth("database", Status.HEALTHY, "reachable")
+
+    health.register("database", check_database, critical=True)
+    health.register("scheduler", scheduler.check)
+    try:
+        yield services
+    finally:
+        await database.dispose()
+
+
+def background_contexts(services: Services) -> list[CleanupCtx]:
+    """What `serve` runs beside the HTTP routes, each started and stopped by the app."""
+
+    async def intake_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await services.intake.start()
+        yield
+        await services.intake.stop()
+
+    async def scheduler_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.scheduler.start()
+        yield
+        services.scheduler.shutdown()
+
+    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx]
+    if services.settings.telegram_bot_token is None:
+        log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
+    else:
+        # The seam to the chat front end; services/ itself never imports aiogram.
+        from bot.runtime import bot_context
+
+        contexts.append(bot_context(services))
+    return contexts
+
+
+async def serve(
+    settings: Settings, *, ready: Callable[[int], Awaitable[None]] | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM; accepted writes are committed before it returns."""
+    from services.web.app import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_services(settings) as services:
+        app = create_app(settings, services)
+        app.cleanup_ctx.extend(background_contexts(services))
+        runner = web.AppRunner(app, shutdown_timeout=3.0, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        port = _bound_port(runner) or settings.http_port
+        log.info("serving on http://%s:%s", settings.http_host, port)
+        if ready is not None:
+            await ready(port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await runner.cleanup()
+    log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
+
+
+def migrate(settings: Settings) -> None:
+    dbmod.upgrade(settings.database_url)

@@ -1,0 +1,246 @@
+"""Incident routes: list, detail with timeline, and the lifecycle for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.models import IncidentState
+from services.severity import Severity, parse_severity
+from services.web.auth import require_local_or_token, require_token
+from services.web.body import read_json
+from services.web.errors import JSONError
+from services.web.keys import SERVICES_KEY, SETTINGS_KEY
+
+routes = web.RouteTableDef()
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_NOTE_BODY = {
+    "required": False,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "actor": {"type": "string", "maxLength": 200},
+                    "note": {"type": "string", "maxLength": 4000},
+                },
+            }
+        }
+    },
+}
+_LIFECYCLE_RESPONSES = {
+    "200": {
+        "description": "the incident after the change",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Incident"}}},
+    },
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"$ref": "#/components/responses/Disabled"},
+    "404": {"$ref": "#/components/responses/NotFound"},
+    "409": {"$ref": "#/components/responses/Conflict"},
+}
+
+OPENAPI: dict[str, dict[str, Any]] = {
+    "/api/incidents": {
+        "get": {
+            "summary": "Incidents, most urgent first",
+            "tags": ["incidents"],
+            "parameters": [
+                {
+                    "name": "state",
+                    "in": "query",
+                    "required": False,
+                    "description": "comma-separated: triggered, acknowledged, resolved, or 'open'",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "severity",
+                    "in": "query",
+                    "required": False,
+                    "description": "comma-separated: P0, P1, P2, P3",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "incidents",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["incidents", "count"],
+                                "properties": {
+                                    "incidents": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Incident"},
+                                    },
+                                    "count": {"type": "integer"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+            },
+        }
+    },
+    "/api/incidents/{id}": {
+        "get": {
+            "summary": "One incident with its timeline",
+            "tags": ["incidents"],
+            "parameters": [_ID],
+            "responses": {
+                "200": {
+                    "description": "the incident",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/IncidentDetail"}
+                        }
+                    },
+                },
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    },
+    "/api/incidents/{id}/ack": {
+        "post": {
+            "summary": "Acknowledge an incident",
+            "tags": ["incidents"],
+            "security": [{"adminToken": []}],
+            "parameters": [_ID],
+            "requestBody": _NOTE_BODY,
+            "responses": _LIFECYCLE_RESPONSES,
+        }
+    },
+    "/api/incidents/{id}/resolve": {
+        "post": {
+            "summary": "Resolve an incident",
+            "tags": ["incidents"],
+            "security": [{"adminToken": []}],
+            "parameters": [_ID],
+            "requestBody": _NOTE_BODY,
+            "responses": _LIFECYCLE_RESPONSES,
+        }
+    },
+}
+
+
+def _incident_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
+        raise JSONError(
+            400, "invalid_input", {"field": "id", "message": f"{raw!r} is not an incident number"}
+        )
+    return int(raw)
+
+
+def _csv(request: web.Request, name: str) -> list[str]:
+    return [p.strip() for p in request.query.get(name, "").split(",") if p.strip()]
+
+
+def parse_states(values: list[str]) -> list[IncidentState]:
+    states: list[IncidentState] = []
+    for value in values:
+        if value.lower() == "open":
+            states += [IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED]
+            continue
+        try:
+            states.append(IncidentState(value.lower()))
+        except ValueError:
+            raise JSONError(
+                400,
+                "invalid_input",
+                {
+                    "field": "state",
+                    "message": f"unknown state {value!r}; "
+                    "use triggered, acknowledged, resolved or open",
+                },
+            ) from None
+    return states
+
+
+def parse_severities(values: list[str]) -> list[Severity]:
+    try:
+        return [parse_severity(v) for v in values]
+    except ValueError as exc:
+        raise JSONError(400, "invalid_input", {"field": "severity", "message": str(exc)}) from None
+
+
+@routes.get("/api/incidents")
+async def list_incidents(request: web.Request) -> web.Response:
+    require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
+    raw_limit = request.query.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise JSONError(
+            400, "invalid_input", {"field": "limit", "message": "limit is a number from 1 to 1000"}
+        )
+    incidents = await request.app[SERVICES_KEY].incidents.list(
+        states=parse_states(_csv(request, "state")),
+        severities=parse_severities(_csv(request, "severity")),
+        limit=int(raw_limit),
+    )
+    return web.json_response(
+        {"incidents": [i.to_json() for i in incidents], "count": len(incidents)}
+    )
+
+
+@routes.get("/api/incidents/{id}")
+async def get_incident(request: web.Request) -> web.Response:
+    require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
+    detail = await request.app[SERVICES_KEY].incidents.get(_incident_id(request))
+    return web.json_response(detail.to_json())
+
+
+async def _actor_and_note(request: web.Request) -> tuple[str, str | None]:
+    if not request.can_read_body:
+        return "api", None
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise JSONError(
+            400, "invalid_input", {"field": "body", "message": "the body must be a JSON object"}
+        )
+    actor, note = body.get("actor", "api"), body.get("note")
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
+        raise JSONError(
+            400,
+            "invalid_input",
+            {"field": "actor", "message": "actor is a non-empty string of at most 200 characters"},
+        )
+    if note is not None and (not isinstance(note, str) or len(note) > 4000):
+        raise JSONError(
+            400,
+            "invalid_input",
+            {"field": "note", "message": "note is a string of at most 4000 characters"},
+        )
+    return f"api:{actor.strip()}", note
+
+
+@routes.post("/api/incidents/{id}/ack")
+async def ack_incident(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    incident_id = _incident_id(request)
+    actor, note = await _actor_and_note(request)
+    view = await request.app[SERVICES_KEY].incidents.acknowledge(
+        incident_id, actor=actor, note=note
+    )
+    return web.json_response(view.to_json())
+
+
+@routes.post("/api/incidents/{id}/resolve")
+async def resolve_incident(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    incident_id = _incident_id(request)
+    actor, note = await _actor_and_note(request)
+    view = await request.app[SERVICES_KEY].incidents.resolve(incident_id, actor=actor, note=note)
+    return web.json_response(view.to_json())

@@ -1,0 +1,196 @@
+"""`GET /api/openapi.json`: the OpenAPI 3 description, assembled from each route module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from services.web import alerts, health, incidents, metrics
+
+routes = web.RouteTableDef()
+
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+OPENAPI: dict[str, dict[str, Any]] = {
+    "/api/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "tags": ["meta"],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3 document",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {}},
+    },
+    "Severity": {"type": "string", "enum": ["P0", "P1", "P2", "P3"]},
+    "AlertIn": {
+        "type": "object",
+        "required": ["title"],
+        "description": "severity is required unless status is 'resolved'. "
+        "severity accepts P0-P3 or critical/high/warning/info.",
+        "properties": {
+            "severity": {"type": "string", "examples": ["P1", "critical"]},
+            "title": {"type": "string", "minLength": 1, "maxLength": 500},
+            "dedup_key": {"type": "string", "maxLength": 255},
+            "source": {"type": "string", "maxLength": 100},
+            "description": {"type": "string", "maxLength": 20000},
+            "labels": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+        },
+    },
+    "AlertmanagerPayload": {
+        "type": "object",
+        "required": ["alerts"],
+        "properties": {
+            "version": {"type": "string", "enum": ["4"]},
+            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "receiver": {"type": "string"},
+            "groupKey": {"type": "string"},
+            "groupLabels": {"type": "object"},
+            "commonLabels": {"type": "object"},
+            "commonAnnotations": {"type": "object"},
+            "externalURL": {"type": "string"},
+            "alerts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["status", "labels"],
+                    "properties": {
+                        "status": {"type": "string", "enum": ["firing", "resolved"]},
+                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "annotations": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "startsAt": {"type": "string"},
+                        "endsAt": {"type": "string"},
+                        "generatorURL": {"type": "string"},
+                        "fingerprint": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "IntakeResult": {
+        "type": "object",
+        "required": ["created", "deduplicated", "resolved", "resolved_unknown", "incidents"],
+        "properties": {
+            "created": {"type": "array", "items": {"type": "integer"}},
+            "deduplicated": {"type": "array", "items": {"type": "integer"}},
+            "resolved": {"type": "array", "items": {"type": "integer"}},
+            "resolved_unknown": {"type": "array", "items": {"type": "string"}},
+            "incidents": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Incident": {
+        "type": "object",
+        "required": ["id", "dedup_key", "severity", "title", "state", "occurrence_count"],
+        "properties": {
+            "id": {"type": "integer"},
+            "dedup_key": {"type": "string"},
+            "severity": {"$ref": "#/components/schemas/Severity"},
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "source": {"type": "string"},
+            "labels": {"type": "object"},
+            "state": {"type": "string", "enum": ["triggered", "acknowledged", "resolved"]},
+            "occurrence_count": {"type": "integer"},
+            "first_seen_at": {"type": "string", "format": "date-time"},
+            "last_seen_at": {"type": "string", "format": "date-time"},
+            "response_deadline": {"type": "string", "format": "date-time"},
+            "acknowledged_at": {"type": ["string", "null"], "format": "date-time"},
+            "acknowledged_by": {"type": ["string", "null"]},
+            "resolved_at": {"type": ["string", "null"], "format": "date-time"},
+            "resolved_by": {"type": ["string", "null"]},
+        },
+    },
+    "IncidentDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Incident"},
+            {
+                "type": "object",
+                "required": ["timeline"],
+                "properties": {
+                    "timeline": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "at", "kind", "actor", "details"],
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "at": {"type": "string", "format": "date-time"},
+                                "kind": {"type": "string"},
+                                "actor": {"type": "string"},
+                                "details": {"type": "object"},
+                            },
+                        },
+                    }
+                },
+            },
+        ]
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "components"],
+        "properties": {
+            "status": {"type": "string", "enum": ["healthy", "degraded", "down"]},
+            "components": {"type": "object"},
+        },
+    },
+}
+
+RESPONSES: dict[str, Any] = {
+    "BadRequest": {"description": "malformed input; detail names the field", **_ERROR},
+    "Unauthorized": {"description": "missing or wrong Bearer token", **_ERROR},
+    "Disabled": {"description": "the token for this endpoint is not configured", **_ERROR},
+    "NotFound": {"description": "no such object", **_ERROR},
+    "Conflict": {"description": "the transition is not allowed in this state", **_ERROR},
+    "TooLarge": {"description": "the body is over the size limit (1 MiB)", **_ERROR},
+}
+
+# Route modules that describe themselves; a test checks every registered route appears.
+MODULES: list[Any] = [health, alerts, incidents, metrics]
+
+
+def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for part in [*(m.OPENAPI for m in MODULES), OPENAPI, *(extra or [])]:
+        for path, operations in part.items():
+            paths.setdefault(path, {}).update(operations)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "SunFlow Ops",
+            "version": "0.1.0",
+            "description": "Chat-ops incident response for the SunFlow pipeline. "
+            "Errors are JSON {error, detail}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "intakeToken": {"type": "http", "scheme": "bearer", "description": "INTAKE_TOKEN"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN"},
+            },
+        },
+    }
+
+
+DOCUMENT_KEY = web.AppKey("openapi_document", dict)
+
+
+@routes.get("/api/openapi.json")
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DOCUMENT_KEY])

@@ -1,0 +1,93 @@
+"""Shared fixtures: a migrated SQLite file per test, the services, and an HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from services import db
+from services.config import Settings
+from services.main import Services, background_contexts, open_services
+from services.web.app import create_app
+
+INTAKE = "intake-test-token-0123"
+ADMIN = "admin-test-token-4567"
+
+Client = TestClient[web.Request, web.Application]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_program(name: str) -> str:
+    """The path of a Debian program an end-to-end test needs; skip (or fail in CI) without it."""
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
+    if path:
+        return path
+    if os.environ.get("REQUIRE_E2E") == "1":
+        pytest.fail(f"{name} is not installed and REQUIRE_E2E=1 (CI installs it in .ci/run)")
+    pytest.skip(f"{name} is not installed (apt-get install {name}); CI runs this test")
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'sunflow.db'}"
+
+
+@pytest.fixture
+async def migrated_url(db_url: str) -> str:
+    await asyncio.to_thread(db.upgrade, db_url)
+    return db_url
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "intake_token": INTAKE,
+        "admin_token": ADMIN,
+        "telegram_bot_token": None,
+        "http_port": 0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(migrated_url: str) -> Settings:
+    return make_settings(migrated_url)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    async with open_services(settings) as built:
+        yield built
+
+
+@pytest.fixture
+async def client(settings: Settings, services: Services) -> AsyncIterator[Client]:
+    """The real app with its background parts (intake group commit, scheduler) running."""
+    app = create_app(settings, services)
+    app.cleanup_ctx.extend(background_contexts(services))
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+def intake_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {INTAKE}"}
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN}"}
