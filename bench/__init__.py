@@ -1,0 +1,1 @@
+"""Benchmarks: each module here has `main(argv) -> int`; `python -m bench [NAME ...]` runs them."""
