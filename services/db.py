@@ -75,7 +75,11 @@ class Database:
         self.url = database_url
         self.is_sqlite = make_url(database_url).drivername.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            # Sessions always end their transactions themselves; the pool's extra ROLLBACK on
+            # check-in would be one more thread round trip per transaction.
+            kwargs["pool_reset_on_return"] = None
+        else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine = create_async_engine(database_url, **kwargs)
         write_engine = self.engine

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import insert as sa_insert
+from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,6 +81,30 @@ class IncidentView:
     resolved_by: str | None
     ack_expires_at: datetime | None = None
     snoozed_until: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> IncidentView:
+        """From a Core row mapping of the incidents table."""
+        return cls(
+            id=row["id"],
+            dedup_key=row["dedup_key"],
+            severity=Severity(row["severity"]),
+            title=row["title"],
+            description=row["description"],
+            source=row["source"],
+            labels=dict(row["labels"] or {}),
+            state=IncidentState(row["state"]),
+            occurrence_count=row["occurrence_count"],
+            first_seen_at=row["first_seen_at"],
+            last_seen_at=row["last_seen_at"],
+            response_deadline=row["response_deadline"],
+            acknowledged_at=row["acknowledged_at"],
+            acknowledged_by=row["acknowledged_by"],
+            resolved_at=row["resolved_at"],
+            resolved_by=row["resolved_by"],
+            ack_expires_at=row["ack_expires_at"],
+            snoozed_until=row["snoozed_until"],
+        )
 
     @classmethod
     def of(cls, row: Incident) -> IncidentView:
@@ -244,96 +270,90 @@ class IncidentService:
         batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
         actor: str,
     ) -> list[BatchOutcome]:
-        changes: list[IncidentChange] = []
-        outcomes: list[BatchOutcome] = []
+        # The hot path of intake, in SQLAlchemy Core and set-based on purpose: one lookup and
+        # one executemany per table per group, instead of ORM round trips per alert.
+        outcomes = [BatchOutcome() for _ in batches]
         async with self._db.write() as session:
             now = self._clock.now()
-            for firing, resolved_keys in batches:
-                outcome = BatchOutcome()
-                outcomes.append(outcome)
+            keys = {a.dedup_key for firing, _ in batches for a in firing}
+            keys.update(k for _, resolved in batches for k in resolved)
+            open_rows = await _open_rows_by_key(session, keys)
+            pending: list[tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any]]] = []
+            inserts: list[dict[str, Any]] = []
+            updated: dict[int, dict[str, Any]] = {}
+            for (firing, resolved_keys), outcome in zip(batches, outcomes, strict=True):
                 for alert in firing:
-                    result, change = await self._trigger_one(session, alert, actor, now)
-                    outcome.triggered.append(result)
-                    changes.append(change)
-                    await self._run_hooks(session, change)
+                    row = open_rows.get(alert.dedup_key)
+                    if row is None:
+                        row = _new_row(alert, now)
+                        inserts.append(row)
+                        open_rows[alert.dedup_key] = row
+                        details: dict[str, Any] = {
+                            "severity": alert.severity.value,
+                            "title": alert.title,
+                            "source": alert.source,
+                        }
+                        kind = ChangeKind.TRIGGERED
+                    else:
+                        details = _absorb(row, alert, now)
+                        kind = ChangeKind.DEDUPLICATED
+                        if row["id"] is not None:
+                            updated[row["id"]] = row
+                    pending.append((outcome, kind, details, row))
                 for key in resolved_keys:
-                    resolved = await self._resolve_key(session, key, actor, now)
-                    if resolved is None:
+                    row = open_rows.pop(key, None)
+                    if row is None:
                         outcome.resolved_unknown.append(key)
                         continue
-                    outcome.resolved.append(resolved.incident)
-                    changes.append(resolved)
-                    await self._run_hooks(session, resolved)
+                    _close_row(row, actor, now)
+                    if row["id"] is not None:
+                        updated[row["id"]] = row
+                    pending.append((outcome, ChangeKind.RESOLVED, {"source": "alert"}, row))
+            # Snapshots now, before ids exist: each change reports the incident as it was
+            # right after that change, even if a later alert in the group moved it on.
+            snapshots = [dict(row) for _, _, _, row in pending]
+            if updated:
+                # Updates before inserts: a key resolved and re-opened in one group must not
+                # trip the one-open-incident-per-key index.
+                await session.execute(
+                    _UPDATE_INCIDENT, [_update_params(r) for r in updated.values()]
+                )
+            if inserts:
+                result = await session.execute(
+                    sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True),
+                    [{k: v for k, v in r.items() if k != "id"} for r in inserts],
+                )
+                for row, new_id in zip(inserts, result.scalars().all(), strict=True):
+                    row["id"] = new_id
+            changes: list[IncidentChange] = []
+            timeline: list[dict[str, Any]] = []
+            for (outcome, kind, details, row), snapshot in zip(pending, snapshots, strict=True):
+                snapshot["id"] = row["id"]
+                view = IncidentView.from_row(snapshot)
+                timeline.append(
+                    {
+                        "incident_id": row["id"],
+                        "at": now,
+                        "kind": kind.value,
+                        "actor": actor,
+                        "details": details,
+                    }
+                )
+                changes.append(IncidentChange(kind, view, actor, now, details))
+                if kind is ChangeKind.RESOLVED:
+                    outcome.resolved.append(view)
+                else:
+                    outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
+            if timeline:
+                await session.execute(sa_insert(_TIMELINE), timeline)
+            for change in changes:
+                await self._run_hooks(session, change)
         self._after_commit(changes)
         return outcomes
-
-    async def _resolve_key(
-        self, session: AsyncSession, key: str, actor: str, now: datetime
-    ) -> IncidentChange | None:
-        row = await _open_by_dedup_key(session, key)
-        if row is None:
-            return None
-        row.state = IncidentState.RESOLVED.value
-        row.resolved_at = now
-        row.resolved_by = actor
-        row.ack_expires_at = None
-        row.snoozed_until = None
-        details = {"source": "alert"}
-        _append(session, row, now, ChangeKind.RESOLVED, actor, details)
-        await session.flush()
-        return IncidentChange(ChangeKind.RESOLVED, IncidentView.of(row), actor, now, details)
 
     async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
         for hook in self._hooks:
             await hook.in_transaction(session, change)
-
-    async def _trigger_one(
-        self, session: AsyncSession, alert: AlertIn, actor: str, now: datetime
-    ) -> tuple[TriggerResult, IncidentChange]:
-        row = await _open_by_dedup_key(session, alert.dedup_key)
-        if row is None:
-            row = Incident(
-                dedup_key=alert.dedup_key,
-                severity=alert.severity.value,
-                title=alert.title,
-                description=alert.description,
-                source=alert.source,
-                labels=dict(alert.labels),
-                state=IncidentState.TRIGGERED.value,
-                occurrence_count=1,
-                first_seen_at=now,
-                last_seen_at=now,
-                response_deadline=now + alert.severity.response_time,
-            )
-            session.add(row)
-            await session.flush()
-            details: dict[str, Any] = {
-                "severity": alert.severity.value,
-                "title": alert.title,
-                "source": alert.source,
-            }
-            _append(session, row, now, ChangeKind.TRIGGERED, actor, details)
-            view = IncidentView.of(row)
-            return TriggerResult(view, True), IncidentChange(
-                ChangeKind.TRIGGERED, view, actor, now, details
-            )
-
-        row.occurrence_count += 1
-        row.last_seen_at = now
-        details = {"count": row.occurrence_count}
-        if alert.severity.rank < Severity(row.severity).rank:
-            # A more urgent repeat raises the incident; a milder one never lowers it.
-            details["severity_raised"] = {"from": row.severity, "to": alert.severity.value}
-            row.severity = alert.severity.value
-            row.response_deadline = min(row.response_deadline, now + alert.severity.response_time)
-        if alert.description and alert.description != row.description:
-            details["description"] = alert.description[:500]
-        _append(session, row, now, ChangeKind.DEDUPLICATED, actor, details)
-        await session.flush()
-        view = IncidentView.of(row)
-        return TriggerResult(view, False), IncidentChange(
-            ChangeKind.DEDUPLICATED, view, actor, now, details
-        )
 
     async def acknowledge(
         self,
@@ -377,11 +397,7 @@ class IncidentService:
                     f"incident #{row.id} is already resolved by {row.resolved_by}",
                     detail={"id": row.id, "resolved_by": row.resolved_by},
                 )
-            row.state = IncidentState.RESOLVED.value
-            row.resolved_at = now
-            row.resolved_by = actor
-            row.ack_expires_at = None
-            row.snoozed_until = None
+            _close(row, actor, now)
             return {"note": note} if note else {}
 
         return await self._transition(incident_id, ChangeKind.RESOLVED, actor, apply)
@@ -582,6 +598,107 @@ def _validate_alert(alert: AlertIn) -> None:
             raise InvalidInput(f"{name} is longer than {limit} characters", detail={"field": name})
     if not alert.dedup_key.strip():
         raise InvalidInput("dedup_key must not be empty", detail={"field": "dedup_key"})
+
+
+_INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
+_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[assignment]
+_MUTABLE = (
+    "severity",
+    "occurrence_count",
+    "last_seen_at",
+    "response_deadline",
+    "state",
+    "resolved_at",
+    "resolved_by",
+    "ack_expires_at",
+    "snoozed_until",
+    "description",
+)
+_UPDATE_INCIDENT = (
+    sa_update(_INCIDENTS)
+    .where(_INCIDENTS.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in _MUTABLE})
+)
+
+
+def _update_params(row: dict[str, Any]) -> dict[str, Any]:
+    params = {f"b_{name}": row[name] for name in _MUTABLE}
+    params["b_id"] = row["id"]
+    return params
+
+
+def _new_row(alert: AlertIn, now: datetime) -> dict[str, Any]:
+    return {
+        "id": None,
+        "dedup_key": alert.dedup_key,
+        "severity": alert.severity.value,
+        "title": alert.title,
+        "description": alert.description,
+        "source": alert.source,
+        "labels": dict(alert.labels),
+        "state": IncidentState.TRIGGERED.value,
+        "occurrence_count": 1,
+        "first_seen_at": now,
+        "last_seen_at": now,
+        "response_deadline": now + alert.severity.response_time,
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+        "ack_expires_at": None,
+        "snoozed_until": None,
+    }
+
+
+def _absorb(row: dict[str, Any], alert: AlertIn, now: datetime) -> dict[str, Any]:
+    """A repeat of an open incident: count it; a more urgent repeat raises the severity."""
+    row["occurrence_count"] += 1
+    row["last_seen_at"] = now
+    details: dict[str, Any] = {"count": row["occurrence_count"]}
+    if alert.severity.rank < Severity(row["severity"]).rank:
+        details["severity_raised"] = {"from": row["severity"], "to": alert.severity.value}
+        row["severity"] = alert.severity.value
+        row["response_deadline"] = min(
+            row["response_deadline"], now + alert.severity.response_time
+        )
+    if alert.description and alert.description != row["description"]:
+        details["description"] = alert.description[:500]
+    return details
+
+
+def _close_row(row: dict[str, Any], actor: str, now: datetime) -> None:
+    row.update(
+        state=IncidentState.RESOLVED.value,
+        resolved_at=now,
+        resolved_by=actor,
+        ack_expires_at=None,
+        snoozed_until=None,
+    )
+
+
+async def _open_rows_by_key(session: AsyncSession, keys: set[str]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), 500):
+        query = (
+            select(_INCIDENTS)
+            .where(
+                _INCIDENTS.c.dedup_key.in_(ordered[start : start + 500]),
+                _INCIDENTS.c.state != IncidentState.RESOLVED.value,
+            )
+            .with_for_update()
+        )
+        for row in (await session.execute(query)).mappings():
+            rows[row["dedup_key"]] = dict(row)
+    return rows
+
+
+def _close(row: Incident, actor: str, now: datetime) -> None:
+    row.state = IncidentState.RESOLVED.value
+    row.resolved_at = now
+    row.resolved_by = actor
+    row.ack_expires_at = None
+    row.snoozed_until = None
 
 
 async def _open_by_dedup_key(session: AsyncSession, dedup_key: str) -> Incident | None:
