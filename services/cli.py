@@ -15,6 +15,7 @@ from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
 from services.models import IncidentState
+from services.policy import PolicyError
 from services.severity import parse_severity
 
 PROG = "sunflow-ops"
@@ -243,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DomainError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         return 1
-    except UsageError as exc:
+    except (UsageError, PolicyError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,10 +15,12 @@ from services import db as dbmod
 from services.clock import Clock, SystemClock
 from services.config import Settings
 from services.db import Database
+from services.escalation import EscalationService
 from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
+from services.policy import load_policy
 from services.scheduler import SchedulerService
 
 log = logging.getLogger("sunflow_ops")
@@ -38,6 +40,7 @@ class Services:
     intake: IntakeService
     health: HealthService
     scheduler: SchedulerService
+    escalation: EscalationService
 
 
 @asynccontextmanager
@@ -46,6 +49,7 @@ async def open_services(
 ) -> AsyncIterator[Services]:
     """Build every service over one database; nothing runs in the background yet."""
     clock = clock or SystemClock()
+    policy = load_policy(settings.escalation_policy_file)
     database = Database(settings.database_url)
     metrics = Metrics()
     incidents = IncidentService(database, clock)
@@ -60,6 +64,15 @@ async def open_services(
         intake=IntakeService(incidents),
         health=health,
         scheduler=scheduler,
+        escalation=EscalationService(
+            database,
+            clock=clock,
+            incidents=incidents,
+            scheduler=scheduler,
+            policy=policy,
+            metrics=metrics,
+            pd_user_ids=settings.pd_user_ids,
+        ),
     )
 
     async def check_database() -> ComponentHealth:
@@ -87,7 +100,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         services.scheduler.shutdown()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx]
+    async def escalation_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await services.escalation.start()
+        yield
+        await services.escalation.stop()
+
+    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, escalation_ctx]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:

@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -113,3 +113,62 @@ class TimelineEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     incident: Mapped[Incident] = relationship(back_populates="timeline", lazy="raise")
+
+
+class EscalationLadder(Base):
+    """One incident's run through its policy's ladder; a reopen starts a new epoch."""
+
+    __tablename__ = "escalation_ladders"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime]
+    # Time the ladder stood still (timed acknowledgements, snoozes): later steps move on by it.
+    shift_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    paused_at: Mapped[datetime | None] = mapped_column(default=None)
+    deadline_missed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class EscalationFiring(Base):
+    """A step claimed for firing; the unique key is what makes a step fire at most once."""
+
+    __tablename__ = "escalation_firings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    step_name: Mapped[str] = mapped_column(String(40))
+    due_at: Mapped[datetime]
+    fired_at: Mapped[datetime]
+    late_seconds: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index(
+            "uq_escalation_firings_step",
+            "incident_id",
+            "epoch",
+            "step_index",
+            "seq",
+            unique=True,
+        ),
+    )
+
+
+class OncallOverride(Base):
+    """`/oncall set USER 8h`: this person is on call instead of the rotation for a while."""
+
+    __tablename__ = "oncall_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Telegram ids need 64 bits.
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    set_by: Mapped[str] = mapped_column(String(200))

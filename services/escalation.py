@@ -1,0 +1,562 @@
+"""The escalation engine: ladders per incident, fired once each, armed from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.clock import Clock
+from services.db import Database
+from services.errors import InvalidInput
+from services.incidents import ChangeKind, IncidentChange, IncidentService
+from services.metrics import Metrics
+from services.models import (
+    EscalationFiring,
+    EscalationLadder,
+    Incident,
+    IncidentState,
+    OncallOverride,
+)
+from services.policy import MAX_REPEATS, Override, Person, Policy, Step, next_handover, oncall_at
+from services.scheduler import SchedulerService
+from services.severity import Severity
+
+log = logging.getLogger(__name__)
+
+# Firing later than this after the due time is called late in the timeline (process was down).
+LATE_AFTER = timedelta(seconds=5)
+
+
+# -- pure decisions -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LadderState:
+    """What the decisions need to know of one incident's ladder."""
+
+    severity: Severity
+    state: IncidentState
+    started_at: datetime
+    shift: timedelta
+    snoozed_until: datetime | None
+    fired: frozenset[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class DueStep:
+    index: int
+    seq: int
+    step: Step
+    due_at: datetime
+
+
+def step_due_at(ladder: LadderState, step: Step, seq: int) -> datetime:
+    repeat = step.repeat or timedelta(0)
+    return ladder.started_at + ladder.shift + step.after + seq * repeat
+
+
+def _pending_occurrences(ladder: LadderState, steps: Sequence[Step]) -> Iterable[DueStep]:
+    """For each step, its first occurrence not fired yet (repeats until acknowledged)."""
+    for index, step in enumerate(steps):
+        limit = MAX_REPEATS if step.repeat else 1
+        for seq in range(limit):
+            if (index, seq) not in ladder.fired:
+                yield DueStep(index, seq, step, step_due_at(ladder, step, seq))
+                break
+
+
+def next_step(ladder: LadderState, policy: Policy) -> DueStep | None:
+    """The next step to fire and when; None when the ladder stands (acknowledged, resolved)."""
+    if ladder.state is not IncidentState.TRIGGERED:
+        return None
+    pending = list(_pending_occurrences(ladder, policy.ladder(ladder.severity)))
+    if not pending:
+        return None
+    soonest = min(pending, key=lambda d: (d.due_at, d.index))
+    if ladder.snoozed_until and soonest.due_at < ladder.snoozed_until:
+        return DueStep(soonest.index, soonest.seq, soonest.step, ladder.snoozed_until)
+    return soonest
+
+
+def due_steps(ladder: LadderState, policy: Policy, now: datetime) -> list[DueStep]:
+    """Every step due at `now`, each once; missed repeats collapse into their latest one."""
+    if ladder.state is not IncidentState.TRIGGERED:
+        return []
+    if ladder.snoozed_until and now < ladder.snoozed_until:
+        return []
+    due: list[DueStep] = []
+    for index, step in enumerate(policy.ladder(ladder.severity)):
+        latest: DueStep | None = None
+        limit = MAX_REPEATS if step.repeat else 1
+        for seq in range(limit):
+            at = step_due_at(ladder, step, seq)
+            if at > now:
+                break
+            if (index, seq) not in ladder.fired:
+                latest = DueStep(index, seq, step, at)
+        if latest is not None:
+            due.append(latest)
+    return sorted(due, key=lambda d: (d.due_at, d.index))
+
+
+def deadline_at(
+    *, severity: Severity, started_at: datetime, shift: timedelta, policy: Policy
+) -> datetime:
+    return started_at + shift + policy.deadline_after[severity]
+
+
+def deadline_missed(ladder: LadderState, policy: Policy, now: datetime, *, already: bool) -> bool:
+    if already or ladder.state is not IncidentState.TRIGGERED:
+        return False
+    at = deadline_at(
+        severity=ladder.severity, started_at=ladder.started_at, shift=ladder.shift, policy=policy
+    )
+    return now >= at
+
+
+def snooze_shift(ladder: LadderState, policy: Policy, until: datetime) -> timedelta:
+    """How far a snooze moves the rest of the ladder: the next step lands at `until`."""
+    upcoming = next_step(
+        LadderState(
+            ladder.severity,
+            ladder.state,
+            ladder.started_at,
+            ladder.shift,
+            None,
+            ladder.fired,
+        ),
+        policy,
+    )
+    if upcoming is None or upcoming.due_at >= until:
+        return timedelta(0)
+    return until - upcoming.due_at
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NextStepInfo:
+    name: str
+    target: str
+    message: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class OncallInfo:
+    person: Person | None
+    overridden_until: datetime | None
+    next_handover: datetime | None
+    pd_user_ids: list[int]
+
+
+class EscalationMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        registry = metrics.registry
+        self.steps_fired = Counter(
+            "sunflow_escalation_steps_fired_total",
+            "Escalation steps fired, by severity and step.",
+            ["severity", "step"],
+            registry=registry,
+        )
+        self.lateness = Histogram(
+            "sunflow_escalation_firing_lateness_seconds",
+            "How long after its due time a step fired.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 60, 300, 3600),
+            registry=registry,
+        )
+        buckets = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+        self.time_to_ack = Histogram(
+            "sunflow_incident_time_to_acknowledge_seconds",
+            "From first alert to acknowledgement, by severity.",
+            ["severity"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.time_to_resolve = Histogram(
+            "sunflow_incident_time_to_resolve_seconds",
+            "From first alert to resolution, by severity.",
+            ["severity"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.deadlines_missed = Counter(
+            "sunflow_response_deadlines_missed_total",
+            "Incidents not acknowledged within their severity's response time.",
+            ["severity"],
+            registry=registry,
+        )
+
+
+_LADDER_CHANGES = {
+    ChangeKind.TRIGGERED,
+    ChangeKind.REOPENED,
+    ChangeKind.ACKNOWLEDGED,
+    ChangeKind.UNACKNOWLEDGED,
+    ChangeKind.SNOOZED,
+    ChangeKind.RESOLVED,
+}
+
+
+def _job_id(incident_id: int) -> str:
+    return f"escalation:{incident_id}"
+
+
+class EscalationService:
+    """Keeps each open incident's next step armed in the scheduler and fires steps once.
+
+    The database holds the ladders and every firing; the scheduler only wakes us up. A step
+    is claimed by inserting its row (unique per incident, epoch, step and repeat) in the same
+    transaction that records it on the incident's timeline and queues its notifications.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock,
+        incidents: IncidentService,
+        scheduler: SchedulerService,
+        policy: Policy,
+        metrics: Metrics,
+        pd_user_ids: Sequence[int] = (),
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._incidents = incidents
+        self._scheduler = scheduler
+        self.policy = policy
+        self._metrics = EscalationMetrics(metrics)
+        self._pd_user_ids = list(pd_user_ids)
+        self._armed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        incidents.add_hook(self)
+
+    # -- hook: keep the ladder in step with the incident ------------------------------------
+
+    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
+        kind, incident = change.kind, change.incident
+        if kind is ChangeKind.TRIGGERED:
+            session.add(EscalationLadder(incident_id=incident.id, epoch=1, started_at=change.at))
+            return
+        if kind not in {
+            ChangeKind.REOPENED,
+            ChangeKind.ACKNOWLEDGED,
+            ChangeKind.UNACKNOWLEDGED,
+            ChangeKind.SNOOZED,
+        }:
+            return
+        ladder = await session.get(EscalationLadder, incident.id)
+        if ladder is None:  # an incident from before escalation existed
+            ladder = EscalationLadder(
+                incident_id=incident.id, epoch=1, started_at=incident.first_seen_at
+            )
+            session.add(ladder)
+            await session.flush()
+        if kind is ChangeKind.REOPENED:
+            ladder.epoch += 1
+            ladder.started_at = change.at
+            ladder.shift_seconds = 0
+            ladder.paused_at = None
+            ladder.deadline_missed_at = None
+        elif kind is ChangeKind.ACKNOWLEDGED:
+            # Only a timed acknowledgement will come back; remember where the ladder stood.
+            ladder.paused_at = change.at
+        elif kind is ChangeKind.UNACKNOWLEDGED and ladder.paused_at is not None:
+            ladder.shift_seconds += int((change.at - ladder.paused_at).total_seconds())
+            ladder.paused_at = None
+        elif kind is ChangeKind.SNOOZED and incident.snoozed_until is not None:
+            state = await self._state(session, ladder, incident.severity, incident.state, None)
+            ladder.shift_seconds += int(
+                snooze_shift(state, self.policy, incident.snoozed_until).total_seconds()
+            )
+
+    def after_commit(self, change: IncidentChange) -> None:
+        incident = change.incident
+        if change.kind is ChangeKind.ACKNOWLEDGED:
+            self._metrics.time_to_ack.labels(incident.severity.value).observe(
+                (change.at - incident.first_seen_at).total_seconds()
+            )
+        elif change.kind is ChangeKind.RESOLVED:
+            self._metrics.time_to_resolve.labels(incident.severity.value).observe(
+                (change.at - incident.first_seen_at).total_seconds()
+            )
+        moves_ladder = change.kind in _LADDER_CHANGES or "severity_raised" in change.details
+        if self._armed and moves_ladder:
+            task = asyncio.get_running_loop().create_task(self.rearm(incident.id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Arm every open incident from the database (steps that came due fire now)."""
+        self._armed = True
+        await self.rearm_all()
+        self._scheduler.scheduler.add_job(
+            self.sweep,
+            "interval",
+            seconds=60,
+            id="escalation:sweep",
+            replace_existing=True,
+        )
+
+    async def stop(self) -> None:
+        self._armed = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def sweep(self) -> None:
+        """Arm open incidents that have no timer (opened by another process, say)."""
+        await self.rearm_all(only_unarmed=True)
+
+    async def rearm_all(self, *, only_unarmed: bool = False) -> None:
+        async with self._db.read() as session:
+            ids = (
+                await session.scalars(
+                    select(Incident.id).where(Incident.state != IncidentState.RESOLVED.value)
+                )
+            ).all()
+        for incident_id in ids:
+            if only_unarmed and self._scheduler.scheduler.get_job(_job_id(incident_id)):
+                continue
+            await self.rearm(incident_id)
+
+    async def rearm(self, incident_id: int) -> None:
+        """Schedule this incident's next wake-up (next step, deadline or ack expiry)."""
+        wake = await self.next_wakeup(incident_id)
+        job_id = _job_id(incident_id)
+        if wake is None:
+            if self._scheduler.scheduler.get_job(job_id):
+                self._scheduler.scheduler.remove_job(job_id)
+            return
+        self._scheduler.scheduler.add_job(
+            self.tick,
+            "date",
+            run_date=wake,
+            args=[incident_id],
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    async def next_wakeup(self, incident_id: int) -> datetime | None:
+        async with self._db.read() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None or incident.state == IncidentState.RESOLVED.value:
+                return None
+            if incident.state == IncidentState.ACKNOWLEDGED.value:
+                return incident.ack_expires_at
+            ladder = await session.get(EscalationLadder, incident_id)
+            if ladder is None:
+                return None
+            state = await self._state(
+                session,
+                ladder,
+                Severity(incident.severity),
+                IncidentState(incident.state),
+                incident.snoozed_until,
+            )
+        times = []
+        upcoming = next_step(state, self.policy)
+        if upcoming is not None:
+            times.append(upcoming.due_at)
+        if ladder.deadline_missed_at is None:
+            times.append(
+                deadline_at(
+                    severity=state.severity,
+                    started_at=state.started_at,
+                    shift=state.shift,
+                    policy=self.policy,
+                )
+            )
+        return min(times) if times else None
+
+    async def tick(self, incident_id: int) -> list[IncidentChange]:
+        """Fire whatever is due for this incident now; each step at most once, ever."""
+        await self._incidents.expire_acknowledgement(incident_id)
+        changes: list[IncidentChange] = []
+        try:
+            async with self._db.write() as session:
+                changes = await self._fire_due(session, incident_id)
+        except IntegrityError:
+            # Another process claimed the same step first; it has been (or will be) sent once.
+            log.info("escalation step for incident %s already claimed elsewhere", incident_id)
+            changes = []
+        self._incidents.published(changes)
+        await self.rearm(incident_id)
+        return changes
+
+    async def _fire_due(self, session: AsyncSession, incident_id: int) -> list[IncidentChange]:
+        incident = await session.get(Incident, incident_id)
+        if incident is None or incident.state != IncidentState.TRIGGERED.value:
+            return []
+        ladder = await session.get(EscalationLadder, incident_id)
+        if ladder is None:
+            return []
+        severity = Severity(incident.severity)
+        state = await self._state(
+            session, ladder, severity, IncidentState.TRIGGERED, incident.snoozed_until
+        )
+        now = self._clock.now()
+        changes: list[IncidentChange] = []
+        for due in due_steps(state, self.policy, now):
+            late = now - due.due_at
+            session.add(
+                EscalationFiring(
+                    incident_id=incident_id,
+                    epoch=ladder.epoch,
+                    step_index=due.index,
+                    seq=due.seq,
+                    step_name=due.step.name,
+                    due_at=due.due_at,
+                    fired_at=now,
+                    late_seconds=int(late.total_seconds()),
+                )
+            )
+            await session.flush()  # the claim: a second claimant fails here
+            details: dict[str, Any] = {
+                "step": due.step.name,
+                "target": due.step.target,
+                "user_ids": await self._recipients(session, due.step, now),
+                "message": due.step.message,
+                "late": late > LATE_AFTER,
+                "due_at": due.due_at.isoformat(),
+                "epoch": ladder.epoch,
+                "repeat": due.seq,
+                "initial": due.step.initial,
+            }
+            if late > LATE_AFTER:
+                details["late_by_seconds"] = int(late.total_seconds())
+            changes.append(
+                await self._incidents.record(
+                    session, incident, ChangeKind.ESCALATED, actor="escalation", details=details
+                )
+            )
+            self._metrics.steps_fired.labels(severity.value, due.step.name).inc()
+            self._metrics.lateness.observe(max(0.0, late.total_seconds()))
+        if deadline_missed(state, self.policy, now, already=ladder.deadline_missed_at is not None):
+            ladder.deadline_missed_at = now
+            details = {
+                "deadline": deadline_at(
+                    severity=severity,
+                    started_at=state.started_at,
+                    shift=state.shift,
+                    policy=self.policy,
+                ).isoformat(),
+                "severity": severity.value,
+                "response_time": str(severity.response_time),
+            }
+            changes.append(
+                await self._incidents.record(
+                    session,
+                    incident,
+                    ChangeKind.DEADLINE_MISSED,
+                    actor="escalation",
+                    details=details,
+                )
+            )
+            self._metrics.deadlines_missed.labels(severity.value).inc()
+        return changes
+
+    async def _state(  # noqa: PLR0917
+        self,
+        session: AsyncSession,
+        ladder: EscalationLadder,
+        severity: Severity,
+        state: IncidentState,
+        snoozed_until: datetime | None,
+    ) -> LadderState:
+        rows = (
+            await session.execute(
+                select(EscalationFiring.step_index, EscalationFiring.seq).where(
+                    EscalationFiring.incident_id == ladder.incident_id,
+                    EscalationFiring.epoch == ladder.epoch,
+                )
+            )
+        ).all()
+        return LadderState(
+            severity=severity,
+            state=state,
+            started_at=ladder.started_at,
+            shift=timedelta(seconds=ladder.shift_seconds),
+            snoozed_until=snoozed_until,
+            fired=frozenset((r[0], r[1]) for r in rows),
+        )
+
+    async def _recipients(self, session: AsyncSession, step: Step, now: datetime) -> list[int]:
+        if step.target == "team":
+            return []
+        person = oncall_at(self.policy.rotation, now, await self._overrides(session, now))
+        ids = [person.user_id] if person else []
+        if step.target == "pd":
+            ids += [i for i in self._pd_user_ids if i not in ids]
+        return ids
+
+    # -- queries for the edges -----------------------------------------------------------------
+
+    async def next_step_for(self, incident_id: int) -> NextStepInfo | None:
+        async with self._db.read() as session:
+            incident = await session.get(Incident, incident_id)
+            ladder = await session.get(EscalationLadder, incident_id)
+            if incident is None or ladder is None:
+                return None
+            state = await self._state(
+                session,
+                ladder,
+                Severity(incident.severity),
+                IncidentState(incident.state),
+                incident.snoozed_until,
+            )
+        upcoming = next_step(state, self.policy)
+        if upcoming is None:
+            return None
+        step = upcoming.step
+        return NextStepInfo(step.name, step.target, step.message, upcoming.due_at)
+
+    async def _overrides(self, session: AsyncSession, now: datetime) -> list[Override]:
+        rows = (
+            await session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now))
+        ).all()
+        return [Override(Person(r.user_id, r.name), r.starts_at, r.ends_at) for r in rows]
+
+    async def oncall(self) -> OncallInfo:
+        now = self._clock.now()
+        async with self._db.read() as session:
+            overrides = await self._overrides(session, now)
+        person = oncall_at(self.policy.rotation, now, overrides)
+        covering = [o for o in overrides if o.starts_at <= now < o.ends_at]
+        until = max(covering, key=lambda o: o.starts_at).ends_at if covering else None
+        return OncallInfo(
+            person, until, next_handover(self.policy.rotation, now), self._pd_user_ids
+        )
+
+    async def set_oncall(
+        self, *, user_id: int, name: str, duration: timedelta, actor: str
+    ) -> OncallInfo:
+        if not timedelta(minutes=5) <= duration <= timedelta(days=30):
+            raise InvalidInput("an on-call override lasts between 5 minutes and 30 days, e.g. 8h")
+        now = self._clock.now()
+        async with self._db.write() as session:
+            await session.execute(delete(OncallOverride).where(OncallOverride.ends_at <= now))
+            session.add(
+                OncallOverride(
+                    user_id=user_id,
+                    name=name[:200],
+                    starts_at=now,
+                    ends_at=now + duration,
+                    set_by=actor,
+                )
+            )
+        return await self.oncall()
