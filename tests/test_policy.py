@@ -154,3 +154,10 @@ def test_override_wins_while_it_lasts() -> None:
     assert after == Person(1, "Kim")
     assert oncall_at(None, START) is None
     assert next_handover(ROTA, START + timedelta(days=1)) == START + timedelta(days=7)
+
+
+def test_the_shipped_example_policy_loads() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "escalation.example.toml"
+    policy = load_policy(example)
+    assert policy.ladder(Severity.P0)[1].repeat == timedelta(minutes=15)
+    assert policy.ladder(Severity.P2) == policy.ladder(Severity.P1)

@@ -1,0 +1,143 @@
+"""Escalation timers: firing lateness for 1,000 staggered incidents, and CPU while waiting.
+
+A `sunflow-ops serve` process gets a policy of seconds (steps at 0 s, 30 s, 60 s, 90 s and a
+last one an hour out); 1,000 alerts arrive spread over 60 s, so about 3,000 steps come due
+over two and a half minutes. Lateness is read from the database afterwards (each firing's
+`fired_at - due_at`); CPU is the process's own user+system time over a quiet window in
+which 1,000 incidents wait and nothing is due.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import (
+    PYTHON,
+    free_port,
+    machine,
+    percentile,
+    start_process,
+    stop_process,
+    wait_http,
+)
+
+TOKEN = "bench-escalation-token"
+POLICY = """
+[[ladder.default]]
+name = "team"
+after = "0s"
+target = "team"
+
+[[ladder.default]]
+name = "retries_done"
+after = "30s"
+target = "team"
+
+[[ladder.default]]
+name = "pd"
+after = "60s"
+target = "pd"
+
+[[ladder.default]]
+name = "manual"
+after = "90s"
+target = "team"
+
+[[ladder.default]]
+name = "later"
+after = "1h"
+target = "team"
+
+[deadlines]
+P0 = "1h"
+P1 = "1h"
+P2 = "1h"
+P3 = "1h"
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def post_alerts(base: str, count: int, spread: float) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            target = started + spread * i / count
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {"severity": "P1", "title": f"job {i} failing", "dedup_key": f"esc-{i}"}
+            async with session.post(f"{base}/api/alerts", json=body, headers=headers) as resp:
+                if resp.status != 202:
+                    raise RuntimeError(f"intake answered {resp.status}")
+
+
+def lateness(db: Path) -> list[float]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT due_at, fired_at FROM escalation_firings WHERE step_name != 'team'"
+        ).fetchall()
+    return [
+        (datetime.fromisoformat(f) - datetime.fromisoformat(d)).total_seconds() for d, f in rows
+    ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench escalation")
+    parser.add_argument("--incidents", type=int, default=1000)
+    parser.add_argument("--spread", type=float, default=60.0)
+    parser.add_argument("--idle", type=float, default=30.0)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "policy.toml").write_text(POLICY)
+        db = workdir / "esc.db"
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "DATABASE_"))}
+        env.update(
+            HTTP_PORT=str(port),
+            INTAKE_TOKEN=TOKEN,
+            DATABASE_URL=f"sqlite+aiosqlite:///{db}",
+            ESCALATION_POLICY_FILE=str(workdir / "policy.toml"),
+            LOG_LEVEL="WARNING",
+        )
+        proc = start_process([PYTHON, "-m", "services.cli", "serve"], env, Path.cwd())
+        try:
+            base = f"http://127.0.0.1:{port}"
+            asyncio.run(wait_http(f"{base}/api/health", proc))
+            asyncio.run(post_alerts(base, args.incidents, args.spread))
+            # Wait for the 90 s step of the last incident, plus a margin.
+            time.sleep(95)
+            cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(args.idle)
+            cpu = (cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before)
+        finally:
+            stop_process(proc)
+        late = lateness(db)
+    expected = args.incidents * 3
+    print(f"machine: {machine()}")
+    print(
+        f"| incidents | steps fired (expected) | lateness p50 | p99 | max | CPU while waiting |\n"
+        f"| --- | --- | --- | --- | --- | --- |\n"
+        f"| {args.incidents} | {len(late)} ({expected}) | {percentile(late, 50) * 1000:.0f} ms | "
+        f"{percentile(late, 99) * 1000:.0f} ms | {max(late) * 1000:.0f} ms | "
+        f"{cpu * 100:.2f} % of one core |"
+    )
+    print("targets: lateness p99 <= 1 s; CPU while waiting < 1 % of one core")
+    return 0 if len(late) == expected else 1
