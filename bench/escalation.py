@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench escalation")
     parser.add_argument("--incidents", type=int, default=1000)
     parser.add_argument("--spread", type=float, default=60.0)
-    parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--idle", type=float, default=65.0)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,7 +122,8 @@ def main(argv: list[str]) -> int:
             base = f"http://127.0.0.1:{port}"
             asyncio.run(wait_http(f"{base}/api/health", proc))
             asyncio.run(post_alerts(base, args.incidents, args.spread))
-            # Wait for the 90 s step of the last incident, plus a margin.
+            # Wait for the 90 s step of the last incident, plus a margin; the quiet window
+            # then spans at least one of the 60 s sweeps.
             time.sleep(95)
             cpu_before, wall_before = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(args.idle)
