@@ -58,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
         action = inc_sub.add_parser(name, help=f"{name} an incident")
         action.add_argument("id", type=_incident_id)
         action.add_argument("--note", default=None)
+    pm = inc_sub.add_parser("postmortem", help="print the Markdown post-mortem")
+    pm.add_argument("id", type=_incident_id)
+    pm.add_argument("--lang", choices=["ko", "en"], default=None)
+    pm.add_argument(
+        "--set",
+        nargs=2,
+        metavar=("FIELD", "TEXT"),
+        help="fill a field first: summary, impact, cause or prevention",
+    )
+
+    report = sub.add_parser("report", help="the weekly incident report")
+    report.add_argument("--days", type=int, default=7)
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--chart", metavar="PNG", help="also write the chart to this file")
     return parser
 
 
@@ -151,12 +165,41 @@ def _cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 print(f"  {entry.at.isoformat()}  {entry.kind:<13} {entry.actor}{extra}")
             return 0
+        if args.incident_command == "postmortem":
+            if args.set:
+                field, text = args.set
+                await services.postmortems.set_field(args.id, field, text, actor=actor())
+            document = await services.postmortems.build(args.id, language=args.lang)
+            print(document.markdown)
+            return 0
         if args.incident_command == "ack":
             view = await incidents.acknowledge(args.id, actor=actor(), note=args.note)
             print(f"#{view.id} acknowledged by {view.acknowledged_by}")
             return 0
         view = await incidents.resolve(args.id, actor=actor(), note=args.note)
         print(f"#{view.id} resolved by {view.resolved_by}")
+        return 0
+
+    return asyncio.run(_with_services(settings, work))
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from services.main import migrate
+    from services.reports import chart_png, summary_text
+
+    if not 1 <= args.days <= 366:
+        raise UsageError("--days is a number from 1 to 366")
+    migrate(settings)
+
+    async def work(services: Any) -> int:
+        report = await services.reports.weekly(days=args.days)
+        if args.json:
+            print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        else:
+            print(summary_text(report, language=settings.bot_language))
+        if args.chart:
+            with open(args.chart, "wb") as out:
+                out.write(chart_png(report))
         return 0
 
     return asyncio.run(_with_services(settings, work))
@@ -229,6 +272,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "health": _cmd_health,
     "db": _cmd_db,
     "incident": _cmd_incident,
+    "report": _cmd_report,
 }
 
 

@@ -57,6 +57,9 @@ class ChangeKind(enum.StrEnum):
     # Written by other services through `IncidentService.record` in their own transaction.
     ESCALATED = "escalated"
     DEADLINE_MISSED = "deadline_missed"
+    # A checklist item ticked or unticked; a post-mortem field filled in.
+    CHECKLIST = "checklist"
+    POSTMORTEM = "postmortem"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from services import db as dbmod
+from services.checklists import ChecklistService
 from services.clock import Clock, SystemClock
 from services.config import Settings
 from services.db import Database
@@ -21,6 +22,8 @@ from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
 from services.policy import load_policy
+from services.postmortem import PostmortemService
+from services.reports import ReportService
 from services.scheduler import SchedulerService
 
 log = logging.getLogger("sunflow_ops")
@@ -41,6 +44,9 @@ class Services:
     health: HealthService
     scheduler: SchedulerService
     escalation: EscalationService
+    checklists: ChecklistService
+    postmortems: PostmortemService
+    reports: ReportService
 
 
 @asynccontextmanager
@@ -55,6 +61,7 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
+    checklists = ChecklistService(database, clock, incidents)
     services = Services(
         settings=settings,
         clock=clock,
@@ -73,6 +80,11 @@ async def open_services(
             metrics=metrics,
             pd_user_ids=settings.pd_user_ids,
         ),
+        checklists=checklists,
+        postmortems=PostmortemService(
+            database, clock, incidents, checklists, language=settings.bot_language
+        ),
+        reports=ReportService(database, clock),
     )
 
     async def check_database() -> ComponentHealth:

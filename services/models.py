@@ -172,3 +172,32 @@ class OncallOverride(Base):
     starts_at: Mapped[datetime]
     ends_at: Mapped[datetime] = mapped_column(index=True)
     set_by: Mapped[str] = mapped_column(String(200))
+
+
+class ChecklistTick(Base):
+    """The state of one item of an incident's checklist, with who last changed it."""
+
+    __tablename__ = "checklist_ticks"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    checklist: Mapped[str] = mapped_column(String(20), primary_key=True)
+    item: Mapped[str] = mapped_column(String(40), primary_key=True)
+    done: Mapped[bool]
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+class PostmortemField(Base):
+    """What only people know for the post-mortem: impact, root cause, prevention, summary."""
+
+    __tablename__ = "postmortem_fields"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    field: Mapped[str] = mapped_column(String(20), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(200))

@@ -113,6 +113,30 @@ OPENAPI: dict[str, dict[str, Any]] = {
             },
         }
     },
+    "/api/incidents/{id}/postmortem": {
+        "get": {
+            "summary": "Markdown post-mortem with the runbooks' sections",
+            "tags": ["incidents"],
+            "parameters": [
+                _ID,
+                {
+                    "name": "lang",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["ko", "en"]},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "the post-mortem",
+                    "content": {"text/markdown": {"schema": {"type": "string"}}},
+                },
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    },
     "/api/incidents/{id}/ack": {
         "post": {
             "summary": "Acknowledge an incident",
@@ -200,6 +224,22 @@ async def get_incident(request: web.Request) -> web.Response:
     require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
     detail = await request.app[SERVICES_KEY].incidents.get(_incident_id(request))
     return web.json_response(detail.to_json())
+
+
+@routes.get("/api/incidents/{id}/postmortem")
+async def get_postmortem(request: web.Request) -> web.Response:
+    require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
+    incident_id = _incident_id(request)
+    language = request.query.get("lang")
+    if language not in {None, "ko", "en"}:
+        raise JSONError(400, "invalid_input", {"field": "lang", "message": "lang is ko or en"})
+    document = await request.app[SERVICES_KEY].postmortems.build(incident_id, language=language)
+    return web.Response(
+        text=document.markdown,
+        content_type="text/markdown",
+        charset="utf-8",
+        headers={"Content-Disposition": f'inline; filename="{document.filename}"'},
+    )
 
 
 async def _actor_and_note(request: web.Request) -> tuple[str, str | None]:

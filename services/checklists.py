@@ -1,0 +1,168 @@
+"""The playbook's two checklists (during the incident, on recovery), ticked per incident."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from services.clock import Clock
+from services.db import Database
+from services.errors import InvalidInput, NotFound
+from services.incidents import ChangeKind, IncidentService
+from services.models import ChecklistTick, Incident
+
+# The playbook's "체크리스트", in its order. Keys are stable; labels are per language.
+CHECKLISTS: dict[str, tuple[str, ...]] = {
+    "during": (
+        "health_check",
+        "error_logs",
+        "trace_ids",
+        "recovery_attempt",
+        "verification",
+        "postmortem",
+    ),
+    "recovery": ("normal_operation", "queued_work", "notification", "documented"),
+}
+
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "during": "During the incident",
+        "recovery": "On recovery",
+        "health_check": "Run the health check",
+        "error_logs": "Check the error logs",
+        "trace_ids": "Collect the trace ids",
+        "recovery_attempt": "Attempt recovery",
+        "verification": "Verification test",
+        "postmortem": "Post-mortem",
+        "normal_operation": "Normal operation confirmed",
+        "queued_work": "Queued work processed",
+        "notification": "Notification sent",
+        "documented": "Documented",
+    },
+    "ko": {
+        "during": "장애 대응 시",
+        "recovery": "복구 완료 시",
+        "health_check": "헬스체크 실행",
+        "error_logs": "에러 로그 확인",
+        "trace_ids": "Trace ID 수집",
+        "recovery_attempt": "복구 시도",
+        "verification": "검증 테스트",
+        "postmortem": "사후 분석",
+        "normal_operation": "정상 동작 확인",
+        "queued_work": "대기 중 작업 처리",
+        "notification": "알림 전송",
+        "documented": "문서화",
+    },
+}
+
+
+def label(key: str, language: str) -> str:
+    return LABELS.get(language, LABELS["en"]).get(key, key)
+
+
+@dataclass(frozen=True)
+class ItemState:
+    checklist: str
+    item: str
+    done: bool
+    at: datetime | None
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class ChecklistState:
+    incident_id: int
+    items: list[ItemState]
+
+    def open_items(self, checklist: str | None = None) -> list[ItemState]:
+        return [
+            i for i in self.items if not i.done and (checklist is None or i.checklist == checklist)
+        ]
+
+    def counts(self, checklist: str) -> tuple[int, int]:
+        items = [i for i in self.items if i.checklist == checklist]
+        return sum(i.done for i in items), len(items)
+
+
+def _check(checklist: str, item: str) -> None:
+    if checklist not in CHECKLISTS:
+        raise InvalidInput(
+            f"unknown checklist {checklist!r}; use {' or '.join(CHECKLISTS)}",
+            detail={"field": "checklist"},
+        )
+    if item not in CHECKLISTS[checklist]:
+        raise InvalidInput(
+            f"unknown item {item!r} in {checklist}; use one of {', '.join(CHECKLISTS[checklist])}",
+            detail={"field": "item"},
+        )
+
+
+class ChecklistService:
+    """Ticks and unticks items; every change is on the incident's timeline."""
+
+    def __init__(self, db: Database, clock: Clock, incidents: IncidentService) -> None:
+        self._db = db
+        self._clock = clock
+        self._incidents = incidents
+
+    async def state(self, incident_id: int) -> ChecklistState:
+        async with self._db.read() as session:
+            if await session.get(Incident, incident_id) is None:
+                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+            rows = (
+                await session.scalars(
+                    select(ChecklistTick).where(ChecklistTick.incident_id == incident_id)
+                )
+            ).all()
+        by_key = {(r.checklist, r.item): r for r in rows}
+        items = []
+        for checklist, keys in CHECKLISTS.items():
+            for key in keys:
+                row = by_key.get((checklist, key))
+                items.append(
+                    ItemState(
+                        checklist,
+                        key,
+                        bool(row and row.done),
+                        row.at if row else None,
+                        row.actor if row else None,
+                    )
+                )
+        return ChecklistState(incident_id, items)
+
+    async def set(
+        self, incident_id: int, checklist: str, item: str, *, done: bool, actor: str
+    ) -> ChecklistState:
+        _check(checklist, item)
+        async with self._db.write() as session:
+            incident = await session.get(Incident, incident_id)
+            if incident is None:
+                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+            now = self._clock.now()
+            row = await session.get(ChecklistTick, (incident_id, checklist, item))
+            if row is None:
+                row = ChecklistTick(
+                    incident_id=incident_id, checklist=checklist, item=item, done=done
+                )
+                session.add(row)
+            row.done, row.at, row.actor = done, now, actor
+            change = await self._incidents.record(
+                session,
+                incident,
+                ChangeKind.CHECKLIST,
+                actor=actor,
+                details={"checklist": checklist, "item": item, "done": done},
+            )
+        self._incidents.published([change])
+        return await self.state(incident_id)
+
+    async def toggle(
+        self, incident_id: int, checklist: str, item: str, *, actor: str
+    ) -> ChecklistState:
+        """What a checkbox button does: flip the item."""
+        _check(checklist, item)
+        current = await self.state(incident_id)
+        done = next(i.done for i in current.items if (i.checklist, i.item) == (checklist, item))
+        return await self.set(incident_id, checklist, item, done=not done, actor=actor)
