@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,9 +43,46 @@ def require_program(name: str) -> str:
     pytest.skip(f"{name} is not installed (apt-get install {name}); CI runs this test")
 
 
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=["sqlite", "postgresql"],
+        default=os.environ.get("TEST_DB", "sqlite"),
+        help="database the suite runs on: sqlite (a temp file per test, the default) or "
+        "postgresql (a fresh database per test on TEST_POSTGRES_URL)",
+    )
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'sunflow.db'}"
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--db"))
+
+
+@pytest.fixture
+async def db_url(tmp_path: Path, db_kind: str) -> AsyncIterator[str]:
+    if db_kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'sunflow.db'}"
+        return
+    import asyncpg
+
+    name = f"sunflow_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 @pytest.fixture

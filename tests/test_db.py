@@ -47,3 +47,9 @@ async def test_models_match_migrations(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+def test_the_selected_database_is_used(db_url: str, db_kind: str) -> None:
+    assert db_url.startswith(
+        {"sqlite": "sqlite+aiosqlite://", "postgresql": "postgresql+asyncpg://"}[db_kind]
+    )

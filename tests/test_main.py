@@ -16,9 +16,8 @@ from tests.conftest import ADMIN, INTAKE, free_port, make_settings
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+def served(tmp_path: Path, db_url: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     port = free_port()
-    db_url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'sunflow.db'}"
     env = {
         k: v
         for k, v in os.environ.items()
