@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -239,7 +239,7 @@ class EscalationService:
         self._metrics = EscalationMetrics(metrics)
         self._pd_user_ids = list(pd_user_ids)
         self._armed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         incidents.add_hook(self)
 
     # -- hook: keep the ladder in step with the incident ------------------------------------
@@ -304,12 +304,27 @@ class EscalationService:
         self._armed = True
         await self.rearm_all()
         self._scheduler.scheduler.add_job(
-            self.sweep,
+            self._guarded,
             "interval",
+            args=[self.sweep],
             seconds=60,
             id="escalation:sweep",
             replace_existing=True,
         )
+
+    async def _guarded(self, job: Callable[..., Awaitable[object]], *args: object) -> None:
+        """How the scheduler runs our jobs: tracked, so `stop` can finish them before the
+        database closes (a job left running past that would wait forever)."""
+        if not self._armed:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await job(*args)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
 
     async def stop(self) -> None:
         self._armed = False
@@ -342,10 +357,10 @@ class EscalationService:
                 self._scheduler.scheduler.remove_job(job_id)
             return
         self._scheduler.scheduler.add_job(
-            self.tick,
+            self._guarded,
             "date",
             run_date=wake,
-            args=[incident_id],
+            args=[self.tick, incident_id],
             id=job_id,
             replace_existing=True,
             misfire_grace_time=None,

@@ -61,15 +61,19 @@ def _string(payload: dict[str, Any], name: str, *, required: bool, default: str 
     return value
 
 
-def _labels(value: object, name: str) -> dict[str, str]:
+def _labels(
+    value: object, name: str, *, strings_only: bool = False, limit: int | None = MAX_LABELS
+) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise _field_error(name, "must be an object of string values")
-    if len(value) > MAX_LABELS:
-        raise _field_error(name, f"has more than {MAX_LABELS} entries")
+    if limit is not None and len(value) > limit:
+        raise _field_error(name, f"has more than {limit} entries")
     labels: dict[str, str] = {}
     for key, item in value.items():
+        if strings_only and not isinstance(item, str):
+            raise _field_error(f"{name}.{key}", "must be a string")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise _field_error(f"{name}.{key}", "must be a string or a number")
         labels[str(key)] = str(item)
@@ -93,7 +97,7 @@ def parse_generic(payload: object) -> IntakeBatch:
         source = _string(item, "source", required=False, default="api").strip() or "api"
         dedup_key = _string(item, "dedup_key", required=False).strip()
         dedup_key = dedup_key or AlertIn.default_dedup_key(source, title)
-        status = _string(item, "status", required=False, default="firing").strip().lower()
+        status = _string(item, "status", required=False, default="firing")
         if status not in {"firing", "resolved"}:
             raise _field_error("status", "must be 'firing' or 'resolved'")
         if status == "resolved":
@@ -142,45 +146,56 @@ def alertmanager_dedup_key(alert: dict[str, Any], labels: dict[str, str]) -> str
     return "am:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _optional_str(alert: dict[str, Any], name: str, where: str) -> str:
+    value = alert.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _field_error(f"{where}.{name}", "must be a string")
+    return value
+
+
 def parse_alertmanager(payload: object) -> IntakeBatch:
-    """`POST /api/alerts/alertmanager`: the Alertmanager webhook, payload version 4."""
+    """`POST /api/alerts/alertmanager`: the Alertmanager webhook, payload version 4.
+
+    Strict where Alertmanager is always strict (status, label and annotation strings, an
+    `alertname` label), so a malformed sender is told rather than half understood.
+    """
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", detail={"field": "body"})
     version = payload.get("version")
-    if version is not None and str(version) != "4":
-        raise _field_error("version", f"payload version {version!r} is not supported (use 4)")
+    if version is not None and version != "4":
+        raise _field_error("version", f'payload version {version!r} is not supported (use "4")')
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise _field_error("alerts", "is required and must be a list")
-    common_annotations = payload.get("commonAnnotations")
-    if not isinstance(common_annotations, dict):
-        common_annotations = {}
     batch = IntakeBatch()
     for index, alert in enumerate(alerts):
         where = f"alerts[{index}]"
         if not isinstance(alert, dict):
             raise _field_error(where, "must be an object")
-        labels = _labels(alert.get("labels"), f"{where}.labels")
-        annotations = _labels(alert.get("annotations"), f"{where}.annotations")
-        status = alert.get("status", payload.get("status"))
-        if status not in {"firing", "resolved"}:
-            raise _field_error(f"{where}.status", "must be 'firing' or 'resolved'")
-        dedup_key = alertmanager_dedup_key(alert, labels)
-        if status == "resolved":
-            batch.resolved.append(dedup_key)
-            continue
-        title = (
-            annotations.get("summary")
-            or labels.get("alertname")
-            or str(common_annotations.get("summary") or "")
-        ).strip()
-        if not title:
-            raise _field_error(f"{where}.labels.alertname", "is required (or annotations.summary)")
-        description = annotations.get("description") or str(
-            common_annotations.get("description") or ""
+        labels = _labels(alert.get("labels"), f"{where}.labels", strings_only=True)
+        if "labels" not in alert:
+            raise _field_error(f"{where}.labels", "is required")
+        annotations = _labels(
+            alert.get("annotations"), f"{where}.annotations", strings_only=True, limit=None
         )
-        generator = alert.get("generatorURL")
-        if isinstance(generator, str) and generator:
+        status = alert.get("status")
+        if not isinstance(status, str) or status not in {"firing", "resolved"}:
+            raise _field_error(f"{where}.status", "must be 'firing' or 'resolved'")
+        alertname = labels.get("alertname", "").strip()
+        if not alertname:
+            raise _field_error(f"{where}.labels.alertname", "is required")
+        fingerprint = _optional_str(alert, "fingerprint", where)
+        generator = _optional_str(alert, "generatorURL", where)
+        for name in ("startsAt", "endsAt"):
+            _optional_str(alert, name, where)
+        dedup_key = alertmanager_dedup_key({"fingerprint": fingerprint}, labels)
+        if status == "resolved":
+            batch.resolved.append(dedup_key[:255])
+            continue
+        title = (annotations.get("summary") or "").strip() or alertname
+        if generator:
             labels = {**labels, "generator_url": generator}
         batch.firing.append(
             AlertIn(
@@ -188,7 +203,7 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
                 title=title[:500],
                 dedup_key=dedup_key[:255],
                 source="alertmanager",
-                description=description,
+                description=annotations.get("description", "")[:20_000],
                 labels=labels,
             )
         )

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.models import IncidentState
-from services.severity import Severity, parse_severity
+from services.severity import Severity
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
 from services.web.errors import JSONError
@@ -15,6 +15,7 @@ from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 
 routes = web.RouteTableDef()
 
+_STATES = "(open|triggered|acknowledged|resolved)"
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 _NOTE_BODY = {
     "required": False,
@@ -23,7 +24,12 @@ _NOTE_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "actor": {"type": "string", "maxLength": 200},
+                    "actor": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 200,
+                        "pattern": "\\S",
+                    },
                     "note": {"type": "string", "maxLength": 4000},
                 },
             }
@@ -170,17 +176,18 @@ def _incident_id(request: web.Request) -> int:
 
 
 def _csv(request: web.Request, name: str) -> list[str]:
-    return [p.strip() for p in request.query.get(name, "").split(",") if p.strip()]
+    raw = request.query.get(name, "")
+    return raw.split(",") if raw else []
 
 
 def parse_states(values: list[str]) -> list[IncidentState]:
     states: list[IncidentState] = []
     for value in values:
-        if value.lower() == "open":
+        if value == "open":
             states += [IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED]
             continue
         try:
-            states.append(IncidentState(value.lower()))
+            states.append(IncidentState(value))
         except ValueError:
             raise JSONError(
                 400,
@@ -195,10 +202,14 @@ def parse_states(values: list[str]) -> list[IncidentState]:
 
 
 def parse_severities(values: list[str]) -> list[Severity]:
-    try:
-        return [parse_severity(v) for v in values]
-    except ValueError as exc:
-        raise JSONError(400, "invalid_input", {"field": "severity", "message": str(exc)}) from None
+    bad = [v for v in values if v not in Severity.__members__]
+    if bad:
+        raise JSONError(
+            400,
+            "invalid_input",
+            {"field": "severity", "message": f"unknown severity {bad[0]!r}; use P0, P1, P2, P3"},
+        )
+    return [Severity(v) for v in values]
 
 
 @routes.get("/api/incidents")

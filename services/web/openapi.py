@@ -6,9 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
+from services.severity import ALIASES, Severity
 from services.web import alerts, health, incidents, metrics
 
 routes = web.RouteTableDef()
+
+SEVERITY_NAMES = [
+    *(s.value for s in Severity),
+    *(s.value.lower() for s in Severity),
+    *ALIASES,
+]
 
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -37,17 +44,26 @@ SCHEMAS: dict[str, Any] = {
     "AlertIn": {
         "type": "object",
         "required": ["title"],
-        "description": "severity is required unless status is 'resolved'. "
-        "severity accepts P0-P3 or critical/high/warning/info.",
+        "description": "severity is required unless status is 'resolved'.",
         "properties": {
-            "severity": {"type": "string", "examples": ["P1", "critical"]},
-            "title": {"type": "string", "minLength": 1, "maxLength": 500},
+            "severity": {
+                "type": "string",
+                "enum": [*SEVERITY_NAMES],
+                "description": "P0-P3, or critical (P0), high (P1), warning (P2), info (P3)",
+            },
+            "title": {"type": "string", "minLength": 1, "maxLength": 500, "pattern": "\\S"},
             "dedup_key": {"type": "string", "maxLength": 255},
             "source": {"type": "string", "maxLength": 100},
             "description": {"type": "string", "maxLength": 20000},
-            "labels": {"type": "object", "additionalProperties": {"type": ["string", "number"]}},
-            "status": {"type": "string", "enum": ["firing", "resolved"]},
+            "labels": {
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": {"type": ["string", "number"]},
+            },
+            "status": {"type": ["string", "null"], "enum": ["firing", "resolved", None]},
         },
+        "if": {"properties": {"status": {"const": "resolved"}}, "required": ["status"]},
+        "else": {"required": ["severity"]},
     },
     "AlertmanagerPayload": {
         "type": "object",
@@ -68,7 +84,13 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["status", "labels"],
                     "properties": {
                         "status": {"type": "string", "enum": ["firing", "resolved"]},
-                        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "labels": {
+                            "type": "object",
+                            "required": ["alertname"],
+                            "maxProperties": 64,
+                            "properties": {"alertname": {"type": "string", "pattern": "\\S"}},
+                            "additionalProperties": {"type": "string"},
+                        },
                         "annotations": {
                             "type": "object",
                             "additionalProperties": {"type": "string"},
