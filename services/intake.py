@@ -163,8 +163,8 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
     """
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", detail={"field": "body"})
-    version = payload.get("version")
-    if version is not None and version != "4":
+    version = payload.get("version", "4")
+    if version != "4":
         raise _field_error("version", f'payload version {version!r} is not supported (use "4")')
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):

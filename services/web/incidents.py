@@ -16,7 +16,12 @@ from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 routes = web.RouteTableDef()
 
 _STATES = "(open|triggered|acknowledged|resolved)"
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999},
+}
 _NOTE_BODY = {
     "required": False,
     "content": {
@@ -30,7 +35,7 @@ _NOTE_BODY = {
                         "maxLength": 200,
                         "pattern": "\\S",
                     },
-                    "note": {"type": "string", "maxLength": 4000},
+                    "note": {"type": ["string", "null"], "maxLength": 4000},
                 },
             }
         }
@@ -59,14 +64,14 @@ OPENAPI: dict[str, dict[str, Any]] = {
                     "in": "query",
                     "required": False,
                     "description": "comma-separated: triggered, acknowledged, resolved, or 'open'",
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": f"^({_STATES}(,{_STATES})*)?$"},
                 },
                 {
                     "name": "severity",
                     "in": "query",
                     "required": False,
                     "description": "comma-separated: P0, P1, P2, P3",
-                    "schema": {"type": "string"},
+                    "schema": {"type": "string", "pattern": "^(P[0-3](,P[0-3])*)?$"},
                 },
                 {
                     "name": "limit",
