@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +82,16 @@ class Settings(BaseSettings):
     fal_key: SecretStr | None = None
     fal_api_base: str = "https://queue.fal.run"
 
+    # -- notifications (issue 3): outbox, Telegram limits, fallback channel --------------
+    # How long Telegram may keep failing before P0/P1 alerts also go to the fallback channel.
+    telegram_fallback_after: str = "5m"
+    # Telegram's limits, as the outbox sender obeys them (lower them for a stricter server).
+    telegram_rate_global_per_second: int = Field(default=30, ge=1)
+    telegram_rate_chat_per_second: int = Field(default=1, ge=1)
+    telegram_rate_group_per_minute: int = Field(default=20, ge=1)
+    # A user id for the From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
+    alert_email_from: str = "sunflow-ops@localhost"
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -114,6 +125,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
         return value
+
+    @field_validator("telegram_fallback_after")
+    @classmethod
+    def _check_fallback_after(cls, value: str) -> str:
+        from services.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @property
+    def fallback_after(self) -> timedelta:
+        from services.durations import parse_duration
+
+        return parse_duration(self.telegram_fallback_after)
 
     @field_validator("database_url")
     @classmethod
