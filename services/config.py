@@ -89,7 +89,9 @@ class Settings(BaseSettings):
     telegram_rate_global_per_second: int = Field(default=30, ge=1)
     telegram_rate_chat_per_second: int = Field(default=1, ge=1)
     telegram_rate_group_per_minute: int = Field(default=20, ge=1)
-    # A user id for the From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
+    # Longest pause between retries while Telegram is unreachable (seconds).
+    telegram_retry_max_seconds: float = Field(default=30, gt=0)
+    # The From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
     alert_email_from: str = "sunflow-ops@localhost"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

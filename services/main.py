@@ -8,10 +8,12 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from services import db as dbmod
+from services.audit import AuditService
 from services.clock import Clock, SystemClock
 from services.config import Settings
 from services.db import Database
@@ -19,6 +21,7 @@ from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
+from services.notify.service import NotifyService
 from services.scheduler import SchedulerService
 
 log = logging.getLogger("sunflow_ops")
@@ -38,6 +41,11 @@ class Services:
     intake: IntakeService
     health: HealthService
     scheduler: SchedulerService
+    notify: NotifyService
+    audit: AuditService
+    # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
+    telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    telegram_webhook_secret: str | None = None
 
 
 @asynccontextmanager
@@ -60,6 +68,8 @@ async def open_services(
         intake=IntakeService(incidents),
         health=health,
         scheduler=scheduler,
+        notify=NotifyService(settings, database, clock, incidents),
+        audit=AuditService(database, clock),
     )
 
     async def check_database() -> ComponentHealth:
@@ -68,6 +78,9 @@ async def open_services(
 
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
+    if settings.telegram_bot_token is not None:
+        # With the bot off by choice there is no Telegram component to be unhealthy.
+        health.register("telegram", services.notify.check)
     try:
         yield services
     finally:
@@ -87,7 +100,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         services.scheduler.shutdown()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx]
+    async def notify_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.notify.start()
+        yield
+        await services.notify.stop()
+
+    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, notify_ctx]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:

@@ -1,0 +1,36 @@
+"""/token, /retry, /sse_reset: runbook actions whose services arrive in later issues."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot.locales import Catalogue
+
+router = Router(name=__name__)
+
+
+async def _not_yet(message: Message, catalogue: Catalogue, what: str) -> None:
+    await message.answer(
+        catalogue.t(
+            "not_yet",
+            what=catalogue.t(f"not_yet.{what}"),
+            hint=catalogue.t(f"not_yet.{what}.hint"),
+        )
+    )
+
+
+@router.message(Command("token"))
+async def cmd_token(message: Message, catalogue: Catalogue) -> None:
+    await _not_yet(message, catalogue, "token")
+
+
+@router.message(Command("retry"))
+async def cmd_retry(message: Message, catalogue: Catalogue) -> None:
+    await _not_yet(message, catalogue, "retry")
+
+
+@router.message(Command("sse_reset"))
+async def cmd_sse_reset(message: Message, catalogue: Catalogue) -> None:
+    await _not_yet(message, catalogue, "sse_reset")
