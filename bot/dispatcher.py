@@ -33,12 +33,12 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
     dispatcher.message.outer_middleware(gate)
     dispatcher.callback_query.outer_middleware(gate)
     dispatcher.include_routers(
-        basic.router,
-        health.router,
-        incidents.router,
-        operations.router,
-        notify.router,
-        unknown.router,
+        basic.create_router(),
+        health.create_router(),
+        incidents.create_router(),
+        operations.create_router(),
+        notify.create_router(),
+        unknown.create_router(),
     )
     return dispatcher
 

@@ -10,15 +10,11 @@ from bot.filters import COMMAND_ROLES, Role
 from bot.locales import Catalogue
 from bot.render import role_name
 
-router = Router(name=__name__)
 
-
-@router.message(CommandStart())
 async def cmd_start(message: Message, catalogue: Catalogue, role: Role) -> None:
     await message.answer(catalogue.t("start", role=role_name(catalogue, role.label)))
 
 
-@router.message(Command("help"))
 async def cmd_help(message: Message, catalogue: Catalogue, role: Role) -> None:
     lines = [catalogue.t("help.title")]
     for name, needed in COMMAND_ROLES.items():
@@ -26,3 +22,11 @@ async def cmd_help(message: Message, catalogue: Catalogue, role: Role) -> None:
             lines.append(f"/{name} — {catalogue.t(f'cmd.{name}')}")
     lines += ["", catalogue.t("help.role", role=role_name(catalogue, role.label))]
     await message.answer("\n".join(lines))
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_start, CommandStart())
+    router.message.register(cmd_help, Command("help"))
+    return router

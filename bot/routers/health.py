@@ -11,17 +11,13 @@ from services.health import HealthService
 from services.incidents import IncidentService
 from services.notify.service import NotifyService
 
-router = Router(name=__name__)
 
-
-@router.message(Command("health"))
 async def cmd_health(message: Message, health: HealthService, renderer: TelegramRenderer) -> None:
     report = await health.run()
     for part in split_html(renderer.health(report)):
         await message.answer(part)
 
 
-@router.message(Command("status"))
 async def cmd_status(
     message: Message,
     incidents: IncidentService,
@@ -31,3 +27,11 @@ async def cmd_status(
     counts = await incidents.count_open()
     backlog = await notify.backlog()
     await message.answer(renderer.status(counts, backlog.pending))
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_health, Command("health"))
+    router.message.register(cmd_status, Command("status"))
+    return router

@@ -18,8 +18,6 @@ from services.errors import DomainError
 from services.incidents import IncidentService
 from services.models import IncidentState
 
-router = Router(name=__name__)
-
 
 class Usage(Exception):
     """Bad command arguments: the reply is the command's usage line."""
@@ -57,7 +55,6 @@ def parse_args(
         raise Usage(name) from None
 
 
-@router.message(Command("incidents"))
 async def cmd_incidents(
     message: Message, incidents: IncidentService, renderer: TelegramRenderer, clock: Clock
 ) -> None:
@@ -66,7 +63,6 @@ async def cmd_incidents(
         await message.answer(part)
 
 
-@router.message(Command("ack"))
 async def cmd_ack(
     message: Message,
     command: CommandObject,
@@ -85,7 +81,6 @@ async def cmd_ack(
     await message.answer(text)
 
 
-@router.message(Command("resolve"))
 async def cmd_resolve(
     message: Message,
     command: CommandObject,
@@ -98,7 +93,6 @@ async def cmd_resolve(
     await message.answer(catalogue.t("done.resolve", id=view.id, actor=esc(actor)))
 
 
-@router.message(Command("snooze"))
 async def cmd_snooze(
     message: Message,
     command: CommandObject,
@@ -113,7 +107,6 @@ async def cmd_snooze(
     await message.answer(catalogue.t("done.snooze", id=view.id, until=at(view.snoozed_until)))
 
 
-@router.callback_query(IncidentCallback.filter(F.action == IncidentAction.ACK))
 async def cb_ack(
     query: CallbackQuery,
     callback_data: IncidentCallback,
@@ -126,7 +119,6 @@ async def cb_ack(
     await query.answer(html_to_plain(catalogue.t("done.ack", id=view.id, actor=esc(actor))))
 
 
-@router.callback_query(IncidentCallback.filter(F.action == IncidentAction.RESOLVE))
 async def cb_resolve(
     query: CallbackQuery,
     callback_data: IncidentCallback,
@@ -138,7 +130,6 @@ async def cb_resolve(
     await query.answer(html_to_plain(catalogue.t("done.resolve", id=view.id, actor=esc(actor))))
 
 
-@router.callback_query(IncidentCallback.filter(F.action == IncidentAction.SNOOZE))
 async def cb_snooze(
     query: CallbackQuery,
     callback_data: IncidentCallback,
@@ -155,7 +146,6 @@ async def cb_snooze(
     await query.answer(html_to_plain(text))
 
 
-@router.callback_query(IncidentCallback.filter(F.action == IncidentAction.DETAILS))
 async def cb_details(
     query: CallbackQuery,
     callback_data: IncidentCallback,
@@ -174,7 +164,6 @@ async def cb_details(
             )
 
 
-@router.errors(ExceptionTypeFilter(DomainError, Usage))
 async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:
     """Domain errors and bad arguments become one line in the chat, never a traceback."""
     exc = event.exception
@@ -188,3 +177,24 @@ async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:
         await update.message.answer(text)
     elif update.callback_query is not None:
         await update.callback_query.answer(html_to_plain(text), show_alert=True)
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_incidents, Command("incidents"))
+    router.message.register(cmd_ack, Command("ack"))
+    router.message.register(cmd_resolve, Command("resolve"))
+    router.message.register(cmd_snooze, Command("snooze"))
+    router.callback_query.register(cb_ack, IncidentCallback.filter(F.action == IncidentAction.ACK))
+    router.callback_query.register(
+        cb_resolve, IncidentCallback.filter(F.action == IncidentAction.RESOLVE)
+    )
+    router.callback_query.register(
+        cb_snooze, IncidentCallback.filter(F.action == IncidentAction.SNOOZE)
+    )
+    router.callback_query.register(
+        cb_details, IncidentCallback.filter(F.action == IncidentAction.DETAILS)
+    )
+    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
+    return router

@@ -9,12 +9,16 @@ from aiogram.types import Message
 from bot.render import TelegramRenderer
 from services.notify.service import NotifyService
 
-router = Router(name=__name__)
 
-
-@router.message(Command("notify_test"))
 async def cmd_notify_test(
     message: Message, notify: NotifyService, renderer: TelegramRenderer, actor: str
 ) -> None:
     results = await notify.send_test(actor=actor)
     await message.answer(renderer.notify_results(results))
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_notify_test, Command("notify_test"))
+    return router

@@ -8,8 +8,6 @@ from aiogram.types import Message
 
 from bot.locales import Catalogue
 
-router = Router(name=__name__)
-
 
 async def _not_yet(message: Message, catalogue: Catalogue, what: str) -> None:
     await message.answer(
@@ -21,16 +19,22 @@ async def _not_yet(message: Message, catalogue: Catalogue, what: str) -> None:
     )
 
 
-@router.message(Command("token"))
 async def cmd_token(message: Message, catalogue: Catalogue) -> None:
     await _not_yet(message, catalogue, "token")
 
 
-@router.message(Command("retry"))
 async def cmd_retry(message: Message, catalogue: Catalogue) -> None:
     await _not_yet(message, catalogue, "retry")
 
 
-@router.message(Command("sse_reset"))
 async def cmd_sse_reset(message: Message, catalogue: Catalogue) -> None:
     await _not_yet(message, catalogue, "sse_reset")
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_token, Command("token"))
+    router.message.register(cmd_retry, Command("retry"))
+    router.message.register(cmd_sse_reset, Command("sse_reset"))
+    return router
