@@ -15,7 +15,7 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
+from aiogram.exceptions import AiogramError
 from aiohttp import web
 
 from bot.dispatcher import bot_commands, create_dispatcher
@@ -59,7 +59,7 @@ async def _bootstrap(
             else:
                 await bot.delete_webhook()
             return
-        except (TelegramAPIError, TelegramNetworkError) as exc:
+        except AiogramError as exc:
             log.warning("Telegram start-up call failed (%s); retrying", type(exc).__name__)
             await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
 
@@ -112,8 +112,12 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
             with contextlib.suppress(RuntimeError):
                 await dispatcher.stop_polling()
             runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await runner
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the Telegram bot stopped with an error")
             for task in list(pending):
                 task.cancel()
             await services.notify.stop_telegram()

@@ -175,4 +175,3 @@ def test_command_menu_lists_every_command() -> None:
     names = [c.command for c in bot_commands(Catalogue("ko"))]
     assert names == list(COMMAND_ROLES)
     assert all(c.description for c in bot_commands(Catalogue("en")))
-

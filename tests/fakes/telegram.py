@@ -8,6 +8,7 @@ It speaks the subset of the Bot API the bot uses, checks HTML the way Telegram d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import json
@@ -235,10 +236,8 @@ class FakeTelegram:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError("the fake Bot API never saw what the test waited for")
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
-                except TimeoutError:
-                    pass
 
     # -- failures --------------------------------------------------------------------
 
@@ -348,10 +347,8 @@ class FakeTelegram:
         async with self._changed:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
             if not self._updates and timeout > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), timeout)
-                except TimeoutError:
-                    pass
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             return list(self._updates)
 
