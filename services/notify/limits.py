@@ -67,7 +67,7 @@ class TelegramLimits:
             group = self._groups.setdefault(
                 chat_id, SlidingWindow(self._group_rate, 60.0 + self._margin)
             )
-            windows.append((group, max(1, self._group_rate // 7)))
+            windows.append((group, max(1, self._group_rate // 5)))
         return windows
 
     def wait(self, chat_id: int, priority: int, now: float) -> float:

@@ -141,7 +141,9 @@ class NotifyService:
         """Send a test message through every configured channel; one result each."""
         now = self._clock.now().isoformat(timespec="seconds")
         text = f"SunFlow Ops test message from {actor} at {now}"
-        results: list[ChannelResult] = [await self._telegram_test(text)]
+        results: list[ChannelResult] = []
+        if self._settings.telegram_bot_token is not None:
+            results.append(await self._telegram_test(text))
         results += await self.fallback.deliver(
             "SunFlow Ops test message", text, {"test": True, "actor": actor}
         )
@@ -149,8 +151,7 @@ class NotifyService:
 
     async def _telegram_test(self, text: str) -> ChannelResult:
         settings = self._settings
-        if settings.telegram_bot_token is None:
-            return ChannelResult("telegram", False, "TELEGRAM_BOT_TOKEN is not set")
+        assert settings.telegram_bot_token is not None
         if settings.telegram_team_chat_id is None:
             return ChannelResult("telegram", False, "TELEGRAM_TEAM_CHAT_ID is not set")
         client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
