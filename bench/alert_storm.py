@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> int:
     url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     await asyncio.to_thread(dbmod.upgrade, url)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         database_url=url,
         intake_token=INTAKE,
         telegram_bot_token=TOKEN,
@@ -102,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
     return status
 
 
-async def phases(
+async def phases(  # noqa: PLR0917
     args: argparse.Namespace,
     fake: FakeTelegram,
     watch: Watch,
@@ -196,7 +196,10 @@ async def phases(
     backlog = await services.notify.backlog()
     p0_missing = len(p0_sent) - len(p0_latency)
     print(f"alerts posted in the storm: {sent_alerts} in {storm_seconds:.1f} s")
-    print(f"incidents: {len(views)} ({args.keys} storm keys + {args.p0} P0 + {args.low_load} low-load)")
+    print(
+        f"incidents: {len(views)} ({args.keys} storm keys + {args.p0} P0 + "
+        f"{args.low_load} low-load)"
+    )
     print(
         "Telegram calls accepted during storm and drain: "
         + ", ".join(f"{k} {v}" for k, v in sorted(by_method.items()))
@@ -215,7 +218,9 @@ async def phases(
         f"intake-to-sendMessage at low load: p50 {statistics.median(low) * 1000:.1f} ms, "
         f"p99 {p99(low) * 1000:.1f} ms over {len(low)} (target p99 < 300 ms)"
     )
-    print(f"outbox drained {'in' if drained else 'NOT within'} {drain_seconds:.0f} s after the storm")
+    print(
+        f"outbox drained {'in' if drained else 'NOT within'} {drain_seconds:.0f} s after the storm"
+    )
     ok = (
         limited == 0
         and lost + p0_missing + stale + backlog.pending == 0

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.methods import EditMessageText, SendDocument, SendMessage, TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 
 from bot.callbacks import IncidentCallback
@@ -14,6 +22,7 @@ from bot.filters import BUTTON_ROLES, Role, RolePolicy, command_name, required_r
 from bot.locales import Catalogue
 from bot.render import esc, role_name
 from services.audit import AuditService
+from services.notify.limits import TelegramLimits
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +108,26 @@ class RoleMiddleware(BaseMiddleware):
             await event.answer(text)
         else:
             await event.answer(text, show_alert=True)
+
+
+class LimitsMiddleware(BaseRequestMiddleware):
+    """Command replies share the outbox sender's budget, so together they stay in limits."""
+
+    SENDING = (SendMessage, EditMessageText, SendDocument)
+
+    def __init__(self, limits: TelegramLimits) -> None:
+        self._limits = limits
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        chat_id = getattr(method, "chat_id", None)
+        if isinstance(method, self.SENDING) and isinstance(chat_id, int):
+            # A person is waiting for this answer: it counts as urgent (P1).
+            while (wait := self._limits.wait(chat_id, 1, time.monotonic())) > 0:
+                await asyncio.sleep(wait)
+            self._limits.record(chat_id, time.monotonic())
+        return await make_request(bot, method)

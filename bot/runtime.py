@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bot.dispatcher import bot_commands, create_dispatcher
 from bot.locales import Catalogue
+from bot.middlewares import LimitsMiddleware
 from bot.render import TelegramRenderer
 from services.notify.telegram import TelegramClient
 
@@ -72,6 +73,7 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
         bot = make_bot(token.get_secret_value(), settings.telegram_api_base)
+        bot.session.middleware(LimitsMiddleware(services.notify.limits))
         catalogue = Catalogue(settings.bot_language)
         dispatcher = create_dispatcher(services, catalogue=catalogue)
         client = TelegramClient(settings.telegram_api_base, token)

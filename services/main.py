@@ -68,7 +68,7 @@ async def open_services(
         intake=IntakeService(incidents),
         health=health,
         scheduler=scheduler,
-        notify=NotifyService(settings, database, clock, incidents),
+        notify=NotifyService(settings, database, clock, incidents, registry=metrics.registry),
         audit=AuditService(database, clock),
     )
 

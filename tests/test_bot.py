@@ -8,8 +8,9 @@ import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 
+from bot.callbacks import IncidentAction, IncidentCallback
 from bot.dispatcher import bot_commands, create_dispatcher
-from bot.filters import COMMAND_ROLES, Role
+from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role
 from bot.locales import Catalogue
 from bot.runtime import make_bot
 from services.incidents import AlertIn
@@ -26,7 +27,7 @@ from tests.botkit import (
     bot_settings,
     running_fake,
 )
-from tests.fakes.telegram import FakeTelegram
+from tests.fakes.telegram import FakeTelegram, Posted
 
 USERS = {
     Role.OUTSIDER: (OUTSIDER, OUTSIDER),  # (user id, chat): a stranger writing privately
@@ -54,6 +55,22 @@ class Harness:
             if c.method == "sendMessage" and int(c.params["chat_id"]) == chat_id
         ]
         return "\n".join(replies)
+
+    async def press(self, role: Role, data: str) -> tuple[str, str]:
+        """Press a button as a user of `role`; return (the popup answer, messages in the chat)."""
+        user_id, chat_id = USERS[role]
+        before = len(self.fake.calls)
+        posted = Posted(chat_id, 1, "alert", "HTML", None, None, None)
+        update = Update.model_validate(
+            self.fake.callback_update(user_id, posted, data), context={"bot": self.bot}
+        )
+        await self.dp.feed_update(self.bot, update)
+        calls = self.fake.calls[before:]
+        answers = [
+            str(c.params.get("text", "")) for c in calls if c.method == "answerCallbackQuery"
+        ]
+        sent = [str(c.params.get("text", "")) for c in calls if c.method == "sendMessage"]
+        return "\n".join(answers), "\n".join(sent)
 
     async def incident(self, title: str = "Instagram token expired") -> int:
         result = await self.services.incidents.trigger(
@@ -114,6 +131,34 @@ async def test_ack_resolve_snooze_call_the_service(harness: Harness) -> None:
 
     reply = await harness.say(Role.RESPONDER, f"/resolve {first}")
     assert "already resolved" in reply
+
+
+@pytest.mark.parametrize("action", list(IncidentAction))
+@pytest.mark.parametrize("role", list(Role))
+async def test_every_button_for_every_role(
+    harness: Harness, action: IncidentAction, role: Role
+) -> None:
+    incident_id = await harness.incident()
+    data = IncidentCallback(action=action, incident_id=incident_id, minutes=60).pack()
+    answer, sent = await harness.press(role, data)
+    refusals = await harness.services.audit.refusals()
+    view = (await harness.services.incidents.get(incident_id)).incident
+    if role >= BUTTON_ROLES[action]:
+        assert REFUSED not in answer and refusals == []
+        expected = {
+            IncidentAction.ACK: view.state is IncidentState.ACKNOWLEDGED,
+            IncidentAction.RESOLVE: view.state is IncidentState.RESOLVED,
+            IncidentAction.SNOOZE: view.snoozed_until is not None,
+            IncidentAction.DETAILS: "Timeline" in sent,
+        }
+        assert expected[action]
+    else:
+        assert answer.startswith(REFUSED)
+        assert [(r.user_id, r.command) for r in refusals] == [
+            (USERS[role][0], f"button:{action.name.lower()}")
+        ]
+        assert view.state is IncidentState.TRIGGERED and view.snoozed_until is None
+        assert sent == ""
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.callbacks import IncidentAction, IncidentCallback
@@ -19,11 +25,12 @@ from tests.botkit import (
     PD_USER,
     RESPONDER,
     TEAM,
+    TOKEN,
     VIEWER,
     bot_settings,
     running_fake,
 )
-from tests.conftest import Client, free_port, intake_headers
+from tests.conftest import INTAKE, Client, free_port, intake_headers
 from tests.fakes.smtp import FakeSmtp
 from tests.fakes.telegram import FakeTelegram, Posted
 
@@ -153,8 +160,9 @@ async def test_429_retry_after_is_honoured(migrated_url: str) -> None:
         attempts = [c for c in fake.calls if c.method == "sendMessage"]
         assert [c.status for c in attempts] == [429, 200]
         assert attempts[1].at - attempts[0].at >= 2.0
-        assert services.notify.sender is not None
-        assert services.notify.sender.stats.retry_after == 1
+        assert services.notify.stats.retry_after == 1
+        metrics = await (await client.get("/metrics")).text()
+        assert "telegram_retry_after_total 1.0" in metrics
 
 
 async def test_cant_parse_entities_is_resent_as_plain_text(migrated_url: str) -> None:
@@ -292,3 +300,81 @@ async def test_webhook_mode_checks_the_secret(migrated_url: str) -> None:
         )
         assert right.status == 200
         await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "Status" in p.text])
+
+
+async def test_killed_with_queued_messages_then_restarted(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """`kill -9` while messages wait for Telegram; after a restart each arrives exactly once."""
+    async with running_fake() as fake:
+        fake.down = True
+        port = free_port()
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("TELEGRAM_", "HTTP_", "DATABASE_", "SMTP_"))
+            },
+            "DATABASE_URL": migrated_url,
+            "HTTP_PORT": str(port),
+            "INTAKE_TOKEN": INTAKE,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_BASE": fake.base,
+            "TELEGRAM_TEAM_CHAT_ID": str(TEAM),
+            "TELEGRAM_RETRY_MAX_SECONDS": "0.5",
+        }
+        base = f"http://127.0.0.1:{port}"
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        async def health(session: aiohttp.ClientSession) -> dict[str, Any] | None:
+            try:
+                async with session.get(f"{base}/api/health") as resp:
+                    data: dict[str, Any] = await resp.json()
+                    return data
+            except aiohttp.ClientError:
+                return None
+
+        proc = start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(300):
+                    if await health(session):
+                        break
+                    await asyncio.sleep(0.1)
+                titles = [f"killed {n}" for n in range(3)]
+                for title in titles:
+                    body = {"severity": "P1", "title": title, "dedup_key": title}
+                    async with session.post(
+                        f"{base}/api/alerts", json=body, headers=intake_headers()
+                    ) as resp:
+                        assert resp.status == 202
+                await fake.wait_for(lambda: [c for c in fake.calls if c.method == "sendMessage"])
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                fake.down = False
+                proc = start()
+                await fake.wait_for(lambda: len(cards(fake)) == 3, timeout=30)
+                for _ in range(300):
+                    report = await health(session)
+                    telegram = (report or {}).get("components", {}).get("telegram", {})
+                    if telegram.get("outbox_pending") == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("the outbox never drained after the restart")
+            assert [p.text.split("\n")[0].rsplit(" ", 2)[-2:] for p in cards(fake)] == [
+                ["killed", f"{n}</b>"] for n in range(3)
+            ]
+            assert len(fake.sent("sendMessage")) == 3
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=20)

@@ -80,7 +80,7 @@ class OutboxSender:
         limits: TelegramLimits,
         *,
         max_backoff: float = 30.0,
-        on_state: Any = None,
+        stats: SenderStats | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -93,7 +93,7 @@ class OutboxSender:
         self._blocked_until: dict[int, float] = {}
         self._global_blocked_until = 0.0
         self._backoff = 0.0
-        self.stats = SenderStats()
+        self.stats = stats or SenderStats()
         # When Telegram started failing (None while it works); read by the fallback.
         self.failing_since: datetime | None = None
         self.last_success_at: datetime | None = None
@@ -226,16 +226,11 @@ class OutboxSender:
             self._blocked_until[chat_id] = time.monotonic() + exc.retry_after
             await self._reschedule(row_id, exc, timedelta(seconds=exc.retry_after))
             return
-        except TelegramUnavailable as exc:
-            self.stats.failures += 1
-            self._backoff = min(self._max_backoff, max(0.25, self._backoff * 2))
-            self._global_blocked_until = time.monotonic() + self._backoff
-            if self.failing_since is None:
-                self.failing_since = now_wall
-            self.last_error = str(exc)
-            await self._reschedule(row_id, exc, timedelta(seconds=self._backoff))
-            return
         except TelegramRejected as exc:
+            if exc.status == 403 and op != Op.DIRECT:
+                # Kicked from the team chat: keep the alerts and let the fallback carry them.
+                await self._unavailable(row_id, exc, now_wall)
+                return
             if op == Op.CARD and posted_at is not None and exc.edit_target_gone:
                 # The alert message was deleted or is too old to edit: post it afresh.
                 await self._forget_card(row_id)
@@ -244,10 +239,10 @@ class OutboxSender:
             log.warning("outbox row %s refused by Telegram: %s", row_id, exc)
             await self._mark(row_id, OutboxStatus.DEAD, error=str(exc))
             return
-        self._backoff = 0.0
-        self.failing_since = None
-        self.last_success_at = self._clock.now()
-        self.stats.sent += 1
+        except TelegramUnavailable as exc:
+            await self._unavailable(row_id, exc, now_wall)
+            return
+        self._success()
         await self._mark_sent(
             row_id,
             merges=merges,
@@ -257,6 +252,22 @@ class OutboxSender:
             target=Target(chat_id, thread_id),
             priority=priority,
         )
+
+    def _success(self) -> None:
+        self._backoff = 0.0
+        self.failing_since = None
+        self.last_error = None
+        self.last_success_at = self._clock.now()
+        self.stats.sent += 1
+
+    async def _unavailable(self, row_id: int, exc: TelegramError, now_wall: datetime) -> None:
+        self.stats.failures += 1
+        self._backoff = min(self._max_backoff, max(0.25, self._backoff * 2))
+        self._global_blocked_until = time.monotonic() + self._backoff
+        if self.failing_since is None:
+            self.failing_since = now_wall
+        self.last_error = str(exc)
+        await self._reschedule(row_id, exc, timedelta(seconds=self._backoff))
 
     async def _send(
         self,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from services.clock import Clock
@@ -16,7 +20,7 @@ from services.models import OutboxMessage, OutboxStatus
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.limits import TelegramLimits
 from services.notify.outbox import OutboxHook, Target
-from services.notify.sender import OutboxSender, Renderer
+from services.notify.sender import OutboxSender, Renderer, SenderStats
 from services.notify.telegram import TelegramClient, TelegramError
 
 
@@ -30,12 +34,20 @@ class NotifyService:
     """Owns outgoing notifications; the bot attaches a Telegram client and a renderer."""
 
     def __init__(
-        self, settings: Settings, db: Database, clock: Clock, incidents: IncidentService
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        incidents: IncidentService,
+        *,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._clock = clock
         self.sender: OutboxSender | None = None
+        # One budget for everything this process sends to Telegram (the bot's replies too).
+        self.limits = self.make_limits()
         target = (
             Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
             if settings.telegram_team_chat_id is not None
@@ -44,6 +56,10 @@ class NotifyService:
         self.hook = OutboxHook(target, self._wake)
         incidents.add_hook(self.hook)
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
+        # Kept here, not in the sender, so the counters survive a bot restart.
+        self.stats = SenderStats()
+        if registry is not None:
+            registry.register(_Collector(self))
 
     def _wake(self) -> None:
         if self.sender is not None:
@@ -76,8 +92,9 @@ class NotifyService:
             self._clock,
             client,
             renderer,
-            self.make_limits(),
+            self.limits,
             max_backoff=self._settings.telegram_retry_max_seconds,
+            stats=self.stats,
         )
         self.sender.start()
         return self.sender
@@ -167,3 +184,27 @@ class NotifyService:
         finally:
             await client.close()
         return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
+
+
+class _Collector(Collector):
+    """Prometheus view of the sender's counters (read at scrape time)."""
+
+    def __init__(self, notify: NotifyService) -> None:
+        self._notify = notify
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._notify.stats
+        rows = [
+            ("telegram_messages_sent", "Messages and edits Telegram accepted.", stats.sent),
+            ("telegram_retry_after", "429 answers (retry_after honoured).", stats.retry_after),
+            ("telegram_send_failures", "Network errors and 5xx, retried.", stats.failures),
+            ("telegram_messages_dead", "Messages Telegram refused for good.", stats.dead),
+            ("telegram_plain_resends", "Sent again as plain text.", stats.plain_resends),
+            (
+                "notify_fallback_alerts",
+                "Alerts sent over the fallback.",
+                self._notify.fallback.sent,
+            ),
+        ]
+        for name, text, value in rows:
+            yield CounterMetricFamily(name, text, value=value)

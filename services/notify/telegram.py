@@ -119,6 +119,12 @@ class TelegramClient:
             raise RetryAfter(method, description or "Too Many Requests", retry_after)
         if status >= 500 or data is None:
             raise TelegramUnavailable(method, description or f"HTTP {status}")
+        if status in {401, 404}:
+            # A revoked or mistyped token (or a wrong API base) fails every call alike: that is
+            # Telegram being unusable for us, not this one message being bad.
+            raise TelegramUnavailable(
+                method, f"{description or status}: check TELEGRAM_BOT_TOKEN and TELEGRAM_API_BASE"
+            )
         raise TelegramRejected(method, description or f"HTTP {status}", status)
 
     async def get_me(self) -> dict[str, Any]:
