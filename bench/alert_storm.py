@@ -111,7 +111,7 @@ async def phases(  # noqa: PLR0917
     intake: str,
 ) -> int:
     rng = random.Random(7)
-    # -- low load: one new alert at a time, spaced to stay inside the group's 20/min -------
+    # -- low load: one new P2 at a time, 15/min: inside the 16/min a group leaves P2/P3 --
     low: list[float] = []
     for n in range(args.low_load):
         title = f"low load {n}"
@@ -247,6 +247,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keys", type=int, default=50)
     parser.add_argument("--p0", type=int, default=5)
     parser.add_argument("--low-load", type=int, default=20)
-    parser.add_argument("--low-load-gap", type=float, default=3.2)
+    parser.add_argument("--low-load-gap", type=float, default=4.0)
     parser.add_argument("--drain-timeout", type=float, default=900)
     return asyncio.run(run(parser.parse_args(argv)))

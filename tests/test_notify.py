@@ -266,3 +266,37 @@ async def test_notify_test_command_line(migrated_url: str, tmp_path: Path) -> No
     finally:
         smtp.stop()
     assert len(smtp.messages) == 2
+
+
+async def test_escalation_pages_people_even_without_a_team_chat(migrated_url: str) -> None:
+    async with open_services(make_settings(migrated_url), clock=FrozenClock(START)) as services:
+        view = (await services.incidents.trigger(AlertIn(Severity.P0, "down", "down"))).incident
+        async with services.db.write() as session:
+            row = await session.get(Incident, view.id)
+            assert row is not None
+            await services.incidents.record(
+                session,
+                row,
+                ChangeKind.ESCALATED,
+                actor="escalation",
+                details={"step": "pd", "target": "pd", "user_ids": [PD_USER], "message": "m"},
+            )
+        assert [(r.op, r.chat_id) for r in await rows(services)] == [(Op.DIRECT, PD_USER)]
+
+
+async def test_settled_rows_are_pruned_after_a_week(notified: Services) -> None:
+    from services.models import OutboxStatus
+    from services.notify.sender import OutboxSender
+    from services.notify.telegram import TelegramClient
+
+    await notified.incidents.trigger(AlertIn(Severity.P2, "old", "old"))
+    await notified.incidents.trigger(AlertIn(Severity.P2, "pending", "pending"))
+    async with notified.db.write() as session:
+        first = await session.get(OutboxMessage, 1)
+        assert first is not None
+        first.status = OutboxStatus.SENT.value
+    clock = FrozenClock(START + timedelta(days=8))
+    client = TelegramClient("http://127.0.0.1:9", notified.settings.telegram_bot_token)  # type: ignore[arg-type]
+    sender = OutboxSender(notified.db, clock, client, None, notified.notify.limits)  # type: ignore[arg-type]
+    assert await sender.prune() == 1
+    assert [r.status for r in await rows(notified)] == ["pending"]

@@ -74,11 +74,31 @@ class OutboxHook:
         self._wake = wake
 
     async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
-        if self._target is None:
-            return
         view = change.incident
         summary = change_summary(change)
         key = change_key(change)
+        if self._target is not None:
+            await self._team_rows(session, change, summary, key)
+        if change.kind is ChangeKind.ESCALATED:
+            # People named by an escalation step are paged even without a team chat.
+            for user_id in _user_ids(change.details.get("user_ids")):
+                add_row(
+                    session,
+                    key=f"{key}:direct:{user_id}",
+                    target=Target(user_id, None),
+                    priority=view.severity.rank,
+                    incident_id=None,
+                    op=Op.DIRECT,
+                    payload={"change": summary, "incident_id": view.id},
+                    now=change.at,
+                )
+        await session.flush()
+
+    async def _team_rows(
+        self, session: AsyncSession, change: IncidentChange, summary: dict[str, Any], key: str
+    ) -> None:
+        assert self._target is not None
+        view = change.incident
         wants_fallback = view.severity in FALLBACK_SEVERITIES and (
             change.kind in (ChangeKind.TRIGGERED, ChangeKind.REOPENED)
             or "severity_raised" in change.details
@@ -122,19 +142,6 @@ class OutboxHook:
                 payload={"change": summary},
                 now=change.at,
             )
-        if change.kind is ChangeKind.ESCALATED:
-            for user_id in _user_ids(change.details.get("user_ids")):
-                add_row(
-                    session,
-                    key=f"{key}:direct:{user_id}",
-                    target=Target(user_id, None),
-                    priority=view.severity.rank,
-                    incident_id=None,
-                    op=Op.DIRECT,
-                    payload={"change": summary, "incident_id": view.id},
-                    now=change.at,
-                )
-        await session.flush()
 
     def after_commit(self, change: IncidentChange) -> None:
         self._wake()

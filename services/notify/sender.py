@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from services.clock import Clock
 from services.db import Database
@@ -27,6 +27,9 @@ from services.notify.telegram import (
 )
 
 log = logging.getLogger(__name__)
+
+# Sent and dead rows are kept this long for inspection, then pruned.
+KEEP_SENT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,27 @@ class OutboxSender:
                 await self._task
             self._task = None
 
+    async def prune(self, *, older_than: timedelta = KEEP_SENT) -> int:
+        """Forget rows Telegram settled long ago; the timeline keeps the story."""
+        cutoff = self._clock.now() - older_than
+        async with self._db.write() as session:
+            result = await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.status != OutboxStatus.PENDING.value,
+                    OutboxMessage.created_at < cutoff,
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def _run(self) -> None:
+        next_prune = 0.0
         while True:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 3600
+                try:
+                    await self.prune()
+                except Exception:
+                    log.exception("outbox prune failed")
             try:
                 delay = await self.step()
             except asyncio.CancelledError:
