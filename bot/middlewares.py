@@ -6,13 +6,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import EditMessageText, SendDocument, SendMessage, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
@@ -20,7 +21,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from bot.callbacks import IncidentCallback
 from bot.filters import BUTTON_ROLES, Role, RolePolicy, command_name, required_role
 from bot.locales import Catalogue
-from bot.render import esc, role_name
+from bot.render import esc, html_to_plain, role_name
 from services.audit import AuditService
 from services.notify.limits import TelegramLimits
 
@@ -131,3 +132,29 @@ class LimitsMiddleware(BaseRequestMiddleware):
                 await asyncio.sleep(wait)
             self._limits.record(chat_id, time.monotonic())
         return await make_request(bot, method)
+
+
+class PlainResendMiddleware(BaseRequestMiddleware):
+    """A reply Telegram cannot parse goes again as plain text rather than being dropped."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        try:
+            return await make_request(bot, method)
+        except TelegramBadRequest as exc:
+            if not isinstance(method, SendMessage | EditMessageText) or (
+                "can't parse entities" not in exc.message.lower()
+            ):
+                raise
+            log.warning("Telegram could not parse a reply; sending it as plain text")
+            plain = cast(
+                "TelegramMethod[TelegramType]",
+                method.model_copy(
+                    update={"text": html_to_plain(method.text or ""), "parse_mode": None}
+                ),
+            )
+            return await make_request(bot, plain)

@@ -20,8 +20,9 @@ from aiohttp import web
 
 from bot.dispatcher import bot_commands, create_dispatcher
 from bot.locales import Catalogue
-from bot.middlewares import LimitsMiddleware
+from bot.middlewares import LimitsMiddleware, PlainResendMiddleware
 from bot.render import TelegramRenderer
+from services.notify.limits import TelegramLimits
 from services.notify.telegram import TelegramClient
 
 if TYPE_CHECKING:
@@ -32,8 +33,12 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_RETRY_SECONDS = 2.0
 
 
-def make_bot(token: str, api_base: str) -> Bot:
+def make_bot(token: str, api_base: str, *, limits: TelegramLimits | None = None) -> Bot:
+    """The aiogram bot: HTML by default, plain-text resend, and (given) the shared limits."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base))
+    if limits is not None:
+        session.middleware(LimitsMiddleware(limits))
+    session.middleware(PlainResendMiddleware())
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
 
 
@@ -72,8 +77,9 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
         raise ValueError("bot_context needs TELEGRAM_BOT_TOKEN")
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        bot = make_bot(token.get_secret_value(), settings.telegram_api_base)
-        bot.session.middleware(LimitsMiddleware(services.notify.limits))
+        bot = make_bot(
+            token.get_secret_value(), settings.telegram_api_base, limits=services.notify.limits
+        )
         catalogue = Catalogue(settings.bot_language)
         dispatcher = create_dispatcher(services, catalogue=catalogue)
         client = TelegramClient(settings.telegram_api_base, token)

@@ -94,6 +94,22 @@ class Settings(BaseSettings):
     # The From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
     alert_email_from: str = "sunflow-ops@localhost"
 
+    @field_validator("telegram_fallback_after")
+    @classmethod
+    def _check_fallback_after(cls, value: str) -> str:
+        from services.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @property
+    def fallback_after(self) -> timedelta:
+        from services.durations import parse_duration
+
+        return parse_duration(self.telegram_fallback_after)
+
+    # -- end of notifications ---------------------------------------------------------------
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -127,20 +143,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.strip()
         return value
-
-    @field_validator("telegram_fallback_after")
-    @classmethod
-    def _check_fallback_after(cls, value: str) -> str:
-        from services.durations import parse_duration
-
-        parse_duration(value)
-        return value
-
-    @property
-    def fallback_after(self) -> timedelta:
-        from services.durations import parse_duration
-
-        return parse_duration(self.telegram_fallback_after)
 
     @field_validator("database_url")
     @classmethod

@@ -216,6 +216,16 @@ async def test_korean_is_the_default(migrated_url: str) -> None:
                 await bot.session.close()
 
 
+async def test_a_reply_telegram_cannot_parse_goes_again_as_plain_text(harness: Harness) -> None:
+    harness.fake.fail(
+        "sendMessage", status=400, description="Bad Request: can't parse entities: at 3"
+    )
+    await harness.say(Role.VIEWER, "/status")
+    plain = [c for c in harness.fake.sent("sendMessage") if c.params.get("parse_mode") is None]
+    assert plain and "Open: P0 0" in plain[0].params["text"]
+    assert "<b>" not in plain[0].params["text"]
+
+
 def test_command_menu_lists_every_command() -> None:
     names = [c.command for c in bot_commands(Catalogue("ko"))]
     assert names == list(COMMAND_ROLES)

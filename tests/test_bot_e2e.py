@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.callbacks import IncidentAction, IncidentCallback
@@ -219,8 +221,9 @@ async def test_escalation_replies_in_thread_and_pages_directly(migrated_url: str
 
 
 async def test_downtime_falls_back_then_delivers_everything_once_in_order(
-    migrated_url: str,
+    migrated_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     smtp = FakeSmtp(free_port())
     smtp.start()
     try:
@@ -251,6 +254,11 @@ async def test_downtime_falls_back_then_delivers_everything_once_in_order(
             assert len(fake.sent("sendMessage")) == 3
             assert len(smtp.messages) == 1  # P2s never go to the fallback
             await drained(services)
+            report = await (await client.get("/api/health")).json()
+            assert report["components"]["telegram"]["status"] == "healthy"
+            assert TOKEN not in caplog.text
+            assert "Telegram is unreachable (sendMessage: HTTP 502)" in caplog.text
+            assert "Telegram is reachable again" in caplog.text
     finally:
         smtp.stop()
 

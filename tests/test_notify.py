@@ -300,3 +300,11 @@ async def test_settled_rows_are_pruned_after_a_week(notified: Services) -> None:
     sender = OutboxSender(notified.db, clock, client, None, notified.notify.limits)  # type: ignore[arg-type]
     assert await sender.prune() == 1
     assert [r.status for r in await rows(notified)] == ["pending"]
+
+
+def test_a_bad_fallback_delay_names_the_setting() -> None:
+    from services.config import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="setting TELEGRAM_FALLBACK_AFTER"):
+        load_settings(_env_file=None, telegram_fallback_after="soon")
+    assert load_settings(_env_file=None).fallback_after == timedelta(minutes=5)

@@ -276,6 +276,11 @@ class OutboxSender:
         )
 
     def _success(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "Telegram is reachable again (failing since %s); delivering the backlog",
+                self.failing_since.isoformat(timespec="seconds"),
+            )
         self._backoff = 0.0
         self.failing_since = None
         self.last_error = None
@@ -287,6 +292,7 @@ class OutboxSender:
         self._backoff = min(self._max_backoff, max(0.25, self._backoff * 2))
         self._global_blocked_until = time.monotonic() + self._backoff
         if self.failing_since is None:
+            log.warning("Telegram is unreachable (%s); messages wait in the outbox", exc)
             self.failing_since = now_wall
         self.last_error = str(exc)
         await self._reschedule(row_id, exc, timedelta(seconds=self._backoff))
