@@ -308,6 +308,8 @@ async def test_webhook_mode_checks_the_secret(migrated_url: str) -> None:
         )
         assert right.status == 200
         await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "Status" in p.text])
+        document = await (await client.get("/api/openapi.json")).json()
+        assert "post" in document["paths"]["/telegram/hook"]
 
 
 async def test_killed_with_queued_messages_then_restarted(

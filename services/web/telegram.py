@@ -33,3 +33,35 @@ async def receive_update(request: web.Request) -> web.Response:
 
 def add_webhook_route(app: web.Application, path: str) -> None:
     app.router.add_post(path, receive_update, name="telegram-webhook")
+
+
+def openapi_for(path: str) -> dict[str, dict[str, Any]]:
+    """The webhook's OpenAPI entry (present only in webhook mode)."""
+    error = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        path: {
+            "post": {
+                "summary": "Telegram webhook: one Bot API update (webhook mode only)",
+                "tags": ["telegram"],
+                "parameters": [
+                    {
+                        "name": SECRET_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "TELEGRAM_WEBHOOK_SECRET, as given to setWebhook",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {"description": "accepted; handled in the background"},
+                    "400": {"description": "not a JSON object", **error},
+                    "403": {"description": "missing or wrong secret token", **error},
+                    "503": {"description": "the bot is not running", **error},
+                },
+            }
+        }
+    }
