@@ -300,14 +300,9 @@ class TelegramRenderer:
             )
         return "\n".join(lines)
 
-    def status(self, counts: dict[str, int], pending: int) -> str:
-        return "\n".join(
-            [
-                self.t("status.title"),
-                self.t("status.counts", **counts),
-                self.t("status.queue", pending=pending),
-            ]
-        )
+    def status(self, counts: dict[str, int]) -> str:
+        total = sum(counts.values())
+        return "\n".join([self.t("status.title"), self.t("status.counts", total=total, **counts)])
 
     def detail(self, detail: IncidentDetail, now: datetime) -> str:
         view = detail.incident

@@ -191,7 +191,7 @@ async def test_incidents_health_status_help(harness: Harness) -> None:
     health = await harness.say(Role.VIEWER, "/health")
     assert "database" in health and "telegram" in health
     status = await harness.say(Role.VIEWER, "/status")
-    assert "P0 1" in status
+    assert "Open incidents: 1 — P0 1 · P1 0" in status
     viewer_help = await harness.say(Role.VIEWER, "/help")
     assert "/incidents" in viewer_help and "/ack" not in viewer_help
     assert "/notify_test" in await harness.say(Role.ADMIN, "/help")
@@ -222,7 +222,7 @@ async def test_a_reply_telegram_cannot_parse_goes_again_as_plain_text(harness: H
     )
     await harness.say(Role.VIEWER, "/status")
     plain = [c for c in harness.fake.sent("sendMessage") if c.params.get("parse_mode") is None]
-    assert plain and "Open: P0 0" in plain[0].params["text"]
+    assert plain and "Open incidents: 0 — P0 0" in plain[0].params["text"]
     assert "<b>" not in plain[0].params["text"]
 
 

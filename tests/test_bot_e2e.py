@@ -388,3 +388,16 @@ async def test_killed_with_queued_messages_then_restarted(
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(timeout=20)
+
+
+async def test_a_deleted_alert_message_is_posted_afresh(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        incident_id = await post_alert(client, "token expiring")
+        card = await fake.wait_for(lambda: card_for(fake, incident_id))
+        del fake.messages[(TEAM, card.message_id)]  # someone deleted it in the chat
+        await services.incidents.acknowledge(incident_id, actor="cli:kim")
+        again = await fake.wait_for(
+            lambda: [p for p in cards(fake) if "acknowledged by cli:kim" in p.text]
+        )
+        assert again[0].message_id != card.message_id
+        await drained(services)

@@ -9,7 +9,6 @@ from aiogram.types import Message
 from bot.render import TelegramRenderer, split_html
 from services.health import HealthService
 from services.incidents import IncidentService
-from services.notify.service import NotifyService
 
 
 async def cmd_health(message: Message, health: HealthService, renderer: TelegramRenderer) -> None:
@@ -21,12 +20,9 @@ async def cmd_health(message: Message, health: HealthService, renderer: Telegram
 async def cmd_status(
     message: Message,
     incidents: IncidentService,
-    notify: NotifyService,
     renderer: TelegramRenderer,
 ) -> None:
-    counts = await incidents.count_open()
-    backlog = await notify.backlog()
-    await message.answer(renderer.status(counts, backlog.pending))
+    await message.answer(renderer.status(await incidents.count_open()))
 
 
 def create_router() -> Router:
