@@ -22,6 +22,8 @@ LIMIT = 4096
 BADGES = {Severity.P0: "🔴", Severity.P1: "🟠", Severity.P2: "🟡", Severity.P3: "🔵"}
 STATUS_BADGES = {Status.HEALTHY: "🟢", Status.DEGRADED: "🟡", Status.DOWN: "🔴"}
 MAX_LABELS = 6
+# Changes the card names in a "Last:" line; the others already show in its state lines.
+LAST_SHOWN = frozenset({"escalated", "deadline_missed", "unacknowledged", "annotated", "reopened"})
 
 _TOKEN = re.compile(r"<[^<>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);|[^<&]+|[<&]")
 _TAG = re.compile(r"<\s*(/)?\s*([a-zA-Z][a-zA-Z0-9-]*)")
@@ -220,7 +222,7 @@ class TelegramRenderer:
             lines.append(t("card.labels", labels=labels))
         if view.snoozed_until and view.snoozed_until > now and view.is_open:
             lines.append(t("card.snoozed", until=at(view.snoozed_until)))
-        if last and last.get("kind") not in {None, "triggered"}:
+        if last and last.get("kind") in LAST_SHOWN:
             lines.append(t("card.last", what=self.change_line(last)))
         if view.description:
             lines.append("")
