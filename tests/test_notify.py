@@ -308,3 +308,17 @@ def test_a_bad_fallback_delay_names_the_setting() -> None:
     with pytest.raises(SettingsError, match="setting TELEGRAM_FALLBACK_AFTER"):
         load_settings(_env_file=None, telegram_fallback_after="soon")
     assert load_settings(_env_file=None).fallback_after == timedelta(minutes=5)
+
+
+async def test_changes_at_the_same_instant_never_collide(notified: Services) -> None:
+    """A frozen clock makes every change share one instant; each still gets its message."""
+    from services.models import OutboxStatus
+
+    view = (await notified.incidents.trigger(AlertIn(Severity.P1, "same", "same"))).incident
+    for _ in range(3):
+        async with notified.db.write() as session:
+            for row in await session.scalars(select(OutboxMessage)):
+                row.status = OutboxStatus.SENT.value  # as if the sender had been quick
+        await notified.incidents.snooze(view.id, actor="cli", duration=timedelta(hours=1))
+    keys = [r.idempotency_key for r in await rows(notified)]
+    assert len(keys) == len(set(keys)) == 7  # the card, then an edit and a reply per snooze

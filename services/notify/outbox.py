@@ -84,7 +84,7 @@ class OutboxHook:
             for user_id in _user_ids(change.details.get("user_ids")):
                 add_row(
                     session,
-                    key=f"{key}:direct:{user_id}",
+                    key=await unique_key(session, f"{key}:direct:{user_id}"),
                     target=Target(user_id, None),
                     priority=view.severity.rank,
                     incident_id=None,
@@ -122,7 +122,7 @@ class OutboxHook:
         else:
             add_row(
                 session,
-                key=f"{key}:card",
+                key=await unique_key(session, f"{key}:card"),
                 target=self._target,
                 priority=view.severity.rank,
                 incident_id=view.id,
@@ -134,7 +134,7 @@ class OutboxHook:
         if change.kind in REPLY_KINDS:
             add_row(
                 session,
-                key=f"{key}:reply",
+                key=await unique_key(session, f"{key}:reply"),
                 target=self._target,
                 priority=view.severity.rank,
                 incident_id=view.id,
@@ -151,6 +151,18 @@ def _user_ids(value: object) -> list[int]:
     if not isinstance(value, list):
         return []
     return [int(v) for v in value if isinstance(v, int) or (isinstance(v, str) and v.isdigit())]
+
+
+async def unique_key(session: AsyncSession, key: str) -> str:
+    """`key`, or `key#2`, `key#3`...: two changes can share an instant (a frozen clock, a
+    coarse one, two escalation records in one transaction) and must not collide."""
+    candidate, n = key[:190], 1
+    while await session.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.idempotency_key == candidate)
+    ):
+        n += 1
+        candidate = f"{key[:190]}#{n}"
+    return candidate
 
 
 def add_row(
