@@ -401,3 +401,16 @@ async def test_a_deleted_alert_message_is_posted_afresh(migrated_url: str) -> No
         )
         assert again[0].message_id != card.message_id
         await drained(services)
+
+
+async def test_a_change_while_the_alert_is_in_flight_is_not_lost(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        gate = fake.hold("sendMessage")
+        incident_id = await post_alert(client, "in flight")
+        await fake.wait_for(lambda: fake.held)  # the alert is on its way, not yet answered
+        await services.incidents.acknowledge(incident_id, actor="cli:lee")
+        gate.set()
+        card = await fake.wait_for(lambda: card_for(fake, incident_id))
+        await fake.wait_for(lambda: "acknowledged by cli:lee" in card.text)
+        await drained(services)
+        assert len(cards(fake)) == 1

@@ -137,6 +137,9 @@ class FakeTelegram:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.listeners: list[Callable[[Call], None]] = []
+        # Calls of a held method wait (inside the request) until the hold is released.
+        self.holds: dict[str, asyncio.Event] = {}
+        self.held: list[str] = []
 
     # -- server ---------------------------------------------------------------
 
@@ -239,6 +242,11 @@ class FakeTelegram:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(left, 0.5))
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` arrive but get no answer until the returned event is set."""
+        self.holds[method] = asyncio.Event()
+        return self.holds[method]
+
     # -- failures --------------------------------------------------------------------
 
     def fail(
@@ -314,6 +322,11 @@ class FakeTelegram:
                 return self._error(fault.status, fault.description, fault.retry_after)
         if method == "getUpdates":
             return self._ok(await self._get_updates(params))
+        if method in self.holds:
+            self.held.append(method)
+            async with self._changed:
+                self._changed.notify_all()
+            await self.holds[method].wait()
         if method in SENDING and self.enforce_limits:
             wait = self._limit(int(params["chat_id"]), time.monotonic())
             if wait > 0:
