@@ -4,26 +4,47 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiogram import Dispatcher, Router
-from aiogram.filters import CommandStart
-from aiogram.types import Message
+from aiogram import Dispatcher
+from aiogram.types import BotCommand
+
+from bot.filters import COMMAND_ROLES, RolePolicy
+from bot.locales import Catalogue
+from bot.middlewares import RoleMiddleware
+from bot.render import TelegramRenderer
+from bot.routers import basic, health, incidents, notify, operations, unknown
 
 if TYPE_CHECKING:
     from services.main import Services
 
-router = Router(name=__name__)
 
-
-@router.message(CommandStart())
-async def cmd_start(message: Message) -> None:
-    await message.answer("SunFlow Ops is running.")
-
-
-def create_dispatcher(services: Services) -> Dispatcher:
+def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None) -> Dispatcher:
+    catalogue = catalogue or Catalogue(services.settings.bot_language)
     dispatcher = Dispatcher(
-        services=services,
+        settings=services.settings,
+        clock=services.clock,
         incidents=services.incidents,
         health=services.health,
+        notify=services.notify,
+        audit=services.audit,
+        catalogue=catalogue,
+        renderer=TelegramRenderer(catalogue),
     )
-    dispatcher.include_routers(router)
+    gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
+    dispatcher.message.outer_middleware(gate)
+    dispatcher.callback_query.outer_middleware(gate)
+    dispatcher.include_routers(
+        basic.create_router(),
+        health.create_router(),
+        incidents.create_router(),
+        operations.create_router(),
+        notify.create_router(),
+        unknown.create_router(),
+    )
     return dispatcher
+
+
+def bot_commands(catalogue: Catalogue) -> list[BotCommand]:
+    """The menu registered with setMyCommands at start, described in the bot's language."""
+    return [
+        BotCommand(command=name, description=catalogue.t(f"cmd.{name}")) for name in COMMAND_ROLES
+    ]

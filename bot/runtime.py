@@ -5,20 +5,69 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from aiogram import Bot
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import AiogramError
 from aiohttp import web
 
-from bot.dispatcher import create_dispatcher
+from bot.dispatcher import bot_commands, create_dispatcher
+from bot.locales import Catalogue
+from bot.middlewares import LimitsMiddleware, PlainResendMiddleware
+from bot.render import TelegramRenderer
+from services.notify.limits import TelegramLimits
+from services.notify.telegram import TelegramClient
 
 if TYPE_CHECKING:
     from services.main import Services
 
 log = logging.getLogger(__name__)
+
+BOOTSTRAP_RETRY_SECONDS = 2.0
+
+
+def make_bot(token: str, api_base: str, *, limits: TelegramLimits | None = None) -> Bot:
+    """The aiogram bot: HTML by default, plain-text resend, and (given) the shared limits."""
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_base))
+    if limits is not None:
+        session.middleware(LimitsMiddleware(limits))
+    session.middleware(PlainResendMiddleware())
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+def webhook_path(url: str) -> str:
+    """The path Telegram posts updates to, served by our own aiohttp app."""
+    return urlsplit(url).path or "/"
+
+
+async def _bootstrap(
+    bot: Bot, dispatcher: Dispatcher, services: Services, secret: str | None
+) -> None:
+    """Register the commands and the update mode; retry while Telegram is unreachable."""
+    settings = services.settings
+    catalogue: Catalogue = dispatcher["catalogue"]
+    while True:
+        try:
+            await bot.set_my_commands(bot_commands(catalogue))
+            if settings.telegram_webhook_url:
+                await bot.set_webhook(
+                    settings.telegram_webhook_url,
+                    secret_token=secret,
+                    allowed_updates=dispatcher.resolve_used_update_types(),
+                )
+            else:
+                await bot.delete_webhook()
+            return
+        except AiogramError as exc:
+            log.warning("Telegram start-up call failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(BOOTSTRAP_RETRY_SECONDS)
 
 
 def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -28,22 +77,59 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
         raise ValueError("bot_context needs TELEGRAM_BOT_TOKEN")
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
-        bot = Bot(token.get_secret_value(), session=session)
-        dispatcher = create_dispatcher(services)
-        polling = asyncio.create_task(
-            dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False),
-            name="telegram-polling",
+        bot = make_bot(
+            token.get_secret_value(), settings.telegram_api_base, limits=services.notify.limits
         )
-        log.info("Telegram bot polling %s", settings.telegram_api_base)
+        catalogue = Catalogue(settings.bot_language)
+        dispatcher = create_dispatcher(services, catalogue=catalogue)
+        client = TelegramClient(settings.telegram_api_base, token)
+        services.notify.start_telegram(client, TelegramRenderer(catalogue))
+        secret: str | None = None
+        pending: set[asyncio.Task[Any]] = set()
+        if settings.telegram_webhook_url:
+            secret = (
+                settings.telegram_webhook_secret.get_secret_value()
+                if settings.telegram_webhook_secret
+                else secrets.token_urlsafe(32)
+            )
+
+            async def feed(update: dict[str, Any]) -> None:
+                # Answer Telegram at once; the update is handled in the background.
+                task = asyncio.create_task(dispatcher.feed_raw_update(bot, update))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            services.telegram_webhook_secret = secret
+            services.telegram_updates = feed
+
+        async def run() -> None:
+            await _bootstrap(bot, dispatcher, services, secret)
+            if not settings.telegram_webhook_url:
+                await dispatcher.start_polling(
+                    bot, handle_signals=False, close_bot_session=False, polling_timeout=10
+                )
+
+        runner = asyncio.create_task(run(), name="telegram-bot")
+        mode = "webhook" if settings.telegram_webhook_url else "long polling"
+        log.info("Telegram bot started (%s)", mode)
         try:
             yield
         finally:
+            services.telegram_updates = None
+            services.telegram_webhook_secret = None
             with contextlib.suppress(RuntimeError):
                 await dispatcher.stop_polling()
-            polling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await polling
+            runner.cancel()
+            try:
+                await runner
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("the Telegram bot stopped with an error")
+            for task in list(pending):
+                task.cancel()
+            await services.notify.stop_telegram()
+            await client.close()
             await bot.session.close()
 
     return ctx

@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     down = db_sub.add_parser("downgrade", help="migrate back to REVISION")
     down.add_argument("revision")
 
+    notify = sub.add_parser("notify", help="notification channels (Telegram, e-mail, webhook)")
+    notify_sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+    test = notify_sub.add_parser(
+        "test",
+        help="send a test message through every configured channel "
+        "(exit 0 all delivered, 1 one failed, 2 none configured)",
+    )
+    test.add_argument("--json", action="store_true")
+
     inc = sub.add_parser("incident", help="list, show, acknowledge and resolve incidents")
     inc_sub = inc.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
     lst = inc_sub.add_parser("list", help="incidents, most urgent first")
@@ -205,6 +214,27 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(_with_services(settings, work))
 
 
+def _cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    """The playbook's "send a test message" (scenario 6), on every configured channel."""
+
+    async def work(services: Any) -> int:
+        results = await services.notify.send_test(actor=actor())
+        if args.json:
+            print(json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=2))
+        elif not results:
+            print(
+                "no channel configured: set TELEGRAM_BOT_TOKEN, SMTP_URL or FALLBACK_WEBHOOK_URL"
+            )
+        else:
+            for result in results:
+                print(f"{result.channel:<9} {'ok' if result.ok else 'FAILED':<7} {result.detail}")
+        if not results:
+            return 2
+        return 0 if all(r.ok for r in results) else 1
+
+    return asyncio.run(_with_services(settings, work))
+
+
 def _cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     import aiohttp
 
@@ -273,6 +303,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": _cmd_db,
     "incident": _cmd_incident,
     "report": _cmd_report,
+    "notify": _cmd_notify,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -80,6 +81,34 @@ class Settings(BaseSettings):
     cloudinary_url: SecretStr | None = None
     fal_key: SecretStr | None = None
     fal_api_base: str = "https://queue.fal.run"
+
+    # -- notifications (issue 3): outbox, Telegram limits, fallback channel --------------
+    # How long Telegram may keep failing before P0/P1 alerts also go to the fallback channel.
+    telegram_fallback_after: str = "5m"
+    # Telegram's limits, as the outbox sender obeys them (lower them for a stricter server).
+    telegram_rate_global_per_second: int = Field(default=30, ge=1)
+    telegram_rate_chat_per_second: int = Field(default=1, ge=1)
+    telegram_rate_group_per_minute: int = Field(default=20, ge=1)
+    # Longest pause between retries while Telegram is unreachable (seconds).
+    telegram_retry_max_seconds: float = Field(default=30, gt=0)
+    # The From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
+    alert_email_from: str = "sunflow-ops@localhost"
+
+    @field_validator("telegram_fallback_after")
+    @classmethod
+    def _check_fallback_after(cls, value: str) -> str:
+        from services.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @property
+    def fallback_after(self) -> timedelta:
+        from services.durations import parse_duration
+
+        return parse_duration(self.telegram_fallback_after)
+
+    # -- end of notifications ---------------------------------------------------------------
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -8,10 +8,12 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from services import db as dbmod
+from services.audit import AuditService
 from services.checklists import ChecklistService
 from services.clock import Clock, SystemClock
 from services.config import Settings
@@ -21,6 +23,7 @@ from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
+from services.notify.service import NotifyService
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.reports import ReportService
@@ -47,6 +50,11 @@ class Services:
     checklists: ChecklistService
     postmortems: PostmortemService
     reports: ReportService
+    notify: NotifyService
+    audit: AuditService
+    # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
+    telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    telegram_webhook_secret: str | None = None
 
 
 @asynccontextmanager
@@ -85,6 +93,8 @@ async def open_services(
             database, clock, incidents, checklists, language=settings.bot_language
         ),
         reports=ReportService(database, clock),
+        notify=NotifyService(settings, database, clock, incidents, registry=metrics.registry),
+        audit=AuditService(database, clock),
     )
 
     async def check_database() -> ComponentHealth:
@@ -93,6 +103,9 @@ async def open_services(
 
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
+    if settings.telegram_bot_token is not None:
+        # With the bot off by choice there is no Telegram component to be unhealthy.
+        health.register("telegram", services.notify.check)
     try:
         yield services
     finally:
@@ -117,7 +130,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.escalation.stop()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, escalation_ctx]
+    async def notify_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.notify.start()
+        yield
+        await services.notify.stop()
+
+    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, escalation_ctx, notify_ctx]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:

@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -201,3 +212,73 @@ class PostmortemField(Base):
     text: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(200))
+
+
+# -- notifications (issue 3): the outbox, each incident's alert message, bot refusals ----------
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    # Telegram refused it for good (chat gone, bot blocked); kept for the record.
+    DEAD = "dead"
+
+
+class OutboxMessage(Base):
+    """One message to Telegram, written in the transaction that caused it, sent later."""
+
+    __tablename__ = "outbox_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Unique: a change that is recorded twice (retry, restart) never queues a second message.
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # 0 (P0) is sent first.
+    priority: Mapped[int] = mapped_column(Integer)
+    incident_id: Mapped[int | None] = mapped_column(Integer, default=None, index=True)
+    # card (post or edit the incident's alert), reply (in its thread), direct, text, document
+    op: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(12), default=OutboxStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    # A P0/P1 alert that goes to e-mail/webhook too when Telegram cannot take it in time.
+    wants_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    fallback_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_outbox_messages_status_priority", "status", "priority", "id"),)
+
+
+class IncidentMessage(Base):
+    """Where an incident's alert message lives in Telegram, so changes edit or reply to it."""
+
+    __tablename__ = "incident_messages"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    posted_at: Mapped[datetime]
+    edited_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class BotRefusal(Base):
+    """Audit: a Telegram user asked for something their role does not allow."""
+
+    __tablename__ = "bot_refusals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    username: Mapped[str | None] = mapped_column(String(200), default=None)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    command: Mapped[str] = mapped_column(String(64))
+    user_role: Mapped[str] = mapped_column(String(16))
+    required_role: Mapped[str] = mapped_column(String(16))

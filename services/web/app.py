@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from services.web import alerts, health, incidents, metrics, openapi
 from services.web.errors import error_middleware
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
+from services.web.telegram import add_webhook_route, openapi_for
 
 if TYPE_CHECKING:
     from services.config import Settings
@@ -25,5 +27,11 @@ def create_app(settings: Settings, services: Services) -> web.Application:
     app[SERVICES_KEY] = services
     for module in (health, alerts, incidents, metrics, openapi):
         app.add_routes(module.routes)
-    app[openapi.DOCUMENT_KEY] = openapi.build_document()
+    extra = []
+    if settings.telegram_webhook_url:
+        # Webhook mode: Telegram posts updates to this app, at the path of the URL it was given.
+        path = urlsplit(settings.telegram_webhook_url).path or "/"
+        add_webhook_route(app, path)
+        extra.append(openapi_for(path))
+    app[openapi.DOCUMENT_KEY] = openapi.build_document(extra)
     return app

@@ -1,0 +1,351 @@
+"""Message text for Telegram: HTML escaping, 4096-character splitting, the alert card."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.locales import Catalogue
+from services.durations import format_duration
+from services.health import HealthReport, Status
+from services.incidents import IncidentDetail, IncidentView
+from services.models import IncidentState
+from services.notify.fallback import ChannelResult
+from services.notify.outbox import Op
+from services.notify.sender import Rendered
+from services.severity import Severity
+
+LIMIT = 4096
+BADGES = {Severity.P0: "🔴", Severity.P1: "🟠", Severity.P2: "🟡", Severity.P3: "🔵"}
+STATUS_BADGES = {Status.HEALTHY: "🟢", Status.DEGRADED: "🟡", Status.DOWN: "🔴"}
+MAX_LABELS = 6
+# Changes the card names in a "Last:" line; the others already show in its state lines.
+LAST_SHOWN = frozenset({"escalated", "deadline_missed", "unacknowledged", "annotated", "reopened"})
+
+_TOKEN = re.compile(r"<[^<>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);|[^<&]+|[<&]")
+_TAG = re.compile(r"<\s*(/)?\s*([a-zA-Z][a-zA-Z0-9-]*)")
+
+
+def esc(value: object) -> str:
+    """Escape anything that came from outside (alert text, labels, user names)."""
+    return html.escape(str(value), quote=True)
+
+
+def tg_len(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def html_to_plain(text: str) -> str:
+    """The same message without markup: for the plain-text resend."""
+    return html.unescape(re.sub(r"<[^<>]*>", "", text))
+
+
+def split_html(text: str, limit: int = LIMIT) -> list[str]:
+    """Cut HTML into messages of at most `limit`, never inside a tag or an entity.
+
+    Tags open at a cut are closed at the end of one part and opened again at the start of
+    the next, so every part is valid on its own; text is cut at a line break when one is near.
+    """
+    parts: list[str] = []
+    stack: list[tuple[str, str]] = []  # (name, opening tag as written)
+    current = ""
+
+    def closing() -> str:
+        return "".join(f"</{name}>" for name, _ in reversed(stack))
+
+    def flush() -> None:
+        nonlocal current
+        parts.append(current + closing())
+        current = "".join(tag for _, tag in stack)
+
+    def room() -> int:
+        return limit - tg_len(current) - tg_len(closing())
+
+    for token in _TOKEN.findall(text):
+        if token.startswith("<") and len(token) > 1 and _TAG.match(token):
+            match = _TAG.match(token)
+            assert match is not None
+            is_close, name = bool(match.group(1)), match.group(2).lower()
+            if is_close:
+                current += token
+                for index in range(len(stack) - 1, -1, -1):
+                    if stack[index][0] == name:
+                        del stack[index]
+                        break
+                continue
+            # An opening tag needs room for itself and its own closing tag.
+            if tg_len(token) + len(name) + 3 > room():
+                flush()
+            current += token
+            stack.append((name, token))
+            continue
+        if token.startswith("&") and len(token) > 1:
+            if tg_len(token) > room():
+                flush()
+            current += token
+            continue
+        piece = token
+        while piece:
+            space = room()
+            if space <= 0:
+                if not current.strip() or current == "".join(t for _, t in stack):
+                    raise ValueError("limit too small for the markup nesting")
+                flush()
+                continue
+            if tg_len(piece) <= space:
+                current += piece
+                break
+            take = piece[:space]
+            while tg_len(take) > space:
+                take = take[:-1]
+            newline = take.rfind("\n")
+            if newline > len(take) // 2:
+                take = take[: newline + 1]
+            current += take
+            piece = piece[len(take) :]
+            flush()
+    if current and current != "".join(tag for _, tag in stack) or not parts:
+        parts.append(current + closing())
+    return [p for p in parts if p.strip()] or [""]
+
+
+def trim_html(text: str, limit: int = LIMIT, marker: str = "…") -> tuple[str, bool]:
+    """The first part that fits, with `marker` after it; True when something was cut."""
+    if tg_len(text) <= limit:
+        return text, False
+    first = split_html(text, limit - tg_len(marker))[0]
+    return first + marker, True
+
+
+def age(delta: timedelta) -> str:
+    return format_duration(delta)
+
+
+def at(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def role_name(catalogue: Catalogue, role: str) -> str:
+    return catalogue.t(f"role.{role}")
+
+
+class TelegramRenderer:
+    """Renders outbox rows (services.notify.sender.Renderer) in the bot's language."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.t = catalogue.t
+        self.catalogue = catalogue
+
+    # -- the alert card ---------------------------------------------------------------
+
+    def state(self, view: IncidentView) -> str:
+        return self.t(f"state.{view.state.value}")
+
+    def change_line(self, change: dict[str, Any]) -> str:
+        kind = str(change.get("kind", ""))
+        details: dict[str, Any] = change.get("details") or {}
+        actor = esc(change.get("actor", ""))
+        values: dict[str, Any] = {"actor": actor, "kind": esc(kind)}
+        if kind == "deduplicated":
+            values["count"] = esc(details.get("count", ""))
+        elif kind == "annotated":
+            values["text"] = esc(str(details.get("text", ""))[:300])
+        elif kind == "snoozed":
+            values["until"] = _iso_at(details.get("until"))
+        elif kind == "unacknowledged":
+            values["who"] = esc(details.get("acknowledged_by") or "?")
+        elif kind in {"escalated", "deadline_missed"}:
+            values.update(
+                step=esc(details.get("step", "")),
+                target=esc(details.get("target", "")),
+                message=esc(str(details.get("message", ""))[:500]),
+                late=self.t("change.escalated.late") if details.get("late") else "",
+            )
+        key = f"change.{kind}"
+        try:
+            return self.t(key, **values)
+        except KeyError:
+            return self.t("change.other", **values)
+
+    def card(self, view: IncidentView, now: datetime, last: dict[str, Any] | None = None) -> str:
+        t = self.t
+        lines = [
+            f"{BADGES[view.severity]} <b>{view.severity.value}</b> · "
+            f"<b>#{view.id} {esc(view.title)}</b>"
+        ]
+        state = self.state(view)
+        if view.state is IncidentState.ACKNOWLEDGED and view.acknowledged_at:
+            line = t(
+                "card.by",
+                state=state,
+                actor=esc(view.acknowledged_by or "?"),
+                at=at(view.acknowledged_at),
+            )
+            if view.ack_expires_at:
+                line += t("card.ack_until", until=at(view.ack_expires_at))
+            lines.append(line)
+        elif view.state is IncidentState.RESOLVED and view.resolved_at:
+            lines.append(
+                t(
+                    "card.by",
+                    state=state,
+                    actor=esc(view.resolved_by or "?"),
+                    at=at(view.resolved_at),
+                )
+            )
+        else:
+            lines.append(t("card.state", state=state))
+        lines.append(
+            t(
+                "card.meta",
+                source=esc(view.source),
+                count=view.occurrence_count,
+                age=age(now - view.first_seen_at),
+            )
+        )
+        if view.is_open:
+            left = view.response_deadline - now
+            if view.severity.response_time == timedelta(0):
+                when = t("card.deadline.now")
+            elif left < timedelta(0):
+                when = t("card.deadline.overdue", delta=age(-left))
+            else:
+                when = t("card.deadline.left", delta=age(left))
+            lines.append(t("card.deadline", deadline=at(view.response_deadline), left=when))
+        if view.labels:
+            shown = sorted(view.labels.items())[:MAX_LABELS]
+            labels = ", ".join(f"<code>{esc(k)}</code>={esc(str(v)[:60])}" for k, v in shown)
+            lines.append(t("card.labels", labels=labels))
+        if view.snoozed_until and view.snoozed_until > now and view.is_open:
+            lines.append(t("card.snoozed", until=at(view.snoozed_until)))
+        if last and last.get("kind") in LAST_SHOWN:
+            lines.append(t("card.last", what=self.change_line(last)))
+        if view.description:
+            lines.append("")
+            lines.append(f"<blockquote>{esc(view.description)}</blockquote>")
+        return "\n".join(lines)
+
+    def render(
+        self, op: str, payload: dict[str, Any], incident: IncidentView | None, now: datetime
+    ) -> Rendered:
+        from bot.keyboards import incident_keyboard_json
+
+        if op in {Op.CARD, Op.DOCUMENT} and incident is not None:
+            full = self.card(incident, now, payload.get("last"))
+            marker = self.t("trimmed")
+            text, trimmed = trim_html(full, LIMIT, marker)
+            if op == Op.DOCUMENT:
+                return Rendered(
+                    self.t("document.caption", id=incident.id),
+                    self.t("document.caption", id=incident.id),
+                    full_text=html_to_plain(full),
+                    filename=f"incident-{incident.id}.txt",
+                )
+            return Rendered(
+                text,
+                html_to_plain(text),
+                reply_markup=incident_keyboard_json(incident, self.catalogue),
+                full_text=html_to_plain(full) if trimmed else None,
+            )
+        if op == Op.REPLY:
+            text = self.change_line(payload.get("change") or {})
+        elif op == Op.DIRECT:
+            change = payload.get("change") or {}
+            details = change.get("details") or {}
+            text = self.t(
+                "direct.escalated",
+                badge=BADGES[incident.severity] if incident else "",
+                id=esc(payload.get("incident_id", "?")),
+                title=esc(incident.title) if incident else "",
+                message=esc(str(details.get("message", ""))[:1000]),
+            )
+        else:
+            text = esc(payload.get("text", ""))
+        text, _ = trim_html(text, LIMIT)
+        return Rendered(text, html_to_plain(text))
+
+    # -- command replies ----------------------------------------------------------------
+
+    def incidents(self, views: Sequence[IncidentView], now: datetime) -> str:
+        if not views:
+            return self.t("incidents.none")
+        lines = [self.t("incidents.title", count=len(views))]
+        for view in views:
+            lines.append(
+                self.t(
+                    "incidents.line",
+                    badge=BADGES[view.severity],
+                    id=view.id,
+                    title=esc(view.title[:120]),
+                    state=self.state(view),
+                    count=view.occurrence_count,
+                    age=age(now - view.first_seen_at),
+                )
+            )
+        return "\n".join(lines)
+
+    def health(self, report: HealthReport) -> str:
+        lines = [self.t("health.title", status=self.t(f"status.{report.status.value}"))]
+        for comp in report.components:
+            lines.append(
+                self.t(
+                    "health.line",
+                    badge=STATUS_BADGES[comp.status],
+                    name=esc(comp.name),
+                    status=self.t(f"status.{comp.status.value}"),
+                    detail=esc(comp.detail),
+                )
+            )
+        return "\n".join(lines)
+
+    def status(self, counts: dict[str, int]) -> str:
+        total = sum(counts.values())
+        return "\n".join([self.t("status.title"), self.t("status.counts", total=total, **counts)])
+
+    def detail(self, detail: IncidentDetail, now: datetime) -> str:
+        view = detail.incident
+        lines = [
+            self.t(
+                "detail.title",
+                badge=BADGES[view.severity],
+                id=view.id,
+                title=esc(view.title),
+                state=self.state(view),
+            ),
+            self.t("detail.meta", source=esc(view.source), dedup=esc(view.dedup_key)),
+            "",
+            self.t("detail.timeline"),
+        ]
+        for entry in detail.timeline[-30:]:
+            lines.append(
+                self.t(
+                    "detail.entry", at=at(entry.at), kind=esc(entry.kind), actor=esc(entry.actor)
+                )
+            )
+        return "\n".join(lines)
+
+    def notify_results(self, results: Sequence[ChannelResult]) -> str:
+        lines = [self.t("notify.title")]
+        for result in results:
+            lines.append(
+                self.t(
+                    "notify.line",
+                    badge="✅" if result.ok else "❌",
+                    channel=esc(result.channel),
+                    detail=esc(result.detail),
+                )
+            )
+        return "\n".join(lines)
+
+
+def _iso_at(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            return at(datetime.fromisoformat(value))
+        except ValueError:
+            return esc(value)
+    return "?"

@@ -1,0 +1,1 @@
+"""Outgoing notifications: the outbox, the Telegram sender, and the fallback channel."""

@@ -1,0 +1,241 @@
+"""The fallback channel (playbook scenario 6): P0/P1 alerts by e-mail and JSON webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+import aiosmtplib
+from sqlalchemy import select
+
+from services.clock import Clock
+from services.config import Settings
+from services.db import Database
+from services.incidents import IncidentView
+from services.models import Incident, OutboxMessage, OutboxStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    channel: str
+    ok: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"channel": self.channel, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    use_tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpTarget:
+        """`smtp://[user:pass@]host[:port]` (STARTTLS when offered) or `smtps://...` (TLS)."""
+        parts = urlsplit(url)
+        if parts.scheme not in {"smtp", "smtps"} or not parts.hostname:
+            raise ValueError("SMTP_URL must look like smtp://user:pass@host:587 or smtps://...")
+        use_tls = parts.scheme == "smtps"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if use_tls else 25),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            use_tls=use_tls,
+        )
+
+
+def alert_text(view: IncidentView, *, reason: str) -> tuple[str, str]:
+    """Subject and body of a fallback alert: plain text, no Telegram markup."""
+    subject = f"[{view.severity.value}] #{view.id} {view.title}"[:200]
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(view.labels.items())) or "-"
+    body = "\n".join(
+        [
+            f"{view.severity.value} ({view.severity.meaning}) incident #{view.id}",
+            f"title: {view.title}",
+            f"source: {view.source}",
+            f"state: {view.state.value}, seen {view.occurrence_count} time(s)",
+            f"first seen: {view.first_seen_at.isoformat()}",
+            f"respond by: {view.response_deadline.isoformat()}",
+            f"labels: {labels}",
+            "",
+            view.description[:4000],
+            "",
+            f"Sent by SunFlow Ops over the fallback channel: {reason}.",
+        ]
+    )
+    return subject, body
+
+
+class FallbackService:
+    """Sends to every configured fallback channel; a loop watches the outbox for stuck alerts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        *,
+        failing_since: Callable[[], datetime | None],
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._clock = clock
+        self._failing_since = failing_since
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    @property
+    def channels(self) -> list[str]:
+        names = []
+        if self._settings.smtp_url and self._settings.alert_email_to:
+            names.append("email")
+        if self._settings.fallback_webhook_url:
+            names.append("webhook")
+        return names
+
+    async def deliver(self, subject: str, body: str, data: dict[str, Any]) -> list[ChannelResult]:
+        """Send to every configured channel at once; each result says how it went."""
+        jobs = []
+        if "email" in self.channels:
+            jobs.append(self._email(subject, body))
+        if "webhook" in self.channels:
+            jobs.append(self._webhook({"subject": subject, "text": body, **data}))
+        return list(await asyncio.gather(*jobs))
+
+    async def _email(self, subject: str, body: str) -> ChannelResult:
+        settings = self._settings
+        assert settings.smtp_url and settings.alert_email_to
+        try:
+            target = SmtpTarget.parse(settings.smtp_url)
+        except ValueError as exc:
+            return ChannelResult("email", False, str(exc))
+        message = EmailMessage()
+        message["From"] = settings.alert_email_from
+        message["To"] = settings.alert_email_to
+        message["Subject"] = subject
+        message.set_content(body)
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=target.host,
+                port=target.port,
+                username=target.username,
+                password=target.password,
+                use_tls=target.use_tls,
+                timeout=15,
+            )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # The exception text may hold the server's reply but never our password.
+            return ChannelResult("email", False, type(exc).__name__)
+        return ChannelResult("email", True, f"sent to {settings.alert_email_to}")
+
+    async def _webhook(self, data: dict[str, Any]) -> ChannelResult:
+        url = self._settings.fallback_webhook_url
+        assert url
+        timeout = aiohttp.ClientTimeout(total=15)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(url, json=data) as response,
+            ):
+                if response.status >= 300:
+                    return ChannelResult("webhook", False, f"HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return ChannelResult("webhook", False, type(exc).__name__)
+        return ChannelResult("webhook", True, f"HTTP {response.status}")
+
+    # -- watching the outbox ---------------------------------------------------------
+
+    def due(self, row: OutboxMessage, now: datetime) -> str | None:
+        """Why this alert should go over the fallback now, or None to keep waiting."""
+        after: timedelta = self._settings.fallback_after
+        if self._settings.telegram_bot_token is None:
+            return "the Telegram bot is off"
+        failing = self._failing_since()
+        if failing is not None and now - failing >= after:
+            return f"Telegram has been failing since {failing.isoformat()}"
+        if now - row.created_at >= after:
+            return f"not delivered to Telegram within {self._settings.telegram_fallback_after}"
+        return None
+
+    async def step(self) -> int:
+        """Fall back for every stuck P0/P1 alert; return how many went out."""
+        if not self.channels:
+            return 0
+        now = self._clock.now()
+        async with self._db.read() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxMessage)
+                    .where(
+                        OutboxMessage.status == OutboxStatus.PENDING.value,
+                        OutboxMessage.wants_fallback.is_(True),
+                        OutboxMessage.fallback_at.is_(None),
+                    )
+                    .order_by(OutboxMessage.priority, OutboxMessage.id)
+                )
+            ).all()
+            work: list[tuple[int, IncidentView, str]] = []
+            for row in rows:
+                reason = self.due(row, now)
+                if reason is None or row.incident_id is None:
+                    continue
+                incident = await session.get(Incident, row.incident_id)
+                if incident is not None and incident.is_open:
+                    work.append((row.id, IncidentView.of(incident), reason))
+        count = 0
+        for row_id, view, reason in work:
+            subject, body = alert_text(view, reason=reason)
+            results = await self.deliver(subject, body, {"incident": view.to_json()})
+            if not any(r.ok for r in results):
+                log.warning("fallback failed for incident #%s: %s", view.id, results)
+                continue
+            async with self._db.write() as session:
+                stuck = await session.get(OutboxMessage, row_id)
+                if stuck is not None:
+                    stuck.fallback_at = self._clock.now()
+            count += 1
+            self.sent += 1
+        return count
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None and self.channels:
+            self._task = asyncio.create_task(self._run(), name="notify-fallback")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fallback step failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            self._wake.clear()

@@ -1,0 +1,429 @@
+"""The outbox sender: drains pending rows to Telegram within its limits, in priority order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+
+from services.clock import Clock
+from services.db import Database
+from services.incidents import IncidentView
+from services.models import Incident, IncidentMessage, OutboxMessage, OutboxStatus
+from services.notify.limits import TelegramLimits
+from services.notify.outbox import Op, Target, add_row
+from services.notify.telegram import (
+    RetryAfter,
+    TelegramClient,
+    TelegramError,
+    TelegramRejected,
+    TelegramUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+# Sent and dead rows are kept this long for inspection, then pruned.
+KEEP_SENT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready for Telegram: HTML, its plain-text twin, buttons, an optional file."""
+
+    html: str
+    plain: str
+    reply_markup: dict[str, Any] | None = None
+    # Set when `html` had to be trimmed: the whole text, sent as a document beside it.
+    full_text: str | None = None
+    filename: str = "message.txt"
+
+
+class Renderer(Protocol):
+    """Turns an outbox row into text; the bot supplies it (language, HTML, buttons)."""
+
+    def render(
+        self, op: str, payload: dict[str, Any], incident: IncidentView | None, now: datetime
+    ) -> Rendered: ...
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    edits: int = 0
+    retry_after: int = 0
+    failures: int = 0
+    dead: int = 0
+    plain_resends: int = 0
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    id: int
+    priority: int
+    chat_id: int
+    stream: str
+    next_attempt_at: datetime
+
+
+class OutboxSender:
+    """One loop per process; every send is preceded by a committed row and followed by a mark."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        client: TelegramClient,
+        renderer: Renderer,
+        limits: TelegramLimits,
+        *,
+        max_backoff: float = 30.0,
+        stats: SenderStats | None = None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._client = client
+        self._renderer = renderer
+        self._limits = limits
+        self._max_backoff = max_backoff
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._blocked_until: dict[int, float] = {}
+        self._global_blocked_until = 0.0
+        self._backoff = 0.0
+        self.stats = stats or SenderStats()
+        # When Telegram started failing (None while it works); read by the fallback.
+        self.failing_since: datetime | None = None
+        self.last_success_at: datetime | None = None
+        self.last_error: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-sender")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def prune(self, *, older_than: timedelta = KEEP_SENT) -> int:
+        """Forget rows Telegram settled long ago; the timeline keeps the story."""
+        cutoff = self._clock.now() - older_than
+        async with self._db.write() as session:
+            result = await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.status != OutboxStatus.PENDING.value,
+                    OutboxMessage.created_at < cutoff,
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def _run(self) -> None:
+        next_prune = 0.0
+        while True:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + 3600
+                try:
+                    await self.prune()
+                except Exception:
+                    log.exception("outbox prune failed")
+            try:
+                delay = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad row must not stop the sender
+                log.exception("outbox sender step failed")
+                delay = 1.0
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+            self._wake.clear()
+
+    # -- one step -----------------------------------------------------------------
+
+    async def step(self) -> float:
+        """Send at most one row; return how long to wait before the next step (0: at once)."""
+        candidates = await self._candidates()
+        if not candidates:
+            return 60.0
+        now_wall = self._clock.now()
+        now = time.monotonic()
+        best: _Candidate | None = None
+        wait = 60.0
+        for cand in candidates:
+            until = max(
+                self._global_blocked_until - now,
+                self._blocked_until.get(cand.chat_id, 0.0) - now,
+                (cand.next_attempt_at - now_wall).total_seconds(),
+                self._limits.wait(cand.chat_id, cand.priority, now),
+            )
+            if until <= 0:
+                best = cand
+                break
+            wait = min(wait, until)
+        if best is None:
+            return max(wait, 0.005)
+        await self._deliver(best.id)
+        return 0.0
+
+    async def _candidates(self) -> list[_Candidate]:
+        """Pending rows that are first in their stream (an incident, or a chat), by priority."""
+        async with self._db.read() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        OutboxMessage.id,
+                        OutboxMessage.priority,
+                        OutboxMessage.chat_id,
+                        OutboxMessage.incident_id,
+                        OutboxMessage.next_attempt_at,
+                    )
+                    .where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                    .order_by(OutboxMessage.id)
+                )
+            ).all()
+        heads: dict[str, _Candidate] = {}
+        for row_id, priority, chat_id, incident_id, next_at in rows:
+            stream = f"i{incident_id}" if incident_id is not None else f"c{chat_id}"
+            if stream not in heads:
+                heads[stream] = _Candidate(row_id, priority, chat_id, stream, next_at)
+        return sorted(heads.values(), key=lambda c: (c.priority, c.id))
+
+    async def _deliver(self, row_id: int) -> None:
+        async with self._db.read() as session:
+            row = await session.get(OutboxMessage, row_id)
+            if row is None or row.status != OutboxStatus.PENDING.value:
+                return
+            # A direct page names its incident in the payload: it is in the person's stream.
+            about = row.incident_id or row.payload.get("incident_id")
+            incident_row = await session.get(Incident, int(about)) if about else None
+            incident = IncidentView.of(incident_row) if incident_row else None
+            posted = (
+                await session.get(IncidentMessage, row.incident_id) if row.incident_id else None
+            )
+            merges = int(row.payload.get("merges", 0))
+            chat_id, thread_id, op, payload = row.chat_id, row.thread_id, row.op, row.payload
+            priority = row.priority
+            posted_at = (posted.chat_id, posted.message_id) if posted else None
+        now_wall = self._clock.now()
+        rendered = self._renderer.render(op, payload, incident, now_wall)
+        self._limits.record(chat_id, time.monotonic())
+        new_message: int | None = None
+        try:
+            if op == Op.CARD and posted_at is not None:
+                await self._edit(posted_at[0], posted_at[1], rendered)
+                self.stats.edits += 1
+            elif op == Op.DOCUMENT:
+                reply_to = posted_at[1] if posted_at else None
+                new_message = await self._client.send_document(
+                    chat_id,
+                    rendered.filename,
+                    (rendered.full_text or rendered.plain).encode(),
+                    thread_id=thread_id,
+                    reply_to=reply_to,
+                )
+            else:
+                reply_to = posted_at[1] if op == Op.REPLY and posted_at else None
+                new_message = await self._send(
+                    chat_id,
+                    rendered,
+                    thread_id=thread_id,
+                    reply_to=reply_to,
+                    markup=rendered.reply_markup if op == Op.CARD else None,
+                )
+        except RetryAfter as exc:
+            self.stats.retry_after += 1
+            self._blocked_until[chat_id] = time.monotonic() + exc.retry_after
+            await self._reschedule(row_id, exc, timedelta(seconds=exc.retry_after))
+            return
+        except TelegramRejected as exc:
+            if exc.status == 403 and op != Op.DIRECT:
+                # Kicked from the team chat: keep the alerts and let the fallback carry them.
+                await self._unavailable(row_id, exc, now_wall)
+                return
+            if op == Op.CARD and posted_at is not None and exc.edit_target_gone:
+                # The alert message was deleted or is too old to edit: post it afresh.
+                await self._forget_card(row_id)
+                return
+            self.stats.dead += 1
+            log.warning("outbox row %s refused by Telegram: %s", row_id, exc)
+            await self._mark(row_id, OutboxStatus.DEAD, error=str(exc))
+            return
+        except TelegramUnavailable as exc:
+            await self._unavailable(row_id, exc, now_wall)
+            return
+        self._success()
+        await self._mark_sent(
+            row_id,
+            merges=merges,
+            new_message=new_message,
+            rendered=rendered,
+            op=op,
+            target=Target(chat_id, thread_id),
+            priority=priority,
+        )
+
+    def _success(self) -> None:
+        if self.failing_since is not None:
+            log.info(
+                "Telegram is reachable again (failing since %s); delivering the backlog",
+                self.failing_since.isoformat(timespec="seconds"),
+            )
+        self._backoff = 0.0
+        self.failing_since = None
+        self.last_error = None
+        self.last_success_at = self._clock.now()
+        self.stats.sent += 1
+
+    async def _unavailable(self, row_id: int, exc: TelegramError, now_wall: datetime) -> None:
+        self.stats.failures += 1
+        self._backoff = min(self._max_backoff, max(0.25, self._backoff * 2))
+        self._global_blocked_until = time.monotonic() + self._backoff
+        if self.failing_since is None:
+            log.warning("Telegram is unreachable (%s); messages wait in the outbox", exc)
+            self.failing_since = now_wall
+        self.last_error = str(exc)
+        await self._reschedule(row_id, exc, timedelta(seconds=self._backoff))
+
+    async def _send(
+        self,
+        chat_id: int,
+        rendered: Rendered,
+        *,
+        thread_id: int | None,
+        reply_to: int | None,
+        markup: dict[str, Any] | None,
+    ) -> int:
+        try:
+            return await self._client.send_message(
+                chat_id, rendered.html, thread_id=thread_id, reply_to=reply_to, reply_markup=markup
+            )
+        except TelegramRejected as exc:
+            if not exc.cant_parse_entities:
+                raise
+        # Never drop a message over markup: say it plainly instead.
+        self.stats.plain_resends += 1
+        return await self._client.send_message(
+            chat_id,
+            rendered.plain,
+            parse_mode=None,
+            thread_id=thread_id,
+            reply_to=reply_to,
+            reply_markup=markup,
+        )
+
+    async def _edit(self, chat_id: int, message_id: int, rendered: Rendered) -> None:
+        try:
+            await self._client.edit_message_text(
+                chat_id, message_id, rendered.html, reply_markup=rendered.reply_markup
+            )
+            return
+        except TelegramRejected as exc:
+            if exc.not_modified:
+                return
+            if not exc.cant_parse_entities:
+                raise
+        self.stats.plain_resends += 1
+        try:
+            await self._client.edit_message_text(
+                chat_id,
+                message_id,
+                rendered.plain,
+                parse_mode=None,
+                reply_markup=rendered.reply_markup,
+            )
+        except TelegramRejected as exc:
+            if not exc.not_modified:
+                raise
+
+    # -- bookkeeping --------------------------------------------------------------
+
+    async def _reschedule(self, row_id: int, exc: TelegramError, delay: timedelta) -> None:
+        async with self._db.write() as session:
+            row = await session.get(OutboxMessage, row_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.last_error = str(exc)[:500]
+            row.next_attempt_at = self._clock.now() + delay
+
+    async def _mark(self, row_id: int, status: OutboxStatus, *, error: str | None) -> None:
+        async with self._db.write() as session:
+            row = await session.get(OutboxMessage, row_id)
+            if row is None:
+                return
+            row.status = status.value
+            row.attempts += 1
+            row.last_error = error[:500] if error else None
+
+    async def _forget_card(self, row_id: int) -> None:
+        async with self._db.write() as session:
+            row = await session.get(OutboxMessage, row_id)
+            if row is None or row.incident_id is None:
+                return
+            posted = await session.get(IncidentMessage, row.incident_id)
+            if posted is not None:
+                await session.delete(posted)
+
+    async def _mark_sent(
+        self,
+        row_id: int,
+        *,
+        merges: int,
+        new_message: int | None,
+        rendered: Rendered,
+        op: str,
+        target: Target,
+        priority: int,
+    ) -> None:
+        now = self._clock.now()
+        async with self._db.write() as session:
+            row = await session.get(OutboxMessage, row_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.last_error = None
+            if op == Op.CARD and row.incident_id is not None:
+                posted = await session.get(IncidentMessage, row.incident_id)
+                if posted is None and new_message is not None:
+                    session.add(
+                        IncidentMessage(
+                            incident_id=row.incident_id,
+                            chat_id=target.chat_id,
+                            message_id=new_message,
+                            thread_id=target.thread_id,
+                            posted_at=now,
+                        )
+                    )
+                    if rendered.full_text is not None:
+                        add_row(
+                            session,
+                            key=f"{row.idempotency_key}:document",
+                            target=target,
+                            priority=priority,
+                            incident_id=row.incident_id,
+                            op=Op.DOCUMENT,
+                            payload=dict(row.payload),
+                            now=now,
+                        )
+                elif posted is not None:
+                    posted.edited_at = now
+                if int(row.payload.get("merges", 0)) != merges:
+                    # The incident changed while this was in flight: edit again.
+                    row.telegram_message_id = new_message or row.telegram_message_id
+                    return
+            row.status = OutboxStatus.SENT.value
+            row.sent_at = now
+            row.telegram_message_id = new_message

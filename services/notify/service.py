@@ -1,0 +1,210 @@
+"""`NotifyService`: the outbox hook, the Telegram sender's lifecycle, fallback and the test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from services.clock import Clock
+from services.config import Settings
+from services.db import Database
+from services.health import ComponentHealth, Status
+from services.incidents import IncidentService
+from services.models import OutboxMessage, OutboxStatus
+from services.notify.fallback import ChannelResult, FallbackService
+from services.notify.limits import TelegramLimits
+from services.notify.outbox import OutboxHook, Target
+from services.notify.sender import OutboxSender, Renderer, SenderStats
+from services.notify.telegram import TelegramClient, TelegramError
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_at: datetime | None
+
+
+class NotifyService:
+    """Owns outgoing notifications; the bot attaches a Telegram client and a renderer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Clock,
+        incidents: IncidentService,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._clock = clock
+        self.sender: OutboxSender | None = None
+        # One budget for everything this process sends to Telegram (the bot's replies too).
+        self.limits = self.make_limits()
+        target = (
+            Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
+            if settings.telegram_team_chat_id is not None
+            else None
+        )
+        self.hook = OutboxHook(target, self._wake)
+        incidents.add_hook(self.hook)
+        self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
+        # Kept here, not in the sender, so the counters survive a bot restart.
+        self.stats = SenderStats()
+        if registry is not None:
+            registry.register(_Collector(self))
+
+    def _wake(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+        self.fallback.wake()
+
+    def _failing_since(self) -> datetime | None:
+        return self.sender.failing_since if self.sender is not None else None
+
+    @property
+    def telegram_on(self) -> bool:
+        return self.sender is not None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def make_limits(self) -> TelegramLimits:
+        s = self._settings
+        return TelegramLimits(
+            global_per_second=s.telegram_rate_global_per_second,
+            chat_per_second=s.telegram_rate_chat_per_second,
+            group_per_minute=s.telegram_rate_group_per_minute,
+        )
+
+    def start_telegram(self, client: TelegramClient, renderer: Renderer) -> OutboxSender:
+        """Start draining the outbox to Telegram (called by the bot when it starts)."""
+        if self.sender is not None:
+            raise RuntimeError("the Telegram sender is already running")
+        self.sender = OutboxSender(
+            self._db,
+            self._clock,
+            client,
+            renderer,
+            self.limits,
+            max_backoff=self._settings.telegram_retry_max_seconds,
+            stats=self.stats,
+        )
+        self.sender.start()
+        return self.sender
+
+    async def stop_telegram(self) -> None:
+        if self.sender is not None:
+            await self.sender.stop()
+            self.sender = None
+
+    def start(self) -> None:
+        self.fallback.start()
+
+    async def stop(self) -> None:
+        await self.fallback.stop()
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def backlog(self) -> Backlog:
+        async with self._db.read() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(OutboxMessage.created_at)).where(
+                        OutboxMessage.status == OutboxStatus.PENDING.value
+                    )
+                )
+            ).one()
+        if isinstance(oldest, str):  # SQLite hands aggregate datetimes back as text
+            from datetime import UTC
+
+            oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
+        return Backlog(int(count), oldest)
+
+    async def check(self) -> ComponentHealth:
+        """The `telegram` health component: bot on or off, failing or not, backlog size."""
+        backlog = await self.backlog()
+        figures = {
+            "outbox_pending": backlog.pending,
+            "fallback_channels": self.fallback.channels,
+        }
+        if self.sender is None:
+            return ComponentHealth(
+                "telegram", Status.DEGRADED, "bot off (TELEGRAM_BOT_TOKEN unset)", figures
+            )
+        figures.update(
+            sent=self.sender.stats.sent,
+            retry_after=self.sender.stats.retry_after,
+        )
+        if self.sender.failing_since is not None:
+            return ComponentHealth(
+                "telegram",
+                Status.DEGRADED,
+                f"failing since {self.sender.failing_since.isoformat(timespec='seconds')}: "
+                f"{self.sender.last_error or ''}".strip(),
+                figures,
+            )
+        return ComponentHealth("telegram", Status.HEALTHY, f"{backlog.pending} queued", figures)
+
+    # -- the playbook's test message ----------------------------------------------------
+
+    async def send_test(self, *, actor: str) -> list[ChannelResult]:
+        """Send a test message through every configured channel; one result each."""
+        now = self._clock.now().isoformat(timespec="seconds")
+        text = f"SunFlow Ops test message from {actor} at {now}"
+        results: list[ChannelResult] = []
+        if self._settings.telegram_bot_token is not None:
+            results.append(await self._telegram_test(text))
+        results += await self.fallback.deliver(
+            "SunFlow Ops test message", text, {"test": True, "actor": actor}
+        )
+        return results
+
+    async def _telegram_test(self, text: str) -> ChannelResult:
+        settings = self._settings
+        assert settings.telegram_bot_token is not None
+        if settings.telegram_team_chat_id is None:
+            return ChannelResult("telegram", False, "TELEGRAM_TEAM_CHAT_ID is not set")
+        client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
+        try:
+            await client.send_message(
+                settings.telegram_team_chat_id,
+                text,
+                parse_mode=None,
+                thread_id=settings.telegram_team_thread_id,
+            )
+        except TelegramError as exc:
+            return ChannelResult("telegram", False, str(exc))
+        finally:
+            await client.close()
+        return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
+
+
+class _Collector(Collector):
+    """Prometheus view of the sender's counters (read at scrape time)."""
+
+    def __init__(self, notify: NotifyService) -> None:
+        self._notify = notify
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._notify.stats
+        rows = [
+            ("telegram_messages_sent", "Messages and edits Telegram accepted.", stats.sent),
+            ("telegram_retry_after", "429 answers (retry_after honoured).", stats.retry_after),
+            ("telegram_send_failures", "Network errors and 5xx, retried.", stats.failures),
+            ("telegram_messages_dead", "Messages Telegram refused for good.", stats.dead),
+            ("telegram_plain_resends", "Sent again as plain text.", stats.plain_resends),
+            (
+                "notify_fallback_alerts",
+                "Alerts sent over the fallback.",
+                self._notify.fallback.sent,
+            ),
+        ]
+        for name, text, value in rows:
+            yield CounterMetricFamily(name, text, value=value)

@@ -1,0 +1,67 @@
+"""The Telegram webhook route (webhook mode): checks the secret header, hands the update on."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from services.web.keys import SERVICES_KEY
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+async def receive_update(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    feed = services.telegram_updates
+    expected = services.telegram_webhook_secret
+    if feed is None or expected is None:
+        return web.json_response({"error": "unavailable", "detail": "bot not running"}, status=503)
+    given = request.headers.get(SECRET_HEADER, "")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return web.json_response({"error": "forbidden", "detail": "bad secret token"}, status=403)
+    try:
+        update: Any = await request.json()
+    except ValueError:
+        return web.json_response({"error": "bad_request", "detail": "not JSON"}, status=400)
+    if not isinstance(update, dict):
+        return web.json_response({"error": "bad_request", "detail": "not an object"}, status=400)
+    await feed(update)
+    return web.json_response({"ok": True})
+
+
+def add_webhook_route(app: web.Application, path: str) -> None:
+    app.router.add_post(path, receive_update, name="telegram-webhook")
+
+
+def openapi_for(path: str) -> dict[str, dict[str, Any]]:
+    """The webhook's OpenAPI entry (present only in webhook mode)."""
+    error = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        path: {
+            "post": {
+                "summary": "Telegram webhook: one Bot API update (webhook mode only)",
+                "tags": ["telegram"],
+                "parameters": [
+                    {
+                        "name": SECRET_HEADER,
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "TELEGRAM_WEBHOOK_SECRET, as given to setWebhook",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": {"description": "accepted; handled in the background"},
+                    "400": {"description": "not a JSON object", **error},
+                    "403": {"description": "missing or wrong secret token", **error},
+                    "503": {"description": "the bot is not running", **error},
+                },
+            }
+        }
+    }

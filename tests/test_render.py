@@ -1,0 +1,118 @@
+"""bot.render: escaping, splitting without cutting tags or entities, the alert card."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.locales import CATALOGUES, Catalogue
+from bot.render import TelegramRenderer, html_to_plain, split_html, tg_len, trim_html
+from services.incidents import IncidentView
+from services.models import IncidentState
+from services.notify.outbox import Op
+from services.severity import Severity
+from tests.fakes.telegram import check_html
+
+NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+
+
+def view(**overrides: object) -> IncidentView:
+    values: dict[str, object] = {
+        "id": 7,
+        "dedup_key": "k",
+        "severity": Severity.P0,
+        "title": "<b>x</b> & <script>",
+        "description": "",
+        "source": "api",
+        "labels": {"service": "instagram<1>"},
+        "state": IncidentState.TRIGGERED,
+        "occurrence_count": 3,
+        "first_seen_at": NOW - timedelta(minutes=5),
+        "last_seen_at": NOW,
+        "response_deadline": NOW - timedelta(minutes=5),
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+    }
+    values.update(overrides)
+    return IncidentView(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("plain " * 2000, 4096),
+        ("<b>" + "bold &amp; safe " * 600 + "</b>", 4096),
+        ("<i>a</i>\n" * 1500, 4096),
+        ("<b><i>" + "x&lt;" * 50 + "</i></b>", 37),
+        ("<blockquote>" + "한국어 텍스트 🔴 " * 700 + "</blockquote>", 4096),
+        ('<a href="https://e.x/?a=1&amp;b=2">' + "link " * 30 + "</a>", 60),
+    ],
+)
+def test_split_never_cuts_tags_or_entities(text: str, limit: int) -> None:
+    parts = split_html(text, limit)
+    assert len(parts) > 1
+    for part in parts:
+        assert tg_len(part) <= limit
+        assert check_html(part) is None, part
+    assert "".join(html_to_plain(p) for p in parts) == html_to_plain(text)
+
+
+def test_short_text_is_one_part() -> None:
+    assert split_html("<b>hi</b>") == ["<b>hi</b>"]
+
+
+def test_trim_marks_the_cut() -> None:
+    text, trimmed = trim_html("<b>" + "y" * 5000 + "</b>", 4096, "…")
+    assert trimmed
+    assert tg_len(text) <= 4096
+    assert check_html(text) is None
+    assert trim_html("short", 4096) == ("short", False)
+
+
+def test_card_escapes_alert_content() -> None:
+    rendered = TelegramRenderer(Catalogue("en")).render(Op.CARD, {}, view(), NOW)
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;" in rendered.html
+    assert "<script>" not in rendered.html
+    assert check_html(rendered.html) is None
+    assert "<b>x</b> & <script>" in rendered.plain
+    assert "instagram&lt;1&gt;" in rendered.html
+    assert rendered.full_text is None
+    buttons = [b["text"] for row in rendered.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
+    assert buttons == ["👀 Ack", "✅ Resolve", "💤 Snooze 1h", "🔎 Details"]
+
+
+def test_card_shows_who_acknowledged_and_drops_the_ack_button() -> None:
+    acked = view(
+        state=IncidentState.ACKNOWLEDGED,
+        acknowledged_at=NOW,
+        acknowledged_by="tg:5 (@kim)",
+    )
+    rendered = TelegramRenderer(Catalogue("en")).render(Op.CARD, {}, acked, NOW)
+    assert "acknowledged by tg:5 (@kim) at 2026-11-22 01:00 UTC" in rendered.plain
+    buttons = [b["text"] for row in rendered.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
+    assert "👀 Ack" not in buttons
+
+
+def test_long_card_is_trimmed_and_keeps_the_full_text() -> None:
+    long = view(description="<p>" + "a&b " * 3000)
+    rendered = TelegramRenderer(Catalogue("ko")).render(Op.CARD, {}, long, NOW)
+    assert tg_len(rendered.html) <= 4096
+    assert check_html(rendered.html) is None
+    assert rendered.full_text is not None
+    assert rendered.full_text.count("a&b") == 3000
+
+
+def test_catalogues_have_the_same_keys_and_placeholders() -> None:
+    import string
+
+    def fields(text: str) -> set[str]:
+        return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+    ko, en = CATALOGUES["ko"], CATALOGUES["en"]
+    assert ko.keys() == en.keys()
+    for key in ko:
+        assert fields(ko[key]) == fields(en[key]), key
+        assert check_html(ko[key].replace("{", "").replace("}", "")) is None, key
