@@ -20,6 +20,7 @@ from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
 from services.scheduler import SchedulerService
+from services.sse import HubConfig, SSEHub
 
 log = logging.getLogger("sunflow_ops")
 
@@ -38,6 +39,7 @@ class Services:
     intake: IntakeService
     health: HealthService
     scheduler: SchedulerService
+    sse: SSEHub
 
 
 @asynccontextmanager
@@ -51,6 +53,7 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
+    sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     services = Services(
         settings=settings,
         clock=clock,
@@ -60,6 +63,7 @@ async def open_services(
         intake=IntakeService(incidents),
         health=health,
         scheduler=scheduler,
+        sse=sse,
     )
 
     async def check_database() -> ComponentHealth:
@@ -68,10 +72,25 @@ async def open_services(
 
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
+    health.register("sse", sse.check)
     try:
         yield services
     finally:
         await database.dispose()
+
+
+def hub_config(settings: Settings) -> HubConfig:
+    return HubConfig(
+        max_connections=settings.max_sse_connections,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+        idle_timeout_seconds=settings.sse_idle_timeout_seconds,
+        cleanup_interval_seconds=settings.sse_cleanup_interval_seconds,
+        history_size=settings.sse_history_size,
+        history_seconds=settings.sse_history_seconds,
+        retry_ms=settings.sse_retry_ms,
+        client_buffer_bytes=settings.sse_client_buffer_bytes,
+        probe_jobs=settings.probe_jobs,
+    )
 
 
 def background_contexts(services: Services) -> list[CleanupCtx]:
@@ -87,7 +106,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         services.scheduler.shutdown()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx]
+    async def sse_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await services.sse.start()
+        yield
+        await services.sse.stop()
+
+    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, sse_ctx]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:
