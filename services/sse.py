@@ -637,7 +637,7 @@ class SSEHub:
         forgotten = []
         for job in self.jobs.values():
             history = job.history
-            while history and history[0].at < horizon and not (job.finished and history[0].final):
+            while history and history[0].at < horizon:
                 history.popleft()
             if job.probe or job.streams:
                 continue
