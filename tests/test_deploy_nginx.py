@@ -32,6 +32,7 @@ def site_for(upstream_port: int, listen_port: int) -> str:
 def nginx(client: Client, tmp_path: Path) -> Iterator[str]:
     program = require_program("nginx")
     port = free_port()
+    assert client.port is not None
     (tmp_path / "site.conf").write_text(site_for(client.port, port))
     # A distribution-like main context, with gzip on for event streams as a trap: the SSE
     # location must switch it off.
