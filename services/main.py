@@ -141,6 +141,7 @@ async def serve(
         await site.start()
         port = _bound_port(runner) or settings.http_port
         log.info("serving on http://%s:%s", settings.http_host, port)
+        _retitle(f"sunflow-ops serve (generation-service) http://{settings.http_host}:{port}")
         if ready is not None:
             await ready(port)
         try:
@@ -149,6 +150,13 @@ async def serve(
             log.info("stopping")
             await runner.cleanup()
     log.info("stopped")
+
+
+def _retitle(title: str) -> None:
+    """Name the process as the SSE runbook looks for it: `pgrep -f generation-service`."""
+    import setproctitle
+
+    setproctitle.setproctitle(title)
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:
