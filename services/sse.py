@@ -552,27 +552,37 @@ class SSEHub:
 
     async def _run_timer(self) -> None:
         cfg = self.config
-        tick = min(cfg.liveness_seconds, cfg.heartbeat_seconds, cfg.cleanup_interval_seconds)
+        # Liveness is checked a tenth of the streams at a time, so no tick stalls the loop for
+        # long at 10,000 streams; every stream is still checked once per liveness period.
+        tick = min(cfg.liveness_seconds / 10, cfg.heartbeat_seconds, cfg.cleanup_interval_seconds)
         next_heartbeat = time.monotonic() + cfg.heartbeat_seconds
         next_cleanup = time.monotonic() + cfg.cleanup_interval_seconds
+        backlog: list[Connection] = []
+        share = 1
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
             try:
-                self.sweep(now)
+                if not backlog:
+                    backlog = list(self.connections.values())
+                    share = len(backlog) // 10 + 1
+                self.sweep(now, backlog[-share:])
+                del backlog[-share:]
                 if now >= next_heartbeat:
                     next_heartbeat = now + cfg.heartbeat_seconds
-                    self.heartbeat()
+                    await self.heartbeat()
                 if now >= next_cleanup:
                     next_cleanup = now + cfg.cleanup_interval_seconds
                     self.cleanup(now)
             except Exception:  # the timer must outlive a bug in one round
                 log.exception("SSE hub timer round failed")
 
-    def sweep(self, now: float) -> int:
+    def sweep(self, now: float, conns: Iterable[Connection] | None = None) -> int:
         """Free the streams whose client went away; note writes that have drained since."""
         gone = []
-        for conn in self.connections.values():
+        for conn in self.connections.values() if conns is None else conns:
+            if conn.reason is not None:  # closed since the list was taken
+                continue
             left = conn.sink.buffered()
             if left < 0:
                 gone.append(conn)
@@ -591,8 +601,9 @@ class SSEHub:
         self._attempts = self._accepted = 0
         self._window_started = now
 
-    def heartbeat(self) -> int:
-        """One heartbeat round to every stream, encoded once; the number written."""
+    async def heartbeat(self, *, batch: int = 1000) -> int:
+        """One heartbeat round to every stream, encoded once; the number written. Written
+        `batch` streams at a time, letting other work in between."""
         started = time.perf_counter()
         wall = self._clock.now()
         payload = dumps(
@@ -604,12 +615,17 @@ class SSEHub:
         )
         frame = Frame.of(encode_event(payload, event_type="heartbeat"))
         conns = list(self.connections.values())
-        written = self._fan_out(conns, frame, "heartbeat", time.monotonic())
-        if written < len(conns):
+        written = attempted = 0
+        for start in range(0, len(conns), batch):
+            if start:
+                await asyncio.sleep(0)
+            # A stream closed meanwhile may be writing its last chunk: nothing after that.
+            live = [c for c in conns[start : start + batch] if c.reason is None]
+            attempted += len(live)
+            written += self._fan_out(live, frame, "heartbeat", time.monotonic())
+        if written < attempted:
             log.error(
-                "Failed to send SSE heartbeat to %s of %s streams",
-                len(conns) - written,
-                len(conns),
+                "Failed to send SSE heartbeat to %s of %s streams", attempted - written, attempted
             )
         self.last_heartbeat = time.monotonic()
         self.last_heartbeat_wall = wall.isoformat()

@@ -247,7 +247,7 @@ async def test_heartbeat_reaches_every_stream_with_the_runbook_fields() -> None:
     for n, sink in enumerate(sinks):
         hub.publish(f"j{n}", "progress", 0)
         hub.attach(f"j{n}", sink, 1)
-    assert hub.heartbeat() == 3
+    assert await hub.heartbeat(batch=2) == 3
     for sink in sinks:
         (beat,) = sink.events()
         assert beat.type == "heartbeat"

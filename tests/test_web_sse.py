@@ -103,6 +103,16 @@ async def test_stream_headers_retry_and_live_events(client: Client) -> None:
     resp.release()
 
 
+async def test_head_answers_the_headers_without_a_stream(client: Client) -> None:
+    await publish(client, "job-head", data=1)
+    resp = await client.head(EVENTS.format("job-head"), headers=STREAM)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert await resp.read() == b""
+    health = await (await client.get("/api/generation/health")).json()
+    assert health["sse_connections"] == 0
+
+
 async def test_unknown_job_is_404_json(client: Client) -> None:
     resp = await client.get(EVENTS.format("no-such-job"), headers=STREAM)
     assert resp.status == 404

@@ -247,6 +247,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if not more:
         # A finished job with nothing left: 204 is what makes a browser's EventSource stop.
         return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+    if request.method == "HEAD":  # headers only; the hub writes bodies straight to sockets
+        return web.Response(status=200, headers=STREAM_HEADERS)
     try:
         hub.admit()
     except Overloaded as exc:
