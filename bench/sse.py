@@ -218,7 +218,13 @@ async def run_server(kind: str, plan: Plan, port: int, pid: int) -> Result:
             lat = [v / 1e6 for v in load.latencies]
             if lat:
                 result.per_job = (percentile(lat, 0.5), percentile(lat, 0.99), len(lat), expected)
-            print(f"  {kind}: per-job {len(lat)}/{expected} received, ~{achieved:.0f} events/s")
+            print(
+                f"  {kind}: per-job {len(lat)}/{expected} received, ~{achieved:.0f} events/s; "
+                + ", ".join(
+                    f"p{q * 100:g} {percentile(lat, q):.2f}" for q in (0.9, 0.95, 0.99, 0.999)
+                )
+                + (f", max {max(lat):.1f} ms" if lat else "")
+            )
         load.close_all()
         await asyncio.sleep(1)
         # 3. Broadcast: every stream follows one job.
