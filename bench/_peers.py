@@ -2,7 +2,7 @@
 
 Each is written the way its library's documentation shows: an asyncio.Queue and a task or
 generator per connection, the library's own keep-alive ping. Run as
-`python -m bench._peers aiohttp-sse PORT` or `python -m bench._peers sse-starlette PORT`.
+`python -m bench._peers aiohttp-sse PORT [--uvloop]` or `... sse-starlette PORT [--uvloop]`.
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ def sse_starlette_app() -> Any:
 
 def main(argv: list[str]) -> int:
     kind, port = argv[0], int(argv[1])
+    use_uvloop = "--uvloop" in argv[2:]
+    if use_uvloop:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if kind == "aiohttp-sse":
         from aiohttp import web
 
@@ -110,6 +115,7 @@ def main(argv: list[str]) -> int:
             host="127.0.0.1",
             port=port,
             log_level="warning",
+            loop="uvloop" if use_uvloop else "asyncio",
             access_log=False,
             backlog=4096,
         )

@@ -31,6 +31,11 @@ import aiohttp
 
 STAMP = re.compile(rb'"t":\s*(\d+)[,}]')
 SERVERS = ("ours", "aiohttp-sse", "sse-starlette")
+# `sunflow-ops serve` on uvloop, whichever way the CLI builds its loop.
+UVLOOP_SERVE = (
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from services.cli import main; sys.exit(main(['serve']))"
+)
 TARGETS = {
     "rss_kib_per_stream": 16.0,
     "per_job_p99_ms": 50.0,
@@ -260,7 +265,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(kind: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    kind: str, port: int, workdir: Path, *, use_uvloop: bool
+) -> Iterator[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SSE_"))}
     if kind == "ours":
         env.update(
@@ -280,8 +287,12 @@ def server(kind: str, port: int, workdir: Path) -> Iterator[subprocess.Popen[byt
             capture_output=True,
         )
         argv = [sys.executable, "-m", "services.cli", "serve"]
+        if use_uvloop:
+            argv = [sys.executable, "-c", UVLOOP_SERVE]
     else:
         argv = [sys.executable, "-m", "bench._peers", kind, str(port)]
+        if use_uvloop:
+            argv.append("--uvloop")
     proc = subprocess.Popen(argv, env=env, cwd=workdir if kind == "ours" else None)
     try:
         deadline = time.monotonic() + 30
@@ -407,6 +418,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--uvloop", action="store_true", help="run every server on uvloop")
     args = parser.parse_args(argv)
     plan = Plan()
     if args.quick:
@@ -424,13 +436,14 @@ def main(argv: list[str]) -> int:
         )
         return 2
     servers = [s for s in args.servers.split(",") if s]
-    print(f"machine: {machine()}; open-files limit {limit}")
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"machine: {machine()}; open-files limit {limit}; event loop {loop}")
     results = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-sse-"))
     try:
         for kind in servers:
             port = free_port()
-            with server(kind, port, workdir) as proc:
+            with server(kind, port, workdir, use_uvloop=args.uvloop) as proc:
                 print(f"== {kind} (pid {proc.pid}, port {port})", flush=True)
                 results.append(asyncio.run(run_server(kind, plan, port, proc.pid)))
     finally:
