@@ -552,9 +552,12 @@ class SSEHub:
 
     async def _run_timer(self) -> None:
         cfg = self.config
-        # Liveness is checked a tenth of the streams at a time, so no tick stalls the loop for
-        # long at 10,000 streams; every stream is still checked once per liveness period.
-        tick = min(cfg.liveness_seconds / 10, cfg.heartbeat_seconds, cfg.cleanup_interval_seconds)
+        # Liveness is checked a fiftieth of the streams at a time, so no tick holds the loop
+        # for long at 10,000 streams; every stream is still checked once per liveness period.
+        slices = 50
+        tick = min(
+            cfg.liveness_seconds / slices, cfg.heartbeat_seconds, cfg.cleanup_interval_seconds
+        )
         next_heartbeat = time.monotonic() + cfg.heartbeat_seconds
         next_cleanup = time.monotonic() + cfg.cleanup_interval_seconds
         backlog: list[Connection] = []
@@ -565,7 +568,7 @@ class SSEHub:
             try:
                 if not backlog:
                     backlog = list(self.connections.values())
-                    share = len(backlog) // 10 + 1
+                    share = len(backlog) // slices + 1
                 self.sweep(now, backlog[-share:])
                 del backlog[-share:]
                 if now >= next_heartbeat:
