@@ -36,6 +36,10 @@ def _split_ids(value: object) -> list[int]:
     raise ValueError("expected comma-separated numeric Telegram user ids")
 
 
+def _split_names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     """Every setting of the process; built once in `main` and passed down."""
 
@@ -71,6 +75,11 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(default=30, gt=0)
     sse_idle_timeout_seconds: float = Field(default=300, gt=0)
     sse_cleanup_interval_seconds: float = Field(default=30, gt=0)
+    sse_history_size: int = Field(default=1000, ge=1)
+    sse_history_seconds: float = Field(default=3600, gt=0)
+    sse_retry_ms: int = Field(default=3000, ge=100, le=600_000)
+    sse_client_buffer_bytes: int = Field(default=1024 * 1024, ge=4096)
+    sse_probe_jobs: str = "test-job-id,test-job"
 
     smtp_url: str | None = None
     alert_email_to: str | None = None
@@ -174,6 +183,22 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("sse_probe_jobs")
+    @classmethod
+    def _check_probe_jobs(cls, value: str) -> str:
+        from services.sse import check_job_id
+
+        for job_id in _split_names(value):
+            try:
+                check_job_id(job_id)
+            except Exception as exc:
+                raise ValueError(f"{job_id!r}: {exc}") from None
+        return value
+
+    @property
+    def probe_jobs(self) -> tuple[str, ...]:
+        return tuple(_split_names(self.sse_probe_jobs))
 
     @property
     def pd_user_ids(self) -> list[int]:

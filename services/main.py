@@ -28,6 +28,7 @@ from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.reports import ReportService
 from services.scheduler import SchedulerService
+from services.sse import HubConfig, SSEHub
 
 log = logging.getLogger("sunflow_ops")
 
@@ -46,6 +47,7 @@ class Services:
     intake: IntakeService
     health: HealthService
     scheduler: SchedulerService
+    sse: SSEHub
     escalation: EscalationService
     checklists: ChecklistService
     postmortems: PostmortemService
@@ -70,6 +72,7 @@ async def open_services(
     scheduler = SchedulerService()
     health = HealthService()
     checklists = ChecklistService(database, clock, incidents)
+    sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     services = Services(
         settings=settings,
         clock=clock,
@@ -95,6 +98,7 @@ async def open_services(
         reports=ReportService(database, clock),
         notify=NotifyService(settings, database, clock, incidents, registry=metrics.registry),
         audit=AuditService(database, clock),
+        sse=sse,
     )
 
     async def check_database() -> ComponentHealth:
@@ -106,10 +110,25 @@ async def open_services(
     if settings.telegram_bot_token is not None:
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", services.notify.check)
+    health.register("sse", sse.check)
     try:
         yield services
     finally:
         await database.dispose()
+
+
+def hub_config(settings: Settings) -> HubConfig:
+    return HubConfig(
+        max_connections=settings.max_sse_connections,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+        idle_timeout_seconds=settings.sse_idle_timeout_seconds,
+        cleanup_interval_seconds=settings.sse_cleanup_interval_seconds,
+        history_size=settings.sse_history_size,
+        history_seconds=settings.sse_history_seconds,
+        retry_ms=settings.sse_retry_ms,
+        client_buffer_bytes=settings.sse_client_buffer_bytes,
+        probe_jobs=settings.probe_jobs,
+    )
 
 
 def background_contexts(services: Services) -> list[CleanupCtx]:
@@ -135,7 +154,18 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.notify.stop()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, escalation_ctx, notify_ctx]
+    async def sse_ctx(_app: web.Application) -> AsyncIterator[None]:
+        await services.sse.start()
+        yield
+        await services.sse.stop()
+
+    contexts: list[CleanupCtx] = [
+        intake_ctx,
+        scheduler_ctx,
+        sse_ctx,
+        escalation_ctx,
+        notify_ctx,
+    ]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:
@@ -165,6 +195,7 @@ async def serve(
         await site.start()
         port = _bound_port(runner) or settings.http_port
         log.info("serving on http://%s:%s", settings.http_host, port)
+        _retitle(f"sunflow-ops serve (generation-service) http://{settings.http_host}:{port}")
         if ready is not None:
             await ready(port)
         try:
@@ -173,6 +204,13 @@ async def serve(
             log.info("stopping")
             await runner.cleanup()
     log.info("stopped")
+
+
+def _retitle(title: str) -> None:
+    """Name the process as the SSE runbook looks for it: `pgrep -f generation-service`."""
+    import setproctitle
+
+    setproctitle.setproctitle(title)
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:

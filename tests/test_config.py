@@ -28,6 +28,14 @@ def test_defaults() -> None:
     assert settings.telegram_bot_token is None
 
 
+def test_sse_defaults() -> None:
+    settings = load_settings()
+    assert settings.sse_history_size == 1000
+    assert settings.sse_history_seconds == 3600
+    assert settings.sse_retry_ms == 3000
+    assert settings.probe_jobs == ("test-job-id", "test-job")
+
+
 def test_id_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELEGRAM_ADMIN_USER_IDS", "1, 2,3")
     monkeypatch.setenv("TELEGRAM_PD_USER_IDS", "")
@@ -54,6 +62,10 @@ def test_env_file_is_read(tmp_path: Path) -> None:
         ("TELEGRAM_ADMIN_USER_IDS", "1,bob", "setting TELEGRAM_ADMIN_USER_IDS:"),
         ("TELEGRAM_API_BASE", "api.telegram.org", "setting TELEGRAM_API_BASE: must start with"),
         ("TELEGRAM_TEAM_CHAT_ID", "team", "setting TELEGRAM_TEAM_CHAT_ID:"),
+        ("SSE_PROBE_JOBS", "test-job,bad id", "setting SSE_PROBE_JOBS: 'bad id':"),
+        ("SSE_RETRY_MS", "10", "setting SSE_RETRY_MS:"),
+        ("SSE_HISTORY_SIZE", "0", "setting SSE_HISTORY_SIZE:"),
+        ("SSE_CLIENT_BUFFER_BYTES", "100", "setting SSE_CLIENT_BUFFER_BYTES:"),
     ],
 )
 def test_bad_values_name_the_setting(

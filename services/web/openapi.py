@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.severity import ALIASES, Severity
-from services.web import alerts, health, incidents, metrics
+from services.web import alerts, health, incidents, metrics, sse
 
 routes = web.RouteTableDef()
 
@@ -184,7 +184,7 @@ RESPONSES: dict[str, Any] = {
 }
 
 # Route modules that describe themselves; a test checks every registered route appears.
-MODULES: list[Any] = [health, alerts, incidents, metrics]
+MODULES: list[Any] = [health, alerts, incidents, metrics, sse]
 
 
 def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **sse.SCHEMAS},
             "responses": RESPONSES,
             "securitySchemes": {
                 "intakeToken": {"type": "http", "scheme": "bearer", "description": "INTAKE_TOKEN"},

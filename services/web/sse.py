@@ -1,0 +1,367 @@
+"""SSE routes: the job event stream, publishing, the generation health and the SSE admin calls."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from services.sse import (
+    ABORTED_REASONS,
+    CLIENT_GONE,
+    SHUTDOWN,
+    Frame,
+    Overloaded,
+    SSEHub,
+    dumps,
+    encode_event,
+    parse_last_event_id,
+)
+from services.web.auth import require_token
+from services.web.body import read_json
+from services.web.errors import JSONError
+from services.web.keys import SERVICES_KEY, SETTINGS_KEY
+
+routes = web.RouteTableDef()
+
+STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+# How long a clean end of stream may wait on a client before the socket is dropped.
+_EOF_TIMEOUT = 5.0
+
+_JOB = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ADMIN_RESPONSES = {
+    "200": {
+        "description": "done; connection counts before and after",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SSEAdmin"}}},
+    },
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"$ref": "#/components/responses/Disabled"},
+}
+
+
+def _admin(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "tags": ["sse"],
+            "security": [{"adminToken": []}],
+            "responses": _ADMIN_RESPONSES,
+        }
+    }
+
+
+OPENAPI: dict[str, dict[str, Any]] = {
+    "/api/generation/jobs/{job_id}/events": {
+        "get": {
+            "summary": "Server-Sent Events stream of one job's progress (see docs/sse.md)",
+            "tags": ["sse"],
+            "parameters": [
+                _JOB,
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "resume after this event id (sent by browsers on reconnect)",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "last_event_id",
+                    "in": "query",
+                    "required": False,
+                    "description": "same as the header, for a new EventSource; the header wins",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "the stream (or, when MAX_SSE_CONNECTIONS are open and the "
+                    "client accepts text/event-stream, a `retry:` hint, an `overloaded` event "
+                    "and the end of the stream)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                "204": {"description": "the job has finished and nothing is left to replay"},
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "503": {
+                    "description": "MAX_SSE_CONNECTIONS are open (clients that do not accept "
+                    "text/event-stream); see Retry-After",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        },
+        "post": {
+            "summary": "Publish a progress event to the job's streams",
+            "tags": ["sse"],
+            "security": [{"intakeToken": []}],
+            "parameters": [_JOB],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/JobEventIn"}}
+                },
+            },
+            "responses": {
+                "202": {
+                    "description": "recorded and written to the open streams",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/JobEventOut"}
+                        }
+                    },
+                },
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "403": {"$ref": "#/components/responses/Disabled"},
+                "409": {"$ref": "#/components/responses/Conflict"},
+                "413": {"$ref": "#/components/responses/TooLarge"},
+            },
+        },
+    },
+    "/api/generation/health": {
+        "get": {
+            "summary": "SSE service health: open streams, streams per job, last heartbeat",
+            "tags": ["sse"],
+            "responses": {
+                "200": {
+                    "description": "healthy or degraded",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SSEHealth"}}
+                    },
+                },
+                "503": {
+                    "description": "the hub is down",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/SSEHealth"}}
+                    },
+                },
+            },
+        }
+    },
+    "/api/admin/sse/restart": _admin("Drain every stream and restart the SSE hub"),
+    "/api/admin/connections/reset": _admin("Close every SSE stream (clients resume)"),
+    "/api/admin/sse/broadcast-reconnect": _admin("Tell every SSE client to reconnect"),
+}
+
+SCHEMAS: dict[str, Any] = {
+    "JobEventIn": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_.-]{0,63}$"},
+            "data": {"description": "any JSON; sent as the event's data, JSON-encoded"},
+            "final": {"type": "boolean", "default": False},
+        },
+    },
+    "JobEventOut": {
+        "type": "object",
+        "required": ["job_id", "id", "type", "final", "delivered_to"],
+        "properties": {
+            "job_id": {"type": "string"},
+            "id": {"type": "integer"},
+            "type": {"type": "string"},
+            "final": {"type": "boolean"},
+            "delivered_to": {"type": "integer"},
+        },
+    },
+    "SSEHealth": {
+        "type": "object",
+        "required": ["status", "sse_connections"],
+        "properties": {
+            "status": {"type": "string", "enum": ["healthy", "degraded", "down"]},
+            "sse_connections": {"type": "integer"},
+            "max_connections": {"type": "integer"},
+            "connections_per_job": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+            },
+            "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
+            "uptime_seconds": {"type": "number"},
+        },
+    },
+    "SSEAdmin": {
+        "type": "object",
+        "required": ["action", "connections_before", "connections_after", "closed"],
+        "properties": {
+            "action": {"type": "string"},
+            "connections_before": {"type": "integer"},
+            "connections_after": {"type": "integer"},
+            "closed": {"type": "integer"},
+        },
+    },
+}
+
+
+class TransportSink:
+    """Writes straight to the socket's transport: no task and no wake-up per event, and the
+    transport's write buffer is the connection's bounded queue (the hub drops it when full)."""
+
+    __slots__ = ("_chunked", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, *, chunked: bool) -> None:
+        self._transport = transport
+        self._chunked = chunked
+
+    def send(self, frame: Frame) -> int:
+        transport = self._transport
+        if transport.is_closing():
+            return -1
+        transport.write(frame.chunked if self._chunked else frame.raw)
+        return transport.get_write_buffer_size()
+
+    def buffered(self) -> int:
+        if self._transport.is_closing():
+            return -1
+        return self._transport.get_write_buffer_size()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+def _hub(request: web.Request) -> SSEHub:
+    return request.app[SERVICES_KEY].sse
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    # Browsers send the header on their own reconnects; the query serves a new EventSource.
+    if "Last-Event-ID" in request.headers:
+        return parse_last_event_id(request.headers["Last-Event-ID"])
+    return parse_last_event_id(request.query.get("last_event_id"))
+
+
+@routes.get("/api/generation/jobs/{job_id}/events")
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    hub = _hub(request)
+    job_id = request.match_info["job_id"]
+    last_id = _last_event_id(request)
+    _job, more = hub.job_state(job_id, last_id)
+    if not more:
+        # A finished job with nothing left: 204 is what makes a browser's EventSource stop.
+        return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+    if request.method == "HEAD":  # headers only; the hub writes bodies straight to sockets
+        return web.Response(status=200, headers=STREAM_HEADERS)
+    try:
+        hub.admit()
+    except Overloaded as exc:
+        return _refuse(request, hub, exc)
+    try:
+        response = web.StreamResponse(status=200, headers=STREAM_HEADERS)
+        chunked = request.version >= HttpVersion11
+        if chunked:
+            response.enable_chunked_encoding()
+        response.force_close()  # one stream per TCP connection; EventSource opens a new one
+        await response.prepare(request)
+        # The first write sends the headers; after it the hub writes to the transport itself.
+        await response.write(f"retry: {hub.retry_ms()}\n\n".encode())
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return response
+        attached = hub.attach(job_id, TransportSink(transport, chunked=chunked), last_id)
+    finally:
+        hub.release()
+    conn = attached.connection
+    if conn is None:  # a finished job: the replay ended with its final event
+        await _end(request, response)
+        return response
+    reason = SHUTDOWN
+    try:
+        reason = await conn.done
+    except asyncio.CancelledError:
+        reason = CLIENT_GONE if transport.is_closing() else SHUTDOWN
+        raise
+    finally:
+        hub.detach(conn, reason)
+    if reason not in ABORTED_REASONS:
+        await _end(request, response)
+    return response
+
+
+async def _end(request: web.Request, response: web.StreamResponse) -> None:
+    """End the stream cleanly (the zero-length chunk), without waiting long on a client."""
+    try:
+        await asyncio.wait_for(response.write_eof(), _EOF_TIMEOUT)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+    except ConnectionError:
+        pass
+
+
+def _refuse(request: web.Request, hub: SSEHub, exc: Overloaded) -> web.Response:
+    """Over MAX_SSE_CONNECTIONS. An EventSource gives up for good on any status but 200, so
+    stream clients get 200, a long `retry:` and an `overloaded` event, then the end of the
+    stream, and come back by themselves; other clients get 503 with Retry-After."""
+    retry = hub.refusal_retry_ms()
+    headers = {"Retry-After": str(math.ceil(retry / 1000)), "Cache-Control": "no-cache"}
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        data = dumps({"type": "overloaded", "retry_ms": retry, "detail": exc.message})
+        body = encode_event(data, event_type="overloaded", retry_ms=retry)
+        headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        headers["X-Accel-Buffering"] = "no"
+        return web.Response(status=200, body=body, headers=headers)
+    raise JSONError(
+        503, exc.code, {"message": exc.message, "retry_after_ms": retry}, headers=headers
+    )
+
+
+@routes.post("/api/generation/jobs/{job_id}/events")
+async def publish_event(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].intake_token, "INTAKE_TOKEN")
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise JSONError(
+            400, "invalid_input", {"field": "body", "message": "the body must be a JSON object"}
+        )
+    event_type = body.get("type")
+    if not isinstance(event_type, str):
+        raise JSONError(
+            400, "invalid_input", {"field": "type", "message": "type is a string, e.g. progress"}
+        )
+    final = body.get("final", False)
+    if not isinstance(final, bool):
+        raise JSONError(
+            400, "invalid_input", {"field": "final", "message": "final is true or false"}
+        )
+    hub = _hub(request)
+    job_id = request.match_info["job_id"]
+    published = hub.publish(job_id, event_type, body.get("data"), final=final)
+    return web.json_response(published.to_json(), status=202)
+
+
+@routes.get("/api/generation/health")
+async def generation_health(request: web.Request) -> web.Response:
+    snapshot = _hub(request).snapshot()
+    status = 503 if snapshot["status"] == "down" else 200
+    return web.json_response(snapshot, status=status, dumps=json.dumps)
+
+
+@routes.post("/api/admin/sse/restart")
+async def admin_restart(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    return web.json_response((await _hub(request).restart()).to_json())
+
+
+@routes.post("/api/admin/connections/reset")
+async def admin_reset(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    return web.json_response((await _hub(request).reset_connections()).to_json())
+
+
+@routes.post("/api/admin/sse/broadcast-reconnect")
+async def admin_broadcast_reconnect(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    return web.json_response((await _hub(request).broadcast_reconnect()).to_json())
+
+
+async def on_shutdown(app: web.Application) -> None:
+    """End the streams before aiohttp waits for handlers, so shutdown is not held up."""
+    await app[SERVICES_KEY].sse.stop()
