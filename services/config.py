@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     log_dir: Path = Path("config/logs")
     env_file_path: Path = Path(".env")
 
-    @field_validator("instagram_user_id", "instagram_app_id", "instagram_app_secret", mode="before")
+    @field_validator(
+        "instagram_user_id", "instagram_app_id", "instagram_app_secret", mode="before"
+    )
     @classmethod
     def _pipeline_empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and value.strip() == "":

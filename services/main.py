@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from aiohttp import web
 
@@ -20,7 +21,9 @@ from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
+from services.ops import PipelineOps, open_pipeline_ops, pipeline_context
 from services.policy import load_policy
+from services.retry import describe_retries
 from services.scheduler import SchedulerService
 
 log = logging.getLogger("sunflow_ops")
@@ -41,6 +44,8 @@ class Services:
     health: HealthService
     scheduler: SchedulerService
     escalation: EscalationService
+    # Pipeline operations (issue 6): tokens, retries, traces, integrations, stats, backups.
+    ops: PipelineOps
 
 
 @asynccontextmanager
@@ -55,6 +60,17 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
+    stack = AsyncExitStack()
+    ops = await stack.enter_async_context(
+        open_pipeline_ops(
+            settings,
+            db=database,
+            clock=clock,
+            incidents=incidents,
+            scheduler=scheduler,
+            health=health,
+        )
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -73,7 +89,10 @@ async def open_services(
             metrics=metrics,
             pd_user_ids=settings.pd_user_ids,
         ),
+        ops=ops,
     )
+    # The ladder's 30-minute step says how the incident's automatic retries went.
+    services.escalation.step_details["retries_done"] = partial(describe_retries, ops.retry)
 
     async def check_database() -> ComponentHealth:
         await database.ping()
@@ -84,6 +103,7 @@ async def open_services(
     try:
         yield services
     finally:
+        await stack.aclose()
         await database.dispose()
 
 
@@ -105,7 +125,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.escalation.stop()
 
-    contexts: list[CleanupCtx] = [intake_ctx, scheduler_ctx, escalation_ctx]
+    contexts: list[CleanupCtx] = [
+        intake_ctx,
+        scheduler_ctx,
+        escalation_ctx,
+        pipeline_context(services),
+    ]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
     else:

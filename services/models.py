@@ -232,9 +232,7 @@ class TraceStep(Base):
     __tablename__ = "trace_steps"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    trace_id: Mapped[str] = mapped_column(
-        ForeignKey("traces.id", ondelete="CASCADE"), index=True
-    )
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(80))
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[datetime]
