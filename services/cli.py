@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         action = inc_sub.add_parser(name, help=f"{name} an incident")
         action.add_argument("id", type=_incident_id)
         action.add_argument("--note", default=None)
+    add_pipeline_commands(sub)
     return parser
 
 
@@ -229,6 +231,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "health": _cmd_health,
     "db": _cmd_db,
     "incident": _cmd_incident,
+    **PIPELINE_COMMANDS,
 }
 
 

@@ -221,11 +221,17 @@ def register_checks(
             "telegram", Status.HEALTHY, f"@{me.get('username', '?')}", {"bot_id": me.get("id")}
         )
 
-    health.register("instagram_token", ops.tokens.health, critical=True)
-    health.register("cloudinary", cloudinary)
-    health.register("fal", fal)
-    health.register("telegram", telegram)
-    health.register("stats", ops.stats.health)
+    # A component is checked once its setting is set: a bare install reports healthy, and
+    # an integration that is not used never pages anyone.
+    if ops.tokens.configured:
+        health.register("instagram_token", ops.tokens.health, critical=True)
+        health.register("stats", ops.stats.health)
+    if ops.cloudinary.configured:
+        health.register("cloudinary", cloudinary)
+    if ops.fal.configured:
+        health.register("fal", fal)
+    if settings.telegram_bot_token is not None:
+        health.register("telegram", telegram)
 
 
 def add_jobs(services: Services) -> None:

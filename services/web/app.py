@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from services.web import alerts, health, incidents, metrics, openapi
+from services.web import alerts, health, incidents, metrics, openapi, pipeline
 from services.web.errors import error_middleware
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings, services: Services) -> web.Application:
     )
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = services
-    for module in (health, alerts, incidents, metrics, openapi):
+    for module in (health, alerts, incidents, metrics, pipeline, openapi):
         app.add_routes(module.routes)
     app[openapi.DOCUMENT_KEY] = openapi.build_document()
     return app

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.web import alerts, health, incidents, metrics
+from services.web import alerts, health, incidents, metrics, pipeline
 
 routes = web.RouteTableDef()
 
@@ -160,7 +160,7 @@ RESPONSES: dict[str, Any] = {
 }
 
 # Route modules that describe themselves; a test checks every registered route appears.
-MODULES: list[Any] = [health, alerts, incidents, metrics]
+MODULES: list[Any] = [health, alerts, incidents, metrics, pipeline]
 
 
 def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
