@@ -147,6 +147,7 @@ async def open_pipeline_ops(
         )
 
         async def collect_job(_job: object) -> None:
+            """Stats collection has no trace; the job only needs to get through."""
             from services.retry import JobFailed
 
             result = await stats.collect(force=True)

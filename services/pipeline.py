@@ -219,8 +219,8 @@ class PipelineService:
             return RunResult("publish", topic, failed.trace_id or "", False, failed.error, job)
         return RunResult("publish", topic, trace_id, True, "published", outputs=outputs)
 
-    async def _run_publish_job(self, job: JobView) -> None:
-        await self._publish_flow(job.topic, job=job)
+    async def _run_publish_job(self, job: JobView) -> str:
+        return (await self._publish_flow(job.topic, job=job))[0]
 
     async def _publish_flow(
         self, topic: str, *, job: JobView | None
@@ -464,8 +464,8 @@ class PipelineService:
             )
         return RunResult("generate_images", topic, trace_id, True, "generated", outputs=outputs)
 
-    async def _run_generate_job(self, job: JobView) -> None:
-        await self._generate_flow(job.topic, job=job)
+    async def _run_generate_job(self, job: JobView) -> str:
+        return (await self._generate_flow(job.topic, job=job))[0]
 
     async def _generate_flow(
         self, topic: str, *, job: JobView | None

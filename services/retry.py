@@ -153,7 +153,8 @@ class RetrySummary:
         return {"done": self.done, "text": self.text(), "jobs": [j.to_json() for j in self.jobs]}
 
 
-Runner = Callable[[JobView], Awaitable[None]]
+# A runner returns the trace id of its run, or raises JobFailed.
+Runner = Callable[[JobView], Awaitable[str | None]]
 
 
 class RetryService:
@@ -320,11 +321,12 @@ class RetryService:
         job = await self.get(job_id)
         runner = self._runners.get(job.kind)
         failure: JobFailed | None = None
+        trace_id: str | None = None
         if runner is None:
             failure = JobFailed(f"no runner for {job.kind!r} jobs in this process")
         else:
             try:
-                await runner(job)
+                trace_id = await runner(job)
             except JobFailed as exc:
                 failure = exc
             except Exception as exc:
@@ -339,6 +341,7 @@ class RetryService:
             if failure is None:
                 row.state = JobState.SUCCEEDED.value
                 row.next_retry_at = None
+                row.trace_id = trace_id or row.trace_id
             else:
                 row.last_error = failure.error[:2000]
                 row.trace_id = failure.trace_id or row.trace_id

@@ -55,7 +55,9 @@ def alertmanager_binary() -> str:
     return require_program("prometheus-alertmanager")
 
 
-def start_alertmanager(binary: str, tmp: Path, webhook: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_alertmanager(
+    binary: str, tmp: Path, webhook: str
+) -> tuple[subprocess.Popen[bytes], str]:
     token_file = tmp / "token"
     token_file.write_text(INTAKE)
     config = tmp / "alertmanager.yml"

@@ -320,7 +320,10 @@ async def test_restart_fires_a_missed_step_once_marked_late(migrated_url: str) -
                 services.scheduler.shutdown()
         assert steps == ["team", "retries_done"]
     async with open_services(settings, clock=clock) as services:
-        assert await escalations(services, incident_id) == [("team", False), ("retries_done", True)]
+        assert await escalations(services, incident_id) == [
+            ("team", False),
+            ("retries_done", True),
+        ]
         detail = await services.incidents.get(incident_id)
     late = [e for e in detail.timeline if e.details.get("step") == "retries_done"][0]
     assert late.details["late_by_seconds"] == 15 * 60

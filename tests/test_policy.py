@@ -98,7 +98,10 @@ def test_missing_severity_falls_back_to_the_playbook() -> None:
             '[[ladder.P2]]\nname = "a"\nafter = "soon"\ntarget = "team"\n',
             "p.toml: ladder P2 step 1 ('a'): after: 'soon' is not a duration",
         ),
-        ('[[ladder.P2]]\nname = "a"\ntarget = "team"\n', "ladder P2 step 1 ('a'): after is missing"),
+        (
+            '[[ladder.P2]]\nname = "a"\ntarget = "team"\n',
+            "ladder P2 step 1 ('a'): after is missing",
+        ),
         (
             '[[ladder.P2]]\nname = "a"\nafter = "1m"\ntarget = "team"\nrepeat = "1s"\n',
             "repeat must be at least 5s",

@@ -28,7 +28,7 @@ _ADMIN = {
     "401": {"$ref": "#/components/responses/Unauthorized"},
     "403": {"$ref": "#/components/responses/Disabled"},
 }
-_ADMIN_SECURITY = [{"adminToken": []}]
+_ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
 OPENAPI: dict[str, dict[str, Any]] = {
