@@ -18,7 +18,7 @@ from services.config import Settings
 from services.errors import InvalidInput, NotFound
 
 BACKUP_ID = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{4}$")
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|(^|_)KEY($|_)|CLOUDINARY_URL")
+_SECRET_NAME = re.compile(r"TOKEN$|SECRET|PASSWORD|PASSWD|(^|_)KEY$|CLOUDINARY_URL")
 _CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 
 
