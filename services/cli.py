@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
+from services.cli_pipeline import PIPELINE_COMMANDS, UsageError, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
@@ -20,10 +20,6 @@ from services.policy import PolicyError
 from services.severity import parse_severity
 
 PROG = "sunflow-ops"
-
-
-class UsageError(Exception):
-    """Bad command-line input; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

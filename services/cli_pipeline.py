@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from services.main import Services
 
 
+class UsageError(Exception):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
 def add_pipeline_commands(sub: Any) -> None:
     token = sub.add_parser("token", help="the Instagram access token: status, guide, expiry")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -128,8 +132,6 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import UsageError
-
     if args.list == (args.job_id is not None):
         raise UsageError("give a JOB_ID to retry now, or --list")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -211,7 +212,8 @@ class TokenService:
             state = TokenState.EXPIRED
         left = None
         if expires_at is not None:
-            left = max(0, int(days_left(expires_at=expires_at, now=now)))
+            # Rounded up: a token set to last 60 days says 60 until a whole day has passed.
+            left = max(0, math.ceil(days_left(expires_at=expires_at, now=now)))
         return TokenStatus(
             configured=self.configured,
             state=state if self.configured else TokenState.UNKNOWN,
