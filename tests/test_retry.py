@@ -144,3 +144,25 @@ async def test_not_retryable_failure_is_exhausted_at_once(settings: Settings) ->
         )
         assert job.state is JobState.EXHAUSTED and job.next_retry_at is None
         assert job.incident_id is not None
+
+
+async def test_the_ladder_30_minute_step_reports_the_retries(settings: Settings) -> None:
+    clock = FrozenClock(T0)
+    async with open_services(settings, clock=clock) as services:
+        job = await services.ops.retry.record_failure(
+            "publish", "sunflower", error="caption too long", retryable=False
+        )
+        assert job.incident_id is not None
+        await services.escalation.tick(job.incident_id)
+        clock.advance(minutes=30)
+        await services.escalation.tick(job.incident_id)
+        detail = await services.incidents.get(job.incident_id)
+        [step] = [
+            e
+            for e in detail.timeline
+            if e.kind == "escalated" and e.details["step"] == "retries_done"
+        ]
+        assert (
+            f"job #{job.id} publish sunflower: 0/3 retries, exhausted" in step.details["message"]
+        )
+        assert step.details["retries"]["done"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +35,17 @@ class FakeTelegram(FakeServer):
         self.fault = False
         app = web.Application()
         app.router.add_get("/bot{token}/getMe", self.get_me)
+        app.router.add_post("/bot{token}/getMe", self.get_me)
+        # Enough for a polling bot to idle against it: no updates, every call accepted.
+        app.router.add_route("*", "/bot{token}/{method}", self.other)
         self.app = app
+
+    async def other(self, request: web.Request) -> web.Response:
+        self.requests.append(request.match_info["method"])
+        if request.match_info["method"] == "getUpdates":
+            await asyncio.sleep(1)
+            return web.json_response({"ok": True, "result": []})
+        return web.json_response({"ok": True, "result": True})
 
     async def get_me(self, request: web.Request) -> web.Response:
         self.requests.append("getMe")
@@ -43,7 +54,15 @@ class FakeTelegram(FakeServer):
                 {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
             )
         return web.json_response(
-            {"ok": True, "result": {"id": 123456, "is_bot": True, "username": "sunflow_ops_bot"}}
+            {
+                "ok": True,
+                "result": {
+                    "id": 123456,
+                    "is_bot": True,
+                    "first_name": "SunFlow Ops",
+                    "username": "sunflow_ops_bot",
+                },
+            }
         )
 
 
