@@ -31,7 +31,7 @@ from services.integrations.instagram import InstagramClient
 from services.integrations.telegram import TelegramError, get_me
 from services.logs import secret_values
 from services.pipeline import PipelineService
-from services.retry import RetryService
+from services.retry import JobFailed, JobView, RetryService
 from services.scheduler import SchedulerService
 from services.stats import StatsService
 from services.tokens import TokenService
@@ -146,13 +146,13 @@ async def open_pipeline_ops(
             stale_after=timedelta(hours=settings.stats_stale_hours),
         )
 
-        async def collect_job(_job: object) -> None:
-            """Stats collection has no trace; the job only needs to get through."""
-            from services.retry import JobFailed
+        stats.retry = retry
 
-            result = await stats.collect(force=True)
+        async def collect_job(_job: JobView) -> str | None:
+            result = await stats.collect(force=True, from_job=True)
             if not result.collected:
                 raise JobFailed(result.detail)
+            return None  # stats collection has no trace
 
         retry.register("collect_stats", collect_job)
         secrets = secret_values(settings)

@@ -164,6 +164,7 @@ class PipelineService:
         self._fal = fal
         retry.register("publish", self._run_publish_job)
         retry.register("generate_images", self._run_generate_job)
+        retry.register("upload", self._run_upload_job)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -483,7 +484,14 @@ class PipelineService:
         await self._incidents.resolve_by_dedup_key(FAL_KEY, actor="generate_images")
         return run.id, {"images": [str(p) for p in saved]}
 
-    async def upload(self, path: Path, *, topic: str | None = None) -> RunResult:
+    async def _run_upload_job(self, job: JobView) -> str:
+        topic, _, name = job.topic.partition("/")
+        result = await self.upload(self.topic_dir(topic) / name, topic=topic, job=job)
+        return result.trace_id
+
+    async def upload(
+        self, path: Path, *, topic: str | None = None, job: JobView | None = None
+    ) -> RunResult:
         """`sunflow-ops upload PATH`: the manual upload; the file is kept in the topic folder."""
         source = path.expanduser()
         if not source.is_file():
@@ -500,7 +508,7 @@ class PipelineService:
             directory.mkdir(parents=True, exist_ok=True)
             shutil.copy2(resolved, directory / resolved.name)
             resolved = (directory / resolved.name).resolve()
-        run = await self._traces.start("upload", topic)
+        run = await self._traces.start("upload", topic, job_id=job.id if job else None)
         try:
             async with run.step("upload") as step:
                 uploaded = await self._cloudinary.upload(resolved, folder=f"sunflow/{topic}")
@@ -508,8 +516,14 @@ class PipelineService:
         except (CloudinaryError, Unavailable) as exc:
             error = exc.message if isinstance(exc, Unavailable) else str(exc)
             await run.finish(error=error)
+            if job is not None:
+                raise JobFailed(error, trace_id=run.id) from None
+            # An upload job's topic is "<topic>/<file name>": what the retry uploads again.
+            failed = await self._retry.record_failure(
+                "upload", f"{topic}/{resolved.name}", error=error, trace_id=run.id
+            )
             return RunResult(
-                "upload", topic, run.id, False, error, outputs={"path": str(resolved)}
+                "upload", topic, run.id, False, error, failed, outputs={"path": str(resolved)}
             )
         await run.finish()
         await self._incidents.resolve_by_dedup_key(CLOUDINARY_KEY, actor="upload")

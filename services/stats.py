@@ -19,6 +19,7 @@ from services.health import ComponentHealth, Status
 from services.incidents import AlertIn, IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
 from services.models import StatsSnapshot
+from services.retry import RetryService
 from services.scheduler import SchedulerService
 from services.severity import Severity
 from services.tokens import TokenService
@@ -72,6 +73,8 @@ class StatsService:
         self.stats_file = stats_file
         self.interval = interval
         self.stale_after = stale_after
+        # Set by the composition root: a failed collection becomes a `collect_stats` job.
+        self.retry: RetryService | None = None
 
     async def last_updated(self) -> datetime | None:
         async with self._db.read() as session:
@@ -88,7 +91,7 @@ class StatsService:
             )
             return dict(row.data) if row else None
 
-    async def collect(self, *, force: bool = False) -> CollectResult:
+    async def collect(self, *, force: bool = False, from_job: bool = False) -> CollectResult:
         """Collect now unless the last collection is younger than the interval (or `force`)."""
         now = self._clock.now()
         last = await self.last_updated()
@@ -118,6 +121,12 @@ class StatsService:
                 ),
                 actor="stats_collector",
             )
+            if (
+                self.retry is not None
+                and not from_job
+                and await self.retry.open_job_for("collect_stats", "") is None
+            ):
+                await self.retry.record_failure("collect_stats", "", error=error)
             return CollectResult(False, last, error)
         data = {
             "last_updated": now.isoformat(),

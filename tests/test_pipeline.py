@@ -113,3 +113,17 @@ async def test_manual_upload_keeps_the_file_under_the_topic(
         (tmp_path / "notes.txt").write_text("x")
         with pytest.raises(InvalidInput, match="not an image"):
             await world.services.ops.pipeline.upload(tmp_path / "notes.txt")
+
+
+async def test_failed_manual_upload_is_retried(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        ops = world.services.ops
+        folder = world.add_topic("sunflower")
+        world.cloudinary.fault = "500"
+        failed = await ops.pipeline.upload(folder / "sunflower-1.png")
+        assert not failed.ok and failed.job is not None
+        assert failed.job.topic == "sunflower/sunflower-1.png"
+        world.cloudinary.fault = None
+        done = await ops.retry.retry_now(failed.job.id, actor="test")
+        assert done.state is JobState.SUCCEEDED
+        assert "sunflow/sunflower/sunflower-1" in world.cloudinary.uploads
