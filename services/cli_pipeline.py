@@ -168,11 +168,7 @@ def _cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
             elif not views:
                 print("no traces")
             for view in [] if args.json else views:
-                took = f"{view.duration_ms} ms" if view.duration_ms is not None else "running"
-                error = f"  {view.error[:100]}" if view.error else ""
-                print(
-                    f"{view.id}  {view.kind:<16} {view.topic:<20} {view.status:<7} {took}{error}"
-                )
+                print(view.line())
             return 0
         view = await traces.get(args.id)
         if args.json:

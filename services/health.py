@@ -115,13 +115,17 @@ def _describe(exc: BaseException) -> str:
 # The playbook's severity for each component when its check says down.
 COMPONENT_SEVERITY: dict[str, str] = {
     "database": "P0",
-    "instagram_token": "P0",
     "cloudinary": "P0",
     "fal": "P1",
     "scheduler": "P1",
     "telegram": "P2",
     "stats": "P2",
 }
+
+
+# Components whose service raises and resolves its own incidents (the token monitor's
+# `token:instagram` and `instagram:unauthorized`): the watch would only page twice.
+OWN_INCIDENTS = frozenset({"instagram_token"})
 
 
 class HealthWatch:
@@ -140,6 +144,8 @@ class HealthWatch:
 
         report = await self._health.run()
         for component in report.components:
+            if component.name in OWN_INCIDENTS:
+                continue
             key = f"health:{component.name}"
             if component.status is Status.DOWN:
                 await self._incidents.trigger(

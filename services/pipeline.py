@@ -279,7 +279,7 @@ class PipelineService:
             Severity.P1,
             "Image generation failing (FLUX.2): archive image used",
             f"fal.ai failed after the retries: {error}. Used {chosen}.",
-            run.id,
+            run,
         )
         return [target]
 
@@ -306,7 +306,7 @@ class PipelineService:
                         "Cloudinary upload failed",
                         f"{exc}. The local file is kept: {path}. "
                         f"Upload by hand: sunflow-ops upload {path}",
-                        run.id,
+                        run,
                     )
                     raise JobFailed(str(exc)) from None
             step.details["urls"] = [u.secure_url for u in uploads]
@@ -346,7 +346,7 @@ class PipelineService:
                     Severity.P1,
                     "Instagram API rate limit (429)",
                     f"{exc}.{wait} The retries back off 5 min -> 15 min -> 30 min.",
-                    run.id,
+                    run,
                 )
                 raise JobFailed(str(exc), retry_after=exc.retry_after) from None
             except InstagramError as exc:
@@ -355,8 +355,9 @@ class PipelineService:
             return media_id
 
     async def _raise(
-        self, key: str, severity: Severity, title: str, description: str, trace_id: str
+        self, key: str, severity: Severity, title: str, description: str, run: TraceRun
     ) -> None:
+        # kind and topic let the retry service find the jobs behind the incident.
         await self._incidents.trigger(
             AlertIn(
                 severity=severity,
@@ -364,7 +365,7 @@ class PipelineService:
                 dedup_key=key,
                 source="pipeline",
                 description=description,
-                labels={"trace_id": trace_id},
+                labels={"trace_id": run.id, "kind": run.kind, "topic": run.topic},
             ),
             actor="pipeline",
         )

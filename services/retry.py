@@ -395,13 +395,18 @@ class RetryService:
         raw = detail.incident.labels.get("job_id")
         if isinstance(raw, str | int) and str(raw).isdigit():
             job_ids.add(int(raw))
+        related = (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
+        kind, topic = detail.incident.labels.get("kind"), detail.incident.labels.get("topic")
+        if isinstance(kind, str) and isinstance(topic, str):
+            # A pipeline incident (429, Cloudinary...): the jobs of that run's kind and topic.
+            related |= (
+                (PipelineJob.kind == kind)
+                & (PipelineJob.topic == topic)
+                & (PipelineJob.created_at >= detail.incident.first_seen_at - timedelta(minutes=1))
+            )
         async with self._db.read() as session:
             rows = await session.scalars(
-                select(PipelineJob)
-                .where(
-                    (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
-                )
-                .order_by(PipelineJob.id)
+                select(PipelineJob).where(related).order_by(PipelineJob.id)
             )
             return RetrySummary([JobView.of(r) for r in rows])
 

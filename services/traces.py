@@ -94,6 +94,12 @@ class TraceView:
             "steps": [s.to_json() for s in self.steps],
         }
 
+    def line(self) -> str:
+        """One line for a list (the bot's /traces, `trace list`)."""
+        took = f"{self.duration_ms} ms" if self.duration_ms is not None else "running"
+        error = f"  {self.error[:100]}" if self.error else ""
+        return f"{self.id}  {self.kind:<16} {self.topic:<20} {self.status:<7} {took}{error}"
+
     @classmethod
     def of(cls, row: Trace, steps: list[TraceStep] | None = None) -> TraceView:
         return cls(
@@ -123,9 +129,11 @@ class StepRecord:
 class TraceRun:
     """One running trace; steps are written as they finish so a crash leaves them behind."""
 
-    def __init__(self, service: TraceService, trace_id: str) -> None:
+    def __init__(self, service: TraceService, trace_id: str, kind: str, topic: str) -> None:
         self._service = service
         self.id = trace_id
+        self.kind = kind
+        self.topic = topic
         self.failed_step: str | None = None
 
     @asynccontextmanager
@@ -201,7 +209,7 @@ class TraceService:
                     job_id=job_id,
                 )
             )
-        return TraceRun(self, trace_id)
+        return TraceRun(self, trace_id, kind, topic)
 
     async def add_step(
         self,

@@ -156,6 +156,9 @@ async def test_scenario_4_instagram_rate_limit(migrated_url: str, tmp_path: Path
         # Retry-After (1 h) is longer than the first step (5 min), so it wins.
         assert result.job is not None
         assert result.job.next_retry_at == START + timedelta(hours=1)
+        # The ladder's 30-minute step finds the job behind the incident, still retrying.
+        summary = await ops.retry.status_for_incident(incident.id)
+        assert [j.id for j in summary.jobs] == [result.job.id] and not summary.done
         clock.advance(minutes=59)
         assert await ops.retry.run_due() == []
 
@@ -163,6 +166,7 @@ async def test_scenario_4_instagram_rate_limit(migrated_url: str, tmp_path: Path
         clock.advance(minutes=1)
         [done] = await ops.retry.run_due()
         assert done.state is JobState.SUCCEEDED
+        assert (await ops.retry.status_for_incident(incident.id)).done
         assert await open_incident(incidents, "instagram:rate-limit") is None
         assert len(world.instagram.published) == 1
 
