@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -142,6 +143,31 @@ async def test_stats_restart_asks_the_running_service(migrated_url: str, tmp_pat
             )
             assert refused.returncode == 1
             assert refused.stderr.startswith("sunflow-ops: unauthorized:")
+        finally:
+            world.services.scheduler.shutdown()
+            await server.close()
+
+
+async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        server = TestServer(create_app(world.settings, world.services), host="127.0.0.1")
+        await server.start_server()
+        world.services.scheduler.start()
+        try:
+            await world.services.ops.tokens.set_expiry(60, actor="test")
+            await world.services.ops.stats.collect()
+            port = str(server.port)
+            healthy = await cli(world, "health", HTTP_PORT=port)
+            assert healthy.returncode == 0, healthy.stdout
+            world.cloudinary.fault = "500"
+            degraded = await cli(world, "health", "--json", HTTP_PORT=port)
+            assert degraded.returncode == 1
+            body = json.loads(degraded.stdout)
+            assert body["components"]["cloudinary"]["status"] == "down"
+            world.instagram.valid_tokens.clear()  # the live check says the token is invalid
+            down = await cli(world, "health", HTTP_PORT=port)
+            assert down.returncode == 2
+            assert "instagram_token down" in " ".join(down.stdout.split())
         finally:
             world.services.scheduler.shutdown()
             await server.close()
