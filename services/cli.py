@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_pipeline import PIPELINE_COMMANDS, UsageError, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
@@ -19,10 +20,6 @@ from services.policy import PolicyError
 from services.severity import parse_severity
 
 PROG = "sunflow-ops"
-
-
-class UsageError(Exception):
-    """Bad command-line input; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=int, default=7)
     report.add_argument("--json", action="store_true")
     report.add_argument("--chart", metavar="PNG", help="also write the chart to this file")
+    add_pipeline_commands(sub)
     return parser
 
 
@@ -304,6 +302,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "incident": _cmd_incident,
     "report": _cmd_report,
     "notify": _cmd_notify,
+    **PIPELINE_COMMANDS,
 }
 
 

@@ -40,6 +40,25 @@ def _split_names(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _alert_days(value: str) -> tuple[int, int]:
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError("expected two day counts, warning then critical, e.g. 14,3")
+    warning, critical = int(parts[0]), int(parts[1])
+    if not warning > critical >= 1:
+        raise ValueError("the warning days must be more than the critical days, both >= 1")
+    return warning, critical
+
+
+def _retry_delays(value: str) -> list[timedelta]:
+    from services.durations import parse_duration
+
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not 1 <= len(parts) <= 10:
+        raise ValueError("expected 1 to 10 comma-separated durations, e.g. 5m,15m,30m")
+    return [parse_duration(p) for p in parts]
+
+
 class Settings(BaseSettings):
     """Every setting of the process; built once in `main` and passed down."""
 
@@ -118,6 +137,57 @@ class Settings(BaseSettings):
         return parse_duration(self.telegram_fallback_after)
 
     # -- end of notifications ---------------------------------------------------------------
+    # -- Pipeline operations (issue 6): tokens, integrations, retries, stats, backups ------
+    instagram_user_id: str | None = None
+    instagram_graph_version: str = "v21.0"
+    instagram_app_id: str | None = None
+    instagram_app_secret: SecretStr | None = None
+    token_alert_days: str = "14,3"
+    token_lifetime_days: int = Field(default=60, ge=1, le=365)
+    fal_model: str = "fal-ai/flux-2-pro"
+    fal_timeout_seconds: float = Field(default=120, gt=0)
+    integration_timeout_seconds: float = Field(default=30, gt=0)
+    content_dir: Path = Path("content")
+    stats_file: Path = Path("config/data/instagram_stats.json")
+    stats_interval_minutes: float = Field(default=360, gt=0)
+    stats_stale_hours: float = Field(default=26, gt=0)
+    retry_delays: str = "5m,15m,30m"
+    health_interval_seconds: float = Field(default=60, gt=0)
+    backup_dir: Path = Path("data/backups")
+    log_dir: Path = Path("config/logs")
+    env_file_path: Path = Path(".env")
+
+    @field_validator(
+        "instagram_user_id", "instagram_app_id", "instagram_app_secret", mode="before"
+    )
+    @classmethod
+    def _pipeline_empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    @field_validator("token_alert_days")
+    @classmethod
+    def _check_alert_days(cls, value: str) -> str:
+        _alert_days(value)
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _check_retry_delays(cls, value: str) -> str:
+        _retry_delays(value)
+        return value
+
+    @property
+    def token_alert_thresholds(self) -> tuple[int, int]:
+        """(warning days, critical days): P2 at the first, P1 at the second."""
+        return _alert_days(self.token_alert_days)
+
+    @property
+    def retry_schedule(self) -> list[timedelta]:
+        return _retry_delays(self.retry_delays)
+
+    # -- end of pipeline operations ---------------------------------------------------------
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -208,6 +208,9 @@ _LADDER_CHANGES = {
 }
 
 
+StepDetails = Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 def _job_id(incident_id: int) -> str:
     return f"escalation:{incident_id}"
 
@@ -240,6 +243,9 @@ class EscalationService:
         self._pd_user_ids = list(pd_user_ids)
         self._armed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # More for a step's firing, by step name: the retry service fills the 30-minute step
+        # ("retries_done") with the retry state of the incident's jobs.
+        self.step_details: dict[str, StepDetails] = {}
         incidents.add_hook(self)
 
     # -- hook: keep the ladder in step with the incident ------------------------------------
@@ -454,6 +460,9 @@ class EscalationService:
             }
             if late > LATE_AFTER:
                 details["late_by_seconds"] = int(late.total_seconds())
+            extra = self.step_details.get(due.step.name)
+            if extra is not None:
+                details.update(await extra(incident_id, dict(details)))
             changes.append(
                 await self._incidents.record(
                     session, incident, ChangeKind.ESCALATED, actor="escalation", details=details

@@ -110,3 +110,70 @@ def overall(components: list[ComponentHealth], critical: set[str]) -> Status:
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
+
+
+# The playbook's severity for each component when its check says down.
+COMPONENT_SEVERITY: dict[str, str] = {
+    "database": "P0",
+    "cloudinary": "P0",
+    "fal": "P1",
+    "scheduler": "P1",
+    "telegram": "P2",
+    "stats": "P2",
+    "sse": "P1",
+}
+
+
+# Components whose service raises and resolves its own incidents (the token monitor's
+# `token:instagram` and `instagram:unauthorized`): the watch would only page twice.
+OWN_INCIDENTS = frozenset({"instagram_token"})
+
+
+class HealthWatch:
+    """The scheduled health run: a component down raises `health:<name>`; recovery resolves.
+
+    Degraded (not configured, a warning) neither raises nor resolves.
+    """
+
+    def __init__(self, health: HealthService, incidents: Any) -> None:
+        self._health = health
+        self._incidents = incidents
+
+    async def run(self) -> HealthReport:
+        from services.incidents import AlertIn
+        from services.severity import Severity
+
+        report = await self._health.run()
+        for component in report.components:
+            if component.name in OWN_INCIDENTS:
+                continue
+            key = f"health:{component.name}"
+            if component.status is Status.DOWN:
+                await self._incidents.trigger(
+                    AlertIn(
+                        severity=Severity(COMPONENT_SEVERITY.get(component.name, "P2")),
+                        title=f"Health check: {component.name} is down",
+                        dedup_key=key,
+                        source="health_check",
+                        description=component.detail,
+                        labels={"component": component.name},
+                    ),
+                    actor="health_check",
+                )
+            elif component.status is Status.HEALTHY:
+                await self._incidents.resolve_by_dedup_key(key, actor="health_check")
+        return report
+
+    def card(self, report: HealthReport) -> str:
+        return health_card(report)
+
+
+_MARK = {Status.HEALTHY: "OK", Status.DEGRADED: "WARN", Status.DOWN: "DOWN"}
+
+
+def health_card(report: HealthReport) -> str:
+    """The bot's compact card: the overall status, then one line per component."""
+    lines = [f"Health: {report.status.value}"]
+    for c in report.components:
+        lines.append(f"{_MARK[c.status]:<4} {c.name}: {c.detail}"[:120])
+    return "\n".join(lines)

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -24,9 +25,11 @@ from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.metrics import Metrics
 from services.notify.service import NotifyService
+from services.ops import PipelineOps, open_pipeline_ops, pipeline_context
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.reports import ReportService
+from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 
@@ -52,6 +55,8 @@ class Services:
     checklists: ChecklistService
     postmortems: PostmortemService
     reports: ReportService
+    # Pipeline operations (issue 6): tokens, retries, traces, integrations, stats, backups.
+    ops: PipelineOps
     notify: NotifyService
     audit: AuditService
     # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
@@ -73,6 +78,17 @@ async def open_services(
     health = HealthService()
     checklists = ChecklistService(database, clock, incidents)
     sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
+    stack = AsyncExitStack()
+    ops = await stack.enter_async_context(
+        open_pipeline_ops(
+            settings,
+            db=database,
+            clock=clock,
+            incidents=incidents,
+            scheduler=scheduler,
+            health=health,
+        )
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -99,7 +115,10 @@ async def open_services(
         notify=NotifyService(settings, database, clock, incidents, registry=metrics.registry),
         audit=AuditService(database, clock),
         sse=sse,
+        ops=ops,
     )
+    # The ladder's 30-minute step says how the incident's automatic retries went.
+    services.escalation.step_details["retries_done"] = partial(describe_retries, ops.retry)
 
     async def check_database() -> ComponentHealth:
         await database.ping()
@@ -114,6 +133,7 @@ async def open_services(
     try:
         yield services
     finally:
+        await stack.aclose()
         await database.dispose()
 
 
@@ -165,6 +185,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         sse_ctx,
         escalation_ctx,
         notify_ctx,
+        pipeline_context(services),
     ]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")

@@ -282,3 +282,93 @@ class BotRefusal(Base):
     command: Mapped[str] = mapped_column(String(64))
     user_role: Mapped[str] = mapped_column(String(16))
     required_role: Mapped[str] = mapped_column(String(16))
+
+
+# -- Pipeline operations: jobs and retries, traces, token expiry, stats ---------------------
+
+
+class JobState(enum.StrEnum):
+    FAILED = "failed"  # waiting for its next automatic retry
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    EXHAUSTED = "exhausted"  # the automatic retries are spent; a person retries it
+
+
+class PipelineJob(Base):
+    """A failed pipeline run (publish, generate_images, upload, collect_stats) and its retries."""
+
+    __tablename__ = "pipeline_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    topic: Mapped[str] = mapped_column(String(200), default="")
+    state: Mapped[str] = mapped_column(String(16))
+    # Automatic and manual retries run so far (the failed first run is not counted).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    trace_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    next_retry_at: Mapped[datetime | None] = mapped_column(default=None)
+    incident_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_pipeline_jobs_state_next_retry_at", "state", "next_retry_at"),)
+
+
+class Trace(Base):
+    """One pipeline run, `SF-YYYYMMDD-HHMMSS-xxxx`, with its steps."""
+
+    __tablename__ = "traces"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    topic: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    steps: Mapped[list[TraceStep]] = relationship(
+        back_populates="trace",
+        order_by="TraceStep.id",
+        cascade="all, delete-orphan",
+        lazy="raise",
+    )
+
+
+class TraceStep(Base):
+    __tablename__ = "trace_steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    trace: Mapped[Trace] = relationship(back_populates="steps", lazy="raise")
+
+
+class TokenExpiry(Base):
+    """When an access token runs out, as registered by `token set-expiry`."""
+
+    __tablename__ = "token_expiries"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    expires_at: Mapped[datetime]
+    set_at: Mapped[datetime]
+    set_by: Mapped[str] = mapped_column(String(200))
+
+
+class StatsSnapshot(Base):
+    """One collection of Instagram insights."""
+
+    __tablename__ = "stats_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collected_at: Mapped[datetime] = mapped_column(index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

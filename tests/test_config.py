@@ -103,3 +103,12 @@ def test_bad_setting_stops_startup_with_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("sunflow-ops: setting HTTP_PORT:")
     assert "Traceback" not in proc.stderr
+
+
+def test_every_setting_is_in_env_example() -> None:
+    from services.config import Settings
+
+    text = (Path(__file__).parent.parent / ".env.example").read_text("utf-8")
+    names = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line[:40]}
+    missing = [f.upper() for f in Settings.model_fields if f.upper() not in names]
+    assert missing == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -128,29 +129,43 @@ class NotifyService:
         return Backlog(int(count), oldest)
 
     async def check(self) -> ComponentHealth:
-        """The `telegram` health component: bot on or off, failing or not, backlog size."""
+        """The `telegram` health component: the Bot API answers getMe with our token, and
+        delivery is not failing; with the outbox backlog as its figure."""
         backlog = await self.backlog()
-        figures = {
+        figures: dict[str, Any] = {
             "outbox_pending": backlog.pending,
             "fallback_channels": self.fallback.channels,
         }
-        if self.sender is None:
+        settings = self._settings
+        if settings.telegram_bot_token is None:
             return ComponentHealth(
                 "telegram", Status.DEGRADED, "bot off (TELEGRAM_BOT_TOKEN unset)", figures
             )
-        figures.update(
-            sent=self.sender.stats.sent,
-            retry_after=self.sender.stats.retry_after,
+        client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
+        try:
+            me = await client.get_me()
+        except TelegramError as exc:
+            return ComponentHealth("telegram", Status.DOWN, f"getMe failed: {exc}", figures)
+        finally:
+            await client.close()
+        figures["bot"] = f"@{me.get('username', '?')}"
+        if self.sender is not None:
+            figures.update(sent=self.sender.stats.sent, retry_after=self.sender.stats.retry_after)
+            if self.sender.failing_since is not None:
+                return ComponentHealth(
+                    "telegram",
+                    Status.DEGRADED,
+                    f"sending failing since "
+                    f"{self.sender.failing_since.isoformat(timespec='seconds')}: "
+                    f"{self.sender.last_error or ''}".strip(),
+                    figures,
+                )
+        return ComponentHealth(
+            "telegram",
+            Status.HEALTHY,
+            f"@{me.get('username', '?')}, {backlog.pending} queued",
+            figures,
         )
-        if self.sender.failing_since is not None:
-            return ComponentHealth(
-                "telegram",
-                Status.DEGRADED,
-                f"failing since {self.sender.failing_since.isoformat(timespec='seconds')}: "
-                f"{self.sender.last_error or ''}".strip(),
-                figures,
-            )
-        return ComponentHealth("telegram", Status.HEALTHY, f"{backlog.pending} queued", figures)
 
     # -- the playbook's test message ----------------------------------------------------
 

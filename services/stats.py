@@ -1,0 +1,189 @@
+"""Instagram stats collection: a scheduled job writing the database and `instagram_stats.json`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from services.clock import Clock
+from services.db import Database
+from services.errors import Unavailable
+from services.health import ComponentHealth, Status
+from services.incidents import AlertIn, IncidentService
+from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
+from services.models import StatsSnapshot
+from services.retry import RetryService
+from services.scheduler import SchedulerService
+from services.severity import Severity
+from services.tokens import TokenService
+
+log = logging.getLogger(__name__)
+
+STATS_KEY = "stats:collector"
+JOB_ID = "stats-collector"
+
+
+def is_stale(*, last_updated: datetime | None, now: datetime, stale_after: timedelta) -> bool:
+    return last_updated is None or now - last_updated > stale_after
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    collected: bool
+    last_updated: datetime | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collected": self.collected,
+            "last_updated": self.last_updated.isoformat() if self.last_updated else None,
+            "detail": self.detail,
+        }
+
+
+class StatsService:
+    """`stats collect [--force]`, `stats restart`, and the stats freshness health check."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        incidents: IncidentService,
+        instagram: InstagramClient,
+        *,
+        tokens: TokenService,
+        scheduler: SchedulerService,
+        stats_file: Path,
+        interval: timedelta,
+        stale_after: timedelta,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._incidents = incidents
+        self._instagram = instagram
+        self._tokens = tokens
+        self._scheduler = scheduler
+        self.stats_file = stats_file
+        self.interval = interval
+        self.stale_after = stale_after
+        # Set by the composition root: a failed collection becomes a `collect_stats` job.
+        self.retry: RetryService | None = None
+
+    async def last_updated(self) -> datetime | None:
+        async with self._db.read() as session:
+            return await session.scalar(
+                select(StatsSnapshot.collected_at)
+                .order_by(StatsSnapshot.collected_at.desc())
+                .limit(1)
+            )
+
+    async def latest(self) -> dict[str, Any] | None:
+        async with self._db.read() as session:
+            row = await session.scalar(
+                select(StatsSnapshot).order_by(StatsSnapshot.collected_at.desc()).limit(1)
+            )
+            return dict(row.data) if row else None
+
+    async def collect(self, *, force: bool = False, from_job: bool = False) -> CollectResult:
+        """Collect now unless the last collection is younger than the interval (or `force`)."""
+        now = self._clock.now()
+        last = await self.last_updated()
+        if not force and last is not None and now - last < self.interval:
+            return CollectResult(False, last, "fresh enough; use --force to collect anyway")
+        if not self._instagram.configured:
+            return CollectResult(
+                False, last, "INSTAGRAM_ACCESS_TOKEN or INSTAGRAM_USER_ID not set"
+            )
+        try:
+            account = await self._instagram.account()
+            insights = await self._instagram.account_insights()
+            media = await self._instagram.recent_media(limit=10)
+        except (InstagramError, Unavailable) as exc:
+            error = exc.message if isinstance(exc, Unavailable) else str(exc)
+            if isinstance(exc, InstagramUnauthorized):
+                await self._tokens.unauthorized(where="stats collection")
+            await self._incidents.trigger(
+                AlertIn(
+                    severity=Severity.P2,
+                    title="Instagram stats collection failing",
+                    dedup_key=STATS_KEY,
+                    source="stats_collector",
+                    description=f"{error}. Recover: sunflow-ops stats collect --force; "
+                    "sunflow-ops stats restart.",
+                    labels={"component": "stats"},
+                ),
+                actor="stats_collector",
+            )
+            if (
+                self.retry is not None
+                and not from_job
+                and await self.retry.open_job_for("collect_stats", "") is None
+            ):
+                await self.retry.record_failure("collect_stats", "", error=error)
+            return CollectResult(False, last, error)
+        data = {
+            "last_updated": now.isoformat(),
+            "account": account,
+            "insights": insights,
+            "media": media,
+        }
+        async with self._db.write() as session:
+            session.add(StatsSnapshot(collected_at=now, data=data))
+        self._write_file(data)
+        await self._incidents.resolve_by_dedup_key(STATS_KEY, actor="stats_collector")
+        return CollectResult(True, now, f"{len(media)} media, {len(insights)} insights")
+
+    def _write_file(self, data: dict[str, Any]) -> None:
+        self.stats_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.stats_file.with_suffix(".json.tmp")
+        partial.write_text(json.dumps(data, ensure_ascii=False, indent=2), "utf-8")
+        os.replace(partial, self.stats_file)
+
+    def schedule(self) -> datetime | None:
+        """(Re)arm the periodic collection in this process; returns its next run time."""
+        scheduler = self._scheduler.scheduler
+        if scheduler.get_job(JOB_ID) is not None:
+            scheduler.remove_job(JOB_ID)
+        job = scheduler.add_job(
+            self._scheduled,
+            "interval",
+            seconds=self.interval.total_seconds(),
+            id=JOB_ID,
+            next_run_time=self._clock.now() + timedelta(seconds=5),
+        )
+        when: datetime | None = job.next_run_time
+        return when
+
+    async def restart(self) -> datetime | None:
+        """The playbook's "daemon restart": re-arm the job and collect at once."""
+        self.schedule()
+        await self.collect(force=True)
+        job = self._scheduler.scheduler.get_job(JOB_ID)
+        return job.next_run_time if job else None
+
+    async def _scheduled(self) -> None:
+        try:
+            await self.collect()
+        except Exception:
+            log.exception("stats collection crashed")
+
+    async def health(self) -> ComponentHealth:
+        now = self._clock.now()
+        last = await self.last_updated()
+        if last is None:
+            return ComponentHealth("stats", Status.DEGRADED, "never collected", {"age_s": None})
+        age = now - last
+        figures = {"last_updated": last.isoformat(), "age_s": int(age.total_seconds())}
+        if is_stale(last_updated=last, now=now, stale_after=self.stale_after):
+            hours = age.total_seconds() / 3600
+            return ComponentHealth("stats", Status.DOWN, f"stale: {hours:.1f} h old", figures)
+        return ComponentHealth(
+            "stats", Status.HEALTHY, f"{int(age.total_seconds() // 60)} min old", figures
+        )

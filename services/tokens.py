@@ -1,0 +1,328 @@
+"""The Instagram access token: its registered expiry, live checks, alerts and the renewal guide."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from services.clock import Clock
+from services.db import Database
+from services.errors import InvalidInput
+from services.health import ComponentHealth, Status
+from services.incidents import AlertIn, IncidentService
+from services.integrations.instagram import InstagramClient, InstagramError
+from services.models import TokenExpiry
+from services.severity import Severity
+
+log = logging.getLogger(__name__)
+
+TOKEN_NAME = "instagram"
+EXPIRY_KEY = "token:instagram"
+UNAUTHORIZED_KEY = "instagram:unauthorized"
+
+
+class TokenState(enum.StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"  # no expiry registered and no live check possible
+
+
+def days_left(*, expires_at: datetime, now: datetime) -> float:
+    return (expires_at - now).total_seconds() / 86400
+
+
+def token_state(
+    *, expires_at: datetime | None, now: datetime, warning_days: int, critical_days: int
+) -> TokenState:
+    """ok above the warning days, warning down to the critical days, then critical, expired."""
+    if expires_at is None:
+        return TokenState.UNKNOWN
+    left = days_left(expires_at=expires_at, now=now)
+    if left <= 0:
+        return TokenState.EXPIRED
+    if left <= critical_days:
+        return TokenState.CRITICAL
+    if left <= warning_days:
+        return TokenState.WARNING
+    return TokenState.OK
+
+
+ALERT_SEVERITY: dict[TokenState, Severity] = {
+    TokenState.WARNING: Severity.P2,
+    TokenState.CRITICAL: Severity.P1,
+    TokenState.EXPIRED: Severity.P0,
+}
+
+
+@dataclass(frozen=True)
+class LiveCheck:
+    valid: bool
+    expires_at: datetime | None
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    configured: bool
+    state: TokenState
+    expires_at: datetime | None
+    days_left: int | None
+    set_at: datetime | None
+    set_by: str | None
+    live: LiveCheck | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "configured": self.configured,
+            "state": self.state.value,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "days_left": self.days_left,
+            "set_at": self.set_at.isoformat() if self.set_at else None,
+            "set_by": self.set_by,
+            "live": self.live.to_json() if self.live else None,
+        }
+
+    def text(self) -> str:
+        if not self.configured:
+            return "Instagram token: INSTAGRAM_ACCESS_TOKEN is not set"
+        lines = [f"Instagram token: {self.state.value}"]
+        if self.expires_at is not None:
+            lines.append(
+                f"expires {self.expires_at:%Y-%m-%d %H:%M} UTC ({self.days_left} days left)"
+            )
+        else:
+            lines.append("no expiry registered: run `token set-expiry 60` after renewing")
+        if self.live is not None:
+            lines.append(f"live check: {'valid' if self.live.valid else 'INVALID'}")
+            if self.live.detail:
+                lines.append(f"  {self.live.detail}")
+        return "\n".join(lines)
+
+
+GUIDE = {
+    "en": """Renewing the Instagram access token
+1. Check the status: sunflow-ops token status (bot: /token)
+2. Issue a new long-lived token in the Meta developer console
+   (https://developers.facebook.com/apps -> your app -> Instagram -> API setup),
+   or exchange a short-lived one: GET /oauth/access_token?grant_type=fb_exchange_token
+3. Update .env: INSTAGRAM_ACCESS_TOKEN="<new token>", then restart sunflow-ops serve
+4. Register the expiry: sunflow-ops token set-expiry 60 (bot: /token set_expiry 60)
+5. Retry publishing: sunflow-ops publish <topic> --retry (bot: /retry)
+6. Verify: sunflow-ops health and sunflow-ops publish <topic> --dry-run""",
+    "ko": """Instagram 토큰 갱신 가이드
+1. 상태 확인: sunflow-ops token status (봇: /token)
+2. Meta Developer Console에서 새 장기 토큰 발급
+   (https://developers.facebook.com/apps -> 앱 -> Instagram -> API 설정)
+3. .env 업데이트: INSTAGRAM_ACCESS_TOKEN="새_토큰" 후 sunflow-ops serve 재시작
+4. 토큰 만료일 등록: sunflow-ops token set-expiry 60 (봇: /token set_expiry 60)
+5. 게시 재시도: sunflow-ops publish <topic> --retry (봇: /retry)
+6. 검증: sunflow-ops health, sunflow-ops publish <topic> --dry-run""",
+}
+
+
+class TokenService:
+    """`token status|guide|set-expiry`, the daily check and the weekly status post."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        incidents: IncidentService,
+        instagram: InstagramClient,
+        *,
+        configured: bool,
+        warning_days: int = 14,
+        critical_days: int = 3,
+        lifetime_days: int = 60,
+        app_id: str | None = None,
+        app_secret: str | None = None,
+        language: str = "ko",
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._incidents = incidents
+        self._instagram = instagram
+        self.configured = configured
+        self.warning_days = warning_days
+        self.critical_days = critical_days
+        self.lifetime_days = lifetime_days
+        self._app = (app_id, app_secret) if app_id and app_secret else None
+        self.language = language
+        # Where the weekly status goes; the bot sets its outbox here. Unset: logged.
+        self.post: Callable[[str], Awaitable[None]] | None = None
+
+    def guide(self, language: str | None = None) -> str:
+        return GUIDE.get(language or self.language, GUIDE["en"])
+
+    async def _record(self) -> TokenExpiry | None:
+        async with self._db.read() as session:
+            return await session.get(TokenExpiry, TOKEN_NAME)
+
+    async def live_check(self) -> LiveCheck | None:
+        """Graph API `debug_token` when app credentials are set; None otherwise."""
+        if self._app is None or not self.configured:
+            return None
+        try:
+            data = await self._instagram.debug_token(app_id=self._app[0], app_secret=self._app[1])
+        except InstagramError as exc:
+            return LiveCheck(False, None, str(exc))
+        expires = data.get("expires_at")
+        expires_at = (
+            datetime.fromtimestamp(int(expires), UTC)
+            if isinstance(expires, int) and expires
+            else None
+        )
+        valid = bool(data.get("is_valid"))
+        detail = ""
+        if not valid:
+            error = data.get("error")
+            detail = str(error.get("message", "")) if isinstance(error, dict) else "not valid"
+        return LiveCheck(valid, expires_at, detail[:200])
+
+    async def status(self, *, live: bool = True) -> TokenStatus:
+        now = self._clock.now()
+        record = await self._record()
+        expires_at = record.expires_at if record else None
+        live_result = await self.live_check() if live else None
+        if expires_at is None and live_result and live_result.expires_at:
+            expires_at = live_result.expires_at
+        state = token_state(
+            expires_at=expires_at,
+            now=now,
+            warning_days=self.warning_days,
+            critical_days=self.critical_days,
+        )
+        if live_result is not None and not live_result.valid:
+            state = TokenState.EXPIRED
+        left = None
+        if expires_at is not None:
+            # Rounded up: a token set to last 60 days says 60 until a whole day has passed.
+            left = max(0, math.ceil(days_left(expires_at=expires_at, now=now)))
+        return TokenStatus(
+            configured=self.configured,
+            state=state if self.configured else TokenState.UNKNOWN,
+            expires_at=expires_at,
+            days_left=left,
+            set_at=record.set_at if record else None,
+            set_by=record.set_by if record else None,
+            live=live_result,
+        )
+
+    async def set_expiry(self, days: int | None = None, *, actor: str) -> TokenStatus:
+        """The token was renewed and lasts `days` (default: the 60-day long-lived token)."""
+        days = self.lifetime_days if days is None else days
+        if not 1 <= days <= 365:
+            raise InvalidInput(f"set-expiry takes 1 to 365 days, not {days}")
+        now = self._clock.now()
+        async with self._db.write() as session:
+            record = await session.get(TokenExpiry, TOKEN_NAME)
+            if record is None:
+                record = TokenExpiry(name=TOKEN_NAME, expires_at=now, set_at=now, set_by=actor)
+                session.add(record)
+            record.expires_at = now + timedelta(days=days)
+            record.set_at = now
+            record.set_by = actor[:200]
+        return await self.check()
+
+    async def check(self) -> TokenStatus:
+        """The daily check: raise (or raise the severity of) or resolve the expiry incident."""
+        status = await self.status()
+        severity = ALERT_SEVERITY.get(status.state)
+        if severity is not None and status.configured:
+            when = f"{status.days_left} days left" if status.days_left is not None else ""
+            await self._incidents.trigger(
+                AlertIn(
+                    severity=severity,
+                    title=f"Instagram token {status.state.value}"
+                    + (f": {when}" if status.state is not TokenState.EXPIRED else ""),
+                    dedup_key=EXPIRY_KEY,
+                    source="token_monitor",
+                    description=status.text() + "\n\n" + self.guide("en"),
+                    labels={"component": "instagram_token", "state": status.state.value},
+                ),
+                actor="token_monitor",
+            )
+        elif status.state is TokenState.OK:
+            await self._incidents.resolve_by_dedup_key(EXPIRY_KEY, actor="token_monitor")
+            if status.live is not None and status.live.valid:
+                await self._incidents.resolve_by_dedup_key(UNAUTHORIZED_KEY, actor="token_monitor")
+        return status
+
+    async def unauthorized(self, *, where: str, trace_id: str | None = None) -> None:
+        """Any Instagram call answered 401: the token is expired or revoked (P0)."""
+        labels = {"component": "instagram_token"}
+        if trace_id:
+            labels["trace_id"] = trace_id
+        await self._incidents.trigger(
+            AlertIn(
+                severity=Severity.P0,
+                title="Instagram token expired: the Graph API answers 401",
+                dedup_key=UNAUTHORIZED_KEY,
+                source="instagram",
+                description=f"{where} was refused (401 Unauthorized).\n\n{self.guide('en')}",
+                labels=labels,
+            ),
+            actor="instagram",
+        )
+
+    async def authorized(self) -> None:
+        """An Instagram call succeeded: a 401 incident is over."""
+        await self._incidents.resolve_by_dedup_key(UNAUTHORIZED_KEY, actor="instagram")
+
+    async def weekly_report(self) -> str:
+        status = await self.status()
+        return "Weekly Instagram token status\n" + status.text()
+
+    async def weekly_post(self) -> str:
+        text = await self.weekly_report()
+        if self.post is not None:
+            await self.post(text)
+        else:
+            log.info("%s", text.replace("\n", " | "))
+        return text
+
+    async def health(self) -> ComponentHealth:
+        if not self.configured:
+            return ComponentHealth("instagram_token", Status.DEGRADED, "not configured")
+        status = await self.status()
+        figures = {"state": status.state.value, "days_left": status.days_left}
+        detail = (
+            f"{status.days_left} days left" if status.days_left is not None else "expiry unknown"
+        )
+        if await self._open(UNAUTHORIZED_KEY):
+            return ComponentHealth(
+                "instagram_token", Status.DOWN, "the Graph API answered 401", figures
+            )
+        if status.state is TokenState.EXPIRED:
+            return ComponentHealth("instagram_token", Status.DOWN, "expired", figures)
+        if status.state in {TokenState.OK}:
+            return ComponentHealth("instagram_token", Status.HEALTHY, detail, figures)
+        return ComponentHealth("instagram_token", Status.DEGRADED, detail, figures)
+
+    async def _open(self, dedup_key: str) -> bool:
+        from services.models import Incident, IncidentState
+
+        async with self._db.read() as session:
+            found = await session.scalar(
+                select(Incident.id).where(
+                    Incident.dedup_key == dedup_key,
+                    Incident.state != IncidentState.RESOLVED.value,
+                )
+            )
+            return found is not None
