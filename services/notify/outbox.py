@@ -103,12 +103,16 @@ class OutboxHook:
             change.kind in (ChangeKind.TRIGGERED, ChangeKind.REOPENED)
             or "severity_raised" in change.details
         )
+        # FOR UPDATE (PostgreSQL): a sender marking this row sent at the same moment either
+        # sees our merge and edits again, or has finished and we queue a fresh edit.
         pending_card = await session.scalar(
-            select(OutboxMessage).where(
+            select(OutboxMessage)
+            .where(
                 OutboxMessage.incident_id == view.id,
                 OutboxMessage.op == Op.CARD,
                 OutboxMessage.status == OutboxStatus.PENDING.value,
             )
+            .with_for_update()
         )
         if pending_card is not None:
             # Edits that pile up while waiting merge into one: the card is rendered from the

@@ -390,7 +390,7 @@ class OutboxSender:
     ) -> None:
         now = self._clock.now()
         async with self._db.write() as session:
-            row = await session.get(OutboxMessage, row_id)
+            row = await session.get(OutboxMessage, row_id, with_for_update=True)
             if row is None:
                 return
             row.attempts += 1
