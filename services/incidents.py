@@ -679,6 +679,8 @@ def _close_row(row: dict[str, Any], actor: str, now: datetime) -> None:
     )
 
 
+# FOR NO KEY UPDATE (PostgreSQL): it serialises writers of an incident but, unlike FOR
+# UPDATE, lets other transactions insert rows that reference it (outbox, timeline) meanwhile.
 async def _open_rows_by_key(session: AsyncSession, keys: set[str]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(keys)
@@ -689,7 +691,7 @@ async def _open_rows_by_key(session: AsyncSession, keys: set[str]) -> dict[str, 
                 _INCIDENTS.c.dedup_key.in_(ordered[start : start + 500]),
                 _INCIDENTS.c.state != IncidentState.RESOLVED.value,
             )
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
         for row in (await session.execute(query)).mappings():
             rows[row["dedup_key"]] = dict(row)
@@ -708,7 +710,7 @@ async def _open_by_dedup_key(session: AsyncSession, dedup_key: str) -> Incident 
     query = (
         select(Incident)
         .where(Incident.dedup_key == dedup_key, Incident.state != IncidentState.RESOLVED.value)
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     result: Incident | None = await session.scalar(query)
     return result
