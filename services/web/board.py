@@ -190,7 +190,8 @@ def _incident(item: BoardIncident, now: datetime) -> str:
         f'<div class="title">{escape(i.title)}</div>',
         '<div class="meta">',
         f'<span class="state state-{state}">{state}</span>',
-        f'<span class="age" data-since="{iso_first}">{_since(now, i.first_seen_at)}</span>',
+        f'<span class="age">open <span data-since="{iso_first}">'
+        f"{_since(now, i.first_seen_at)}</span></span>",
         f'<span class="num">#{i.id}</span>',
     ]
     if i.occurrence_count > 1:
@@ -198,7 +199,11 @@ def _incident(item: BoardIncident, now: datetime) -> str:
     parts.append(f'<span class="source">{escape(i.source)}</span></div>')
     if i.state is IncidentState.ACKNOWLEDGED:
         who = escape(i.acknowledged_by or "someone")
-        parts.append(f'<div class="ack">Acknowledged by <b class="who">{who}</b></div>')
+        when = ""
+        if i.acknowledged_at is not None:
+            at = as_utc(i.acknowledged_at)
+            when = f' <span data-since="{escape(at.isoformat())}">{_since(now, at)}</span> ago'
+        parts.append(f'<div class="ack">Acknowledged by <b class="who">{who}</b>{when}</div>')
     else:
         deadline = as_utc(i.response_deadline)
         late = " late" if deadline < now else ""
@@ -429,14 +434,17 @@ function tick() {
 function incident(i) {
   const meta = el("div", {class: "meta"},
     el("span", {class: "state state-" + i.state}, i.state),
-    el("span", {class: "age", "data-since": i.first_seen_at}, ""),
+    el("span", {class: "age"}, "open ", el("span", {"data-since": i.first_seen_at}, "")),
     el("span", {class: "num"}, "#" + i.id),
     i.occurrence_count > 1 ? el("span", {class: "count"}, "\\u00d7" + i.occurrence_count) : null,
     el("span", {class: "source"}, i.source));
   let ack;
   if (i.state === "acknowledged") {
     ack = el("div", {class: "ack"}, "Acknowledged by ",
-      el("b", {class: "who"}, i.acknowledged_by || "someone"));
+      el("b", {class: "who"}, i.acknowledged_by || "someone"),
+      i.acknowledged_at ? " " : null,
+      i.acknowledged_at ? el("span", {"data-since": i.acknowledged_at}, "") : null,
+      i.acknowledged_at ? " ago" : null);
   } else {
     const late = Date.parse(i.response_deadline) < now() ? " late" : "";
     ack = el("div", {class: "ack none" + late}, "Not acknowledged \\u00b7 deadline ",
