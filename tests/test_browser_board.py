@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 BOARD_TOKEN = "board-browser-token-2468"
 TITLE = "<b>x</b> & <script>window.pwned = 1</script> FLUX.2 generation failing"
 # A phone: the board must read well at this size.
-PHONE = {"width": 390, "height": 844}
+PHONE_WIDTH, PHONE_HEIGHT = 390, 844
 
 
 @pytest.fixture
@@ -42,7 +42,10 @@ async def page(service: tuple[Client, Services]) -> AsyncIterator[Any]:
         browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             context = await browser.new_context(
-                viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
+                viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT},
+                device_scale_factor=2,
+                is_mobile=True,
+                has_touch=True,
             )
             yield await context.new_page()
         finally:
@@ -64,6 +67,7 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
     # Without the token the board asks for it; the form sets the cookie and redirects.
     await page.goto(f"{origin}/")
     assert await page.locator("input[name=token]").count() == 1
+    await page.screenshot(path=str(tmp_path / "board-phone-token-form.png"))
     await page.fill("input[name=token]", BOARD_TOKEN)
     await page.click("button[type=submit]")
     await page.wait_for_selector("#live.on", timeout=5000)  # the board's stream is open
@@ -97,8 +101,20 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
     assert await page.text_content(f"{card} .who") == "api:alice"
     assert await page.evaluate("window.notReloaded") is True
 
+    # Streams reset by an operator: the board resumes by itself and stays current.
+    reset = await client.post("/api/admin/connections/reset", headers=admin_headers())
+    assert (await reset.json())["closed"] == 1
+    resp = await client.post(
+        "/api/alerts",
+        json={"severity": "P1", "title": "Instagram publishing failing"},
+        headers=intake_headers(),
+    )
+    later = (await resp.json())["incidents"][0]["id"]
+    await page.wait_for_selector(f"#incident-{later}", timeout=5000)
+    assert await page.evaluate("window.notReloaded") is True
+
     shot = tmp_path / "board-phone.png"
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     # The page fits the phone's width: nothing scrolls sideways.
-    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
