@@ -33,8 +33,10 @@ async def service(migrated_url: str) -> AsyncIterator[tuple[Client, Services]]:
         yield await stack.enter_async_context(client), services
 
 
-@pytest.fixture
-async def page(service: tuple[Client, Services]) -> AsyncIterator[Any]:
+@pytest.fixture(params=["light", "dark"])
+async def page(
+    service: tuple[Client, Services], request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
     executable = require_program("chromium")
     from playwright.async_api import async_playwright
 
@@ -44,6 +46,7 @@ async def page(service: tuple[Client, Services]) -> AsyncIterator[Any]:
             context = await browser.new_context(
                 viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT},
                 device_scale_factor=2,
+                color_scheme=request.param,
                 is_mobile=True,
                 has_touch=True,
             )

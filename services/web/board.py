@@ -333,9 +333,10 @@ def _page(body: str, *, status: int) -> web.Response:
 
 _CSS = """
 :root{--bg:#f4f5f7;--fg:#111;--card:#fff;--muted:#555;--line:#d9dce1;
---p0:#c62828;--p1:#e65100;--p2:#b58900;--p3:#1565c0;--ok:#2e7d32;--warn:#b58900;--down:#c62828}
+--p0:#c62828;--p1:#e65100;--p2:#b58900;--p3:#1565c0;--ok:#2e7d32;--warn:#b58900;--down:#c62828;
+--on-p2:#111;--on-p3:#fff}
 @media (prefers-color-scheme:dark){:root{--bg:#121417;--fg:#f1f1f1;--card:#1d2024;
---muted:#b0b4ba;--line:#33373d;--p2:#e0b000;--p3:#64a4ff;--warn:#e0b000}}
+--muted:#b0b4ba;--line:#33373d;--p2:#e0b000;--p3:#64a4ff;--warn:#e0b000;--on-p3:#111}}
 *{box-sizing:border-box}
 body{margin:0;padding:12px;background:var(--bg);color:var(--fg);
 font:18px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:auto}
@@ -349,7 +350,8 @@ h2{font-size:1.15rem;margin:.8rem 0 .4rem}
 font-size:1rem}
 .tally b{display:block;font-size:1.6rem}
 .sev-P0.tally{background:var(--p0)}.sev-P1.tally{background:var(--p1)}
-.sev-P2.tally{background:var(--p2)}.sev-P3.tally{background:var(--p3)}
+.sev-P2.tally{background:var(--p2);color:var(--on-p2)}
+.sev-P3.tally{background:var(--p3);color:var(--on-p3)}
 .group h2{border-bottom:3px solid var(--line)}
 .group.sev-P0 h2{color:var(--p0);border-color:var(--p0)}
 .group.sev-P1 h2{color:var(--p1);border-color:var(--p1)}
