@@ -189,6 +189,9 @@ class Settings(BaseSettings):
 
     # -- end of pipeline operations ---------------------------------------------------------
 
+    # -- the live board (issue 7): when set, GET / and the board's SSE stream ask for it --
+    board_token: SecretStr | None = None
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
@@ -208,6 +211,7 @@ class Settings(BaseSettings):
         "instagram_access_token",
         "cloudinary_url",
         "fal_key",
+        "board_token",
         mode="before",
     )
     @classmethod

@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -15,6 +15,7 @@ from aiohttp import web
 
 from services import db as dbmod
 from services.audit import AuditService
+from services.board import BoardService
 from services.checklists import ChecklistService
 from services.clock import Clock, SystemClock
 from services.config import Settings
@@ -62,6 +63,8 @@ class Services:
     # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
     telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     telegram_webhook_secret: str | None = None
+    # The live board (GET /): snapshots published on the SSE hub's `board` job.
+    board: BoardService = field(init=False)
 
 
 @asynccontextmanager
@@ -130,6 +133,14 @@ async def open_services(
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", services.notify.check)
     health.register("sse", sse.check)
+    services.board = BoardService(
+        incidents=incidents,
+        escalation=services.escalation,
+        health=health,
+        hub=sse,
+        clock=clock,
+    )
+    incidents.add_hook(services.board)
     try:
         yield services
     finally:
@@ -179,6 +190,11 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.sse.stop()
 
+    async def board_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.board.start()
+        yield
+        await services.board.stop()
+
     contexts: list[CleanupCtx] = [
         intake_ctx,
         scheduler_ctx,
@@ -186,6 +202,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         escalation_ctx,
         notify_ctx,
         pipeline_context(services),
+        board_ctx,
     ]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from services.severity import ALIASES, Severity
-from services.web import alerts, health, incidents, metrics, pipeline, sse
+from services.web import alerts, board, health, incidents, metrics, pipeline, sse
 
 routes = web.RouteTableDef()
 
@@ -184,7 +184,7 @@ RESPONSES: dict[str, Any] = {
 }
 
 # Route modules that describe themselves; a test checks every registered route appears.
-MODULES: list[Any] = [health, alerts, incidents, metrics, sse, pipeline]
+MODULES: list[Any] = [health, alerts, incidents, metrics, sse, pipeline, board]
 
 
 def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from services.board import BOARD_JOB
 from services.sse import (
     ABORTED_REASONS,
     CLIENT_GONE,
@@ -22,6 +23,7 @@ from services.sse import (
     parse_last_event_id,
 )
 from services.web.auth import require_token
+from services.web.board import require_board_access
 from services.web.body import read_json
 from services.web.errors import JSONError
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
@@ -89,6 +91,7 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 },
                 "204": {"description": "the job has finished and nothing is left to replay"},
                 "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
                 "404": {"$ref": "#/components/responses/NotFound"},
                 "503": {
                     "description": "MAX_SSE_CONNECTIONS are open (clients that do not accept "
@@ -242,6 +245,8 @@ def _last_event_id(request: web.Request) -> int | None:
 async def stream_events(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     job_id = request.match_info["job_id"]
+    if job_id == BOARD_JOB:  # the live board's stream: BOARD_TOKEN when set (README)
+        require_board_access(request)
     last_id = _last_event_id(request)
     _job, more = hub.job_state(job_id, last_id)
     if not more:
@@ -333,6 +338,10 @@ async def publish_event(request: web.Request) -> web.Response:
         )
     hub = _hub(request)
     job_id = request.match_info["job_id"]
+    if job_id == BOARD_JOB:
+        raise JSONError(
+            403, "reserved_job", f"{BOARD_JOB!r} is the live board's job; the service writes it"
+        )
     published = hub.publish(job_id, event_type, body.get("data"), final=final)
     return web.json_response(published.to_json(), status=202)
 
