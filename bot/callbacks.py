@@ -12,6 +12,8 @@ class IncidentAction(enum.StrEnum):
     RESOLVE = "r"
     SNOOZE = "s"
     DETAILS = "d"
+    # On the Details view: collect the incident's logs and send them as a document.
+    LOGS = "l"
 
 
 class IncidentCallback(CallbackData, prefix="inc"):
@@ -19,3 +21,9 @@ class IncidentCallback(CallbackData, prefix="inc"):
     incident_id: int
     # For SNOOZE: how long, in minutes.
     minutes: int = 0
+
+
+class JobCallback(CallbackData, prefix="job"):
+    """The Retry button under a failed pipeline job in /retry."""
+
+    job_id: int

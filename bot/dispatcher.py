@@ -11,7 +11,7 @@ from bot.filters import COMMAND_ROLES, RolePolicy
 from bot.locales import Catalogue
 from bot.middlewares import RoleMiddleware
 from bot.render import TelegramRenderer
-from bot.routers import basic, health, incidents, notify, operations, unknown
+from bot.routers import basic, health, incidents, notify, operations, pipeline, unknown
 
 if TYPE_CHECKING:
     from services.main import Services
@@ -26,6 +26,7 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
         health=services.health,
         notify=services.notify,
         audit=services.audit,
+        ops=services.ops,
         catalogue=catalogue,
         renderer=TelegramRenderer(catalogue),
     )
@@ -35,6 +36,8 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
     dispatcher.include_routers(
         basic.create_router(),
         health.create_router(),
+        # Before incidents: its error handler answers with this router's usage lines.
+        pipeline.create_router(),
         incidents.create_router(),
         operations.create_router(),
         notify.create_router(),

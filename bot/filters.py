@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.callbacks import IncidentAction
+from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
 from services.config import Settings
 
 
@@ -34,6 +34,16 @@ COMMAND_ROLES: dict[str, Role] = {
     "retry": Role.RESPONDER,
     "sse_reset": Role.ADMIN,
     "notify_test": Role.ADMIN,
+    # Pipeline operations (issue 6); subcommands that need more are in SUBCOMMAND_ROLES.
+    "traces": Role.VIEWER,
+    "stats": Role.VIEWER,
+    "backup": Role.ADMIN,
+}
+
+# `/token set_expiry` changes what the monitor believes; `/stats restart` re-arms a job.
+SUBCOMMAND_ROLES: dict[str, dict[str, Role]] = {
+    "token": {"set_expiry": Role.ADMIN, "set-expiry": Role.ADMIN},
+    "stats": {"restart": Role.RESPONDER},
 }
 
 BUTTON_ROLES: dict[IncidentAction, Role] = {
@@ -41,7 +51,10 @@ BUTTON_ROLES: dict[IncidentAction, Role] = {
     IncidentAction.RESOLVE: Role.RESPONDER,
     IncidentAction.SNOOZE: Role.RESPONDER,
     IncidentAction.DETAILS: Role.VIEWER,
+    IncidentAction.LOGS: Role.RESPONDER,
 }
+# The Retry button of a failed job: the same as `/retry JOB_ID`.
+JOB_BUTTON_ROLE = Role.RESPONDER
 
 # Unknown commands are answered with a pointer to /help, to team members only.
 UNKNOWN_ROLE = Role.VIEWER
@@ -83,5 +96,25 @@ def command_name(text: str | None, bot_username: str | None = None) -> str | Non
     return name.lower() or None
 
 
-def required_role(command: str) -> Role:
-    return COMMAND_ROLES.get(command, UNKNOWN_ROLE)
+def required_role(command: str, text: str | None = None) -> Role:
+    """The command's role, or its subcommand's when that needs more (`/token set_expiry`)."""
+    needed = COMMAND_ROLES.get(command, UNKNOWN_ROLE)
+    words = (text or "").split()
+    if len(words) > 1:
+        needed = max(needed, SUBCOMMAND_ROLES.get(command, {}).get(words[1].lower(), needed))
+    return needed
+
+
+def button_role(data: str) -> tuple[str, Role] | None:
+    """(audit label, least role) of an inline button's data; None when it is not ours."""
+    try:
+        incident = IncidentCallback.unpack(data)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return f"button:{incident.action.name.lower()}", BUTTON_ROLES[incident.action]
+    try:
+        JobCallback.unpack(data)
+    except (TypeError, ValueError):
+        return None
+    return "button:retry", JOB_BUTTON_ROLE

@@ -7,10 +7,11 @@ from typing import Any
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import IncidentAction, IncidentCallback
+from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
 from bot.locales import Catalogue
 from services.incidents import IncidentView
-from services.models import IncidentState
+from services.models import IncidentState, JobState
+from services.retry import JobView
 
 SNOOZE_MINUTES = 60
 
@@ -49,3 +50,30 @@ def incident_keyboard_json(view: IncidentView, catalogue: Catalogue) -> dict[str
         mode="json", exclude_none=True
     )
     return markup
+
+
+# -- pipeline operations (issue 6) ------------------------------------------------------
+
+
+def retry_keyboard(jobs: list[JobView], catalogue: Catalogue) -> InlineKeyboardMarkup | None:
+    """One Retry button per job that can be retried now (a running one cannot)."""
+    builder = InlineKeyboardBuilder()
+    retryable = [j for j in jobs if j.state in (JobState.FAILED, JobState.EXHAUSTED)]
+    for job in retryable:
+        builder.button(
+            text=catalogue.t("button.retry", id=job.id), callback_data=JobCallback(job_id=job.id)
+        )
+    if not retryable:
+        return None
+    builder.adjust(3)
+    return builder.as_markup()
+
+
+def details_keyboard(incident_id: int, catalogue: Catalogue) -> InlineKeyboardMarkup:
+    """Under the Details view: collect the incident's logs as a document."""
+    builder = InlineKeyboardBuilder()
+    builder.button(
+        text=catalogue.t("button.logs"),
+        callback_data=IncidentCallback(action=IncidentAction.LOGS, incident_id=incident_id),
+    )
+    return builder.as_markup()

@@ -9,14 +9,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.locales import Catalogue
+from services.backups import BackupInfo
 from services.durations import format_duration
-from services.health import HealthReport, Status
+from services.health import ComponentHealth, HealthReport, Status, health_card
 from services.incidents import IncidentDetail, IncidentView
 from services.models import IncidentState
 from services.notify.fallback import ChannelResult
 from services.notify.outbox import Op
 from services.notify.sender import Rendered
+from services.retry import JobView
 from services.severity import Severity
+from services.tokens import TokenStatus
+from services.traces import TraceView
 
 LIMIT = 4096
 BADGES = {Severity.P0: "🔴", Severity.P1: "🟠", Severity.P2: "🟡", Severity.P3: "🔵"}
@@ -340,6 +344,97 @@ class TelegramRenderer:
                 )
             )
         return "\n".join(lines)
+
+    # -- pipeline operations (issue 6) ----------------------------------------------------
+
+    def health_card(self, report: HealthReport) -> str:
+        """The compact card: the overall status, then one line per component with its figure."""
+        badge = STATUS_BADGES[report.status]
+        return f"{badge} <pre>{esc(health_card(report))}</pre>"
+
+    def token_status(self, status: TokenStatus) -> str:
+        return "\n".join(
+            [self.t("token.title"), f"<pre>{esc(status.text())}</pre>", self.t("token.hint")]
+        )
+
+    def token_set(self, status: TokenStatus, actor: str) -> str:
+        return self.t("token.set", actor=esc(actor)) + "\n" + f"<pre>{esc(status.text())}</pre>"
+
+    @staticmethod
+    def pre(text: str) -> str:
+        return f"<pre>{esc(text)}</pre>"
+
+    def jobs(self, jobs: Sequence[JobView], now: datetime) -> str:
+        if not jobs:
+            return self.t("retry.none")
+        lines = [self.t("retry.title", count=len(jobs))]
+        lines += [f"• <code>{esc(job.line(now))}</code>" for job in jobs]
+        lines += ["", self.t("retry.hint")]
+        return "\n".join(lines)
+
+    def job_done(self, job: JobView, actor: str, now: datetime) -> str:
+        head = self.t("retry.done", id=job.id, actor=esc(actor), state=esc(job.state.value))
+        return f"{head}\n<code>{esc(job.line(now))}</code>"
+
+    def traces(self, traces: Sequence[TraceView]) -> str:
+        if not traces:
+            return self.t("traces.none")
+        lines = [self.t("traces.title", count=len(traces))]
+        lines += [f"<code>{esc(trace.line())}</code>" for trace in traces]
+        lines += ["", self.t("traces.hint")]
+        return "\n".join(lines)
+
+    def trace(self, trace: TraceView) -> str:
+        took = (
+            f"{trace.duration_ms} ms" if trace.duration_ms is not None else self.t("trace.running")
+        )
+        lines = [
+            self.t(
+                "trace.title",
+                id=esc(trace.id),
+                kind=esc(trace.kind),
+                topic=esc(trace.topic or "-"),
+                status=esc(trace.status),
+                took=took,
+            )
+        ]
+        for step in trace.steps:
+            error = f" — {esc(step.error[:200])}" if step.error else ""
+            lines.append(
+                self.t(
+                    "trace.step",
+                    badge="✅" if step.status == "ok" else "⚠️",
+                    name=esc(step.name),
+                    status=esc(step.status),
+                    ms=step.duration_ms,
+                    error=error,
+                )
+            )
+        if trace.error:
+            lines.append(self.t("trace.error", error=esc(trace.error[:500])))
+        return "\n".join(lines)
+
+    def backups(self, backups: Sequence[BackupInfo]) -> str:
+        if not backups:
+            return self.t("backup.none")
+        lines = [self.t("backup.title", count=len(backups))]
+        lines += [f"<code>{esc(info.line())}</code>" for info in backups]
+        return "\n".join(lines)
+
+    def backup_created(self, info: BackupInfo) -> str:
+        return self.t("backup.created", id=esc(info.id), files=esc(", ".join(info.files)))
+
+    def stats_status(self, component: ComponentHealth) -> str:
+        return self.t(
+            "stats.status",
+            badge=STATUS_BADGES[component.status],
+            status=self.t(f"status.{component.status.value}"),
+            detail=esc(component.detail),
+        )
+
+    def stats_restarted(self, next_run: datetime | None) -> str:
+        when = at(next_run) if next_run else self.t("stats.not_scheduled")
+        return self.t("stats.restarted", next=when)
 
 
 def _iso_at(value: object) -> str:

@@ -120,6 +120,12 @@ async def open_services(
         sse=sse,
         ops=ops,
     )
+
+    # The weekly token status goes to the team chat through the outbox.
+    async def post_token_status(text: str) -> None:
+        await services.notify.post_text(text, key="token-weekly")
+
+    ops.tokens.post = post_token_status
     # The ladder's 30-minute step says how the incident's automatic retries went.
     services.escalation.step_details["retries_done"] = partial(describe_retries, ops.retry)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
@@ -79,10 +81,21 @@ class Harness:
         return result.incident.id
 
 
+def local_dirs(root: Path) -> dict[str, Any]:
+    """Backups, log bundles and stats under the test's own directory, never the checkout."""
+    return {
+        "backup_dir": root / "data" / "backups",
+        "log_dir": root / "config" / "logs",
+        "stats_file": root / "config" / "data" / "instagram_stats.json",
+        "content_dir": root / "content",
+        "env_file_path": root / ".env",
+    }
+
+
 @pytest.fixture
-async def harness(migrated_url: str) -> AsyncIterator[Harness]:
+async def harness(migrated_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     async with running_fake() as fake:
-        settings = bot_settings(migrated_url, fake)
+        settings = bot_settings(migrated_url, fake, **local_dirs(tmp_path))
         async with open_services(settings) as services:
             bot = make_bot(TOKEN, fake.base)
             try:
@@ -91,7 +104,7 @@ async def harness(migrated_url: str) -> AsyncIterator[Harness]:
                 await bot.session.close()
 
 
-ARGS = {"ack": "{id}", "resolve": "{id} fixed", "snooze": "{id} 30m", "retry": "job-1"}
+ARGS = {"ack": "{id}", "resolve": "{id} fixed", "snooze": "{id} 30m", "retry": "1"}
 REFUSED = "Sorry, this needs the"
 
 
@@ -150,6 +163,7 @@ async def test_every_button_for_every_role(
             IncidentAction.RESOLVE: view.state is IncidentState.RESOLVED,
             IncidentAction.SNOOZE: view.snoozed_until is not None,
             IncidentAction.DETAILS: "Timeline" in sent,
+            IncidentAction.LOGS: bool(harness.fake.sent("sendDocument")),
         }
         assert expected[action]
     else:
@@ -198,9 +212,36 @@ async def test_incidents_health_status_help(harness: Harness) -> None:
 
 
 async def test_later_capabilities_say_so(harness: Harness) -> None:
-    for command in ("/token", "/retry job-1"):
-        assert "not available yet" in await harness.say(Role.RESPONDER, command)
     assert "not available yet" in await harness.say(Role.ADMIN, "/sse_reset")
+
+
+# Subcommands that need more than their command (bot.filters.SUBCOMMAND_ROLES).
+SUBCOMMANDS = [
+    ("/token set_expiry 30", Role.ADMIN, "token"),
+    ("/token set-expiry", Role.ADMIN, "token"),
+    ("/stats restart", Role.RESPONDER, "stats"),
+    ("/backup restore 20260101-000000-abcd", Role.ADMIN, "backup"),
+    ("/backup create", Role.ADMIN, "backup"),
+]
+
+
+@pytest.mark.parametrize(("text", "needed", "command"), SUBCOMMANDS)
+@pytest.mark.parametrize("role", list(Role))
+async def test_every_subcommand_for_every_role(
+    harness: Harness, text: str, needed: Role, command: str, role: Role
+) -> None:
+    harness.services.scheduler.start()
+    try:
+        reply = await harness.say(role, text)
+    finally:
+        harness.services.scheduler.shutdown()
+    refusals = await harness.services.audit.refusals()
+    if role >= needed:
+        assert reply and REFUSED not in reply, reply
+        assert refusals == []
+    else:
+        assert reply.startswith(REFUSED), reply
+        assert [(r.user_id, r.command) for r in refusals] == [(USERS[role][0], command)]
 
 
 async def test_korean_is_the_default(migrated_url: str) -> None:

@@ -67,7 +67,8 @@ async def drained(services: Services) -> None:
 
 
 def cards(fake: FakeTelegram) -> list[Posted]:
-    return [p for p in fake.in_chat(TEAM) if p.reply_markup]
+    # Replies with buttons (the Details view's Logs button) are not alert cards.
+    return [p for p in fake.in_chat(TEAM) if p.reply_markup and p.reply_to is None]
 
 
 def card_for(fake: FakeTelegram, incident_id: int) -> Posted | None:

@@ -92,4 +92,45 @@ MESSAGES: dict[str, str] = {
     "notify.line": "{badge} {channel}: {detail}",
     "trimmed": "\n… (trimmed; the full text is attached)",
     "document.caption": "Full text of incident #{id}",
+    # -- pipeline operations (issue 6) ----------------------------------------------------
+    "cmd.traces": "recent pipeline traces, or one: /traces ID",
+    "cmd.stats": "stats collector status; /stats restart",
+    "cmd.backup": "configuration backups: list, create, restore (admin)",
+    "usage.token": (
+        "Usage: /token [status|guide|set_expiry [DAYS]] — e.g. /token, /token guide, "
+        "/token set_expiry 60"
+    ),
+    "usage.retry": "Usage: /retry [JOB_ID] — e.g. /retry to list failed jobs, /retry 7",
+    "usage.traces": "Usage: /traces [TRACE_ID] — e.g. /traces SF-20260130-090000-ab12",
+    "usage.backup": (
+        "Usage: /backup [list|create [note]|restore BACKUP_ID] — e.g. /backup create "
+        "before token change"
+    ),
+    "usage.stats": "Usage: /stats [status|restart]",
+    "ops.error": "⚠️ {message}\n{usage}",
+    "token.title": "<b>🔑 Instagram token</b>",
+    "token.hint": "Renewal steps: /token guide",
+    "token.set": "✅ Token expiry registered by {actor}",
+    "retry.none": "No failed pipeline jobs. 🌤",
+    "retry.title": "<b>Pipeline jobs ({count})</b>",
+    "retry.hint": "Press a Retry button or send /retry JOB_ID.",
+    "retry.done": "🔁 Job #{id} retried by {actor}: <b>{state}</b>",
+    "button.retry": "🔁 Retry #{id}",
+    "button.logs": "📦 Logs",
+    "traces.none": "No pipeline traces yet.",
+    "traces.title": "<b>Recent traces ({count})</b>",
+    "traces.hint": "Details: /traces TRACE_ID",
+    "trace.title": "<b>Trace {id}</b> · {kind} {topic} · {status} · {took}",
+    "trace.running": "running",
+    "trace.step": "{badge} {name} · {status} · {ms} ms{error}",
+    "trace.error": "Error: {error}",
+    "backup.none": "No backups yet. Create one: /backup create",
+    "backup.title": "<b>Backups ({count})</b>",
+    "backup.created": "💾 Backup <code>{id}</code> created ({files})",
+    "backup.restored": "♻️ {text}",
+    "stats.status": "{badge} <b>Stats collector</b> — {status}: {detail}",
+    "stats.restarted": "🔄 Stats collector restarted and collected now; next run {next}",
+    "stats.not_scheduled": "not scheduled",
+    "logs.caption": "📦 Logs of incident #{id}: {traces} trace(s), {lines} error line(s)",
+    "logs.sent": "Logs of #{id} sent",
 }

@@ -13,7 +13,7 @@ from services.incidents import IncidentService
 
 async def cmd_health(message: Message, health: HealthService, renderer: TelegramRenderer) -> None:
     report = await health.run()
-    for part in split_html(renderer.health(report)):
+    for part in split_html(renderer.health_card(report)):
         await message.answer(part)
 
 

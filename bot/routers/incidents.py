@@ -10,6 +10,7 @@ from aiogram.filters.exception import ExceptionTypeFilter
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
 from bot.callbacks import IncidentAction, IncidentCallback
+from bot.keyboards import details_keyboard
 from bot.locales import Catalogue
 from bot.render import TelegramRenderer, at, esc, html_to_plain, split_html
 from services.clock import Clock
@@ -156,12 +157,20 @@ async def cb_details(
     detail = await incidents.get(callback_data.incident_id)
     await query.answer()
     if query.message is not None:
-        for part in split_html(renderer.detail(detail, clock.now())):
+        *head, last = split_html(renderer.detail(detail, clock.now()))
+        for part in head:
             await query.bot.send_message(  # type: ignore[union-attr]
                 query.message.chat.id,
                 part,
                 reply_to_message_id=query.message.message_id,
             )
+        # The Logs button (bot.routers.pipeline) sends the incident's log bundle.
+        await query.bot.send_message(  # type: ignore[union-attr]
+            query.message.chat.id,
+            last,
+            reply_to_message_id=query.message.message_id,
+            reply_markup=details_keyboard(detail.incident.id, renderer.catalogue),
+        )
 
 
 async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:

@@ -1,4 +1,4 @@
-"""/token, /retry, /sse_reset: runbook actions whose services arrive in later issues."""
+"""/sse_reset: a runbook action whose bot wiring arrives later (/token, /retry: pipeline.py)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,6 @@ async def _not_yet(message: Message, catalogue: Catalogue, what: str) -> None:
     )
 
 
-async def cmd_token(message: Message, catalogue: Catalogue) -> None:
-    await _not_yet(message, catalogue, "token")
-
-
-async def cmd_retry(message: Message, catalogue: Catalogue) -> None:
-    await _not_yet(message, catalogue, "retry")
-
-
 async def cmd_sse_reset(message: Message, catalogue: Catalogue) -> None:
     await _not_yet(message, catalogue, "sse_reset")
 
@@ -34,7 +26,5 @@ async def cmd_sse_reset(message: Message, catalogue: Catalogue) -> None:
 def create_router() -> Router:
     """A fresh router each time: a router belongs to one dispatcher."""
     router = Router(name=__name__)
-    router.message.register(cmd_token, Command("token"))
-    router.message.register(cmd_retry, Command("retry"))
     router.message.register(cmd_sse_reset, Command("sse_reset"))
     return router

@@ -20,9 +20,10 @@ from services.incidents import IncidentService
 from services.models import OutboxMessage, OutboxStatus
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.limits import TelegramLimits
-from services.notify.outbox import OutboxHook, Target
+from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
 from services.notify.sender import OutboxSender, Renderer, SenderStats
 from services.notify.telegram import TelegramClient, TelegramError
+from services.severity import Severity
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class NotifyService:
             if settings.telegram_team_chat_id is not None
             else None
         )
+        self._target = target
         self.hook = OutboxHook(target, self._wake)
         incidents.add_hook(self.hook)
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
@@ -166,6 +168,28 @@ class NotifyService:
             f"@{me.get('username', '?')}, {backlog.pending} queued",
             figures,
         )
+
+    # -- plain posts to the team chat ------------------------------------------------------
+
+    async def post_text(self, text: str, *, key: str = "text") -> bool:
+        """Queue a plain message to the team chat (e.g. the weekly token status); False when
+        there is no team chat. It goes through the outbox, so it survives an outage."""
+        if self._target is None:
+            return False
+        now = self._clock.now()
+        async with self._db.write() as session:
+            add_row(
+                session,
+                key=await unique_key(session, f"{key}:{now.isoformat()}"),
+                target=self._target,
+                priority=Severity.P3.rank,
+                incident_id=None,
+                op=Op.TEXT,
+                payload={"text": text},
+                now=now,
+            )
+        self._wake()
+        return True
 
     # -- the playbook's test message ----------------------------------------------------
 
