@@ -12,6 +12,8 @@ class IncidentAction(enum.StrEnum):
     RESOLVE = "r"
     SNOOZE = "s"
     DETAILS = "d"
+    # Opens the incident's checklists (issue 7).
+    CHECKLIST = "c"
 
 
 class IncidentCallback(CallbackData, prefix="inc"):
@@ -19,3 +21,28 @@ class IncidentCallback(CallbackData, prefix="inc"):
     incident_id: int
     # For SNOOZE: how long, in minutes.
     minutes: int = 0
+
+
+# -- escalation, SSE admin and checklists (issues 4, 5, 7) ----------------------------------
+
+
+class SSEAction(enum.StrEnum):
+    RESTART = "restart"
+    RESET = "reset"
+    BROADCAST = "broadcast"
+    CANCEL = "cancel"
+
+
+class SSECallback(CallbackData, prefix="sse"):
+    """`/sse_reset`: choose an action, then confirm it (`confirm=True` runs it)."""
+
+    action: SSEAction
+    confirm: bool = False
+
+
+class ChecklistCallback(CallbackData, prefix="chk"):
+    """One checkbox: the checklist's key and the item's index in it (keys can be long)."""
+
+    incident_id: int
+    checklist: str
+    item: int

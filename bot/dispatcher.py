@@ -11,7 +11,18 @@ from bot.filters import COMMAND_ROLES, RolePolicy
 from bot.locales import Catalogue
 from bot.middlewares import RoleMiddleware
 from bot.render import TelegramRenderer
-from bot.routers import basic, health, incidents, notify, operations, unknown
+from bot.routers import (
+    basic,
+    checklists,
+    escalation,
+    health,
+    incidents,
+    notify,
+    operations,
+    reports,
+    sse_admin,
+    unknown,
+)
 
 if TYPE_CHECKING:
     from services.main import Services
@@ -28,6 +39,12 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
         audit=services.audit,
         catalogue=catalogue,
         renderer=TelegramRenderer(catalogue),
+        # Escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7).
+        escalation=services.escalation,
+        sse=services.sse,
+        checklists=services.checklists,
+        postmortems=services.postmortems,
+        reports=services.reports,
     )
     gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
     dispatcher.message.outer_middleware(gate)
@@ -36,6 +53,11 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
         basic.create_router(),
         health.create_router(),
         incidents.create_router(),
+        # Before operations: /sse_reset is answered here now (issue 5).
+        escalation.create_router(),
+        sse_admin.create_router(),
+        checklists.create_router(),
+        reports.create_router(),
         operations.create_router(),
         notify.create_router(),
         unknown.create_router(),

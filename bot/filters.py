@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.callbacks import IncidentAction
+from bot.callbacks import ChecklistCallback, IncidentAction, IncidentCallback, SSECallback
 from services.config import Settings
 
 
@@ -34,6 +34,19 @@ COMMAND_ROLES: dict[str, Role] = {
     "retry": Role.RESPONDER,
     "sse_reset": Role.ADMIN,
     "notify_test": Role.ADMIN,
+    # Escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7).
+    "oncall": Role.VIEWER,
+    "postmortem": Role.VIEWER,
+    "report": Role.VIEWER,
+}
+
+# Sub-commands that need more than their command's role: (command, first argument).
+SUBCOMMAND_ROLES: dict[tuple[str, str], Role] = {
+    ("oncall", "set"): Role.ADMIN,
+    ("postmortem", "summary"): Role.RESPONDER,
+    ("postmortem", "impact"): Role.RESPONDER,
+    ("postmortem", "cause"): Role.RESPONDER,
+    ("postmortem", "prevention"): Role.RESPONDER,
 }
 
 BUTTON_ROLES: dict[IncidentAction, Role] = {
@@ -41,7 +54,11 @@ BUTTON_ROLES: dict[IncidentAction, Role] = {
     IncidentAction.RESOLVE: Role.RESPONDER,
     IncidentAction.SNOOZE: Role.RESPONDER,
     IncidentAction.DETAILS: Role.VIEWER,
+    IncidentAction.CHECKLIST: Role.VIEWER,
 }
+# Ticking a checklist item is a responder's act; the SSE admin buttons are an admin's.
+CHECKLIST_TICK_ROLE = Role.RESPONDER
+SSE_BUTTON_ROLE = Role.ADMIN
 
 # Unknown commands are answered with a pointer to /help, to team members only.
 UNKNOWN_ROLE = Role.VIEWER
@@ -83,5 +100,28 @@ def command_name(text: str | None, bot_username: str | None = None) -> str | Non
     return name.lower() or None
 
 
-def required_role(command: str) -> Role:
-    return COMMAND_ROLES.get(command, UNKNOWN_ROLE)
+def required_role(command: str, text: str | None = None) -> Role:
+    """The command's role, raised for a sub-command (`/oncall set ...` needs admin)."""
+    role = COMMAND_ROLES.get(command, UNKNOWN_ROLE)
+    words = (text or "").split()
+    if len(words) > 2:  # `/postmortem 42 cause TEXT`: the sub-command follows the id
+        role = max(role, SUBCOMMAND_ROLES.get((command, words[2].lower()), role))
+    if len(words) > 1:
+        role = max(role, SUBCOMMAND_ROLES.get((command, words[1].lower()), role))
+    return role
+
+
+def button_role(data: str) -> tuple[Role, str] | None:
+    """The role a button press needs and its audit label; None for buttons not ours."""
+    for kind in (IncidentCallback, ChecklistCallback, SSECallback):
+        try:
+            callback = kind.unpack(data)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(callback, IncidentCallback):
+            return BUTTON_ROLES[callback.action], f"button:{callback.action.name.lower()}"
+        if isinstance(callback, ChecklistCallback):
+            return CHECKLIST_TICK_ROLE, "button:checklist_tick"
+        assert isinstance(callback, SSECallback)
+        return SSE_BUTTON_ROLE, f"button:sse_{callback.action.value}"
+    return None

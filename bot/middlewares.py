@@ -18,8 +18,7 @@ from aiogram.methods import EditMessageText, SendDocument, SendMessage, Telegram
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 
-from bot.callbacks import IncidentCallback
-from bot.filters import BUTTON_ROLES, Role, RolePolicy, command_name, required_role
+from bot.filters import Role, RolePolicy, button_role, command_name, required_role
 from bot.locales import Catalogue
 from bot.render import esc, html_to_plain, role_name
 from services.audit import AuditService
@@ -57,16 +56,14 @@ class RoleMiddleware(BaseMiddleware):
                 me = await bot.me()
                 if command_name(event.text, me.username) is None:
                     return None  # addressed to another bot in the group
-            needed = required_role(command)
+            needed = required_role(command, event.text)
             label = command
             chat_id: int | None = event.chat.id
         elif isinstance(event, CallbackQuery):
-            try:
-                callback = IncidentCallback.unpack(event.data or "")
-            except (TypeError, ValueError):
+            button = button_role(event.data or "")
+            if button is None:
                 return None
-            needed = BUTTON_ROLES[callback.action]
-            label = f"button:{callback.action.name.lower()}"
+            needed, label = button
             chat_id = event.message.chat.id if event.message else None
         else:
             return await handler(event, data)
