@@ -296,6 +296,10 @@ class FakeTelegram:
             text = str(value)
             # aiogram sends objects as JSON inside form fields; plain values as they are.
             params[key] = json.loads(text) if text[:1] in "{[" else text
+        # aiogram uploads a file under a random field and names it `attach://<field>`.
+        for key, value in list(params.items()):
+            if isinstance(value, str) and value.startswith("attach://"):
+                params[key] = params.pop(value.removeprefix("attach://"), value)
         return params
 
     def _error(
