@@ -175,6 +175,7 @@ async def test_every_button_for_every_role(
             IncidentAction.RESOLVE: view.state is IncidentState.RESOLVED,
             IncidentAction.SNOOZE: view.snoozed_until is not None,
             IncidentAction.DETAILS: "Timeline" in sent,
+            IncidentAction.CHECKLIST: "checklists" in sent,
         }
         assert expected[action]
     else:
