@@ -107,7 +107,15 @@ async def test_alert_is_pushed_and_buttons_work(migrated_url: str) -> None:
         assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;" in card.text
         assert "🔴" in card.text and "Count: 1" in card.text and "service" in card.text
         buttons = [b["text"] for row in card.reply_markup["inline_keyboard"] for b in row]
-        assert buttons == ["👀 Ack", "✅ Resolve", "💤 Snooze 1h", "🔎 Details"]
+        assert buttons == [
+            "👀 Ack",
+            "✅ Resolve",
+            "🔎 Details",
+            "☑ Checklist",
+            "💤 30m",
+            "💤 1h",
+            "💤 4h",
+        ]
 
         # A repeat edits the same message; it never posts a new one.
         await post_alert(client, "<b>x</b> & <script>", "P0")

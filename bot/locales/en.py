@@ -65,7 +65,6 @@ MESSAGES: dict[str, str] = {
     "card.last": "Last: {what}",
     "button.ack": "👀 Ack",
     "button.resolve": "✅ Resolve",
-    "button.snooze": "💤 Snooze 1h",
     "button.details": "🔎 Details",
     "change.triggered": "raised by {actor}",
     "change.deduplicated": "seen again (×{count})",

@@ -69,7 +69,6 @@ MESSAGES: dict[str, str] = {
     "card.last": "최근: {what}",
     "button.ack": "👀 확인",
     "button.resolve": "✅ 해결",
-    "button.snooze": "💤 1시간 보류",
     "button.details": "🔎 상세",
     "change.triggered": "{actor} 발생",
     "change.deduplicated": "재발생 (×{count})",
