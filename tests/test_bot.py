@@ -296,9 +296,7 @@ async def test_oncall_shows_and_sets_the_person(harness: Harness) -> None:
     shown = await harness.say(Role.VIEWER, "/oncall")
     assert "Alice" in shown and "Override until" in shown
     assert (await harness.say(Role.ADMIN, "/oncall set 4242 forever")).startswith("Usage:")
-    assert "between 5 minutes and 30 days" in await harness.say(
-        Role.ADMIN, "/oncall set 4242 1s"
-    )
+    assert "between 5 minutes and 30 days" in await harness.say(Role.ADMIN, "/oncall set 4242 1s")
 
 
 async def test_sse_reset_choose_confirm_and_report_counts(harness: Harness) -> None:
