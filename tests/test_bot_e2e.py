@@ -547,9 +547,8 @@ async def test_checklist_ticks_and_postmortem_from_the_chat(migrated_url: str) -
         for index in (0, 1):
             data = ChecklistCallback(incident_id=incident_id, checklist="during", item=index)
             await fake.press(RESPONDER, sheet, data.pack())
-            await fake.wait_for(
-                lambda n=index: f"During the incident</b>: {n + 1}/6" in sheet.text
-            )
+            counted = f"During the incident</b>: {index + 1}/6"
+            await fake.wait_for(lambda counted=counted: counted in sheet.text)  # type: ignore[misc]
         timeline = (await services.incidents.get(incident_id)).timeline
         ticks = [e.details for e in timeline if e.kind == "checklist"]
         assert [(t["item"], t["done"]) for t in ticks] == [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, InaccessibleMessage, Message
+from aiogram.types import CallbackQuery, InaccessibleMessage, InlineKeyboardMarkup, Message
 
 from bot.callbacks import SSEAction, SSECallback
 from bot.keyboards import sse_keyboard
@@ -20,10 +20,13 @@ async def cmd_sse_reset(message: Message, sse: SSEHub, catalogue: Catalogue) -> 
     )
 
 
-async def _edit(query: CallbackQuery, text: str, catalogue: Catalogue, **markup: object) -> None:
+async def _edit(
+    query: CallbackQuery, text: str, markup: InlineKeyboardMarkup | None = None
+) -> None:
+    """The menu message becomes the next question, then the result (no new messages)."""
     await query.answer()
     if query.message is not None and not isinstance(query.message, InaccessibleMessage):
-        await query.message.edit_text(text, **markup)  # type: ignore[arg-type]
+        await query.message.edit_text(text, reply_markup=markup)
 
 
 async def cb_sse_choose(
@@ -31,14 +34,14 @@ async def cb_sse_choose(
 ) -> None:
     action = callback_data.action
     if action is SSEAction.CANCEL:
-        await _edit(query, catalogue.t("sse.cancelled"), catalogue)
+        await _edit(query, catalogue.t("sse.cancelled"))
         return
     text = catalogue.t(
         "sse.confirm",
         action=catalogue.t(f"sse.action.{action.value}"),
         connections=len(sse.connections),
     )
-    await _edit(query, text, catalogue, reply_markup=sse_keyboard(catalogue, confirm=action))
+    await _edit(query, text, sse_keyboard(catalogue, confirm=action))
 
 
 async def cb_sse_confirm(
@@ -62,7 +65,7 @@ async def cb_sse_confirm(
         after=result.connections_after,
         closed=result.closed,
     )
-    await _edit(query, text, catalogue)
+    await _edit(query, text)
 
 
 def create_router() -> Router:
