@@ -16,7 +16,7 @@ from bot.callbacks import (
     SSECallback,
 )
 from bot.dispatcher import bot_commands, create_dispatcher
-from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role
+from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role, button_role, command_name, required_role
 from bot.locales import Catalogue
 from bot.runtime import make_bot
 from services.incidents import AlertIn
@@ -394,3 +394,44 @@ async def test_report_sends_the_summary_and_the_chart(harness: Harness) -> None:
     assert "Weekly incident report" in text and "P0 1" in text
     chart = harness.fake.sent("sendDocument")[-1]
     assert chart.params["document"].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/oncall", Role.VIEWER),
+        ("/oncall set 42 8h", Role.ADMIN),
+        ("/oncall SET 42 8h", Role.ADMIN),
+        ("/postmortem 42", Role.VIEWER),
+        ("/postmortem 42 cause the token expired", Role.RESPONDER),
+        ("/postmortem 42 Prevention renew earlier", Role.RESPONDER),
+        ("/report", Role.VIEWER),
+        ("/sse_reset", Role.ADMIN),
+    ],
+)
+def test_required_role_of_subcommands(text: str, expected: Role) -> None:
+    name = command_name(text)
+    assert name is not None
+    assert required_role(name, text) is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            IncidentCallback(action=IncidentAction.CHECKLIST, incident_id=1).pack(),
+            (Role.VIEWER, "button:checklist"),
+        ),
+        (
+            ChecklistCallback(incident_id=1, checklist="during", item=0).pack(),
+            (Role.RESPONDER, "button:checklist_tick"),
+        ),
+        (
+            SSECallback(action=SSEAction.RESET, confirm=True).pack(),
+            (Role.ADMIN, "button:sse_reset"),
+        ),
+        ("something-else", None),
+    ],
+)
+def test_button_roles(data: str, expected: tuple[Role, str] | None) -> None:
+    assert button_role(data) == expected
