@@ -14,6 +14,8 @@ class IncidentAction(enum.StrEnum):
     DETAILS = "d"
     # On the Details view: collect the incident's logs and send them as a document.
     LOGS = "l"
+    # Opens the incident's checklists (issue 7).
+    CHECKLIST = "c"
 
 
 class IncidentCallback(CallbackData, prefix="inc"):
@@ -27,3 +29,28 @@ class JobCallback(CallbackData, prefix="job"):
     """The Retry button under a failed pipeline job in /retry."""
 
     job_id: int
+
+
+# -- escalation, SSE admin and checklists (issues 4, 5, 7) ----------------------------------
+
+
+class SSEAction(enum.StrEnum):
+    RESTART = "restart"
+    RESET = "reset"
+    BROADCAST = "broadcast"
+    CANCEL = "cancel"
+
+
+class SSECallback(CallbackData, prefix="sse"):
+    """`/sse_reset`: choose an action, then confirm it (`confirm=True` runs it)."""
+
+    action: SSEAction
+    confirm: bool = False
+
+
+class ChecklistCallback(CallbackData, prefix="chk"):
+    """One checkbox: the checklist's key and the item's index in it (keys can be long)."""
+
+    incident_id: int
+    checklist: str
+    item: int

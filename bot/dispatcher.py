@@ -11,7 +11,18 @@ from bot.filters import COMMAND_ROLES, RolePolicy
 from bot.locales import Catalogue
 from bot.middlewares import RoleMiddleware
 from bot.render import TelegramRenderer
-from bot.routers import basic, health, incidents, notify, operations, pipeline, unknown
+from bot.routers import (
+    basic,
+    checklists,
+    escalation,
+    health,
+    incidents,
+    notify,
+    pipeline,
+    reports,
+    sse_admin,
+    unknown,
+)
 
 if TYPE_CHECKING:
     from services.main import Services
@@ -29,6 +40,12 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
         ops=services.ops,
         catalogue=catalogue,
         renderer=TelegramRenderer(catalogue),
+        # Escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7).
+        escalation=services.escalation,
+        sse=services.sse,
+        checklists=services.checklists,
+        postmortems=services.postmortems,
+        reports=services.reports,
     )
     gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
     dispatcher.message.outer_middleware(gate)
@@ -39,7 +56,10 @@ def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None)
         # Before incidents: its error handler answers with this router's usage lines.
         pipeline.create_router(),
         incidents.create_router(),
-        operations.create_router(),
+        escalation.create_router(),
+        sse_admin.create_router(),
+        checklists.create_router(),
+        reports.create_router(),
         notify.create_router(),
         unknown.create_router(),
     )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
+from bot.callbacks import (
+    ChecklistCallback,
+    IncidentAction,
+    IncidentCallback,
+    JobCallback,
+    SSECallback,
+)
 from services.config import Settings
 
 
@@ -34,16 +40,29 @@ COMMAND_ROLES: dict[str, Role] = {
     "retry": Role.RESPONDER,
     "sse_reset": Role.ADMIN,
     "notify_test": Role.ADMIN,
-    # Pipeline operations (issue 6); subcommands that need more are in SUBCOMMAND_ROLES.
+    # Pipeline operations (issue 6).
     "traces": Role.VIEWER,
     "stats": Role.VIEWER,
     "backup": Role.ADMIN,
+    # Escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7).
+    "oncall": Role.VIEWER,
+    "postmortem": Role.VIEWER,
+    "report": Role.VIEWER,
 }
 
-# `/token set_expiry` changes what the monitor believes; `/stats restart` re-arms a job.
-SUBCOMMAND_ROLES: dict[str, dict[str, Role]] = {
-    "token": {"set_expiry": Role.ADMIN, "set-expiry": Role.ADMIN},
-    "stats": {"restart": Role.RESPONDER},
+# Sub-commands that need more than their command's role: (command, sub-command), where the
+# sub-command is the first argument (`/stats restart`) or the one after an id
+# (`/postmortem 42 cause TEXT`).
+SUBCOMMAND_ROLES: dict[tuple[str, str], Role] = {
+    # `/token set_expiry` changes what the monitor believes; `/stats restart` re-arms a job.
+    ("token", "set_expiry"): Role.ADMIN,
+    ("token", "set-expiry"): Role.ADMIN,
+    ("stats", "restart"): Role.RESPONDER,
+    ("oncall", "set"): Role.ADMIN,
+    ("postmortem", "summary"): Role.RESPONDER,
+    ("postmortem", "impact"): Role.RESPONDER,
+    ("postmortem", "cause"): Role.RESPONDER,
+    ("postmortem", "prevention"): Role.RESPONDER,
 }
 
 BUTTON_ROLES: dict[IncidentAction, Role] = {
@@ -52,9 +71,13 @@ BUTTON_ROLES: dict[IncidentAction, Role] = {
     IncidentAction.SNOOZE: Role.RESPONDER,
     IncidentAction.DETAILS: Role.VIEWER,
     IncidentAction.LOGS: Role.RESPONDER,
+    IncidentAction.CHECKLIST: Role.VIEWER,
 }
 # The Retry button of a failed job: the same as `/retry JOB_ID`.
 JOB_BUTTON_ROLE = Role.RESPONDER
+# Ticking a checklist item is a responder's act; the SSE admin buttons are an admin's.
+CHECKLIST_TICK_ROLE = Role.RESPONDER
+SSE_BUTTON_ROLE = Role.ADMIN
 
 # Unknown commands are answered with a pointer to /help, to team members only.
 UNKNOWN_ROLE = Role.VIEWER
@@ -97,24 +120,29 @@ def command_name(text: str | None, bot_username: str | None = None) -> str | Non
 
 
 def required_role(command: str, text: str | None = None) -> Role:
-    """The command's role, or its subcommand's when that needs more (`/token set_expiry`)."""
-    needed = COMMAND_ROLES.get(command, UNKNOWN_ROLE)
+    """The command's role, raised for a sub-command (`/oncall set ...` needs admin)."""
+    role = COMMAND_ROLES.get(command, UNKNOWN_ROLE)
     words = (text or "").split()
+    if len(words) > 2:  # `/postmortem 42 cause TEXT`: the sub-command follows the id
+        role = max(role, SUBCOMMAND_ROLES.get((command, words[2].lower()), role))
     if len(words) > 1:
-        needed = max(needed, SUBCOMMAND_ROLES.get(command, {}).get(words[1].lower(), needed))
-    return needed
+        role = max(role, SUBCOMMAND_ROLES.get((command, words[1].lower()), role))
+    return role
 
 
-def button_role(data: str) -> tuple[str, Role] | None:
-    """(audit label, least role) of an inline button's data; None when it is not ours."""
-    try:
-        incident = IncidentCallback.unpack(data)
-    except (TypeError, ValueError):
-        pass
-    else:
-        return f"button:{incident.action.name.lower()}", BUTTON_ROLES[incident.action]
-    try:
-        JobCallback.unpack(data)
-    except (TypeError, ValueError):
-        return None
-    return "button:retry", JOB_BUTTON_ROLE
+def button_role(data: str) -> tuple[Role, str] | None:
+    """The role a button press needs and its audit label; None for buttons not ours."""
+    for kind in (IncidentCallback, ChecklistCallback, SSECallback, JobCallback):
+        try:
+            callback = kind.unpack(data)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(callback, IncidentCallback):
+            return BUTTON_ROLES[callback.action], f"button:{callback.action.name.lower()}"
+        if isinstance(callback, ChecklistCallback):
+            return CHECKLIST_TICK_ROLE, "button:checklist_tick"
+        if isinstance(callback, JobCallback):
+            return JOB_BUTTON_ROLE, "button:retry"
+        assert isinstance(callback, SSECallback)
+        return SSE_BUTTON_ROLE, f"button:sse_{callback.action.value}"
+    return None

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
+from bot.callbacks import (
+    ChecklistCallback,
+    IncidentAction,
+    IncidentCallback,
+    JobCallback,
+    SSEAction,
+    SSECallback,
+)
 from bot.locales import Catalogue
+from services.checklists import CHECKLISTS, ChecklistState, label
+from services.durations import format_duration
 from services.incidents import IncidentView
 from services.models import IncidentState, JobState
 from services.retry import JobView
 
 SNOOZE_MINUTES = 60
+# The Snooze choices on the card, in minutes (issue 4).
+SNOOZE_CHOICES = (30, 60, 240)
 
 
 def incident_keyboard(view: IncidentView, catalogue: Catalogue) -> InlineKeyboardMarkup:
@@ -30,17 +42,61 @@ def incident_keyboard(view: IncidentView, catalogue: Catalogue) -> InlineKeyboar
             text=t("button.resolve"),
             callback_data=IncidentCallback(action=IncidentAction.RESOLVE, incident_id=view.id),
         )
-        builder.button(
-            text=t("button.snooze"),
-            callback_data=IncidentCallback(
-                action=IncidentAction.SNOOZE, incident_id=view.id, minutes=SNOOZE_MINUTES
-            ),
-        )
     builder.button(
         text=t("button.details"),
         callback_data=IncidentCallback(action=IncidentAction.DETAILS, incident_id=view.id),
     )
-    builder.adjust(4)
+    builder.button(
+        text=t("button.checklist"),
+        callback_data=IncidentCallback(action=IncidentAction.CHECKLIST, incident_id=view.id),
+    )
+    first_row = len(list(builder.buttons))
+    if view.is_open:
+        for minutes in SNOOZE_CHOICES:
+            builder.button(
+                text=t("button.snooze_for", duration=format_duration(timedelta(minutes=minutes))),
+                callback_data=IncidentCallback(
+                    action=IncidentAction.SNOOZE, incident_id=view.id, minutes=minutes
+                ),
+            )
+    builder.adjust(first_row, len(SNOOZE_CHOICES))
+    return builder.as_markup()
+
+
+def checklist_keyboard(state: ChecklistState, language: str) -> InlineKeyboardMarkup:
+    """One ☐/☑ button per checklist item, a row each, the lists in the playbook's order."""
+    builder = InlineKeyboardBuilder()
+    for item in state.items:
+        index = CHECKLISTS[item.checklist].index(item.item)
+        builder.button(
+            text=f"{'☑' if item.done else '☐'} {label(item.item, language)}",
+            callback_data=ChecklistCallback(
+                incident_id=state.incident_id, checklist=item.checklist, item=index
+            ),
+        )
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def sse_keyboard(catalogue: Catalogue, confirm: SSEAction | None = None) -> InlineKeyboardMarkup:
+    """The runbook's three actions; with `confirm`, that action's confirm and cancel."""
+    builder = InlineKeyboardBuilder()
+    if confirm is None:
+        for action in (SSEAction.RESTART, SSEAction.RESET, SSEAction.BROADCAST):
+            builder.button(
+                text=catalogue.t(f"sse.button.{action.value}"),
+                callback_data=SSECallback(action=action),
+            )
+    else:
+        builder.button(
+            text=catalogue.t("sse.button.confirm"),
+            callback_data=SSECallback(action=confirm, confirm=True),
+        )
+        builder.button(
+            text=catalogue.t("sse.button.cancel"),
+            callback_data=SSECallback(action=SSEAction.CANCEL),
+        )
+    builder.adjust(1)
     return builder.as_markup()
 
 

@@ -63,7 +63,7 @@ class RoleMiddleware(BaseMiddleware):
             button = button_role(event.data or "")
             if button is None:
                 return None
-            label, needed = button
+            needed, label = button
             chat_id = event.message.chat.id if event.message else None
         else:
             return await handler(event, data)

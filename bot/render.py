@@ -133,6 +133,10 @@ def at(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def hhmm(value: datetime) -> str:
+    return value.strftime("%H:%M UTC")
+
+
 def role_name(catalogue: Catalogue, role: str) -> str:
     return catalogue.t(f"role.{role}")
 
@@ -175,7 +179,40 @@ class TelegramRenderer:
         except KeyError:
             return self.t("change.other", **values)
 
-    def card(self, view: IncidentView, now: datetime, last: dict[str, Any] | None = None) -> str:
+    def card_facts(self, view: IncidentView, now: datetime, facts: dict[str, Any]) -> list[str]:
+        """The next escalation step ("PD paged at 04:12 UTC, in 12 min") and unticked
+        checklist items of a resolved incident: facts the sender looked up at send time."""
+        lines: list[str] = []
+        upcoming = facts.get("next_step")
+        if view.is_open and isinstance(upcoming, dict) and upcoming.get("due_at"):
+            due = datetime.fromisoformat(str(upcoming["due_at"]))
+            left = due - now
+            when = (
+                self.t("card.next.in", delta=age(left))
+                if left > timedelta(seconds=0)
+                else self.t("card.next.due")
+            )
+            lines.append(
+                self.t(
+                    "card.next",
+                    step=esc(upcoming.get("name", "")),
+                    target=esc(upcoming.get("target", "")),
+                    at=hhmm(due),
+                    when=when,
+                )
+            )
+        unticked = int(facts.get("checklist_open") or 0)
+        if view.state is IncidentState.RESOLVED and unticked:
+            lines.append(self.t("card.checklist_open", count=unticked))
+        return lines
+
+    def card(
+        self,
+        view: IncidentView,
+        now: datetime,
+        last: dict[str, Any] | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> str:
         t = self.t
         lines = [
             f"{BADGES[view.severity]} <b>{view.severity.value}</b> · "
@@ -226,6 +263,7 @@ class TelegramRenderer:
             lines.append(t("card.labels", labels=labels))
         if view.snoozed_until and view.snoozed_until > now and view.is_open:
             lines.append(t("card.snoozed", until=at(view.snoozed_until)))
+        lines += self.card_facts(view, now, facts or {})
         if last and last.get("kind") in LAST_SHOWN:
             lines.append(t("card.last", what=self.change_line(last)))
         if view.description:
@@ -239,7 +277,7 @@ class TelegramRenderer:
         from bot.keyboards import incident_keyboard_json
 
         if op in {Op.CARD, Op.DOCUMENT} and incident is not None:
-            full = self.card(incident, now, payload.get("last"))
+            full = self.card(incident, now, payload.get("last"), payload)
             marker = self.t("trimmed")
             text, trimmed = trim_html(full, LIMIT, marker)
             if op == Op.DOCUMENT:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
+from apscheduler.jobstores.base import JobLookupError
 
 from services import db as dbmod
 from services.audit import AuditService
@@ -29,7 +31,7 @@ from services.notify.service import NotifyService
 from services.ops import PipelineOps, open_pipeline_ops, pipeline_context
 from services.policy import load_policy
 from services.postmortem import PostmortemService
-from services.reports import ReportService
+from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
@@ -126,6 +128,8 @@ async def open_services(
         await services.notify.post_text(text, key="token-weekly")
 
     ops.tokens.post = post_token_status
+    # The card shows the next escalation step and unticked checklist items (issues 4, 7).
+    services.notify.card_facts = partial(card_facts, services)
     # The ladder's 30-minute step says how the incident's automatic retries went.
     services.escalation.step_details["retries_done"] = partial(describe_retries, ops.retry)
 
@@ -152,6 +156,37 @@ async def open_services(
     finally:
         await stack.aclose()
         await database.dispose()
+
+
+async def card_facts(services: Services, incident_id: int) -> dict[str, Any]:
+    """What the incident card shows beyond the incident's row, as JSON for the renderer."""
+    upcoming = await services.escalation.next_step_for(incident_id)
+    checklist = await services.checklists.state(incident_id)
+    return {
+        "next_step": {
+            "name": upcoming.name,
+            "target": upcoming.target,
+            "due_at": upcoming.due_at.isoformat(),
+        }
+        if upcoming is not None
+        else None,
+        "checklist_open": len(checklist.open_items()),
+    }
+
+
+# The weekly report goes to the team chat on Monday at 09:00 UTC.
+WEEKLY_REPORT_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 0}
+
+
+async def post_weekly_report(services: Services) -> bool:
+    """Queue the week's report text and chart for the team chat (the scheduler's job)."""
+    report = await services.reports.weekly()
+    text = summary_text(report, language=services.settings.bot_language)
+    chart = await asyncio.to_thread(chart_png, report)
+    key = f"report:weekly:{report.end:%Y-%m-%dT%H}"
+    return await services.notify.queue_to_team(
+        key, text, file=(f"incidents-{report.end:%Y-%m-%d}.png", chart)
+    )
 
 
 def hub_config(settings: Settings) -> HubConfig:
@@ -201,9 +236,23 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.board.stop()
 
+    async def report_ctx(_app: web.Application) -> AsyncIterator[None]:
+        job = services.scheduler.scheduler.add_job(
+            post_weekly_report,
+            "cron",
+            args=[services],
+            id="weekly-report",
+            replace_existing=True,
+            **WEEKLY_REPORT_CRON,
+        )
+        yield
+        with contextlib.suppress(JobLookupError):
+            job.remove()
+
     contexts: list[CleanupCtx] = [
         intake_ctx,
         scheduler_ctx,
+        report_ctx,
         sse_ctx,
         escalation_ctx,
         notify_ctx,

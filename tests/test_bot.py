@@ -10,9 +10,15 @@ import pytest
 from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 
-from bot.callbacks import IncidentAction, IncidentCallback
+from bot.callbacks import (
+    ChecklistCallback,
+    IncidentAction,
+    IncidentCallback,
+    SSEAction,
+    SSECallback,
+)
 from bot.dispatcher import bot_commands, create_dispatcher
-from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role
+from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role, button_role, command_name, required_role
 from bot.locales import Catalogue
 from bot.runtime import make_bot
 from services.incidents import AlertIn
@@ -29,7 +35,7 @@ from tests.botkit import (
     bot_settings,
     running_fake,
 )
-from tests.fakes.telegram import FakeTelegram, Posted
+from tests.fakes.telegram import Call, FakeTelegram, Posted
 
 USERS = {
     Role.OUTSIDER: (OUTSIDER, OUTSIDER),  # (user id, chat): a stranger writing privately
@@ -40,6 +46,19 @@ USERS = {
 
 
 class Harness:
+    async def press_on(self, role: Role, posted: Posted, data: str) -> list[Call]:
+        """Press a button on a message the bot really posted; return the calls it made."""
+        user_id, _ = USERS[role]
+        before = len(self.fake.calls)
+        update = Update.model_validate(
+            self.fake.callback_update(user_id, posted, data), context={"bot": self.bot}
+        )
+        await self.dp.feed_update(self.bot, update)
+        return self.fake.calls[before:]
+
+    def last_posted(self, role: Role) -> Posted:
+        return self.fake.in_chat(USERS[role][1])[-1]
+
     def __init__(self, fake: FakeTelegram, services: Services, bot: Bot, dp: Dispatcher) -> None:
         self.fake, self.services, self.bot, self.dp = fake, services, bot, dp
 
@@ -52,9 +71,9 @@ class Harness:
         )
         await self.dp.feed_update(self.bot, update)
         replies = [
-            str(c.params.get("text", ""))
+            str(c.params.get("text") or c.params.get("caption") or "")
             for c in self.fake.calls[before:]
-            if c.method == "sendMessage" and int(c.params["chat_id"]) == chat_id
+            if c.method in {"sendMessage", "sendDocument"} and int(c.params["chat_id"]) == chat_id
         ]
         return "\n".join(replies)
 
@@ -104,7 +123,13 @@ async def harness(migrated_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
                 await bot.session.close()
 
 
-ARGS = {"ack": "{id}", "resolve": "{id} fixed", "snooze": "{id} 30m", "retry": "1"}
+ARGS = {
+    "ack": "{id}",
+    "resolve": "{id} fixed",
+    "snooze": "{id} 30m",
+    "retry": "1",
+    "postmortem": "{id}",
+}
 REFUSED = "Sorry, this needs the"
 
 
@@ -164,6 +189,7 @@ async def test_every_button_for_every_role(
             IncidentAction.SNOOZE: view.snoozed_until is not None,
             IncidentAction.DETAILS: "Timeline" in sent,
             IncidentAction.LOGS: bool(harness.fake.sent("sendDocument")),
+            IncidentAction.CHECKLIST: "checklists" in sent,
         }
         assert expected[action]
     else:
@@ -209,10 +235,6 @@ async def test_incidents_health_status_help(harness: Harness) -> None:
     viewer_help = await harness.say(Role.VIEWER, "/help")
     assert "/incidents" in viewer_help and "/ack" not in viewer_help
     assert "/notify_test" in await harness.say(Role.ADMIN, "/help")
-
-
-async def test_later_capabilities_say_so(harness: Harness) -> None:
-    assert "not available yet" in await harness.say(Role.ADMIN, "/sse_reset")
 
 
 # Subcommands that need more than their command (bot.filters.SUBCOMMAND_ROLES).
@@ -271,3 +293,183 @@ def test_command_menu_lists_every_command() -> None:
     names = [c.command for c in bot_commands(Catalogue("ko"))]
     assert names == list(COMMAND_ROLES)
     assert all(c.description for c in bot_commands(Catalogue("en")))
+
+
+# -- escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7) -------------
+
+
+@pytest.mark.parametrize(
+    ("text", "needed"),
+    [
+        ("/oncall set 1005 8h", Role.ADMIN),
+        ("/postmortem {id} cause the token expired", Role.RESPONDER),
+        ("/postmortem {id} prevention renew 7 days ahead", Role.RESPONDER),
+    ],
+)
+@pytest.mark.parametrize("role", list(Role))
+async def test_every_escalation_subcommand_for_every_role(
+    harness: Harness, text: str, needed: Role, role: Role
+) -> None:
+    incident_id = await harness.incident()
+    reply = await harness.say(role, text.format(id=incident_id))
+    refusals = await harness.services.audit.refusals()
+    fields = await harness.services.postmortems.fields(incident_id)
+    oncall = await harness.services.escalation.oncall()
+    if role >= needed:
+        assert reply and REFUSED not in reply and refusals == []
+        assert fields or oncall.overridden_until is not None
+    else:
+        assert reply.startswith(REFUSED), reply
+        assert len(refusals) == 1
+        assert fields == {} and oncall.overridden_until is None
+
+
+async def test_oncall_shows_and_sets_the_person(harness: Harness) -> None:
+    shown = await harness.say(Role.VIEWER, "/oncall")
+    assert "On call" in shown and "1005" in shown  # TELEGRAM_PD_USER_IDS
+    reply = await harness.say(Role.ADMIN, "/oncall set 4242 8h Alice")
+    assert "Alice is on call until" in reply
+    info = await harness.services.escalation.oncall()
+    assert info.person is not None and info.person.user_id == 4242
+    shown = await harness.say(Role.VIEWER, "/oncall")
+    assert "Alice" in shown and "Override until" in shown
+    assert (await harness.say(Role.ADMIN, "/oncall set 4242 forever")).startswith("Usage:")
+    assert "between 5 minutes and 30 days" in await harness.say(Role.ADMIN, "/oncall set 4242 1s")
+
+
+async def test_sse_reset_choose_confirm_and_report_counts(harness: Harness) -> None:
+    hub = harness.services.sse
+    await hub.start()
+    try:
+        choose = await harness.say(Role.ADMIN, "/sse_reset")
+        assert "SSE reset" in choose and "0 streams open" in choose
+        menu = harness.last_posted(Role.ADMIN)
+        labels = [b["text"] for row in (menu.reply_markup or {})["inline_keyboard"] for b in row]
+        assert labels == ["🔁 Restart the hub", "🔌 Reset connections", "📣 Broadcast reconnect"]
+
+        await harness.press_on(Role.ADMIN, menu, SSECallback(action=SSEAction.RESET).pack())
+        assert "Confirm?" in menu.text
+        confirm = SSECallback(action=SSEAction.RESET, confirm=True).pack()
+        # A responder cannot run it, even with the confirm button in hand.
+        calls = await harness.press_on(Role.RESPONDER, menu, confirm)
+        assert any(REFUSED in str(c.params.get("text")) for c in calls)
+        assert "Confirm?" in menu.text
+
+        await harness.press_on(Role.ADMIN, menu, confirm)
+        assert "Reset connections</b> done by" in menu.text
+        assert "0 streams before, 0 after (0 closed)" in menu.text
+
+        await harness.say(Role.ADMIN, "/sse_reset")
+        menu = harness.last_posted(Role.ADMIN)
+        await harness.press_on(Role.ADMIN, menu, SSECallback(action=SSEAction.RESTART).pack())
+        await harness.press_on(Role.ADMIN, menu, SSECallback(action=SSEAction.CANCEL).pack())
+        assert "cancelled" in menu.text
+        await harness.press_on(
+            Role.ADMIN, menu, SSECallback(action=SSEAction.BROADCAST, confirm=True).pack()
+        )
+        assert "Broadcast reconnect</b> done" in menu.text
+    finally:
+        await hub.stop()
+
+
+async def test_checklist_button_and_ticks(harness: Harness) -> None:
+    incident_id = await harness.incident()
+    await harness.press(
+        Role.VIEWER,
+        IncidentCallback(action=IncidentAction.CHECKLIST, incident_id=incident_id).pack(),
+    )
+    sheet = harness.last_posted(Role.VIEWER)
+    assert f"#{incident_id}</b> — checklists" in sheet.text
+    assert "During the incident</b>: 0/6" in sheet.text
+    items = [b for row in (sheet.reply_markup or {})["inline_keyboard"] for b in row]
+    assert len(items) == 10 and items[0]["text"] == "☐ Run the health check"
+
+    # Viewers may look but not tick.
+    calls = await harness.press_on(Role.VIEWER, sheet, items[0]["callback_data"])
+    assert any(REFUSED in str(c.params.get("text")) for c in calls)
+    await harness.press_on(Role.RESPONDER, sheet, items[0]["callback_data"])
+    assert "During the incident</b>: 1/6" in sheet.text
+    ticked = [b["text"] for row in (sheet.reply_markup or {})["inline_keyboard"] for b in row]
+    assert ticked[0] == "☑ Run the health check"
+    state = await harness.services.checklists.state(incident_id)
+    assert [(i.item, i.actor) for i in state.items if i.done] == [
+        ("health_check", f"tg:{RESPONDER} (@user{RESPONDER})")
+    ]
+    detail = await harness.services.incidents.get(incident_id)
+    assert detail.timeline[-1].kind == "checklist"
+    # Pressing again unticks it.
+    await harness.press_on(Role.RESPONDER, sheet, items[0]["callback_data"])
+    assert (await harness.services.checklists.state(incident_id)).open_items().__len__() == 10
+    stale = ChecklistCallback(incident_id=incident_id, checklist="during", item=99).pack()
+    calls = await harness.press_on(Role.RESPONDER, sheet, stale)
+    assert any("out of date" in str(c.params.get("text")) for c in calls)
+
+
+async def test_postmortem_document_and_fields(harness: Harness) -> None:
+    incident_id = await harness.incident()
+    before = len(harness.fake.sent("sendDocument"))
+    await harness.say(Role.VIEWER, f"/postmortem {incident_id}")
+    documents = harness.fake.sent("sendDocument")[before:]
+    assert len(documents) == 1
+    assert "Still to fill: summary, impact, cause, prevention" in documents[0].params["caption"]
+    assert b"#" in documents[0].params["document"]
+    reply = await harness.say(Role.RESPONDER, f"/postmortem {incident_id} cause token expired")
+    assert "cause recorded by" in reply
+    assert await harness.services.postmortems.fields(incident_id) == {"cause": "token expired"}
+    await harness.say(Role.VIEWER, f"/postmortem {incident_id}")
+    document = harness.fake.sent("sendDocument")[-1]
+    assert "cause" not in document.params["caption"].split("fill:")[1]
+    assert b"token expired" in document.params["document"]
+    assert (await harness.say(Role.RESPONDER, f"/postmortem {incident_id} mood ok")).startswith(
+        "Usage:"
+    )
+    assert "no incident #999" in await harness.say(Role.VIEWER, "/postmortem 999")
+
+
+async def test_report_sends_the_summary_and_the_chart(harness: Harness) -> None:
+    await harness.incident()
+    text = await harness.say(Role.VIEWER, "/report")
+    assert "Weekly incident report" in text and "P0 1" in text
+    chart = harness.fake.sent("sendDocument")[-1]
+    assert chart.params["document"].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/oncall", Role.VIEWER),
+        ("/oncall set 42 8h", Role.ADMIN),
+        ("/oncall SET 42 8h", Role.ADMIN),
+        ("/postmortem 42", Role.VIEWER),
+        ("/postmortem 42 cause the token expired", Role.RESPONDER),
+        ("/postmortem 42 Prevention renew earlier", Role.RESPONDER),
+        ("/report", Role.VIEWER),
+        ("/sse_reset", Role.ADMIN),
+    ],
+)
+def test_required_role_of_subcommands(text: str, expected: Role) -> None:
+    name = command_name(text)
+    assert name is not None
+    assert required_role(name, text) is expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            IncidentCallback(action=IncidentAction.CHECKLIST, incident_id=1).pack(),
+            (Role.VIEWER, "button:checklist"),
+        ),
+        (
+            ChecklistCallback(incident_id=1, checklist="during", item=0).pack(),
+            (Role.RESPONDER, "button:checklist_tick"),
+        ),
+        (
+            SSECallback(action=SSEAction.RESET, confirm=True).pack(),
+            (Role.ADMIN, "button:sse_reset"),
+        ),
+        ("something-else", None),
+    ],
+)
+def test_button_roles(data: str, expected: tuple[Role, str] | None) -> None:
+    assert button_role(data) == expected

@@ -17,12 +17,19 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.callbacks import IncidentAction, IncidentCallback
+from bot.callbacks import (
+    ChecklistCallback,
+    IncidentAction,
+    IncidentCallback,
+    SSEAction,
+    SSECallback,
+)
 from services.incidents import ChangeKind
-from services.main import Services, background_contexts, open_services
+from services.main import Services, background_contexts, open_services, post_weekly_report
 from services.models import Incident, IncidentState
 from services.web.app import create_app
 from tests.botkit import (
+    ADMIN_USER,
     OUTSIDER,
     PD_USER,
     RESPONDER,
@@ -108,7 +115,15 @@ async def test_alert_is_pushed_and_buttons_work(migrated_url: str) -> None:
         assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;" in card.text
         assert "🔴" in card.text and "Count: 1" in card.text and "service" in card.text
         buttons = [b["text"] for row in card.reply_markup["inline_keyboard"] for b in row]
-        assert buttons == ["👀 Ack", "✅ Resolve", "💤 Snooze 1h", "🔎 Details"]
+        assert buttons == [
+            "👀 Ack",
+            "✅ Resolve",
+            "🔎 Details",
+            "☑ Checklist",
+            "💤 30m",
+            "💤 1h",
+            "💤 4h",
+        ]
 
         # A repeat edits the same message; it never posts a new one.
         await post_alert(client, "<b>x</b> & <script>", "P0")
@@ -415,3 +430,157 @@ async def test_a_change_while_the_alert_is_in_flight_is_not_lost(migrated_url: s
         await fake.wait_for(lambda: "acknowledged by cli:lee" in card.text)
         await drained(services)
         assert len(cards(fake)) == 1
+
+
+# -- escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7) -------------
+
+# The playbook's ladder in seconds, with a last step far enough away to be shown as "next".
+SECONDS_LADDER = """
+[[ladder.default]]
+name = "team"
+after = "0s"
+target = "team"
+
+[[ladder.default]]
+name = "retries_done"
+after = "1s"
+target = "team"
+message = "automatic retries are done"
+
+[[ladder.default]]
+name = "pd"
+after = "2s"
+target = "pd"
+message = "paging the PD"
+
+[[ladder.default]]
+name = "manual"
+after = "1h"
+target = "team"
+message = "manual intervention required"
+"""
+
+
+def replies_to(fake: FakeTelegram, card: Posted) -> list[Posted]:
+    return [p for p in fake.in_chat(TEAM) if p.reply_to == card.message_id]
+
+
+async def test_the_ladder_runs_in_the_chat_and_ack_stops_it(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SECONDS_LADDER)
+    async with (
+        running_fake() as fake,
+        live(migrated_url, fake, escalation_policy_file=policy) as (services, client),
+    ):
+        incident_id = await post_alert(client, "Generation API 5xx", "P1")
+        card = await fake.wait_for(lambda: card_for(fake, incident_id))
+        # Each step is a reply in the alert's thread; the PD step pages the PD directly.
+        await fake.wait_for(
+            lambda: any("escalated (pd → pd)" in p.text for p in replies_to(fake, card))
+        )
+        texts = [p.text for p in replies_to(fake, card)]
+        assert any("escalated (retries_done → team)" in t for t in texts)
+        page = await fake.wait_for(lambda: fake.in_chat(PD_USER))
+        assert f"#{incident_id}" in page[0].text and "paging the PD" in page[0].text
+        # The card shows the step after the PD's, and when.
+        await fake.wait_for(lambda: "⏭ Next: manual → team at" in card.text)
+        assert "in 59m" in card.text or "in 1h" in card.text
+
+        await fake.press(RESPONDER, card, button(IncidentAction.ACK, incident_id))
+        await fake.wait_for(lambda: f"acknowledged by tg:{RESPONDER}" in card.text)
+        assert "Next:" not in card.text
+        assert await services.escalation.next_step_for(incident_id) is None
+        steps = [
+            e.details.get("step")
+            for e in (await services.incidents.get(incident_id)).timeline
+            if e.kind == "escalated"
+        ]
+        assert steps == ["team", "retries_done", "pd"]
+
+
+async def test_timed_ack_from_the_chat_shows_until_when(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        incident_id = await post_alert(client, "Cloudinary slow", "P2")
+        card = await fake.wait_for(lambda: card_for(fake, incident_id))
+        await fake.send_text(RESPONDER, TEAM, f"/ack {incident_id} 30m")
+        await fake.wait_for(lambda: "(until " in card.text)
+        view = (await services.incidents.get(incident_id)).incident
+        assert view.ack_expires_at is not None
+        assert f"(until {view.ack_expires_at:%Y-%m-%d %H:%M} UTC)" in card.text
+
+
+async def test_sse_reset_from_the_chat_reports_counts(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        services.sse.publish("job-bot-1", "progress", {"percent": 10})
+        stream = await client.get("/api/generation/jobs/job-bot-1/events")
+        assert stream.status == 200
+        for _ in range(200):
+            if len(services.sse.connections) == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert len(services.sse.connections) == 1
+
+        await fake.send_text(ADMIN_USER, TEAM, "/sse_reset")
+        menu = (
+            await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "SSE reset" in p.text])
+        )[0]
+        assert "1 streams open" in menu.text
+        await fake.press(ADMIN_USER, menu, SSECallback(action=SSEAction.RESET).pack())
+        await fake.wait_for(lambda: "Confirm?" in menu.text)
+        await fake.press(
+            ADMIN_USER, menu, SSECallback(action=SSEAction.RESET, confirm=True).pack()
+        )
+        await fake.wait_for(lambda: "done by" in menu.text)
+        assert "1 streams before, 0 after (1 closed)" in menu.text
+        stream.close()
+
+
+async def test_checklist_ticks_and_postmortem_from_the_chat(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        incident_id = await post_alert(client, "Instagram token expired", "P1")
+        card = await fake.wait_for(lambda: card_for(fake, incident_id))
+        await fake.press(VIEWER, card, button(IncidentAction.CHECKLIST, incident_id))
+        sheet = (
+            await fake.wait_for(lambda: [p for p in replies_to(fake, card) if "☐" in str(p)])
+        )[0]
+        for index in (0, 1):
+            data = ChecklistCallback(incident_id=incident_id, checklist="during", item=index)
+            await fake.press(RESPONDER, sheet, data.pack())
+            counted = f"During the incident</b>: {index + 1}/6"
+            await fake.wait_for(lambda counted=counted: counted in sheet.text)  # type: ignore[misc]
+        timeline = (await services.incidents.get(incident_id)).timeline
+        ticks = [e.details for e in timeline if e.kind == "checklist"]
+        assert [(t["item"], t["done"]) for t in ticks] == [
+            ("health_check", True),
+            ("error_logs", True),
+        ]
+
+        await fake.send_text(RESPONDER, TEAM, f"/resolve {incident_id}")
+        await fake.wait_for(lambda: "8 checklist items are still unticked" in card.text)
+
+        await fake.send_text(RESPONDER, TEAM, f"/postmortem {incident_id} cause token expired")
+        await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "cause recorded" in p.text])
+        await fake.send_text(VIEWER, TEAM, f"/postmortem {incident_id}")
+        document = (await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if p.document]))[0]
+        assert "Still to fill: summary, impact, prevention" in document.text
+        assert b"token expired" in (document.document or b"")
+        assert b"Run the health check" in (document.document or b"")
+
+
+async def test_weekly_report_job_posts_text_and_chart(migrated_url: str) -> None:
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        job = services.scheduler.scheduler.get_job("weekly-report")
+        assert job is not None and "mon" in str(job.trigger)
+        await post_alert(client, "Fal.ai timeouts", "P2")
+        assert await post_weekly_report(services)
+        chart = await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if p.document])
+        assert (chart[0].document or b"").startswith(b"\x89PNG")
+        text = [p for p in fake.in_chat(TEAM) if "Weekly incident report" in p.text]
+        assert text and "P2 1" in text[0].text
+        assert text[0].message_id < chart[0].message_id
+        # The same week queued twice is sent once.
+        assert await post_weekly_report(services)
+        await drained(services)
+        assert len([p for p in fake.in_chat(TEAM) if p.document]) == 1

@@ -81,7 +81,15 @@ def test_card_escapes_alert_content() -> None:
     assert "instagram&lt;1&gt;" in rendered.html
     assert rendered.full_text is None
     buttons = [b["text"] for row in rendered.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
-    assert buttons == ["👀 Ack", "✅ Resolve", "💤 Snooze 1h", "🔎 Details"]
+    assert buttons == [
+        "👀 Ack",
+        "✅ Resolve",
+        "🔎 Details",
+        "☑ Checklist",
+        "💤 30m",
+        "💤 1h",
+        "💤 4h",
+    ]
 
 
 def test_card_shows_who_acknowledged_and_drops_the_ack_button() -> None:
@@ -116,3 +124,56 @@ def test_catalogues_have_the_same_keys_and_placeholders() -> None:
     for key in ko:
         assert fields(ko[key]) == fields(en[key]), key
         assert check_html(ko[key].replace("{", "").replace("}", "")) is None, key
+
+
+# -- the card's facts: next escalation step, unticked checklist items (issues 4, 7) ----------
+
+
+@pytest.mark.parametrize(
+    ("facts", "state", "expected", "absent"),
+    [
+        (
+            {"next_step": {"name": "pd", "target": "pd", "due_at": "2026-11-22T01:12:00+00:00"}},
+            IncidentState.TRIGGERED,
+            "⏭ Next: pd → pd at 01:12 UTC, in 12m",
+            "unticked",
+        ),
+        (
+            {"next_step": {"name": "pd", "target": "pd", "due_at": "2026-11-22T00:59:00+00:00"}},
+            IncidentState.TRIGGERED,
+            "⏭ Next: pd → pd at 00:59 UTC, due now",
+            "unticked",
+        ),
+        ({"next_step": None, "checklist_open": 4}, IncidentState.TRIGGERED, "", "unticked"),
+        (
+            {"next_step": None, "checklist_open": 4},
+            IncidentState.RESOLVED,
+            "☐ 4 checklist items are still unticked",
+            "Next:",
+        ),
+        ({"checklist_open": 0}, IncidentState.RESOLVED, "", "unticked"),
+    ],
+)
+def test_card_shows_the_next_step_and_unticked_items(
+    facts: dict[str, object], state: IncidentState, expected: str, absent: str
+) -> None:
+    extra: dict[str, object] = {"state": state}
+    if state is IncidentState.RESOLVED:
+        extra.update(resolved_at=NOW, resolved_by="alice")
+    rendered = TelegramRenderer(Catalogue("en")).render(Op.CARD, facts, view(**extra), NOW)
+    assert expected in rendered.html
+    assert absent not in rendered.html
+    assert check_html(rendered.html) is None
+
+
+def test_card_of_a_timed_ack_says_until_when() -> None:
+    acked = view(
+        state=IncidentState.ACKNOWLEDGED,
+        acknowledged_at=NOW,
+        acknowledged_by="alice",
+        ack_expires_at=NOW + timedelta(minutes=30),
+    )
+    rendered = TelegramRenderer(Catalogue("en")).render(Op.CARD, {}, acked, NOW)
+    assert "acknowledged by alice at 2026-11-22 01:00 UTC (until 2026-11-22 01:30 UTC)" in (
+        rendered.html
+    )

@@ -32,13 +32,6 @@ MESSAGES: dict[str, str] = {
     "role.responder": "responder",
     "role.admin": "admin",
     "error": "⚠️ {message}",
-    "not_yet": "⏳ {what} is not available yet: this build has no {what} service. {hint}",
-    "not_yet.token": "Instagram token status",
-    "not_yet.token.hint": "Until then: sunflow-ops token status (when installed).",
-    "not_yet.retry": "Job retry",
-    "not_yet.retry.hint": "Until then, retry the job from its own tool.",
-    "not_yet.sse_reset": "SSE reset",
-    "not_yet.sse_reset.hint": "Until then: POST /api/admin/connections/reset with ADMIN_TOKEN.",
     "health.title": "<b>Health: {status}</b>",
     "health.line": "{badge} <b>{name}</b> — {status} {detail}",
     "status.healthy": "healthy",
@@ -65,7 +58,6 @@ MESSAGES: dict[str, str] = {
     "card.last": "Last: {what}",
     "button.ack": "👀 Ack",
     "button.resolve": "✅ Resolve",
-    "button.snooze": "💤 Snooze 1h",
     "button.details": "🔎 Details",
     "change.triggered": "raised by {actor}",
     "change.deduplicated": "seen again (×{count})",
@@ -133,4 +125,50 @@ MESSAGES: dict[str, str] = {
     "stats.not_scheduled": "not scheduled",
     "logs.caption": "📦 Logs of incident #{id}: {traces} trace(s), {lines} error line(s)",
     "logs.sent": "Logs of #{id} sent",
+    # -- escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7) --
+    "cmd.oncall": "who is on call; /oncall set USER_ID 8h (admin)",
+    "cmd.postmortem": "post-mortem of an incident; fill its fields (responder)",
+    "cmd.report": "the weekly incident report with its chart",
+    "usage.oncall": (
+        "Usage: /oncall, or /oncall set USER_ID DURATION [name] — e.g. /oncall set 42 8h"
+    ),
+    "usage.postmortem": (
+        "Usage: /postmortem ID, or /postmortem ID summary|impact|cause|prevention TEXT"
+    ),
+    "oncall.title": "<b>On call</b>",
+    "oncall.person": "📟 {name} (id <code>{user_id}</code>)",
+    "oncall.nobody": "📟 nobody from the rotation (no rotation in the policy file)",
+    "oncall.override": "Override until {until}",
+    "oncall.handover": "Next handover: {at}",
+    "oncall.pd": "Also paged at the PD step: {ids}",
+    "oncall.set": "📟 {name} is on call until {until} (set by {actor})",
+    "card.next": "⏭ Next: {step} → {target} at {at}, {when}",
+    "card.next.in": "in {delta}",
+    "card.next.due": "due now",
+    "card.checklist_open": "☐ {count} checklist items are still unticked",
+    "button.checklist": "☑ Checklist",
+    "button.snooze_for": "💤 {duration}",
+    "checklist.title": "☑ <b>#{id}</b> — checklists (tap an item to tick it)",
+    "checklist.list": "<b>{name}</b>: {done}/{total}",
+    "sse.choose": "<b>SSE reset</b> — {connections} streams open. Choose a runbook action:",
+    "sse.confirm": "<b>{action}</b> with {connections} streams open. Confirm?",
+    "sse.cancelled": "SSE reset cancelled.",
+    "sse.done": (
+        "✅ <b>{action}</b> done by {actor}: {before} streams before, {after} after "
+        "({closed} closed)"
+    ),
+    "sse.button.restart": "🔁 Restart the hub",
+    "sse.button.reset": "🔌 Reset connections",
+    "sse.button.broadcast": "📣 Broadcast reconnect",
+    "sse.button.confirm": "✅ Confirm",
+    "sse.button.cancel": "✖ Cancel",
+    "sse.action.restart": "Restart the hub",
+    "sse.action.reset": "Reset connections",
+    "sse.action.broadcast": "Broadcast reconnect",
+    "postmortem.missing": (
+        "Post-mortem of #{id}. Still to fill: {fields} (/postmortem {id} FIELD TEXT)"
+    ),
+    "postmortem.complete": "Post-mortem of #{id}: every field is filled.",
+    "postmortem.set": "📝 #{id}: {field} recorded by {actor}",
+    "report.caption": "Incidents this week",
 }

@@ -32,17 +32,6 @@ MESSAGES: dict[str, str] = {
     "role.responder": "대응자(responder)",
     "role.admin": "관리자(admin)",
     "error": "⚠️ {message}",
-    "not_yet": (
-        "⏳ {what} 기능은 아직 사용할 수 없습니다: 이 빌드에는 {what} 서비스가 없습니다. {hint}"
-    ),
-    "not_yet.token": "인스타그램 토큰 상태",
-    "not_yet.token.hint": "그 전까지는 sunflow-ops token status 를 사용하세요 (설치 후).",
-    "not_yet.retry": "작업 재시도",
-    "not_yet.retry.hint": "그 전까지는 해당 도구에서 직접 재시도하세요.",
-    "not_yet.sse_reset": "SSE 초기화",
-    "not_yet.sse_reset.hint": (
-        "그 전까지는 ADMIN_TOKEN 으로 POST /api/admin/connections/reset 을 호출하세요."
-    ),
     "health.title": "<b>헬스체크: {status}</b>",
     "health.line": "{badge} <b>{name}</b> — {status} {detail}",
     "status.healthy": "정상",
@@ -69,7 +58,6 @@ MESSAGES: dict[str, str] = {
     "card.last": "최근: {what}",
     "button.ack": "👀 확인",
     "button.resolve": "✅ 해결",
-    "button.snooze": "💤 1시간 보류",
     "button.details": "🔎 상세",
     "change.triggered": "{actor} 발생",
     "change.deduplicated": "재발생 (×{count})",
@@ -136,4 +124,48 @@ MESSAGES: dict[str, str] = {
     "stats.not_scheduled": "예약 없음",
     "logs.caption": "📦 장애 #{id} 로그: 트레이스 {traces}개, 오류 로그 {lines}줄",
     "logs.sent": "#{id} 로그 전송",
+    # -- 에스컬레이션, SSE 관리, 체크리스트, 사후 분석, 보고서 (이슈 4, 5, 7) --
+    "cmd.oncall": "현재 당번 확인; /oncall set USER_ID 8h (관리자)",
+    "cmd.postmortem": "장애 사후 분석; 항목 기록 (대응자)",
+    "cmd.report": "주간 장애 보고서와 차트",
+    "usage.oncall": "사용법: /oncall 또는 /oncall set USER_ID 기간 [이름] — 예: /oncall set 42 8h",
+    "usage.postmortem": (
+        "사용법: /postmortem ID 또는 /postmortem ID summary|impact|cause|prevention 내용"
+    ),
+    "oncall.title": "<b>당번</b>",
+    "oncall.person": "📟 {name} (id <code>{user_id}</code>)",
+    "oncall.nobody": "📟 순번 당번 없음 (정책 파일에 순번이 없음)",
+    "oncall.override": "{until}까지 대리 지정",
+    "oncall.handover": "다음 교대: {at}",
+    "oncall.pd": "PD 단계에서 함께 호출: {ids}",
+    "oncall.set": "📟 {name} 님이 {until}까지 당번입니다 (지정: {actor})",
+    "card.next": "⏭ 다음 단계: {step} → {target}, {at} ({when})",
+    "card.next.in": "{delta} 후",
+    "card.next.due": "지금",
+    "card.checklist_open": "☐ 체크리스트 항목 {count}개가 아직 완료되지 않았습니다",
+    "button.checklist": "☑ 체크리스트",
+    "button.snooze_for": "💤 {duration}",
+    "checklist.title": "☑ <b>#{id}</b> — 체크리스트 (항목을 눌러 체크)",
+    "checklist.list": "<b>{name}</b>: {done}/{total}",
+    "sse.choose": "<b>SSE 초기화</b> — 열린 스트림 {connections}개. 런북 조치를 고르세요:",
+    "sse.confirm": "열린 스트림 {connections}개에 <b>{action}</b>. 실행할까요?",
+    "sse.cancelled": "SSE 초기화를 취소했습니다.",
+    "sse.done": (
+        "✅ <b>{action}</b> 완료 ({actor}): 이전 {before}개, 이후 {after}개 스트림 "
+        "({closed}개 종료)"
+    ),
+    "sse.button.restart": "🔁 허브 재시작",
+    "sse.button.reset": "🔌 연결 초기화",
+    "sse.button.broadcast": "📣 재연결 방송",
+    "sse.button.confirm": "✅ 확인",
+    "sse.button.cancel": "✖ 취소",
+    "sse.action.restart": "허브 재시작",
+    "sse.action.reset": "연결 초기화",
+    "sse.action.broadcast": "재연결 방송",
+    "postmortem.missing": (
+        "#{id} 사후 분석. 아직 비어 있는 항목: {fields} (/postmortem {id} 항목 내용)"
+    ),
+    "postmortem.complete": "#{id} 사후 분석: 모든 항목이 채워졌습니다.",
+    "postmortem.set": "📝 #{id}: {field} 기록 — {actor}",
+    "report.caption": "이번 주 장애",
 }

@@ -175,7 +175,7 @@ def is_ours(event: ErrorEvent) -> bool:
         return command_name(update.message.text) in COMMANDS
     if update.callback_query is not None:
         button = button_role(update.callback_query.data or "")
-        return button is not None and button[0] in {"button:retry", "button:logs"}
+        return button is not None and button[1] in {"button:retry", "button:logs"}
     return False
 
 

@@ -30,6 +30,8 @@ class Op:
     TEXT = "text"
     # The full text of an alert that was too long for one message.
     DOCUMENT = "document"
+    # A file of its own (the weekly report's chart): payload filename, base64 content, text.
+    FILE = "file"
 
 
 # Changes that also get a reply in the alert's thread, besides the edit.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -42,6 +44,11 @@ class Rendered:
     # Set when `html` had to be trimmed: the whole text, sent as a document beside it.
     full_text: str | None = None
     filename: str = "message.txt"
+
+
+# Facts about an incident that live outside its row (the next escalation step, unticked
+# checklist items): merged into a card's payload at send time so the card shows them.
+CardFacts = Callable[[int], Awaitable[dict[str, Any]]]
 
 
 class Renderer(Protocol):
@@ -84,7 +91,9 @@ class OutboxSender:
         *,
         max_backoff: float = 30.0,
         stats: SenderStats | None = None,
+        card_facts: CardFacts | None = None,
     ) -> None:
+        self._card_facts = card_facts
         self._db = db
         self._clock = clock
         self._client = client
@@ -218,6 +227,8 @@ class OutboxSender:
             priority = row.priority
             posted_at = (posted.chat_id, posted.message_id) if posted else None
         now_wall = self._clock.now()
+        if op in {Op.CARD, Op.DOCUMENT} and incident is not None and self._card_facts:
+            payload = {**payload, **await self._card_facts(incident.id)}
         rendered = self._renderer.render(op, payload, incident, now_wall)
         self._limits.record(chat_id, time.monotonic())
         new_message: int | None = None
@@ -225,6 +236,14 @@ class OutboxSender:
             if op == Op.CARD and posted_at is not None:
                 await self._edit(posted_at[0], posted_at[1], rendered)
                 self.stats.edits += 1
+            elif op == Op.FILE:
+                new_message = await self._client.send_document(
+                    chat_id,
+                    str(payload.get("filename") or "file.bin"),
+                    base64.b64decode(str(payload.get("content") or "")),
+                    caption=rendered.plain or None,
+                    thread_id=thread_id,
+                )
             elif op == Op.DOCUMENT:
                 reply_to = posted_at[1] if posted_at else None
                 new_message = await self._client.send_document(

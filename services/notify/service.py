@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from services.models import OutboxMessage, OutboxStatus
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.limits import TelegramLimits
 from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
-from services.notify.sender import OutboxSender, Renderer, SenderStats
+from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
 from services.notify.telegram import TelegramClient, TelegramError
 from services.severity import Severity
 
@@ -61,6 +62,8 @@ class NotifyService:
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
         # Kept here, not in the sender, so the counters survive a bot restart.
         self.stats = SenderStats()
+        # Set by the composition root: what the card shows beyond the incident's own row.
+        self.card_facts: CardFacts | None = None
         if registry is not None:
             registry.register(_Collector(self))
 
@@ -98,6 +101,7 @@ class NotifyService:
             self.limits,
             max_backoff=self._settings.telegram_retry_max_seconds,
             stats=self.stats,
+            card_facts=self.card_facts,
         )
         self.sender.start()
         return self.sender
@@ -223,6 +227,52 @@ class NotifyService:
         finally:
             await client.close()
         return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
+
+    # -- files for the team chat (the weekly report) ----------------------------------------
+
+    async def queue_to_team(
+        self, key: str, text: str, *, file: tuple[str, bytes] | None = None
+    ) -> bool:
+        """Queue `text` (and a file after it) for the team chat through the outbox; False
+        when there is no team chat. `key` makes a repeat of the same report queue nothing."""
+        settings = self._settings
+        if settings.telegram_team_chat_id is None:
+            return False
+        target = Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
+        now = self._clock.now()
+        async with self._db.write() as session:
+            exists = await session.scalar(
+                select(OutboxMessage.id).where(OutboxMessage.idempotency_key == f"{key}:text")
+            )
+            if exists is not None:
+                return True
+            add_row(
+                session,
+                key=f"{key}:text",
+                target=target,
+                priority=3,
+                incident_id=None,
+                op=Op.TEXT,
+                payload={"text": text},
+                now=now,
+            )
+            if file is not None:
+                add_row(
+                    session,
+                    key=await unique_key(session, f"{key}:file"),
+                    target=target,
+                    priority=3,
+                    incident_id=None,
+                    op=Op.FILE,
+                    payload={
+                        "filename": file[0],
+                        "content": base64.b64encode(file[1]).decode(),
+                        "text": "",
+                    },
+                    now=now,
+                )
+        self._wake()
+        return True
 
 
 class _Collector(Collector):

@@ -1,0 +1,71 @@
+"""/postmortem (the Markdown as a document, and its human fields) and /report (the week)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.filters.exception import ExceptionTypeFilter
+from aiogram.types import BufferedInputFile, Message
+
+from bot.locales import Catalogue
+from bot.render import esc, split_html
+from bot.routers.incidents import Usage, on_domain_error, parse_id
+from services.errors import DomainError
+from services.postmortem import FIELDS, PostmortemService
+from services.reports import ReportService, chart_png, summary_text
+
+
+async def cmd_postmortem(
+    message: Message,
+    command: CommandObject,
+    postmortems: PostmortemService,
+    catalogue: Catalogue,
+    actor: str,
+) -> None:
+    words = (command.args or "").split(maxsplit=2)
+    if not words:
+        raise Usage("postmortem")
+    incident_id = parse_id(words[0], "postmortem")
+    if len(words) == 1:
+        postmortem = await postmortems.build(incident_id, language=catalogue.language)
+        if postmortem.missing_fields:
+            caption = catalogue.t(
+                "postmortem.missing", id=incident_id, fields=", ".join(postmortem.missing_fields)
+            )
+        else:
+            caption = catalogue.t("postmortem.complete", id=incident_id)
+        await message.answer_document(
+            BufferedInputFile(postmortem.markdown.encode(), filename=postmortem.filename),
+            caption=caption,
+        )
+        return
+    field = words[1].lower()
+    # The role gate asked for a responder when the second word names a field.
+    if field not in FIELDS or len(words) < 3:
+        raise Usage("postmortem")
+    await postmortems.set_field(incident_id, field, words[2], actor=actor)
+    await message.answer(
+        catalogue.t("postmortem.set", id=incident_id, field=field, actor=esc(actor))
+    )
+
+
+async def cmd_report(message: Message, reports: ReportService, catalogue: Catalogue) -> None:
+    report = await reports.weekly()
+    for part in split_html(esc(summary_text(report, language=catalogue.language))):
+        await message.answer(part)
+    chart = await asyncio.to_thread(chart_png, report)
+    await message.answer_document(
+        BufferedInputFile(chart, filename=f"incidents-{report.end:%Y-%m-%d}.png"),
+        caption=catalogue.t("report.caption"),
+    )
+
+
+def create_router() -> Router:
+    """A fresh router each time: a router belongs to one dispatcher."""
+    router = Router(name=__name__)
+    router.message.register(cmd_postmortem, Command("postmortem"))
+    router.message.register(cmd_report, Command("report"))
+    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
+    return router
