@@ -104,10 +104,25 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
 
         async def run() -> None:
             await _bootstrap(bot, dispatcher, services, secret)
-            if not settings.telegram_webhook_url:
-                await dispatcher.start_polling(
-                    bot, handle_signals=False, close_bot_session=False, polling_timeout=10
-                )
+            if settings.telegram_webhook_url:
+                return
+            # Polling starts with getMe; if Telegram fails then (or later), start again with
+            # backoff instead of leaving the bot deaf until the next restart (scenario 6).
+            delay = 1.0
+            while True:
+                try:
+                    await dispatcher.start_polling(
+                        bot, handle_signals=False, close_bot_session=False, polling_timeout=10
+                    )
+                    return  # stopped on purpose
+                except Exception as exc:
+                    log.warning(
+                        "Telegram polling stopped (%s); starting it again in %.0f s",
+                        type(exc).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
 
         runner = asyncio.create_task(run(), name="telegram-bot")
         mode = "webhook" if settings.telegram_webhook_url else "long polling"

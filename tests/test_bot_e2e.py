@@ -584,3 +584,19 @@ async def test_weekly_report_job_posts_text_and_chart(migrated_url: str) -> None
         assert await post_weekly_report(services)
         await drained(services)
         assert len([p for p in fake.in_chat(TEAM) if p.document]) == 1
+
+
+async def test_polling_starts_again_after_telegram_failed_at_start(migrated_url: str) -> None:
+    """Playbook scenario 6: Telegram down while the bot starts; the bot comes back by itself."""
+    async with running_fake() as fake:
+        # getMe (which polling starts with) refused twice, as with a token being replaced.
+        fake.fail("getMe", status=401, description="Unauthorized", times=2)
+        async with live(migrated_url, fake):
+            await fake.wait_for(
+                lambda: len([c for c in fake.calls if c.method == "getMe"]) >= 3, timeout=30
+            )
+            await fake.send_text(VIEWER, TEAM, "/health")
+            reply = await fake.wait_for(
+                lambda: [p for p in fake.in_chat(TEAM) if "Health" in p.text], timeout=30
+            )
+            assert reply
