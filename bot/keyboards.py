@@ -23,7 +23,6 @@ from services.incidents import IncidentView
 from services.models import IncidentState, JobState
 from services.retry import JobView
 
-SNOOZE_MINUTES = 60
 # The Snooze choices on the card, in minutes (issue 4).
 SNOOZE_CHOICES = (30, 60, 240)
 

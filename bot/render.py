@@ -330,20 +330,6 @@ class TelegramRenderer:
             )
         return "\n".join(lines)
 
-    def health(self, report: HealthReport) -> str:
-        lines = [self.t("health.title", status=self.t(f"status.{report.status.value}"))]
-        for comp in report.components:
-            lines.append(
-                self.t(
-                    "health.line",
-                    badge=STATUS_BADGES[comp.status],
-                    name=esc(comp.name),
-                    status=self.t(f"status.{comp.status.value}"),
-                    detail=esc(comp.detail),
-                )
-            )
-        return "\n".join(lines)
-
     def status(self, counts: dict[str, int]) -> str:
         total = sum(counts.values())
         return "\n".join([self.t("status.title"), self.t("status.counts", total=total, **counts)])

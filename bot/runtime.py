@@ -8,7 +8,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -40,11 +39,6 @@ def make_bot(token: str, api_base: str, *, limits: TelegramLimits | None = None)
         session.middleware(LimitsMiddleware(limits))
     session.middleware(PlainResendMiddleware())
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
-
-
-def webhook_path(url: str) -> str:
-    """The path Telegram posts updates to, served by our own aiohttp app."""
-    return urlsplit(url).path or "/"
 
 
 async def _bootstrap(

@@ -7,11 +7,16 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.cli_pipeline import PIPELINE_COMMANDS, UsageError, add_pipeline_commands
+from services.cli_pipeline import (
+    PIPELINE_COMMANDS,
+    UsageError,
+    add_pipeline_commands,
+    run_with_services,
+)
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
@@ -115,18 +120,7 @@ def format_incident_line(view: IncidentView, now: datetime) -> str:
     )
 
 
-async def _with_services(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
-    from services.main import open_services
-
-    async with open_services(settings) as services:
-        return await work(services)
-
-
 def _cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
-    from services.main import migrate
-
-    migrate(settings)
-
     async def work(services: Any) -> int:
         incidents = services.incidents
         if args.incident_command == "list":
@@ -187,16 +181,14 @@ def _cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
         print(f"#{view.id} resolved by {view.resolved_by}")
         return 0
 
-    return asyncio.run(_with_services(settings, work))
+    return run_with_services(settings, work)
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from services.main import migrate
     from services.reports import chart_png, summary_text
 
     if not 1 <= args.days <= 366:
         raise UsageError("--days is a number from 1 to 366")
-    migrate(settings)
 
     async def work(services: Any) -> int:
         report = await services.reports.weekly(days=args.days)
@@ -209,7 +201,7 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
                 out.write(chart_png(report))
         return 0
 
-    return asyncio.run(_with_services(settings, work))
+    return run_with_services(settings, work)
 
 
 def _cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
@@ -230,7 +222,7 @@ def _cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         return 0 if all(r.ok for r in results) else 1
 
-    return asyncio.run(_with_services(settings, work))
+    return run_with_services(settings, work)
 
 
 def _cmd_health(args: argparse.Namespace, settings: Settings) -> int:

@@ -92,7 +92,7 @@ def _dump(value: Any) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
-def _run(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+def run_with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
     from services.main import migrate, open_services
 
     migrate(settings)
@@ -128,7 +128,7 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             print(status.text())
         return 0 if status.state.value in {"ok", "warning"} else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,7 +155,7 @@ def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             print(job.line(services.clock.now()))
         return 0 if job.state.value == "succeeded" else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
@@ -183,7 +183,7 @@ def _cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {step.name:<18} {step.status:<9} {step.duration_ms:>7} ms{error}")
         return 0
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,7 +204,7 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         print(result.text())
         return 0
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,7 +224,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             print(result.text())
         return 0 if result.ok else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
@@ -233,7 +233,7 @@ def _cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         print(result.text())
         return 0 if result.ok else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
@@ -242,7 +242,7 @@ def _cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
         print(result.text())
         return 0 if result.ok else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -256,7 +256,7 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
         print(f"last_updated {when}")
         return 0 if result.collected or "fresh" in result.detail else 1
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _cmd_collect_logs(args: argparse.Namespace, settings: Settings) -> int:
@@ -268,7 +268,7 @@ def _cmd_collect_logs(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
 
-    return _run(settings, work)
+    return run_with_services(settings, work)
 
 
 def _ask_service(settings: Settings, method: str, path: str) -> int:

@@ -290,15 +290,6 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    def sqlite_path(self) -> Path | None:
-        """The database file for a SQLite URL, or None (in-memory or another database)."""
-        url = make_url(self.database_url)
-        if not url.drivername.startswith("sqlite") or not url.database:
-            return None
-        if url.database == ":memory:":
-            return None
-        return Path(url.database)
-
 
 def load_settings(**overrides: object) -> Settings:
     """Build the settings, turning a validation failure into one line naming the setting."""

@@ -72,10 +72,6 @@ class HealthService:
     ) -> None:
         self._checks.append(_Registered(name, check, critical, timeout or self._default_timeout))
 
-    @property
-    def component_names(self) -> list[str]:
-        return [c.name for c in self._checks]
-
     async def run(self) -> HealthReport:
         results = await asyncio.gather(*(self._run_one(c) for c in self._checks))
         return HealthReport(

@@ -22,8 +22,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from services.severity import Severity
-
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores UTC; always hands back an aware datetime (SQLite keeps no zone)."""
@@ -101,10 +99,6 @@ class Incident(Base):
         ),
         Index("ix_incidents_state_severity", "state", "severity"),
     )
-
-    @property
-    def severity_level(self) -> Severity:
-        return Severity(self.severity)
 
     @property
     def is_open(self) -> bool:

@@ -99,7 +99,8 @@ async def open_pipeline_ops(
             user_id=settings.instagram_user_id,
             timeout=timeout,
         )
-        cloudinary = CloudinaryClient(cloudinary_account(settings), timeout=timeout)
+        account = cloudinary_account(settings)
+        cloudinary = CloudinaryClient(account, timeout=timeout)
         fal = FalClient(
             session,
             base_url=settings.fal_api_base,
@@ -155,9 +156,7 @@ async def open_pipeline_ops(
 
         retry.register("collect_stats", collect_job)
         secrets = secret_values(settings)
-        if cloudinary_account(settings) is not None:
-            account = cloudinary_account(settings)
-            assert account is not None
+        if account is not None:
             secrets += account.secrets
         bundles = BundleService(
             clock,

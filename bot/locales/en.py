@@ -32,8 +32,6 @@ MESSAGES: dict[str, str] = {
     "role.responder": "responder",
     "role.admin": "admin",
     "error": "⚠️ {message}",
-    "health.title": "<b>Health: {status}</b>",
-    "health.line": "{badge} <b>{name}</b> — {status} {detail}",
     "status.healthy": "healthy",
     "status.degraded": "degraded",
     "status.down": "down",

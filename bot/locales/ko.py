@@ -32,8 +32,6 @@ MESSAGES: dict[str, str] = {
     "role.responder": "대응자(responder)",
     "role.admin": "관리자(admin)",
     "error": "⚠️ {message}",
-    "health.title": "<b>헬스체크: {status}</b>",
-    "health.line": "{badge} <b>{name}</b> — {status} {detail}",
     "status.healthy": "정상",
     "status.degraded": "저하",
     "status.down": "중단",

@@ -32,10 +32,6 @@ class SlidingWindow:
     def record(self, now: float) -> None:
         self._times.append(now)
 
-    @property
-    def idle(self) -> bool:
-        return not self._times
-
 
 class TelegramLimits:
     """≤ N/s overall, ≤ 1/s per chat, ≤ 20/min per group; P2/P3 leave room for P0/P1."""
