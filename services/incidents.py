@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy import insert as sa_insert
@@ -205,11 +205,24 @@ class IncidentHook(Protocol):
 
     `in_transaction` runs in the same transaction as the change, so what it writes is
     committed together with it or not at all; `after_commit` only wakes things up.
+
+    A hook may also have `in_transaction_many(session, changes)` (see `BatchIncidentHook`):
+    the same work for the changes of one group commit at once, set-based. Hooks without it
+    get `in_transaction` for each change in order.
     """
 
     async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None: ...
 
     def after_commit(self, change: IncidentChange) -> None: ...
+
+
+@runtime_checkable
+class BatchIncidentHook(IncidentHook, Protocol):
+    """A hook that writes the rows of many changes in a few statements (the intake path)."""
+
+    async def in_transaction_many(
+        self, session: AsyncSession, changes: Sequence[IncidentChange]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -349,10 +362,21 @@ class IncidentService:
                     outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
             if timeline:
                 await session.execute(sa_insert(_TIMELINE), timeline)
-            for change in changes:
-                await self._run_hooks(session, change)
+            await self._run_hooks_many(session, changes)
         self._after_commit(changes)
         return outcomes
+
+    async def _run_hooks_many(
+        self, session: AsyncSession, changes: Sequence[IncidentChange]
+    ) -> None:
+        if not changes:
+            return
+        for hook in self._hooks:
+            if isinstance(hook, BatchIncidentHook):
+                await hook.in_transaction_many(session, changes)
+            else:
+                for change in changes:
+                    await hook.in_transaction(session, change)
 
     async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
         for hook in self._hooks:
@@ -498,6 +522,25 @@ class IncidentService:
         change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
         await self._run_hooks(session, change)
         return change
+
+    async def record_many(
+        self,
+        session: AsyncSession,
+        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[IncidentChange]:
+        """`record` for several entries at once: one flush, the hooks set-based."""
+        now = self._clock.now()
+        for row, kind, details in entries:
+            _append(session, row, now, kind, actor, details)
+        await session.flush()
+        changes = [
+            IncidentChange(kind, IncidentView.of(row), actor, now, details)
+            for row, kind, details in entries
+        ]
+        await self._run_hooks_many(session, changes)
+        return changes
 
     def published(self, changes: Sequence[IncidentChange]) -> None:
         """Tell the hooks that these changes are committed."""
