@@ -294,7 +294,10 @@ class IncidentService:
             keys = {a.dedup_key for firing, _ in batches for a in firing}
             keys.update(k for _, resolved in batches for k in resolved)
             open_rows = await _open_rows_by_key(session, keys)
-            pending: list[tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any]]] = []
+            # (outcome, kind, details, row, snapshot of the row right after this change)
+            pending: list[
+                tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any], dict[str, Any]]
+            ] = []
             inserts: list[dict[str, Any]] = []
             updated: dict[int, dict[str, Any]] = {}
             for (firing, resolved_keys), outcome in zip(batches, outcomes, strict=True):
@@ -315,7 +318,7 @@ class IncidentService:
                         kind = ChangeKind.DEDUPLICATED
                         if row["id"] is not None:
                             updated[row["id"]] = row
-                    pending.append((outcome, kind, details, row))
+                    pending.append((outcome, kind, details, row, dict(row)))
                 for key in resolved_keys:
                     row = open_rows.pop(key, None)
                     if row is None:
@@ -324,10 +327,9 @@ class IncidentService:
                     _close_row(row, actor, now)
                     if row["id"] is not None:
                         updated[row["id"]] = row
-                    pending.append((outcome, ChangeKind.RESOLVED, {"source": "alert"}, row))
-            # Snapshots now, before ids exist: each change reports the incident as it was
-            # right after that change, even if a later alert in the group moved it on.
-            snapshots = [dict(row) for _, _, _, row in pending]
+                    pending.append(
+                        (outcome, ChangeKind.RESOLVED, {"source": "alert"}, row, dict(row))
+                    )
             if updated:
                 # Updates before inserts: a key resolved and re-opened in one group must not
                 # trip the one-open-incident-per-key index.
@@ -343,7 +345,9 @@ class IncidentService:
                     row["id"] = new_id
             changes: list[IncidentChange] = []
             timeline: list[dict[str, Any]] = []
-            for (outcome, kind, details, row), snapshot in zip(pending, snapshots, strict=True):
+            # Each change reports the incident as it was right after that change (snapshot
+            # taken then), even if a later alert in the group moved it on.
+            for outcome, kind, details, row, snapshot in pending:
                 snapshot["id"] = row["id"]
                 view = IncidentView.from_row(snapshot)
                 timeline.append(
