@@ -8,11 +8,13 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.escalation import EscalationService, NextStepInfo
@@ -172,6 +174,9 @@ class BoardService:
     # -- incident hook --------------------------------------------------------------------
 
     async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
+        return None
+
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
         return None
 
     def after_commit(self, change: IncidentChange) -> None:

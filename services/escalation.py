@@ -13,6 +13,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database
@@ -302,20 +303,16 @@ class EscalationService:
                 snooze_shift(state, self.policy, incident.snoozed_until).total_seconds()
             )
 
-    async def in_transaction_many(
-        self, session: AsyncSession, changes: Sequence[IncidentChange]
-    ) -> None:
-        """New incidents' ladders in one statement; any other change as `in_transaction`."""
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        """An intake group: new incidents' ladders in one statement (repeats and resolves
+        leave the ladder as it is, as in `in_transaction`)."""
         new = [
             {"incident_id": c.incident.id, "epoch": 1, "started_at": c.at, "shift_seconds": 0}
             for c in changes
             if c.kind is ChangeKind.TRIGGERED
         ]
         if new:
-            await session.execute(insert(EscalationLadder), new)
-        for change in changes:
-            if change.kind is not ChangeKind.TRIGGERED:
-                await self.in_transaction(session, change)
+            session.execute(insert(EscalationLadder), new)
 
     def after_commit(self, change: IncidentChange) -> None:
         incident = change.incident
