@@ -417,18 +417,21 @@ class EscalationService:
                 if wake is not None:
                     due.append(incident_id)
                 continue
-            self._scheduler.scheduler.add_job(
-                self._guarded,
-                "date",
-                run_date=wake,
-                args=[self.tick, incident_id],
-                id=job_id,
-                replace_existing=True,
-                misfire_grace_time=None,
-            )
+            self._schedule(incident_id, wake)
         for start in range(0, len(due), _TICK_GROUP):
             group = due[start : start + _TICK_GROUP]
             await self._tick_group(group, [i for i in group if i in acknowledged])
+
+    def _schedule(self, incident_id: int, wake: datetime) -> None:
+        self._scheduler.scheduler.add_job(
+            self._guarded,
+            "date",
+            run_date=wake,
+            args=[self.tick, incident_id],
+            id=_job_id(incident_id),
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
 
     async def next_wakeup(self, incident_id: int) -> datetime | None:
         return (await self._wakeups([incident_id]))[0].get(incident_id)
@@ -514,16 +517,20 @@ class EscalationService:
         for incident_id in acknowledged:
             await self._incidents.expire_acknowledgement(incident_id)
         changes: list[IncidentChange] = []
+        wakes: dict[int, datetime] = {}
         try:
             async with self._db.write() as session:
-                changes = await self._fire_group(session, incident_ids)
+                changes = await self._fire_group(session, incident_ids, wakes)
         except IntegrityError:
             # Another process claimed one of these steps: go one by one, as the timer would.
             for incident_id in incident_ids:
                 await self.tick(incident_id)
             return
         self._incidents.published(changes)
-        await self.rearm_many(incident_ids)
+        # The next wake-up of the incidents just fired is known; the others are looked up.
+        for incident_id, wake in wakes.items():
+            self._schedule(incident_id, wake)
+        await self.rearm_many([i for i in incident_ids if i not in wakes])
 
     async def tick(self, incident_id: int) -> list[IncidentChange]:
         """Fire whatever is due for this incident now; each step at most once, ever."""
@@ -543,10 +550,14 @@ class EscalationService:
     async def _fire_due(self, session: AsyncSession, incident_id: int) -> list[IncidentChange]:
         return await self._fire_group(session, [incident_id])
 
-    async def _fire_group(  # noqa: PLR0914
-        self, session: AsyncSession, incident_ids: Sequence[int]
+    async def _fire_group(  # noqa: PLR0914, PLR0912
+        self,
+        session: AsyncSession,
+        incident_ids: Sequence[int],
+        wakes: dict[int, datetime] | None = None,
     ) -> list[IncidentChange]:
-        """Claim and record every step due now for these incidents (and missed deadlines).
+        """Claim and record every step due now for these incidents (and missed deadlines);
+        `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say.
 
         Set-based: three reads, one flush for the claims, one for the timeline entries.
         """
@@ -581,7 +592,8 @@ class EscalationService:
                 snoozed_until=incident.snoozed_until,
                 fired=frozenset(fired[incident.id]),
             )
-            for due in due_steps(state, self.policy, now):
+            due_now = due_steps(state, self.policy, now)
+            for due in due_now:
                 late = now - due.due_at
                 session.add(
                     EscalationFiring(
@@ -612,6 +624,32 @@ class EscalationService:
                 }
                 claims.append((incident, severity, _DEADLINE, timedelta(0), ladder))
                 entries.append((incident, ChangeKind.DEADLINE_MISSED, missed))
+            if wakes is not None and (due_now or ladder.deadline_missed_at == now):
+                after = LadderState(
+                    severity=severity,
+                    state=IncidentState.TRIGGERED,
+                    started_at=state.started_at,
+                    shift=state.shift,
+                    snoozed_until=state.snoozed_until,
+                    fired=state.fired | {(d.index, d.seq) for d in due_now},
+                )
+                times = (
+                    []
+                    if ladder.deadline_missed_at is not None
+                    else [
+                        deadline_at(
+                            severity=severity,
+                            started_at=state.started_at,
+                            shift=state.shift,
+                            policy=self.policy,
+                        )
+                    ]
+                )
+                upcoming = next_step(after, self.policy)
+                if upcoming is not None:
+                    times.append(upcoming.due_at)
+                if times:
+                    wakes[incident.id] = min(times)
         if not claims:
             return []
         await session.flush()  # the claims: a second claimant fails here
