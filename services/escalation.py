@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -214,9 +215,25 @@ _LADDER_CHANGES = {
 _TICK_GROUP = 16
 # Ids per `IN (...)` list, well under SQLite's and asyncpg's bound-parameter limits.
 _QUERY_CHUNK = 500
+
+
+class _NeedsAsync(Exception):
+    """The writer-thread path cannot do this group (a step's details come from a callback)."""
+
+
 # Marks a missed deadline among the step claims of `_fire_group`, to keep their order.
 _DEADLINE = DueStep(
     -1, 0, Step("deadline", timedelta(0), "team", ""), datetime.min.replace(tzinfo=UTC)
+)
+
+# Ladder moves that need reads (`in_transaction`); never recorded in bulk.
+_SYNC_UNSUPPORTED = frozenset(
+    {
+        ChangeKind.REOPENED,
+        ChangeKind.ACKNOWLEDGED,
+        ChangeKind.UNACKNOWLEDGED,
+        ChangeKind.SNOOZED,
+    }
 )
 
 StepDetails = Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -304,8 +321,11 @@ class EscalationService:
             )
 
     def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        """An intake group: new incidents' ladders in one statement (repeats and resolves
-        leave the ladder as it is, as in `in_transaction`)."""
+        """Changes recorded in bulk: new incidents' ladders in one statement (repeats,
+        resolves and firings leave the ladder as it is, as in `in_transaction`)."""
+        moving = {c.kind for c in changes} & _SYNC_UNSUPPORTED
+        if moving:
+            raise ValueError(f"in_transaction_sync cannot move a ladder for {sorted(moving)}")
         new = [
             {"incident_id": c.incident.id, "epoch": 1, "started_at": c.at, "shift_seconds": 0}
             for c in changes
@@ -448,8 +468,8 @@ class EscalationService:
             return wakes, acknowledged
         async with self._db.read() as session:
             incidents = (await session.scalars(select(Incident).where(Incident.id.in_(ids)))).all()
-            ladders = await self._ladders(session, ids)
-            fired = await self._fired(session, ladders)
+            ladders = await session.run_sync(self._ladders, ids)
+            fired = await session.run_sync(self._fired, ladders)
         for incident in incidents:
             if incident.state == IncidentState.RESOLVED.value:
                 continue
@@ -485,21 +505,21 @@ class EscalationService:
         return wakes, acknowledged
 
     @staticmethod
-    async def _ladders(session: AsyncSession, ids: Sequence[int]) -> dict[int, EscalationLadder]:
-        rows = await session.scalars(
+    def _ladders(session: Session, ids: Sequence[int]) -> dict[int, EscalationLadder]:
+        rows = session.scalars(
             select(EscalationLadder).where(EscalationLadder.incident_id.in_(list(ids)))
         )
         return {ladder.incident_id: ladder for ladder in rows.all()}
 
     @staticmethod
-    async def _fired(
-        session: AsyncSession, ladders: dict[int, EscalationLadder]
+    def _fired(
+        session: Session, ladders: dict[int, EscalationLadder]
     ) -> dict[int, set[tuple[int, int]]]:
         """The (step, repeat) pairs fired in each ladder's current epoch."""
         fired: dict[int, set[tuple[int, int]]] = {i: set() for i in ladders}
         if not ladders:
             return fired
-        rows = await session.execute(
+        rows = session.execute(
             select(
                 EscalationFiring.incident_id,
                 EscalationFiring.epoch,
@@ -519,8 +539,16 @@ class EscalationService:
         changes: list[IncidentChange] = []
         wakes: dict[int, datetime] = {}
         try:
-            async with self._db.write() as session:
-                changes = await self._fire_group(session, incident_ids, wakes)
+            try:
+                if not self._incidents.hooks_all_sync():
+                    raise _NeedsAsync
+                changes = await self._db.write_sync(
+                    partial(self._fire_group_sync, incident_ids=incident_ids, wakes=wakes)
+                )
+            except _NeedsAsync:
+                wakes = {}
+                async with self._db.write() as session:
+                    changes = await self._fire_group(session, incident_ids, wakes)
         except IntegrityError:
             # Another process claimed one of these steps: go one by one, as the timer would.
             for incident_id in incident_ids:
@@ -550,19 +578,47 @@ class EscalationService:
     async def _fire_due(self, session: AsyncSession, incident_id: int) -> list[IncidentChange]:
         return await self._fire_group(session, [incident_id])
 
-    async def _fire_group(  # noqa: PLR0914, PLR0912
+    async def _fire_group(
         self,
         session: AsyncSession,
         incident_ids: Sequence[int],
         wakes: dict[int, datetime] | None = None,
     ) -> list[IncidentChange]:
         """Claim and record every step due now for these incidents (and missed deadlines);
-        `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say.
+        `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say."""
+        claimed = await session.run_sync(self._claim, incident_ids, wakes, True)
+        entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
+        for incident, kind, details, extra in claimed:
+            if extra is not None:
+                details.update(await extra(incident.id, dict(details)))
+            entries.append((incident, kind, details))
+        if not entries:
+            return []
+        return await self._incidents.record_many(session, entries, actor="escalation")
 
-        Set-based: three reads, one flush for the claims, one for the timeline entries.
-        """
+    def _fire_group_sync(
+        self, session: Session, incident_ids: Sequence[int], wakes: dict[int, datetime]
+    ) -> list[IncidentChange]:
+        """`_fire_group` as sync code, for the writer thread: all in one hop. Raises
+        `_NeedsAsync` (before writing anything) when a due step's details need a callback."""
+        claimed = self._claim(session, incident_ids, wakes, False)
+        if not claimed:
+            return []
+        entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
+        return self._incidents.record_many_sync(session, entries, actor="escalation")
+
+    def _claim(  # noqa: PLR0914, PLR0912
+        self,
+        session: Session,
+        incident_ids: Sequence[int],
+        wakes: dict[int, datetime] | None,
+        allow_extra: bool,
+    ) -> list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]]:
+        """Claim the due steps and missed deadlines: the timeline entries to record, each
+        with the callback that adds to its details, if any. Set-based: three reads and one
+        flush for the claims, however many incidents."""
         incidents = (
-            await session.scalars(
+            session.scalars(
                 select(Incident)
                 .where(
                     Incident.id.in_(list(incident_ids)),
@@ -573,11 +629,12 @@ class EscalationService:
         ).all()
         if not incidents:
             return []
-        ladders = await self._ladders(session, [i.id for i in incidents])
-        fired = await self._fired(session, ladders)
+        ladders = self._ladders(session, [i.id for i in incidents])
+        fired = self._fired(session, ladders)
         now = self._clock.now()
         overrides: list[Override] | None = None
         claims: list[tuple[Incident, Severity, DueStep, timedelta, EscalationLadder]] = []
+        firings: list[dict[str, Any]] = []
         entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
         for incident in incidents:
             ladder = ladders.get(incident.id)
@@ -593,19 +650,21 @@ class EscalationService:
                 fired=frozenset(fired[incident.id]),
             )
             due_now = due_steps(state, self.policy, now)
+            if not allow_extra and any(d.step.name in self.step_details for d in due_now):
+                raise _NeedsAsync
             for due in due_now:
                 late = now - due.due_at
-                session.add(
-                    EscalationFiring(
-                        incident_id=incident.id,
-                        epoch=ladder.epoch,
-                        step_index=due.index,
-                        seq=due.seq,
-                        step_name=due.step.name,
-                        due_at=due.due_at,
-                        fired_at=now,
-                        late_seconds=int(late.total_seconds()),
-                    )
+                firings.append(
+                    {
+                        "incident_id": incident.id,
+                        "epoch": ladder.epoch,
+                        "step_index": due.index,
+                        "seq": due.seq,
+                        "step_name": due.step.name,
+                        "due_at": due.due_at,
+                        "fired_at": now,
+                        "late_seconds": int(late.total_seconds()),
+                    }
                 )
                 claims.append((incident, severity, due, late, ladder))
             if deadline_missed(
@@ -652,17 +711,21 @@ class EscalationService:
                     wakes[incident.id] = min(times)
         if not claims:
             return []
-        await session.flush()  # the claims: a second claimant fails here
+        if firings:
+            # The claims, one statement (Core: the rows are not needed as objects); a second
+            # claimant fails here.
+            session.execute(insert(EscalationFiring.__table__), firings)  # type: ignore[arg-type]
+        session.flush()
         # Timeline entries in the order a tick per incident would write them.
-        ordered: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
+        ordered: list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]] = []
         deadlines = iter(entries)
         for incident, severity, due, late, ladder in claims:
             if due is _DEADLINE:
-                ordered.append(next(deadlines))
+                ordered.append((*next(deadlines), None))
                 self._metrics.deadlines_missed.labels(severity.value).inc()
                 continue
             if overrides is None and due.step.target != "team":
-                overrides = await self._overrides(session, now)
+                overrides = self._overrides_sync(session, now)
             details: dict[str, Any] = {
                 "step": due.step.name,
                 "target": due.step.target,
@@ -676,13 +739,12 @@ class EscalationService:
             }
             if late > LATE_AFTER:
                 details["late_by_seconds"] = int(late.total_seconds())
-            extra = self.step_details.get(due.step.name)
-            if extra is not None:
-                details.update(await extra(incident.id, dict(details)))
-            ordered.append((incident, ChangeKind.ESCALATED, details))
+            ordered.append(
+                (incident, ChangeKind.ESCALATED, details, self.step_details.get(due.step.name))
+            )
             self._metrics.steps_fired.labels(severity.value, due.step.name).inc()
             self._metrics.lateness.observe(max(0.0, late.total_seconds()))
-        return await self._incidents.record_many(session, ordered, actor="escalation")
+        return ordered
 
     async def _state(  # noqa: PLR0917
         self,
@@ -747,8 +809,8 @@ class EscalationService:
         if not ids:
             return {}
         async with self._db.read() as session:
-            ladders = await self._ladders(session, ids)
-            fired = await self._fired(session, ladders)
+            ladders = await session.run_sync(self._ladders, ids)
+            fired = await session.run_sync(self._fired, ladders)
         steps: dict[int, NextStepInfo | None] = {}
         for incident in incidents:
             ladder = ladders.get(incident.id)
@@ -776,9 +838,11 @@ class EscalationService:
         return steps
 
     async def _overrides(self, session: AsyncSession, now: datetime) -> list[Override]:
-        rows = (
-            await session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now))
-        ).all()
+        return await session.run_sync(self._overrides_sync, now)
+
+    @staticmethod
+    def _overrides_sync(session: Session, now: datetime) -> list[Override]:
+        rows = session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now)).all()
         return [Override(Person(r.user_id, r.name), r.starts_at, r.ends_at) for r in rows]
 
     async def oncall(self) -> OncallInfo:

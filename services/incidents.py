@@ -220,9 +220,10 @@ class IncidentHook(Protocol):
 class SyncBatchHook(IncidentHook, Protocol):
     """A hook that also writes the rows of an intake group's changes with a sync session.
 
-    Called with the changes of `apply_batches` only (triggered, deduplicated, resolved), in
-    the same transaction; on SQLite in the database writer thread, on PostgreSQL through
-    `AsyncSession.run_sync`. Set-based on purpose: a few statements per group.
+    Called with changes recorded in bulk: an intake group (triggered, deduplicated,
+    resolved) and escalation firings (escalated, deadline missed), in the same transaction;
+    on SQLite in the database writer thread, on PostgreSQL through `AsyncSession.run_sync`.
+    Set-based on purpose: a few statements per group.
     """
 
     def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None: ...
@@ -548,17 +549,51 @@ class IncidentService:
         actor: str,
     ) -> list[IncidentChange]:
         """`record` for several entries at once: one flush, the hooks set-based."""
+        changes = await session.run_sync(self.record_many_sync, entries, actor=actor)
+        for change in changes:
+            for hook in self._hooks:
+                if not isinstance(hook, SyncBatchHook):
+                    await hook.in_transaction(session, change)
+        return changes
+
+    def record_many_sync(
+        self,
+        session: Session,
+        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[IncidentChange]:
+        """`record_many` as sync code; runs only the `SyncBatchHook` hooks (see
+        `hooks_all_sync`: the caller runs any others)."""
         now = self._clock.now()
-        for row, kind, details in entries:
-            _append(session, row, now, kind, actor, details)
-        await session.flush()
+        session.flush()
+        if entries:
+            session.execute(
+                sa_insert(_TIMELINE),
+                [
+                    {
+                        "incident_id": row.id,
+                        "at": now,
+                        "kind": kind.value,
+                        "actor": actor,
+                        "details": details,
+                    }
+                    for row, kind, details in entries
+                ],
+            )
         changes = [
             IncidentChange(kind, IncidentView.of(row), actor, now, details)
             for row, kind, details in entries
         ]
-        for change in changes:
-            await self._run_hooks(session, change)
+        if changes:
+            for hook in self._hooks:
+                if isinstance(hook, SyncBatchHook):
+                    hook.in_transaction_sync(session, changes)
         return changes
+
+    def hooks_all_sync(self) -> bool:
+        """Every hook can write its rows with a sync session (the writer-thread path)."""
+        return all(isinstance(h, SyncBatchHook) for h in self._hooks)
 
     def published(self, changes: Sequence[IncidentChange]) -> None:
         """Tell the hooks that these changes are committed."""
