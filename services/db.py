@@ -139,7 +139,14 @@ class Database:
                 return await session.run_sync(fn)
         async with self._write_lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._sync_writer, self._in_transaction, fn)
+            future = loop.run_in_executor(self._sync_writer, self._in_transaction, fn)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # The thread finishes its transaction regardless; keep the lock until it has,
+                # so no other writer of this process runs beside it.
+                await asyncio.wait([future])
+                raise
 
     def _in_transaction(self, fn: Callable[[Session], T]) -> T:
         with self._sync_sessionmaker.begin() as session:
