@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +23,18 @@ from sqlalchemy.ext.asyncio import (
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+class Fence(Protocol):
+    """Checks, inside a write transaction, that this instance still leads (raises if not)."""
+
+    async def check(self, session: AsyncSession) -> None: ...
+
+
+# Set in the scheduled work of the leading instance (services/leader.py): every write
+# transaction made there first checks the fencing token, so a deposed leader's late write
+# is refused instead of committed.
+FENCE: ContextVar[Fence | None] = ContextVar("sunflow_fence", default=None)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -100,11 +113,16 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed on normal exit, rolled back on error."""
+        fence = FENCE.get()
         if self._write_lock is None:
             async with self._write_sessionmaker.begin() as session:
+                if fence is not None:
+                    await fence.check(session)
                 yield session
             return
         async with self._write_lock, self._write_sessionmaker.begin() as session:
+            if fence is not None:
+                await fence.check(session)
             yield session
 
     async def ping(self) -> None:

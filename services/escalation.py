@@ -298,10 +298,17 @@ class EscalationService:
                 (change.at - incident.first_seen_at).total_seconds()
             )
         moves_ladder = change.kind in _LADDER_CHANGES or "severity_raised" in change.details
-        if self._armed and moves_ladder:
-            task = asyncio.get_running_loop().create_task(self.rearm(incident.id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if moves_ladder:
+            self.rearm_soon(incident.id)
+
+    def rearm_soon(self, incident_id: int) -> None:
+        """Re-arm this incident's timer in the background (when this instance runs timers):
+        its ladder moved here, or on another instance that told us so."""
+        if not self._armed:
+            return
+        task = asyncio.get_running_loop().create_task(self.rearm(incident_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -309,7 +316,7 @@ class EscalationService:
         """Arm every open incident from the database (steps that came due fire now)."""
         self._armed = True
         await self.rearm_all()
-        self._scheduler.scheduler.add_job(
+        self._scheduler.add_job(
             self._guarded,
             "interval",
             args=[self.sweep],
@@ -333,7 +340,11 @@ class EscalationService:
                 self._tasks.discard(task)
 
     async def stop(self) -> None:
+        """Disarm: no timers, nothing running (at shutdown, or when another instance leads)."""
         self._armed = False
+        for job in self._scheduler.scheduler.get_jobs():
+            if job.id.startswith("escalation:"):
+                job.remove()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -362,7 +373,7 @@ class EscalationService:
             if self._scheduler.scheduler.get_job(job_id):
                 self._scheduler.scheduler.remove_job(job_id)
             return
-        self._scheduler.scheduler.add_job(
+        self._scheduler.add_job(
             self._guarded,
             "date",
             run_date=wake,
