@@ -23,6 +23,9 @@ from sqlalchemy.ext.asyncio import (
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+# PostgreSQL advisory lock held while migrating ("sunf" in ASCII): instances starting
+# together on a new database migrate one at a time (migrations/env.py).
+MIGRATION_LOCK = 0x73756E66
 
 
 class Fence(Protocol):
