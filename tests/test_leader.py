@@ -245,3 +245,47 @@ def test_instance_names() -> None:
     assert instance_name("ops-a", port=8081) == "ops-a"
     assert instance_name(None, port=8081).endswith(":8081")
     assert instance_name(None, port=0).rsplit(":", 1)[1].isdigit()
+
+
+async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) -> None:
+    from bot.locales import Catalogue
+    from bot.render import TelegramRenderer
+    from services.incidents import AlertIn
+    from services.main import open_services
+    from services.notify.sender import OutboxSender
+    from services.notify.telegram import TelegramClient
+    from services.severity import Severity
+    from tests.botkit import bot_settings, running_fake
+
+    async with running_fake() as fake:
+        settings = bot_settings(migrated_url, fake)
+        clock = FrozenClock(T0)
+        async with open_services(settings, clock=clock) as services:
+            await services.incidents.trigger(AlertIn(Severity.P1, "lease test", "lease"))
+            assert settings.telegram_bot_token is not None
+            client = TelegramClient(fake.base, settings.telegram_bot_token)
+            leadership = Leadership(store(services.db, clock, "a"))
+            sender = OutboxSender(
+                services.db,
+                clock,
+                client,
+                TelegramRenderer(Catalogue("en")),
+                services.notify.limits,
+                gate=leadership,
+            )
+            try:
+                assert await sender.step() == 1.0  # a follower sends nothing
+                assert fake.sent() == []
+                await leadership.start()
+                assert await sender.step() == 0.0
+                assert len(fake.sent()) == 1
+                # Taken over behind its back: the next renewal finds out, and it stops.
+                clock.advance(seconds=16)
+                assert await store(services.db, clock, "b").acquire() is not None
+                await services.incidents.trigger(AlertIn(Severity.P1, "second", "second"))
+                await leadership._attempt()
+                assert await sender.step() == 1.0
+                assert len(fake.sent()) == 1
+            finally:
+                await leadership.stop()
+                await client.close()
