@@ -235,8 +235,11 @@ PRUNE_UPDATES_SECONDS = 3600
 
 async def lead(services: Services) -> None:
     """This instance has become the leader: arm the timers and start the scheduled work."""
-    with services.leader.fenced():
-        await services.ops.retry.recover_interrupted()
+    try:
+        with services.leader.fenced():
+            await services.ops.retry.recover_interrupted()
+    except Exception:  # the timers and the outbox matter more: start them regardless
+        log.exception("could not mark interrupted retries; they wait for the next takeover")
     add_jobs(services)
     services.scheduler.add_job(
         post_weekly_report,
