@@ -71,6 +71,12 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./data/sunflow.db"
     redis_url: str | None = None
+    # Several instances (docs/scaling.md): this instance's name in the scheduler lease and
+    # /api/health; unset: host:HTTP_PORT (host:pid when the port is 0).
+    instance_id: str | None = Field(default=None, max_length=200)
+    # How long the scheduler lease lasts; renewed every third of it. A killed leader is
+    # replaced 2/3 to 1 x this later, plus about a second.
+    leader_lease_seconds: float = Field(default=15, ge=3, le=300)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -197,6 +203,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_url",
+        "instance_id",
         "telegram_webhook_url",
         "smtp_url",
         "alert_email_to",
@@ -249,6 +256,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ids(cls, value: str) -> str:
         _split_ids(value)
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _check_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not all(c.isprintable() and not c.isspace() for c in value):
+            raise ValueError("use letters, digits and punctuation, no spaces, e.g. ops-a:8081")
         return value
 
     @field_validator("telegram_api_base", "instagram_api_base", "fal_api_base")

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +25,23 @@ import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 T = TypeVar("T")
+# PostgreSQL advisory lock held while migrating ("sunf" in ASCII): instances starting
+# together on a new database migrate one at a time (migrations/env.py).
+MIGRATION_LOCK = 0x73756E66
+
+
+class Fence(Protocol):
+    """Checks, inside a write transaction, that this instance still leads (raises if not)."""
+
+    async def check(self, session: AsyncSession) -> None: ...
+
+    def check_sync(self, session: Session) -> None: ...
+
+
+# Set in the scheduled work of the leading instance (services/leader.py): every write
+# transaction made there first checks the fencing token, so a deposed leader's late write
+# is refused instead of committed.
+FENCE: ContextVar[Fence | None] = ContextVar("sunflow_fence", default=None)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -121,11 +139,16 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed on normal exit, rolled back on error."""
+        fence = FENCE.get()
         if self._write_lock is None:
             async with self._write_sessionmaker.begin() as session:
+                if fence is not None:
+                    await fence.check(session)
                 yield session
             return
         async with self._write_lock, self._write_sessionmaker.begin() as session:
+            if fence is not None:
+                await fence.check(session)
             yield session
 
     async def write_sync(self, fn: Callable[[Session], T]) -> T:
@@ -137,9 +160,10 @@ class Database:
         if self._sync_writer is None or self._write_lock is None:
             async with self.write() as session:
                 return await session.run_sync(fn)
+        fence = FENCE.get()  # read here: the writer thread does not see this context
         async with self._write_lock:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._sync_writer, self._in_transaction, fn)
+            future = loop.run_in_executor(self._sync_writer, self._in_transaction, fn, fence)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -148,8 +172,10 @@ class Database:
                 await asyncio.wait([future])
                 raise
 
-    def _in_transaction(self, fn: Callable[[Session], T]) -> T:
+    def _in_transaction(self, fn: Callable[[Session], T], fence: Fence | None) -> T:
         with self._sync_sessionmaker.begin() as session:
+            if fence is not None:
+                fence.check_sync(session)
             return fn(session)
 
     async def ping(self) -> None:

@@ -345,20 +345,35 @@ class EscalationService:
                 (change.at - incident.first_seen_at).total_seconds()
             )
         moves_ladder = change.kind in _LADDER_CHANGES or "severity_raised" in change.details
-        if self._armed and moves_ladder:
-            self._to_rearm.add(incident.id)
-            if self._rearm_task is None:
-                task = asyncio.get_running_loop().create_task(self._rearm_moved())
-                self._rearm_task = task
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if moves_ladder:
+            self.rearm_soon(incident.id)
+
+    def rearm_soon(self, incident_id: int) -> None:
+        """Re-arm this incident's timer in the background (when this instance runs timers):
+        its ladder moved here, or on another instance that told us so. Incidents moved
+        together are re-armed together."""
+        if not self._armed:
+            return
+        self._to_rearm.add(incident_id)
+        if self._rearm_task is None:
+            task = asyncio.get_running_loop().create_task(self._rearm_moved())
+            self._rearm_task = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _rearm_moved(self) -> None:
         try:
             while self._to_rearm and self._armed:
                 ids = sorted(self._to_rearm)
                 self._to_rearm.clear()
-                await self.rearm_many(ids, fire_due=True)
+                gate = self._scheduler.gate
+                if gate is None:
+                    await self.rearm_many(ids, fire_due=True)
+                    continue
+                if not gate.is_leader:
+                    return
+                with gate.fenced():  # the due steps fired here are the leader's writes
+                    await self.rearm_many(ids, fire_due=True)
         finally:
             self._rearm_task = None
 
@@ -368,7 +383,7 @@ class EscalationService:
         """Arm every open incident from the database (steps that came due fire now)."""
         self._armed = True
         await self.rearm_all()
-        self._scheduler.scheduler.add_job(
+        self._scheduler.add_job(
             self._guarded,
             "interval",
             args=[self.sweep],
@@ -392,7 +407,11 @@ class EscalationService:
                 self._tasks.discard(task)
 
     async def stop(self) -> None:
+        """Disarm: no timers, nothing running (at shutdown, or when another instance leads)."""
         self._armed = False
+        for job in self._scheduler.scheduler.get_jobs():
+            if job.id.startswith("escalation:"):
+                job.remove()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -443,7 +462,7 @@ class EscalationService:
             await self._tick_group(group, [i for i in group if i in acknowledged])
 
     def _schedule(self, incident_id: int, wake: datetime) -> None:
-        self._scheduler.scheduler.add_job(
+        self._scheduler.add_job(
             self._guarded,
             "date",
             run_date=wake,

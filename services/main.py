@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from aiohttp import web
-from apscheduler.jobstores.base import JobLookupError
 
 from services import db as dbmod
 from services.audit import AuditService
@@ -26,15 +25,23 @@ from services.escalation import EscalationService
 from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
+from services.leader import (
+    SCHEDULER_LEASE,
+    FollowerHook,
+    Leadership,
+    LeaseStore,
+    instance_name,
+)
 from services.metrics import Metrics
 from services.notify.service import NotifyService
-from services.ops import PipelineOps, open_pipeline_ops, pipeline_context
+from services.ops import PipelineOps, add_jobs, open_pipeline_ops
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
+from services.updates import UpdateLog
 
 log = logging.getLogger("sunflow_ops")
 
@@ -62,6 +69,10 @@ class Services:
     ops: PipelineOps
     notify: NotifyService
     audit: AuditService
+    # Several instances: who runs the scheduled work (one at a time, fenced), and the
+    # Telegram updates taken in by any of them (webhook mode).
+    leader: Leadership
+    updates: UpdateLog
     # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
     telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     telegram_webhook_secret: str | None = None
@@ -81,6 +92,16 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
+    instance = instance_name(settings.instance_id, port=settings.http_port)
+    leadership = Leadership(
+        LeaseStore(
+            database,
+            clock,
+            name=SCHEDULER_LEASE,
+            holder=instance,
+            ttl=timedelta(seconds=settings.leader_lease_seconds),
+        )
+    )
     checklists = ChecklistService(database, clock, incidents)
     sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     stack = AsyncExitStack()
@@ -121,7 +142,11 @@ async def open_services(
         audit=AuditService(database, clock),
         sse=sse,
         ops=ops,
+        leader=leadership,
+        updates=UpdateLog(database, clock, instance=instance),
     )
+    # On a follower, a committed change wakes the leader (PostgreSQL NOTIFY).
+    incidents.add_hook(FollowerHook(leadership, database))
 
     # The weekly token status goes to the team chat through the outbox.
     async def post_token_status(text: str) -> None:
@@ -139,6 +164,7 @@ async def open_services(
 
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
+    health.register("leader", leadership.health)
     if settings.telegram_bot_token is not None:
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", services.notify.check)
@@ -203,6 +229,53 @@ def hub_config(settings: Settings) -> HubConfig:
     )
 
 
+# Telegram update ids taken in (webhook mode) are forgotten after two days; checked hourly.
+PRUNE_UPDATES_SECONDS = 3600
+
+
+async def lead(services: Services) -> None:
+    """This instance has become the leader: arm the timers and start the scheduled work."""
+    try:
+        with services.leader.fenced():
+            await services.ops.retry.recover_interrupted()
+    except Exception:  # the timers and the outbox matter more: start them regardless
+        log.exception("could not mark interrupted retries; they wait for the next takeover")
+    add_jobs(services)
+    services.scheduler.add_job(
+        post_weekly_report,
+        "cron",
+        args=[services],
+        id="weekly-report",
+        replace_existing=True,
+        **WEEKLY_REPORT_CRON,
+    )
+    services.scheduler.add_job(
+        services.updates.prune,
+        "interval",
+        seconds=PRUNE_UPDATES_SECONDS,
+        id="telegram-updates-prune",
+        replace_existing=True,
+    )
+    await services.escalation.start()
+    await services.notify.lead(True)
+
+
+async def follow(services: Services) -> None:
+    """Another instance leads (or this one stops): no timers, no jobs, no sending here."""
+    await services.notify.lead(False)
+    await services.escalation.stop()
+    services.scheduler.scheduler.remove_all_jobs()
+
+
+def heard(services: Services, payload: str) -> None:
+    """A follower committed a change to an incident: re-arm its timer, send its rows."""
+    kind, _, value = payload.partition(":")
+    if kind != "incident" or not value.isdigit() or not services.leader.is_leader:
+        return
+    services.escalation.rearm_soon(int(value))
+    services.notify.wake()
+
+
 def background_contexts(services: Services) -> list[CleanupCtx]:
     """What `serve` runs beside the HTTP routes, each started and stopped by the app."""
 
@@ -216,10 +289,21 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         services.scheduler.shutdown()
 
-    async def escalation_ctx(_app: web.Application) -> AsyncIterator[None]:
-        await services.escalation.start()
+    async def leader_ctx(_app: web.Application) -> AsyncIterator[None]:
+        # Escalation timers, periodic jobs and the outbox sender run on the one instance that
+        # holds the lease; a lone instance gets it at once, before anything else starts.
+        leadership = services.leader
+        services.scheduler.gate = leadership
+        services.notify.gate = leadership
+        await services.notify.lead(False)
+        leadership.on_gain(partial(lead, services))
+        leadership.on_loss(partial(follow, services))
+        leadership.on_notify(partial(heard, services))
+        await leadership.start()
         yield
-        await services.escalation.stop()
+        await leadership.stop()
+        services.scheduler.gate = None
+        services.notify.gate = None
 
     async def notify_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.notify.start()
@@ -236,27 +320,12 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.board.stop()
 
-    async def report_ctx(_app: web.Application) -> AsyncIterator[None]:
-        job = services.scheduler.scheduler.add_job(
-            post_weekly_report,
-            "cron",
-            args=[services],
-            id="weekly-report",
-            replace_existing=True,
-            **WEEKLY_REPORT_CRON,
-        )
-        yield
-        with contextlib.suppress(JobLookupError):
-            job.remove()
-
     contexts: list[CleanupCtx] = [
         intake_ctx,
         scheduler_ctx,
-        report_ctx,
         sse_ctx,
-        escalation_ctx,
+        leader_ctx,
         notify_ctx,
-        pipeline_context(services),
         board_ctx,
     ]
     if services.settings.telegram_bot_token is None:

@@ -168,6 +168,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "components"],
         "properties": {
+            "instance": {"type": "string", "description": "INSTANCE_ID of who answered"},
             "status": {"type": "string", "enum": ["healthy", "degraded", "down"]},
             "components": {"type": "object"},
         },

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 BOT_USER = {"id": 4242, "is_bot": True, "first_name": "SunFlow Ops", "username": "sunflow_bot"}
@@ -211,6 +212,20 @@ class FakeTelegram:
 
     async def press(self, user_id: int, posted: Posted, data: str) -> None:
         await self._push(self.callback_update(user_id, posted, data))
+
+    async def deliver(self, update: dict[str, Any], *, secret: str | None = None) -> int:
+        """Webhook mode: POST one update to the URL given to setWebhook, with its secret
+        header, as Telegram does (and again, on a retry); returns the HTTP status."""
+        if self.webhook is None:
+            raise AssertionError("no webhook is set (setWebhook was never called)")
+        token = self.webhook.get("secret_token") if secret is None else secret
+        headers = {"X-Telegram-Bot-Api-Secret-Token": token} if token else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.webhook["url"], json=update, headers=headers) as resp,
+        ):
+            await resp.read()
+            return resp.status
 
     async def _push(self, update: dict[str, Any]) -> None:
         async with self._changed:
