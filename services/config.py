@@ -71,6 +71,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./data/sunflow.db"
     redis_url: str | None = None
+    # With REDIS_URL: the prefix of every key and channel (several deployments, one Redis),
+    # and this instance's name in health, metrics and admin answers (default host:pid).
+    redis_key_prefix: str = Field(default="sunflow:", min_length=1, max_length=64)
+    instance_id: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -197,6 +201,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_url",
+        "instance_id",
         "telegram_webhook_url",
         "smtp_url",
         "alert_email_to",
@@ -249,6 +254,28 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ids(cls, value: str) -> str:
         _split_ids(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ValueError:
+            raise ValueError(
+                "not a Redis URL (redis://host:6379/0, rediss://... or unix:///path)"
+            ) from None
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _check_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError("must be printable text")
         return value
 
     @field_validator("telegram_api_base", "instagram_api_base", "fal_api_base")

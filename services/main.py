@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
+from services.sse_redis import RedisRelay
 
 log = logging.getLogger("sunflow_ops")
 
@@ -67,6 +70,8 @@ class Services:
     telegram_webhook_secret: str | None = None
     # The live board (GET /): snapshots published on the SSE hub's `board` job.
     board: BoardService = field(init=False)
+    # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
+    sse_relay: RedisRelay | None = None
 
 
 @asynccontextmanager
@@ -151,6 +156,21 @@ async def open_services(
         clock=clock,
     )
     incidents.add_hook(services.board)
+    if settings.redis_url is not None:
+        # Imported here: BOARD_JOB is this instance's own board, never shared.
+        from services.board import BOARD_JOB
+
+        relay = RedisRelay(
+            sse,
+            settings.redis_url,
+            instance_id=instance_id(settings),
+            prefix=settings.redis_key_prefix,
+            local_jobs=frozenset({BOARD_JOB}),
+            registry=metrics.registry,
+        )
+        sse.relay = services.sse_relay = relay
+        stack.push_async_callback(relay.close)
+        health.register("redis", relay.check)
     try:
         yield services
     finally:
@@ -187,6 +207,11 @@ async def post_weekly_report(services: Services) -> bool:
     return await services.notify.queue_to_team(
         key, text, file=(f"incidents-{report.end:%Y-%m-%d}.png", chart)
     )
+
+
+def instance_id(settings: Settings) -> str:
+    """This process's name among the instances sharing Redis: INSTANCE_ID, else host:pid."""
+    return settings.instance_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def hub_config(settings: Settings) -> HubConfig:
@@ -227,9 +252,18 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         await services.notify.stop()
 
     async def sse_ctx(_app: web.Application) -> AsyncIterator[None]:
+        relay = services.sse_relay
+        if relay is not None:
+            await relay.start()
+            # A short wait so the first requests find the link up; Redis down is not fatal
+            # (the reader keeps trying with backoff, /api/health says so).
+            if not await relay.wait_subscribed(2.0):
+                log.warning("Redis (REDIS_URL) is not reachable yet; retrying in the background")
         await services.sse.start()
         yield
         await services.sse.stop()
+        if relay is not None:
+            await relay.stop()
 
     async def board_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.board.start()
