@@ -50,12 +50,18 @@ log = logging.getLogger(__name__)
 LINK_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS: the job's meta hash, its stream. ARGV: type, payload, final (0/1), maxlen, ttl ms,
-# channel, message head. Atomic, so ids are increasing and gapless across instances, and the
-# PUBLISH order (the order every instance sees) is the id order.
+# channel, message head, wall ms, floor. Atomic, so ids are increasing and gapless across
+# instances, and the PUBLISH order (the order every instance sees) is the id order. The floor
+# is the publisher's own last id of the job: ids go on increasing even if Redis lost the job
+# (a restart without persistence).
 PUBLISH_SCRIPT = """
 local done = redis.call('HGET', KEYS[1], 'final')
 if done then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'seq'))}
+end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq < tonumber(ARGV[9]) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[9])
 end
 local id = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], id .. '-0',
@@ -67,6 +73,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 redis.call('PUBLISH', ARGV[6], id .. ' ' .. ARGV[7] .. '\\n' .. ARGV[2])
 return {1, id}
+"""
+
+# KEYS: the job's meta hash. ARGV: the last id this instance has, ttl ms. After the link
+# came back, so ids stay increasing for the clients streaming here.
+SEED_SCRIPT = """
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return seq
 """
 
 ADMIN_ACTIONS = ("restart", "reset", "broadcast_reconnect")
@@ -153,8 +170,14 @@ class RedisRelay:
             socket_timeout=command_timeout,
             retry=no_retry,
         )
-        self._sub = Redis.from_url(url, socket_connect_timeout=command_timeout, retry=no_retry)
+        self._sub = Redis.from_url(
+            url,
+            socket_connect_timeout=command_timeout,
+            retry=no_retry,
+            client_name=f"sunflow-sse-sub:{instance_id}"[:100].replace(" ", "_"),
+        )
         self._script = self._redis.register_script(PUBLISH_SCRIPT)
+        self._seed = self._redis.register_script(SEED_SCRIPT)
         self.events_channel = f"{prefix}sse:events"
         self.control_channel = f"{prefix}sse:control"
         self.replies_channel = f"{prefix}sse:replies"
@@ -292,7 +315,10 @@ class RedisRelay:
             if (job := self.hub.jobs.get(job_id)) is not None and job.streams
         ]
         self._synced.clear()
+        ttl = max(1, int(self.hub.config.history_seconds * 1000))
         for job_id in streamed:
+            job = self.hub.jobs[job_id]
+            await self._seed(keys=[self.meta_key(job_id)], args=[job.last_id, ttl])
             await self._sync(job_id)
         return len(streamed)
 
@@ -418,6 +444,12 @@ class RedisRelay:
             separators=(",", ":"),
         )
         config = self.hub.config
+        known = self.hub.jobs.get(job_id)
+        if known is not None and known.finished:
+            raise JobFinished(
+                f"job {job_id!r} has finished; it takes no more events",
+                detail={"job_id": job_id, "last_event_id": known.last_id},
+            )
         try:
             status, event_id = await self._script(
                 keys=[self.meta_key(job_id), self.stream_key(job_id)],
@@ -430,6 +462,7 @@ class RedisRelay:
                     self.events_channel,
                     head,
                     int(time.time() * 1000),
+                    known.last_id if known is not None else 0,
                 ],
             )
         except LINK_ERRORS as exc:
