@@ -459,3 +459,45 @@ async def test_a_relay_refuses_when_redis_is_unreachable(prefix: str) -> None:
         assert "unreachable" in result.cluster["note"]
     finally:
         await relay.close()
+
+
+async def test_the_bots_sse_reset_acts_on_every_instance(
+    migrated_url: str, prefix: str, tmp_path: Path
+) -> None:
+    from bot.callbacks import SSEAction, SSECallback
+    from bot.dispatcher import create_dispatcher
+    from bot.filters import Role
+    from bot.runtime import make_bot
+    from tests.botkit import TOKEN, bot_settings, running_fake
+    from tests.test_bot import Harness, local_dirs
+
+    url = require_redis()
+    cluster = {"redis_url": url, "redis_key_prefix": prefix}
+    async with running_fake() as fake, AsyncExitStack() as stack:
+        settings = bot_settings(
+            migrated_url, fake, instance_id="bot", **cluster, **local_dirs(tmp_path)
+        )
+        services = await stack.enter_async_context(open_services(settings))
+        other = await stack.enter_async_context(
+            open_services(make_settings(migrated_url, instance_id="other", **cluster))
+        )
+        for built in (services, other):
+            assert built.sse_relay is not None
+            await built.sse.start()
+            await built.sse_relay.start()
+            assert await built.sse_relay.wait_subscribed(5)
+            stack.push_async_callback(built.sse_relay.stop)
+            stack.push_async_callback(built.sse.stop)
+        await other.sse.submit("job-bot", "progress", 1)
+        await other.sse.lookup("job-bot", None)
+        other.sse.attach("job-bot", BufferSink(), None)
+        bot = make_bot(TOKEN, fake.base)
+        stack.push_async_callback(bot.session.close)
+        harness = Harness(fake, services, bot, create_dispatcher(services))
+        await harness.say(Role.ADMIN, "/sse_reset")
+        menu = harness.last_posted(Role.ADMIN)
+        confirm = SSECallback(action=SSEAction.RESET, confirm=True).pack()
+        await harness.press_on(Role.ADMIN, menu, confirm)
+        assert "1 streams before, 0 after (1 closed)" in menu.text
+        assert "2 of 2 instances answered" in menu.text
+        assert not other.sse.connections
