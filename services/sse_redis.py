@@ -387,6 +387,8 @@ class RedisRelay:
     async def load(self, job_id: str) -> None:
         if job_id in self._local_jobs:
             return
+        if len(self._synced) > 2 * len(self.hub.jobs) + 100:  # jobs the hub has forgotten
+            self._synced.intersection_update(self.hub.jobs)
         if job_id in self._synced and job_id in self.hub.jobs:
             return
         running = self._inflight.get(job_id)

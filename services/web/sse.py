@@ -95,8 +95,9 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 "401": {"$ref": "#/components/responses/Unauthorized"},
                 "404": {"$ref": "#/components/responses/NotFound"},
                 "503": {
-                    "description": "MAX_SSE_CONNECTIONS are open (clients that do not accept "
-                    "text/event-stream); see Retry-After",
+                    "description": "MAX_SSE_CONNECTIONS are open, or (with REDIS_URL) Redis "
+                    "is unreachable and the job's history cannot be read (clients that do not "
+                    "accept text/event-stream); see Retry-After",
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },
@@ -128,6 +129,13 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 "403": {"$ref": "#/components/responses/Disabled"},
                 "409": {"$ref": "#/components/responses/Conflict"},
                 "413": {"$ref": "#/components/responses/TooLarge"},
+                "503": {
+                    "description": "with REDIS_URL: Redis is unreachable; the event was not "
+                    "recorded (`redis_unavailable`), publish it again",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
             },
         },
     },
@@ -190,6 +198,18 @@ SCHEMAS: dict[str, Any] = {
             },
             "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
             "uptime_seconds": {"type": "number"},
+            "instance": {"type": "string", "description": "with REDIS_URL: INSTANCE_ID"},
+            "redis": {
+                "type": "object",
+                "description": "with REDIS_URL: this instance's link to Redis",
+                "properties": {
+                    "status": {"type": "string", "enum": ["up", "down"]},
+                    "subscribed": {"type": "boolean"},
+                    "link_breaks": {"type": "integer"},
+                    "last_error": {"type": ["string", "null"]},
+                    "jobs_followed": {"type": "integer"},
+                },
+            },
         },
     },
     "SSEAdmin": {
@@ -200,6 +220,24 @@ SCHEMAS: dict[str, Any] = {
             "connections_before": {"type": "integer"},
             "connections_after": {"type": "integer"},
             "closed": {"type": "integer"},
+            "instances_reached": {
+                "type": "integer",
+                "description": "with REDIS_URL: instances the action was sent to; the counts "
+                "above are the sums of their answers",
+            },
+            "instances_answered": {"type": "integer"},
+            "by_instance": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "connections_before": {"type": "integer"},
+                        "connections_after": {"type": "integer"},
+                        "closed": {"type": "integer"},
+                    },
+                },
+            },
+            "note": {"type": "string"},
         },
     },
 }
