@@ -319,7 +319,10 @@ class RedisRelay:
         for job_id in streamed:
             job = self.hub.jobs[job_id]
             await self._seed(keys=[self.meta_key(job_id)], args=[job.last_id, ttl])
-            await self._sync(job_id)
+            try:
+                await self._fetch(job_id)
+            except RedisUnavailable as exc:
+                raise RedisConnectionError(exc.message) from None
         return len(streamed)
 
     # --- incoming ------------------------------------------------------------------------
@@ -391,24 +394,31 @@ class RedisRelay:
             self._synced.intersection_update(self.hub.jobs)
         if job_id in self._synced and job_id in self.hub.jobs:
             return
-        running = self._inflight.get(job_id)
-        if running is not None:
-            await asyncio.shield(running)
-            return
         if not self.subscribed:
             raise RedisUnavailable(
                 "Redis (REDIS_URL) is unreachable: this instance cannot read the job's shared "
                 "history now; try again shortly",
                 detail={"job_id": job_id, "instance": self.instance_id},
             )
+        await self._fetch(job_id)
+
+    async def _fetch(self, job_id: str) -> None:
+        """`_sync`, once at a time per job: a second caller waits for the first."""
+        running = self._inflight.get(job_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inflight[job_id] = future
         try:
             await self._sync(job_id)
             future.set_result(None)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it through shield
+            future.exception()  # marked retrieved; waiters get it through shield
             raise
         finally:
             del self._inflight[job_id]

@@ -171,6 +171,28 @@ async def test_two_publishers_one_order_none_twice(make_node: MakeNode) -> None:
     assert sinks[0].text == sinks[1].text
 
 
+async def test_many_clients_arriving_at_once_fetch_the_history_once(
+    make_node: MakeNode,
+) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    for n in range(1, 4):
+        await a.hub.submit("job-m", "progress", n)
+
+    async def arrive() -> BufferSink:
+        return await stream(b, "job-m")
+
+    async def publish_more() -> None:
+        for n in range(4, 24):
+            await a.hub.submit("job-m", "progress", n)
+
+    arriving = asyncio.gather(*(arrive() for _ in range(20)))
+    sinks, _ = await asyncio.gather(arriving, publish_more())
+    for sink in sinks:
+        await until(lambda sink=sink: len(ids(sink)) == 23, what="23 events")  # type: ignore[misc]
+        assert ids(sink) == list(range(1, 24))
+    assert len(b.hub.jobs["job-m"].history) == 23
+
+
 async def test_a_job_finished_on_a_is_finished_on_b(make_node: MakeNode) -> None:
     a, b = await make_node("a"), await make_node("b")
     await a.hub.submit("job-f", "progress", 1)
