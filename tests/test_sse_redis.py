@@ -152,6 +152,25 @@ async def test_last_event_id_replay_on_b_of_events_published_on_a(make_node: Mak
     assert ids(a_sink) == [3, 4, 5, 6, 7, 8, 9]
 
 
+async def test_the_shared_history_is_trimmed_and_a_gap_is_told(
+    make_node: MakeNode, prefix: str
+) -> None:
+    a, b = await make_node("a", history_size=3), await make_node("b", history_size=3)
+    for n in range(1, 7):
+        await a.hub.submit("job-g", "progress", n)
+    client = Redis.from_url(require_redis())
+    try:
+        assert await client.xlen(f"{prefix}sse:{{job-g}}:events") == 3
+        ttl = await client.pttl(f"{prefix}sse:{{job-g}}:events")
+        assert 0 < ttl <= 3_600_000
+    finally:
+        await client.aclose()
+    sink = await stream(b, "job-g", 1)
+    gap, *events = sink.events()
+    assert (gap.type, json.loads(gap.data)) == ("gap", {"missed_from": 2, "resumed_at": 4})
+    assert [e.id for e in events] == ["4", "5", "6"]
+
+
 async def test_two_publishers_one_order_none_twice(make_node: MakeNode) -> None:
     a, b = await make_node("a"), await make_node("b")
     await a.hub.submit("job-c", "progress", 0)
