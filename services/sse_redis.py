@@ -272,6 +272,9 @@ class RedisRelay:
                     self._breaks_total.inc()
                     log.warning("Redis link lost (%s); reconnecting", self.last_error)
                 self.subscribed = False
+            except Exception:  # a bug in one round must not end the link for good
+                log.exception("the Redis SSE reader failed; starting it again")
+                self.last_error = "internal error (see the log)"
             finally:
                 self.subscribed = False
                 with contextlib.suppress(Exception):
@@ -293,17 +296,24 @@ class RedisRelay:
         self._last_pong = time.monotonic()
 
     async def _read(self, pubsub: PubSub) -> None:
+        # A silent network break sends no error: a PING left without PONG is how it shows.
         next_ping = time.monotonic() + self._ping_seconds
+        sent: float | None = None
         while True:
-            message = await pubsub.get_message(timeout=1.0)
+            wait = max(0.01, next_ping - time.monotonic())
+            message = await pubsub.get_message(timeout=wait)
             if message is not None:
                 self._on_message(message)
             now = time.monotonic()
-            if now >= next_ping:
-                # A silent network break sends no error: a missing PONG is how it shows.
-                if now - self._last_pong > 3 * self._ping_seconds:
-                    raise RedisTimeoutError("no PONG on the subscription")
+            if sent is not None and self._last_pong >= sent:
+                sent = None
+            if sent is not None and now - sent > 2 * self._ping_seconds:
+                raise RedisTimeoutError(
+                    f"no PONG on the subscription within {2 * self._ping_seconds:g} s"
+                )
+            if sent is None and now >= next_ping:
                 await pubsub.ping()
+                sent = now
                 next_ping = now + self._ping_seconds
 
     async def _catch_up(self) -> int:
@@ -478,9 +488,11 @@ class RedisRelay:
                 ],
             )
         except LINK_ERRORS as exc:
+            # Not acknowledged, so the publisher sends it again. Had Redis run the script
+            # before the link failed (a timeout), the event is there twice: at-least-once.
             raise RedisUnavailable(
                 f"Redis (REDIS_URL) is unreachable ({_describe(exc)}): the event was not "
-                "recorded; publish it again",
+                "acknowledged; publish it again",
                 detail={"job_id": job_id, "instance": self.instance_id, "retry": True},
             ) from None
         if status == 0:
