@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # How long the scheduler lease lasts; renewed every third of it. A killed leader is
     # replaced 2/3 to 1 x this later, plus about a second.
     leader_lease_seconds: float = Field(default=15, ge=3, le=300)
+    # With REDIS_URL: the prefix of every key and channel (several deployments, one Redis).
+    redis_key_prefix: str = Field(default="sunflow:", min_length=1, max_length=64)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -256,6 +258,21 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ids(cls, value: str) -> str:
         _split_ids(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ValueError:
+            raise ValueError(
+                "not a Redis URL (redis://host:6379/0, rediss://... or unix:///path)"
+            ) from None
         return value
 
     @field_validator("instance_id")

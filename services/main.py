@@ -41,6 +41,7 @@ from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
+from services.sse_redis import RedisRelay
 from services.updates import UpdateLog
 
 log = logging.getLogger("sunflow_ops")
@@ -78,6 +79,8 @@ class Services:
     telegram_webhook_secret: str | None = None
     # The live board (GET /): snapshots published on the SSE hub's `board` job.
     board: BoardService = field(init=False)
+    # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
+    sse_relay: RedisRelay | None = None
 
 
 @asynccontextmanager
@@ -92,7 +95,7 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
-    instance = instance_name(settings.instance_id, port=settings.http_port)
+    instance = instance_id(settings)
     leadership = Leadership(
         LeaseStore(
             database,
@@ -177,6 +180,21 @@ async def open_services(
         clock=clock,
     )
     incidents.add_hook(services.board)
+    if settings.redis_url is not None:
+        # Imported here: BOARD_JOB is this instance's own board, never shared.
+        from services.board import BOARD_JOB
+
+        relay = RedisRelay(
+            sse,
+            settings.redis_url,
+            instance_id=instance_id(settings),
+            prefix=settings.redis_key_prefix,
+            local_jobs=frozenset({BOARD_JOB}),
+            registry=metrics.registry,
+        )
+        sse.relay = services.sse_relay = relay
+        stack.push_async_callback(relay.close)
+        health.register("redis", relay.check)
     try:
         yield services
     finally:
@@ -213,6 +231,12 @@ async def post_weekly_report(services: Services) -> bool:
     return await services.notify.queue_to_team(
         key, text, file=(f"incidents-{report.end:%Y-%m-%d}.png", chart)
     )
+
+
+def instance_id(settings: Settings) -> str:
+    """This process's name among the instances (lease, Redis, health): INSTANCE_ID, else
+    host:HTTP_PORT (host:pid when the port is 0)."""
+    return instance_name(settings.instance_id, port=settings.http_port)
 
 
 def hub_config(settings: Settings) -> HubConfig:
@@ -311,9 +335,18 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         await services.notify.stop()
 
     async def sse_ctx(_app: web.Application) -> AsyncIterator[None]:
+        relay = services.sse_relay
+        if relay is not None:
+            await relay.start()
+            # A short wait so the first requests find the link up; Redis down is not fatal
+            # (the reader keeps trying with backoff, /api/health says so).
+            if not await relay.wait_subscribed(2.0):
+                log.warning("Redis (REDIS_URL) is not reachable yet; retrying in the background")
         await services.sse.start()
         yield
         await services.sse.stop()
+        if relay is not None:
+            await relay.stop()
 
     async def board_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.board.start()
