@@ -155,7 +155,11 @@ class OutboxHook:
 def _user_ids(value: object) -> list[int]:
     if not isinstance(value, list):
         return []
-    return [int(v) for v in value if isinstance(v, int) or (isinstance(v, str) and v.isdigit())]
+    return [
+        int(v)
+        for v in value
+        if isinstance(v, int) or (isinstance(v, str) and (v.isascii() and v.isdigit()))
+    ]
 
 
 async def unique_key(session: AsyncSession, key: str) -> str:
