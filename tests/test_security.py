@@ -98,7 +98,8 @@ def registered(app: web.Application) -> set[tuple[str, str]]:
 
 
 async def test_every_route_has_a_matrix_entry(app_client: Client) -> None:
-    assert registered(app_client.server.app) == set(AUTH)
+    assert app_client.app is not None
+    assert registered(app_client.app) == set(AUTH)
 
 
 def build(path: str) -> str:

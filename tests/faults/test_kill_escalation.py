@@ -136,14 +136,14 @@ async def test_kill_9_between_due_and_firing_never_misses_or_doubles(
         await served.stop()
 
     firings = dict(
-        await query(  # type: ignore[arg-type]
+        await query(
             migrated_url,
             "SELECT incident_id, count(*) FROM escalation_firings WHERE step_name = 'page' "
             "GROUP BY incident_id",
         )
     )
     timeline = dict(
-        await query(  # type: ignore[arg-type]
+        await query(
             migrated_url,
             "SELECT incident_id, count(*) FROM timeline_events WHERE kind = 'escalated' "
             "GROUP BY incident_id",

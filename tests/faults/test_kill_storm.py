@@ -93,9 +93,7 @@ async def test_every_alert_answered_2xx_survives_kill_9(
     sent_after, failed_after = await storm(served, rest, answered, asyncio.Event())
     await served.stop()
 
-    counts = dict(
-        await query(migrated_url, "SELECT dedup_key, occurrence_count FROM incidents")  # type: ignore[arg-type]
-    )
+    counts = dict(await query(migrated_url, "SELECT dedup_key, occurrence_count FROM incidents"))
     answered_per_key = Counter(key_of(a) for a in answered_before_kill)
     lost = sum(max(0, n - counts.get(k, 0)) for k, n in answered_per_key.items())
     stored = sum(counts.values())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.fakes.cloudinary import API_SECRET, FakeCloudinary
 from tests.fakes.fal import KEY as FAL_KEY
 from tests.fakes.fal import MODEL, PNG, FakeFal
 from tests.fakes.instagram import APP_ID, APP_SECRET, USER_ID, VERSION, FakeInstagram
+from tests.fakes.telegram import FakeTelegram
 from tests.faults.conftest import base_settings
 from tests.faults.process import Served
 from tests.faults.test_kill_escalation import bot_env
@@ -48,6 +50,11 @@ class Mailbox:
         if ok:
             self.logins.append(auth_data.login.decode())
         return AuthResult(success=ok)
+
+
+def answered(fake: FakeTelegram, before: int) -> bool:
+    """The bot has called the API since `before` (beyond the poll that took the update)."""
+    return len(fake.calls) > before + 1
 
 
 async def cli(env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -172,7 +179,7 @@ async def test_no_secret_reaches_a_log_a_response_a_message_or_a_mail(
             ]:
                 before = len(fake.calls)
                 await fake.send_text(user, TEAM, text)
-                await fake.wait_for(lambda before=before: len(fake.calls) > before + 1)
+                await fake.wait_for(partial(answered, fake, before))
             await asyncio.sleep(2)
             # Publishing meets the failing Instagram, fal.ai and Cloudinary (CLI output too).
             fal.fault = "500"
