@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -207,7 +208,7 @@ async def test_every_post_body_has_the_limit(app_client: Client, path: str) -> N
     big = b'{"title": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     response = await app_client.post(
         path,
-        data=big,
+        data=io.BytesIO(big),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     assert response.status == 413
