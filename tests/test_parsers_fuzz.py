@@ -118,7 +118,9 @@ def test_malformed_alertmanager_payloads_name_the_field(payload: Any) -> None:
 
 
 @FUZZ
-@given(st.text(max_size=20) | st.from_regex(r"\A(\d{1,4}\s?[smhdwSMHDW]){1,3}\Z"))
+@given(st.text(max_size=20) | st.from_regex(r"\A(\d{1,14}\s?[smhdwSMHDW]){1,3}\Z"))
+@example("99999999999d")
+@example("9" * 5000 + "s")
 def test_durations_parse_or_say_how_to_write_them(text: str) -> None:
     try:
         duration = parse_duration(text)
