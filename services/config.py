@@ -29,7 +29,7 @@ def _split_ids(value: object) -> list[int]:
             part = raw.strip()
             if not part:
                 continue
-            if not part.lstrip("-").isdigit():
+            if not (part.lstrip("-").isascii() and part.lstrip("-").isdigit()):
                 raise ValueError(f"{part!r} is not a numeric Telegram user id")
             ids.append(int(part))
         return ids
@@ -42,7 +42,7 @@ def _split_names(value: str) -> list[str]:
 
 def _alert_days(value: str) -> tuple[int, int]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all((p.isascii() and p.isdigit()) for p in parts):
         raise ValueError("expected two day counts, warning then critical, e.g. 14,3")
     warning, critical = int(parts[0]), int(parts[1])
     if not warning > critical >= 1:

@@ -22,6 +22,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# The largest id an Integer primary key holds on every database (PostgreSQL's int4); ids
+# from users are checked against it so a bigger number is a 400, not a database error.
+MAX_ID = 2**31 - 1
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores UTC; always hands back an aware datetime (SQLite keeps no zone)."""

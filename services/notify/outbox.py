@@ -280,7 +280,11 @@ def _free_key_sync(session: Session, key: str, known: _Keys) -> str:
 def _user_ids(value: object) -> list[int]:
     if not isinstance(value, list):
         return []
-    return [int(v) for v in value if isinstance(v, int) or (isinstance(v, str) and v.isdigit())]
+    return [
+        int(v)
+        for v in value
+        if isinstance(v, int) or (isinstance(v, str) and (v.isascii() and v.isdigit()))
+    ]
 
 
 async def unique_key(session: AsyncSession, key: str) -> str:

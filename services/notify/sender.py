@@ -180,7 +180,12 @@ class OutboxSender:
         now = time.monotonic()
         best: _Candidate | None = None
         wait = 60.0
+        # A chat whose earlier message waits (its retry time after a failure) sends nothing
+        # else before it, so a backlog arrives in the order it was written.
+        held: set[int] = set()
         for cand in candidates:
+            if cand.chat_id in held:
+                continue
             until = max(
                 self._global_blocked_until - now,
                 self._blocked_until.get(cand.chat_id, 0.0) - now,
@@ -191,6 +196,7 @@ class OutboxSender:
                 best = cand
                 break
             wait = min(wait, until)
+            held.add(cand.chat_id)
         if best is None:
             return max(wait, 0.005)
         await self._deliver(best.id)

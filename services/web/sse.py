@@ -39,7 +39,25 @@ STREAM_HEADERS = {
 # How long a clean end of stream may wait on a client before the socket is dropped.
 _EOF_TIMEOUT = 5.0
 
-_JOB = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"},
+}
+# What parse_last_event_id accepts: empty (none) or a non-negative integer of up to 18 digits.
+_EVENT_ID = {"type": "string", "pattern": "^\\s*[0-9]{0,18}\\s*$"}
+# One parsed event (OpenAPI 3.1: `schema` of text/event-stream describes each event).
+_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]*$"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _ADMIN_RESPONSES = {
     "200": {
         "description": "done; connection counts before and after",
@@ -73,14 +91,14 @@ OPENAPI: dict[str, dict[str, Any]] = {
                     "in": "header",
                     "required": False,
                     "description": "resume after this event id (sent by browsers on reconnect)",
-                    "schema": {"type": "string"},
+                    "schema": _EVENT_ID,
                 },
                 {
                     "name": "last_event_id",
                     "in": "query",
                     "required": False,
                     "description": "same as the header, for a new EventSource; the header wins",
-                    "schema": {"type": "string"},
+                    "schema": _EVENT_ID,
                 },
             ],
             "responses": {
@@ -88,7 +106,7 @@ OPENAPI: dict[str, dict[str, Any]] = {
                     "description": "the stream (or, when MAX_SSE_CONNECTIONS are open and the "
                     "client accepts text/event-stream, a `retry:` hint, an `overloaded` event "
                     "and the end of the stream)",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": _EVENT}},
                 },
                 "204": {"description": "the job has finished and nothing is left to replay"},
                 "400": {"$ref": "#/components/responses/BadRequest"},
@@ -275,9 +293,11 @@ def _hub(request: web.Request) -> SSEHub:
 
 def _last_event_id(request: web.Request) -> int | None:
     # Browsers send the header on their own reconnects; the query serves a new EventSource.
+    # Both are checked, so a malformed one is refused even when the other wins.
+    from_query = parse_last_event_id(request.query.get("last_event_id"))
     if "Last-Event-ID" in request.headers:
         return parse_last_event_id(request.headers["Last-Event-ID"])
-    return parse_last_event_id(request.query.get("last_event_id"))
+    return from_query
 
 
 @routes.get("/api/generation/jobs/{job_id}/events")

@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,9 @@ class FakeTelegram:
         # Calls of a held method wait (inside the request) until the hold is released.
         self.holds: dict[str, asyncio.Event] = {}
         self.held: list[str] = []
+        # A test's failure plan: called first for every call; a response it returns is the
+        # answer (an outage: 5xx, 429, or a reply after the client gave up).
+        self.outage: Callable[[str, Call], Awaitable[web.Response | None]] | None = None
 
     # -- server ---------------------------------------------------------------
 
@@ -329,6 +332,11 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     async def _dispatch(self, method: str, params: dict[str, Any], call: Call) -> web.Response:
+        if self.outage is not None:
+            failure = await self.outage(method, call)
+            if failure is not None:
+                call.status = failure.status
+                return failure
         if self.down:
             call.status = 502
             return web.Response(status=502, text="<html>502 Bad Gateway</html>")
