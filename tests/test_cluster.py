@@ -1,10 +1,12 @@
-"""Two `sunflow-ops serve` processes on one PostgreSQL database behind nginx round-robin:
-the leader is killed with SIGKILL mid-ladder, the other takes over, and every step reaches
-the team chat exactly once; a Telegram update delivered to both is handled once."""
+"""Two `sunflow-ops serve` processes on one PostgreSQL database and one Redis behind nginx
+round-robin: the leader is killed with SIGKILL mid-ladder, the other takes over, and every
+step reaches the team chat exactly once; a Telegram update delivered to both is handled once;
+an SSE client of one instance gets the events published on the other."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -21,14 +23,23 @@ from typing import Any
 
 import aiohttp
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from services import db as dbmod
 from services.db import Database
 from services.models import TimelineEvent
 from tests.botkit import PD_USER, RESPONDER, TEAM, TOKEN, VIEWER, running_fake
-from tests.conftest import INTAKE, PG_ADMIN_URL, free_port, intake_headers, require_program
+from tests.conftest import (
+    INTAKE,
+    PG_ADMIN_URL,
+    free_port,
+    intake_headers,
+    require_program,
+    require_redis,
+)
 from tests.fakes.telegram import FakeTelegram, Posted
+from tests.sse_wire import StreamParser
 
 pytestmark = pytest.mark.e2e
 
@@ -177,15 +188,19 @@ class Instance:
                 self.proc.wait()
 
 
-def environment(url: str, fake: FakeTelegram, nginx: str, policy: Path) -> dict[str, str]:
+def environment(
+    url: str, fake: FakeTelegram, nginx: str, policy: Path, redis_prefix: str
+) -> dict[str, str]:
     keep = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("TELEGRAM_", "HTTP_", "DATABASE_", "SMTP_", "INSTANCE_"))
+        if not k.startswith(("TELEGRAM_", "HTTP_", "DATABASE_", "SMTP_", "INSTANCE_", "REDIS_"))
     }
     return {
         **keep,
         "DATABASE_URL": url,
+        "REDIS_URL": require_redis(),
+        "REDIS_KEY_PREFIX": redis_prefix,
         "INTAKE_TOKEN": INTAKE,
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_BASE": fake.base,
@@ -231,9 +246,10 @@ async def test_two_instances_page_once_through_a_leader_kill(
     policy = tmp_path / "policy.toml"
     policy.write_text(LADDER)
     ports = [free_port(), free_port()]
+    prefix = f"sunflow-paging-{uuid.uuid4().hex[:8]}:"
     async with running_fake() as fake:
         with nginx_round_robin(tmp_path, ports) as nginx:
-            env = environment(pg_url, fake, nginx, policy)
+            env = environment(pg_url, fake, nginx, policy, prefix)
             a = Instance("ops-a", ports[0], env, tmp_path)
             b = Instance("ops-b", ports[1], env, tmp_path)
             try:
@@ -241,6 +257,36 @@ async def test_two_instances_page_once_through_a_leader_kill(
             finally:
                 for instance in (a, b):
                     instance.stop()
+                client = Redis.from_url(env["REDIS_URL"])
+                async for key in client.scan_iter(match=f"{prefix}*"):
+                    await client.delete(key)
+                await client.aclose()
+
+
+async def sse_across(session: aiohttp.ClientSession, reader: Instance, writer: Instance) -> None:
+    """An SSE client of `reader` receives what is published on `writer` (through Redis)."""
+    url = "{}/api/generation/jobs/cluster-paging/events"
+    headers = intake_headers()
+    async with session.post(
+        url.format(writer.base), json={"type": "progress", "data": {"n": 1}}, headers=headers
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+    async with session.get(
+        url.format(reader.base), headers={"Accept": "text/event-stream", "Last-Event-ID": "0"}
+    ) as stream:
+        assert stream.status == 200
+        parser = StreamParser()
+        async with session.post(
+            url.format(writer.base), json={"type": "progress", "data": {"n": 2}}, headers=headers
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+        got: list[str] = []
+        async with asyncio.timeout(10):
+            while len(got) < 2:
+                chunk = await stream.content.readany()
+                assert chunk, "the stream ended"
+                got += [e.data for e in parser.feed(chunk.decode()) if e.type == "progress"]
+        assert [json.loads(d) for d in got] == [{"n": 1}, {"n": 2}], got
 
 
 @dataclass(frozen=True)
@@ -270,6 +316,7 @@ async def _play(  # noqa: PLR0914, PLR0915
 
         leader = (await until(one_leads, timeout=30, what="exactly one leader"))[0]
         follower = b if leader is a else a
+        await sse_across(session, leader, follower)
         report = await follower.health(session)
         assert report is not None and report["instance"] == follower.name
         assert report["components"]["leader"]["holder"] == leader.name
