@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import json
 import random
 import time
@@ -184,6 +185,26 @@ async def test_resume_past_the_history_says_what_was_lost() -> None:
     assert events[0].type == "gap"
     assert json.loads(events[0].data) == {"missed_from": 3, "resumed_at": 8}
     assert [e.id for e in events[1:]] == ["8", "9", "10"]
+
+
+async def test_kept_events_are_not_walked_by_the_collector() -> None:
+    """The replay history holds plain tuples, which the collector untracks: events kept at
+    1,000/s never grow the heap a full collection walks (docs/benchmarks.md, SSE)."""
+    hub, _ = make_hub(history_size=3)
+    for n in range(5):
+        hub.publish("j", "progress", {"n": n}, final=n == 4)
+    gc.collect()
+    job = hub.jobs["j"]
+    assert len(job.entries) == 3
+    assert not any(gc.is_tracked(entry) for entry in job.entries)
+    assert [(e.id, json.loads(e.data), e.final) for e in job.history] == [
+        (3, {"n": 2}, False),
+        (4, {"n": 3}, False),
+        (5, {"n": 4}, True),
+    ]
+    assert job.history[-1].frame == Frame.of(
+        encode_event('{"n":4}', event_type="progress", event_id="5")
+    )
 
 
 async def test_history_forgets_by_age() -> None:
