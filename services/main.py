@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -287,6 +288,10 @@ async def serve(
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
         await site.start()
         port = _bound_port(runner) or settings.http_port
+        # What start-up built (SQLAlchemy, pydantic, aiohttp, prometheus: ~125,000 objects)
+        # lives as long as the process: frozen, no full collection walks it again.
+        gc.collect()
+        gc.freeze()
         log.info("serving on http://%s:%s", settings.http_host, port)
         _retitle(f"sunflow-ops serve (generation-service) http://{settings.http_host}:{port}")
         if ready is not None:
@@ -296,6 +301,7 @@ async def serve(
         finally:
             log.info("stopping")
             await runner.cleanup()
+            gc.unfreeze()
     log.info("stopped")
 
 
