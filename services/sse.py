@@ -9,9 +9,10 @@ import json
 import logging
 import random
 import re
+import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -191,11 +192,29 @@ class Published:
         }
 
 
-# A history entry: (id, type, data, final, at, raw frame, chunked frame). An exact tuple of
-# strings, numbers and bytes, which the collector stops tracking at its first young pass, so
-# the events kept for replay never count towards a full collection; as Event and Frame
-# instances (two tracked objects per event) they pulled full passes into steady traffic.
-_Entry = tuple[int, str, str, bool, float, bytes, bytes]
+# A history entry is one bytes object: the head below, the type and data (UTF-8), then the
+# raw frame. Bytes are invisible to the cyclic collector, so keeping 1,000 events/s for replay
+# adds nothing to its counts or to the heap a full collection walks; as Event and Frame
+# instances they were two tracked objects per event and pulled full passes into steady
+# traffic (docs/benchmarks.md, SSE). Hand-packed because no container of Python objects is.
+_HEAD = struct.Struct("<qd?II")  # id, at, final, len(type), len(data)
+_AT_OFFSET = 8
+
+
+def _pack(event: Event) -> bytes:
+    kind = event.type.encode()
+    data = event.data.encode()
+    head = _HEAD.pack(event.id, event.at, event.final, len(kind), len(data))
+    return b"".join((head, kind, data, event.frame.raw))
+
+
+def _entry_id(entry: bytes) -> int:
+    return int.from_bytes(entry[:8], "little", signed=True)
+
+
+def _entry_at(entry: bytes) -> float:
+    (at,) = struct.unpack_from("<d", entry, _AT_OFFSET)
+    return float(at)
 
 
 class Job:
@@ -203,7 +222,7 @@ class Job:
 
     def __init__(self, job_id: str, *, history_size: int, probe: bool, now: float) -> None:
         self.id = job_id
-        self.entries: deque[_Entry] = deque(maxlen=history_size)
+        self.entries: deque[bytes] = deque(maxlen=history_size)
         self.last_id = 0
         self.last_event_at = now
         self.finished_at: float | None = None
@@ -217,25 +236,27 @@ class Job:
     @property
     def history(self) -> tuple[Event, ...]:
         """The events kept for replay, oldest first (built on demand from `entries`)."""
-        return tuple(self._events(self.entries))
+        return tuple(self._event(entry) for entry in self.entries)
 
     def record(self, event: Event) -> None:
         """Keep an event for replay; the oldest goes when the history is full."""
-        frame = event.frame
-        self.entries.append(
-            (event.id, event.type, event.data, event.final, event.at, frame.raw, frame.chunked)
-        )
+        self.entries.append(_pack(event))
 
-    def _events(self, entries: Iterable[_Entry]) -> Iterator[Event]:
-        for n, kind, data, final, at, raw, chunked in entries:
-            yield Event(self.id, n, kind, data, final, at, Frame(raw, chunked))
+    def _event(self, entry: bytes) -> Event:
+        n, at, final, type_len, data_len = _HEAD.unpack_from(entry)
+        start = _HEAD.size
+        kind = entry[start : start + type_len].decode()
+        start += type_len
+        data = entry[start : start + data_len].decode()
+        raw = entry[start + data_len :]
+        return Event(self.id, n, kind, data, final, at, Frame.of(raw))
 
     def missed(self, last_event_id: int | None) -> tuple[list[Event], int | None]:
         """Events after `last_event_id` still in history, and the first id lost, if any."""
         after = 0 if last_event_id is None else last_event_id
         entries = self.entries
-        events = list(self._events(e for e in entries if e[0] > after))  # [0]: the id
-        oldest = entries[0][0] if entries else self.last_id + 1
+        events = [self._event(e) for e in entries if _entry_id(e) > after]
+        oldest = _entry_id(entries[0]) if entries else self.last_id + 1
         gap = after + 1 if after + 1 < oldest and after < self.last_id else None
         return events, gap
 
@@ -681,7 +702,7 @@ class SSEHub:
         forgotten = []
         for job in self.jobs.values():
             entries = job.entries
-            while entries and entries[0][4] < horizon:  # [4]: the entry's `at`
+            while entries and _entry_at(entries[0]) < horizon:
                 entries.popleft()
             if job.probe or job.streams:
                 continue
