@@ -292,13 +292,6 @@ async def serve(
         # lives as long as the process: frozen, no full collection walks it again.
         gc.collect()
         gc.freeze()
-        # A young pass per 10,000 new objects, not 700: requests in flight are then rarely
-        # caught alive and promoted, and promotions are what bring a full pass (hundreds of ms
-        # at 10,000 SSE streams) due in steady traffic. Every 2nd young pass is a middle one,
-        # so it stays small, and a full pass is still considered every ~100,000 new objects
-        # as before (docs/benchmarks.md, SSE).
-        thresholds = gc.get_threshold()
-        gc.set_threshold(10_000, 1, 4)
         log.info("serving on http://%s:%s", settings.http_host, port)
         _retitle(f"sunflow-ops serve (generation-service) http://{settings.http_host}:{port}")
         if ready is not None:
@@ -308,7 +301,6 @@ async def serve(
         finally:
             log.info("stopping")
             await runner.cleanup()
-            gc.set_threshold(*thresholds)
             gc.unfreeze()
     log.info("stopped")
 
