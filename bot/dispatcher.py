@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiogram import Dispatcher
+from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import BotCommand
 
 from bot.filters import COMMAND_ROLES, RolePolicy
@@ -28,9 +29,16 @@ if TYPE_CHECKING:
     from services.main import Services
 
 
-def create_dispatcher(services: Services, *, catalogue: Catalogue | None = None) -> Dispatcher:
+def create_dispatcher(
+    services: Services,
+    *,
+    catalogue: Catalogue | None = None,
+    storage: BaseStorage | None = None,
+) -> Dispatcher:
+    """`storage`: aiogram's FSM storage (`fsm_storage`: Redis with REDIS_URL); memory if None."""
     catalogue = catalogue or Catalogue(services.settings.bot_language)
     dispatcher = Dispatcher(
+        storage=storage,
         settings=services.settings,
         clock=services.clock,
         incidents=services.incidents,

@@ -15,12 +15,16 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import AiogramError
+from aiogram.fsm.storage.base import BaseStorage, DefaultKeyBuilder
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.fsm.storage.redis import RedisStorage
 from aiohttp import web
 
 from bot.dispatcher import bot_commands, create_dispatcher
 from bot.locales import Catalogue
 from bot.middlewares import LimitsMiddleware, PlainResendMiddleware
 from bot.render import TelegramRenderer
+from services.config import Settings
 from services.notify.limits import TelegramLimits
 from services.notify.telegram import TelegramClient
 
@@ -39,6 +43,17 @@ def make_bot(token: str, api_base: str, *, limits: TelegramLimits | None = None)
         session.middleware(LimitsMiddleware(limits))
     session.middleware(PlainResendMiddleware())
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+def fsm_storage(settings: Settings) -> BaseStorage:
+    """Where conversation state lives: Redis with REDIS_URL (so any instance can take the next
+    update of a conversation), this process's memory otherwise."""
+    if settings.redis_url is None:
+        return MemoryStorage()
+    return RedisStorage.from_url(
+        settings.redis_url,
+        key_builder=DefaultKeyBuilder(prefix=f"{settings.redis_key_prefix}fsm"),
+    )
 
 
 async def _bootstrap(
@@ -75,7 +90,8 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
             token.get_secret_value(), settings.telegram_api_base, limits=services.notify.limits
         )
         catalogue = Catalogue(settings.bot_language)
-        dispatcher = create_dispatcher(services, catalogue=catalogue)
+        storage = fsm_storage(settings)
+        dispatcher = create_dispatcher(services, catalogue=catalogue, storage=storage)
         client = TelegramClient(settings.telegram_api_base, token)
         services.notify.start_telegram(client, TelegramRenderer(catalogue))
         secret: str | None = None
@@ -140,5 +156,6 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
             await services.notify.stop_telegram()
             await client.close()
             await bot.session.close()
+            await storage.close()
 
     return ctx

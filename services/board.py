@@ -8,11 +8,13 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.escalation import EscalationService, NextStepInfo
@@ -33,6 +35,8 @@ BOARD_HISTORY = 1
 OPEN_STATES = (IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED)
 # Changes that do not alter what the board shows.
 _IGNORED = frozenset({ChangeKind.ANNOTATED, ChangeKind.CHECKLIST, ChangeKind.POSTMORTEM})
+# While changes keep coming, wait this many times the last snapshot's cost before the next.
+_QUIET_SHARE = 9
 
 
 def as_utc(value: datetime) -> datetime:
@@ -148,6 +152,7 @@ class BoardService:
         self._health_at = 0.0
         self._health_lock = asyncio.Lock()
         self._last_published: str | None = None
+        self._publish_cost = 0.0
         self._task: asyncio.Task[None] | None = None
         self.ensure_job()
 
@@ -169,6 +174,9 @@ class BoardService:
     # -- incident hook --------------------------------------------------------------------
 
     async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
+        return None
+
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
         return None
 
     def after_commit(self, change: IncidentChange) -> None:
@@ -210,7 +218,8 @@ class BoardService:
     async def snapshot(self) -> BoardSnapshot:
         views = await self._incidents.list(states=OPEN_STATES, limit=self.limit)
         views.sort(key=lambda v: (v.severity.rank, as_utc(v.first_seen_at), v.id))
-        items = [BoardIncident(v, await self._escalation.next_step_for(v.id)) for v in views]
+        steps = await self._escalation.next_steps_for(views)
+        items = [BoardIncident(v, steps[v.id]) for v in views]
         counts = await self._incidents.count_open()
         health = await self.health_summary()
         return BoardSnapshot(
@@ -252,10 +261,14 @@ class BoardService:
                 await asyncio.wait_for(self._dirty.wait(), self.interval)
             try:
                 if self._dirty.is_set():
-                    # Let a burst of changes (a batch of alerts) settle into one snapshot.
-                    await asyncio.sleep(self.debounce)
+                    # Let a burst of changes (a batch of alerts) settle into one snapshot; in
+                    # a storm, wait long enough that snapshots take at most a tenth of the
+                    # process (200 incidents cost milliseconds each time) and intake keeps up.
+                    await asyncio.sleep(max(self.debounce, self._publish_cost * _QUIET_SHARE))
                     self._dirty.clear()
+                    started = time.perf_counter()
                     await self.publish()
+                    self._publish_cost = time.perf_counter() - started
                 elif self.viewers():
                     await self.publish(only_if_changed=True)
             except Exception:  # the board must outlive one failed round (e.g. the database)

@@ -20,7 +20,7 @@ from services.cli_pipeline import (
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
-from services.models import IncidentState
+from services.models import MAX_ID, IncidentState
 from services.policy import PolicyError
 from services.severity import parse_severity
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _incident_id(value: str) -> int:
     text = value.lstrip("#")
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
         raise argparse.ArgumentTypeError(f"{value!r} is not an incident number (e.g. 42)")
     return int(text)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.config import Settings
 from services.errors import DomainError
+from services.models import MAX_ID
 
 if TYPE_CHECKING:
     from services.main import Services
@@ -76,14 +77,14 @@ def add_pipeline_commands(sub: Any) -> None:
 
 
 def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
     return int(value)
 
 
 def _job_id(value: str) -> int:
     text = value.lstrip("#")
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number (e.g. 7)")
     return int(text)
 

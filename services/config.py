@@ -29,7 +29,7 @@ def _split_ids(value: object) -> list[int]:
             part = raw.strip()
             if not part:
                 continue
-            if not part.lstrip("-").isdigit():
+            if not (part.lstrip("-").isascii() and part.lstrip("-").isdigit()):
                 raise ValueError(f"{part!r} is not a numeric Telegram user id")
             ids.append(int(part))
         return ids
@@ -42,7 +42,7 @@ def _split_names(value: str) -> list[str]:
 
 def _alert_days(value: str) -> tuple[int, int]:
     parts = [p.strip() for p in value.split(",") if p.strip()]
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all((p.isascii() and p.isdigit()) for p in parts):
         raise ValueError("expected two day counts, warning then critical, e.g. 14,3")
     warning, critical = int(parts[0]), int(parts[1])
     if not warning > critical >= 1:
@@ -71,6 +71,14 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./data/sunflow.db"
     redis_url: str | None = None
+    # Several instances (docs/scaling.md): this instance's name in the scheduler lease and
+    # /api/health; unset: host:HTTP_PORT (host:pid when the port is 0).
+    instance_id: str | None = Field(default=None, max_length=200)
+    # How long the scheduler lease lasts; renewed every third of it. A killed leader is
+    # replaced 2/3 to 1 x this later, plus about a second.
+    leader_lease_seconds: float = Field(default=15, ge=3, le=300)
+    # With REDIS_URL: the prefix of every key and channel (several deployments, one Redis).
+    redis_key_prefix: str = Field(default="sunflow:", min_length=1, max_length=64)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8002, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -197,6 +205,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_url",
+        "instance_id",
         "telegram_webhook_url",
         "smtp_url",
         "alert_email_to",
@@ -249,6 +258,28 @@ class Settings(BaseSettings):
     @classmethod
     def _check_ids(cls, value: str) -> str:
         _split_ids(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from redis.asyncio.connection import parse_url
+
+        try:
+            parse_url(value)
+        except ValueError:
+            raise ValueError(
+                "not a Redis URL (redis://host:6379/0, rediss://... or unix:///path)"
+            ) from None
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _check_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not all(c.isprintable() and not c.isspace() for c in value):
+            raise ValueError("use letters, digits and punctuation, no spaces, e.g. ops-a:8081")
         return value
 
     @field_validator("telegram_api_base", "instagram_api_base", "fal_api_base")

@@ -3,25 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
+T = TypeVar("T")
+# PostgreSQL advisory lock held while migrating ("sunf" in ASCII): instances starting
+# together on a new database migrate one at a time (migrations/env.py).
+MIGRATION_LOCK = 0x73756E66
+
+
+class Fence(Protocol):
+    """Checks, inside a write transaction, that this instance still leads (raises if not)."""
+
+    async def check(self, session: AsyncSession) -> None: ...
+
+    def check_sync(self, session: Session) -> None: ...
+
+
+# Set in the scheduled work of the leading instance (services/leader.py): every write
+# transaction made there first checks the fencing token, so a deposed leader's late write
+# is refused instead of committed.
+FENCE: ContextVar[Fence | None] = ContextVar("sunflow_fence", default=None)
 
 
 def alembic_config(database_url: str) -> Config:
@@ -48,8 +68,8 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves so writers can take the lock up front (BEGIN IMMEDIATE):
         # a deferred transaction that upgrades to a writer can fail at once with SQLITE_BUSY.
@@ -61,7 +81,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
@@ -84,13 +104,32 @@ class Database:
         self.engine = create_async_engine(database_url, **kwargs)
         write_engine = self.engine
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine.sync_engine)
             write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessionmaker = async_sessionmaker(write_engine, expire_on_commit=False)
         # SQLite has one writer at a time; queueing writers here is fairer and faster than
         # letting them spin in SQLite's busy handler. Other processes still get busy_timeout.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # `write_sync` on a SQLite file: a thread of its own with a plain sqlite3 connection,
+        # so a transaction of many statements is one hop there and back, where each statement
+        # through aiosqlite is a thread round trip of its own (hand-written: no library has it).
+        self._sync_writer: ThreadPoolExecutor | None = None
+        self._sync_engine: Engine | None = None
+        url = make_url(database_url)
+        if self.is_sqlite and url.database and ":memory:" not in url.database:
+            self._sync_engine = create_engine(
+                url.set(drivername="sqlite"),
+                echo=echo,
+                pool_reset_on_return=None,
+                connect_args={"check_same_thread": False},
+            )
+            _configure_sqlite(self._sync_engine)
+            self._sync_sessionmaker = sessionmaker(
+                self._sync_engine.execution_options(sqlite_begin="IMMEDIATE"),
+                expire_on_commit=False,
+            )
+            self._sync_writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -100,12 +139,44 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction: committed on normal exit, rolled back on error."""
+        fence = FENCE.get()
         if self._write_lock is None:
             async with self._write_sessionmaker.begin() as session:
+                if fence is not None:
+                    await fence.check(session)
                 yield session
             return
         async with self._write_lock, self._write_sessionmaker.begin() as session:
+            if fence is not None:
+                await fence.check(session)
             yield session
+
+    async def write_sync(self, fn: Callable[[Session], T]) -> T:
+        """One write transaction of synchronous code: `fn(session)`, committed when it returns.
+
+        On a SQLite file it runs in the writer thread in one hop; elsewhere (PostgreSQL) in
+        an async write transaction through `AsyncSession.run_sync`.
+        """
+        if self._sync_writer is None or self._write_lock is None:
+            async with self.write() as session:
+                return await session.run_sync(fn)
+        fence = FENCE.get()  # read here: the writer thread does not see this context
+        async with self._write_lock:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._sync_writer, self._in_transaction, fn, fence)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                # The thread finishes its transaction regardless; keep the lock until it has,
+                # so no other writer of this process runs beside it.
+                await asyncio.wait([future])
+                raise
+
+    def _in_transaction(self, fn: Callable[[Session], T], fence: Fence | None) -> T:
+        with self._sync_sessionmaker.begin() as session:
+            if fence is not None:
+                fence.check_sync(session)
+            return fn(session)
 
     async def ping(self) -> None:
         from sqlalchemy import text
@@ -115,3 +186,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync_writer is not None and self._sync_engine is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._sync_writer, self._sync_engine.dispose
+            )
+            self._sync_writer.shutdown()

@@ -19,16 +19,19 @@ def parse_duration(text: str) -> timedelta:
     for match in _PART.finditer(raw):
         if match.start() != position:
             break
-        seconds += int(match.group(1)) * _UNITS[match.group(2)]
+        # Bounded before int() and timedelta(), which refuse huge numbers with other errors.
+        digits = match.group(1).lstrip("0") or "0"
+        if len(digits) > 12:
+            raise ValueError(f"{text!r} is longer than a year")
+        seconds += int(digits) * _UNITS[match.group(2)]
         position = match.end()
     if position != len(raw) or position == 0:
         raise ValueError(f"{text!r} is not a duration; write it like 30s, 30m, 1h, 1d or 1h30m")
-    duration = timedelta(seconds=seconds)
-    if duration <= timedelta(0):
+    if seconds <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
-    if duration > MAX_DURATION:
+    if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"{text!r} is longer than a year")
-    return duration
+    return timedelta(seconds=seconds)
 
 
 def format_duration(delta: timedelta) -> str:

@@ -6,18 +6,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database
 from services.errors import InvalidInput
-from services.incidents import ChangeKind, IncidentChange, IncidentService
+from services.incidents import ChangeKind, IncidentChange, IncidentService, IncidentView
 from services.metrics import Metrics
 from services.models import (
     EscalationFiring,
@@ -208,6 +210,32 @@ _LADDER_CHANGES = {
 }
 
 
+# Incidents fired per transaction when their wake-ups are due at once: enough to share the
+# commit, few enough that the intake's group commits are not held up behind it.
+_TICK_GROUP = 16
+# Ids per `IN (...)` list, well under SQLite's and asyncpg's bound-parameter limits.
+_QUERY_CHUNK = 500
+
+
+class _NeedsAsync(Exception):
+    """The writer-thread path cannot do this group (a step's details come from a callback)."""
+
+
+# Marks a missed deadline among the step claims of `_fire_group`, to keep their order.
+_DEADLINE = DueStep(
+    -1, 0, Step("deadline", timedelta(0), "team", ""), datetime.min.replace(tzinfo=UTC)
+)
+
+# Ladder moves that need reads (`in_transaction`); never recorded in bulk.
+_SYNC_UNSUPPORTED = frozenset(
+    {
+        ChangeKind.REOPENED,
+        ChangeKind.ACKNOWLEDGED,
+        ChangeKind.UNACKNOWLEDGED,
+        ChangeKind.SNOOZED,
+    }
+)
+
 StepDetails = Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -243,6 +271,11 @@ class EscalationService:
         self._pd_user_ids = list(pd_user_ids)
         self._armed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Incidents whose timers a commit moved, re-armed together by one task: an alert
+        # storm opens hundreds of incidents a second, and one read per incident (plus one
+        # transaction each for their 0 s steps) would starve the intake of the database.
+        self._to_rearm: set[int] = set()
+        self._rearm_task: asyncio.Task[None] | None = None
         # More for a step's firing, by step name: the retry service fills the 30-minute step
         # ("retries_done") with the retry state of the incident's jobs.
         self.step_details: dict[str, StepDetails] = {}
@@ -287,6 +320,20 @@ class EscalationService:
                 snooze_shift(state, self.policy, incident.snoozed_until).total_seconds()
             )
 
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        """Changes recorded in bulk: new incidents' ladders in one statement (repeats,
+        resolves and firings leave the ladder as it is, as in `in_transaction`)."""
+        moving = {c.kind for c in changes} & _SYNC_UNSUPPORTED
+        if moving:
+            raise ValueError(f"in_transaction_sync cannot move a ladder for {sorted(moving)}")
+        new = [
+            {"incident_id": c.incident.id, "epoch": 1, "started_at": c.at, "shift_seconds": 0}
+            for c in changes
+            if c.kind is ChangeKind.TRIGGERED
+        ]
+        if new:
+            session.execute(insert(EscalationLadder), new)
+
     def after_commit(self, change: IncidentChange) -> None:
         incident = change.incident
         if change.kind is ChangeKind.ACKNOWLEDGED:
@@ -298,10 +345,37 @@ class EscalationService:
                 (change.at - incident.first_seen_at).total_seconds()
             )
         moves_ladder = change.kind in _LADDER_CHANGES or "severity_raised" in change.details
-        if self._armed and moves_ladder:
-            task = asyncio.get_running_loop().create_task(self.rearm(incident.id))
+        if moves_ladder:
+            self.rearm_soon(incident.id)
+
+    def rearm_soon(self, incident_id: int) -> None:
+        """Re-arm this incident's timer in the background (when this instance runs timers):
+        its ladder moved here, or on another instance that told us so. Incidents moved
+        together are re-armed together."""
+        if not self._armed:
+            return
+        self._to_rearm.add(incident_id)
+        if self._rearm_task is None:
+            task = asyncio.get_running_loop().create_task(self._rearm_moved())
+            self._rearm_task = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _rearm_moved(self) -> None:
+        try:
+            while self._to_rearm and self._armed:
+                ids = sorted(self._to_rearm)
+                self._to_rearm.clear()
+                gate = self._scheduler.gate
+                if gate is None:
+                    await self.rearm_many(ids, fire_due=True)
+                    continue
+                if not gate.is_leader:
+                    return
+                with gate.fenced():  # the due steps fired here are the leader's writes
+                    await self.rearm_many(ids, fire_due=True)
+        finally:
+            self._rearm_task = None
 
     # -- timers --------------------------------------------------------------------------------
 
@@ -309,7 +383,7 @@ class EscalationService:
         """Arm every open incident from the database (steps that came due fire now)."""
         self._armed = True
         await self.rearm_all()
-        self._scheduler.scheduler.add_job(
+        self._scheduler.add_job(
             self._guarded,
             "interval",
             args=[self.sweep],
@@ -333,7 +407,11 @@ class EscalationService:
                 self._tasks.discard(task)
 
     async def stop(self) -> None:
+        """Disarm: no timers, nothing running (at shutdown, or when another instance leads)."""
         self._armed = False
+        for job in self._scheduler.scheduler.get_jobs():
+            if job.id.startswith("escalation:"):
+                job.remove()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -349,60 +427,157 @@ class EscalationService:
                     select(Incident.id).where(Incident.state != IncidentState.RESOLVED.value)
                 )
             ).all()
-        for incident_id in ids:
-            if only_unarmed and self._scheduler.scheduler.get_job(_job_id(incident_id)):
-                continue
-            await self.rearm(incident_id)
+        if only_unarmed:
+            ids = [i for i in ids if not self._scheduler.scheduler.get_job(_job_id(i))]
+        await self.rearm_many(ids)
 
     async def rearm(self, incident_id: int) -> None:
         """Schedule this incident's next wake-up (next step, deadline or ack expiry)."""
-        wake = await self.next_wakeup(incident_id)
-        job_id = _job_id(incident_id)
-        if wake is None:
-            if self._scheduler.scheduler.get_job(job_id):
-                self._scheduler.scheduler.remove_job(job_id)
+        await self.rearm_many([incident_id])
+
+    async def rearm_many(self, incident_ids: Sequence[int], *, fire_due: bool = False) -> None:
+        """`rearm` for many incidents in three queries; with `fire_due`, wake-ups already
+        due (the 0 s step of a new incident) fire here, a few incidents per transaction,
+        instead of as one scheduler job and two transactions each."""
+        if len(incident_ids) > _QUERY_CHUNK:
+            for start in range(0, len(incident_ids), _QUERY_CHUNK):
+                chunk = incident_ids[start : start + _QUERY_CHUNK]
+                await self.rearm_many(chunk, fire_due=fire_due)
             return
-        self._scheduler.scheduler.add_job(
+        wakes, acknowledged = await self._wakeups(incident_ids)
+        now = self._clock.now()
+        due: list[int] = []
+        for incident_id in incident_ids:
+            wake = wakes.get(incident_id)
+            job_id = _job_id(incident_id)
+            if wake is None or (fire_due and wake <= now):
+                if self._scheduler.scheduler.get_job(job_id):
+                    self._scheduler.scheduler.remove_job(job_id)
+                if wake is not None:
+                    due.append(incident_id)
+                continue
+            self._schedule(incident_id, wake)
+        for start in range(0, len(due), _TICK_GROUP):
+            group = due[start : start + _TICK_GROUP]
+            await self._tick_group(group, [i for i in group if i in acknowledged])
+
+    def _schedule(self, incident_id: int, wake: datetime) -> None:
+        self._scheduler.add_job(
             self._guarded,
             "date",
             run_date=wake,
             args=[self.tick, incident_id],
-            id=job_id,
+            id=_job_id(incident_id),
             replace_existing=True,
             misfire_grace_time=None,
         )
 
     async def next_wakeup(self, incident_id: int) -> datetime | None:
+        return (await self._wakeups([incident_id]))[0].get(incident_id)
+
+    async def _wakeups(
+        self, incident_ids: Sequence[int]
+    ) -> tuple[dict[int, datetime | None], set[int]]:
+        """Each incident's next wake-up (next step, deadline or ack expiry), set-based; and
+        which of them are acknowledged (their wake-up is the acknowledgement's expiry)."""
+        ids = list(incident_ids)
+        wakes: dict[int, datetime | None] = dict.fromkeys(ids)
+        acknowledged: set[int] = set()
+        if not ids:
+            return wakes, acknowledged
         async with self._db.read() as session:
-            incident = await session.get(Incident, incident_id)
-            if incident is None or incident.state == IncidentState.RESOLVED.value:
-                return None
+            incidents = (await session.scalars(select(Incident).where(Incident.id.in_(ids)))).all()
+            ladders = await session.run_sync(self._ladders, ids)
+            fired = await session.run_sync(self._fired, ladders)
+        for incident in incidents:
+            if incident.state == IncidentState.RESOLVED.value:
+                continue
             if incident.state == IncidentState.ACKNOWLEDGED.value:
-                return incident.ack_expires_at
-            ladder = await session.get(EscalationLadder, incident_id)
+                wakes[incident.id] = incident.ack_expires_at
+                acknowledged.add(incident.id)
+                continue
+            ladder = ladders.get(incident.id)
             if ladder is None:
-                return None
-            state = await self._state(
-                session,
-                ladder,
-                Severity(incident.severity),
-                IncidentState(incident.state),
-                incident.snoozed_until,
+                continue
+            state = LadderState(
+                severity=Severity(incident.severity),
+                state=IncidentState(incident.state),
+                started_at=ladder.started_at,
+                shift=timedelta(seconds=ladder.shift_seconds),
+                snoozed_until=incident.snoozed_until,
+                fired=frozenset(fired[incident.id]),
             )
-        times = []
-        upcoming = next_step(state, self.policy)
-        if upcoming is not None:
-            times.append(upcoming.due_at)
-        if ladder.deadline_missed_at is None:
-            times.append(
-                deadline_at(
-                    severity=state.severity,
-                    started_at=state.started_at,
-                    shift=state.shift,
-                    policy=self.policy,
+            times = []
+            upcoming = next_step(state, self.policy)
+            if upcoming is not None:
+                times.append(upcoming.due_at)
+            if ladder.deadline_missed_at is None:
+                times.append(
+                    deadline_at(
+                        severity=state.severity,
+                        started_at=state.started_at,
+                        shift=state.shift,
+                        policy=self.policy,
+                    )
                 )
-            )
-        return min(times) if times else None
+            wakes[incident.id] = min(times) if times else None
+        return wakes, acknowledged
+
+    @staticmethod
+    def _ladders(session: Session, ids: Sequence[int]) -> dict[int, EscalationLadder]:
+        rows = session.scalars(
+            select(EscalationLadder).where(EscalationLadder.incident_id.in_(list(ids)))
+        )
+        return {ladder.incident_id: ladder for ladder in rows.all()}
+
+    @staticmethod
+    def _fired(
+        session: Session, ladders: dict[int, EscalationLadder]
+    ) -> dict[int, set[tuple[int, int]]]:
+        """The (step, repeat) pairs fired in each ladder's current epoch."""
+        fired: dict[int, set[tuple[int, int]]] = {i: set() for i in ladders}
+        if not ladders:
+            return fired
+        rows = session.execute(
+            select(
+                EscalationFiring.incident_id,
+                EscalationFiring.epoch,
+                EscalationFiring.step_index,
+                EscalationFiring.seq,
+            ).where(EscalationFiring.incident_id.in_(list(ladders)))
+        )
+        for incident_id, epoch, index, seq in rows:
+            if epoch == ladders[incident_id].epoch:
+                fired[incident_id].add((index, seq))
+        return fired
+
+    async def _tick_group(self, incident_ids: list[int], acknowledged: list[int]) -> None:
+        """`tick` for several incidents whose wake-up is due, in one write transaction."""
+        for incident_id in acknowledged:
+            await self._incidents.expire_acknowledgement(incident_id)
+        changes: list[IncidentChange] = []
+        wakes: dict[int, datetime] = {}
+        try:
+            try:
+                if not self._incidents.hooks_all_sync():
+                    raise _NeedsAsync
+                changes = await self._db.write_sync(
+                    partial(self._fire_group_sync, incident_ids=incident_ids, wakes=wakes)
+                )
+            except _NeedsAsync:
+                wakes = {}
+                async with self._db.write() as session:
+                    changes = await self._fire_group(session, incident_ids, wakes)
+        except IntegrityError:
+            # Another process claimed one of these steps: go one by one, as the timer would.
+            for incident_id in incident_ids:
+                await self.tick(incident_id)
+            return
+        self._incidents.published(changes)
+        # The next wake-up of the incidents just fired is known; the others are looked up.
+        for incident_id, wake in wakes.items():
+            self._schedule(incident_id, wake)
+        await self.rearm_many([i for i in incident_ids if i not in wakes])
 
     async def tick(self, incident_id: int) -> list[IncidentChange]:
         """Fire whatever is due for this incident now; each step at most once, ever."""
@@ -420,37 +595,160 @@ class EscalationService:
         return changes
 
     async def _fire_due(self, session: AsyncSession, incident_id: int) -> list[IncidentChange]:
-        incident = await session.get(Incident, incident_id)
-        if incident is None or incident.state != IncidentState.TRIGGERED.value:
+        return await self._fire_group(session, [incident_id])
+
+    async def _fire_group(
+        self,
+        session: AsyncSession,
+        incident_ids: Sequence[int],
+        wakes: dict[int, datetime] | None = None,
+    ) -> list[IncidentChange]:
+        """Claim and record every step due now for these incidents (and missed deadlines);
+        `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say."""
+        claimed = await session.run_sync(self._claim, incident_ids, wakes, True)
+        entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
+        for incident, kind, details, extra in claimed:
+            if extra is not None:
+                details.update(await extra(incident.id, dict(details)))
+            entries.append((incident, kind, details))
+        if not entries:
             return []
-        ladder = await session.get(EscalationLadder, incident_id)
-        if ladder is None:
+        return await self._incidents.record_many(session, entries, actor="escalation")
+
+    def _fire_group_sync(
+        self, session: Session, incident_ids: Sequence[int], wakes: dict[int, datetime]
+    ) -> list[IncidentChange]:
+        """`_fire_group` as sync code, for the writer thread: all in one hop. Raises
+        `_NeedsAsync` (before writing anything) when a due step's details need a callback."""
+        claimed = self._claim(session, incident_ids, wakes, False)
+        if not claimed:
             return []
-        severity = Severity(incident.severity)
-        state = await self._state(
-            session, ladder, severity, IncidentState.TRIGGERED, incident.snoozed_until
-        )
-        now = self._clock.now()
-        changes: list[IncidentChange] = []
-        for due in due_steps(state, self.policy, now):
-            late = now - due.due_at
-            session.add(
-                EscalationFiring(
-                    incident_id=incident_id,
-                    epoch=ladder.epoch,
-                    step_index=due.index,
-                    seq=due.seq,
-                    step_name=due.step.name,
-                    due_at=due.due_at,
-                    fired_at=now,
-                    late_seconds=int(late.total_seconds()),
+        entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
+        return self._incidents.record_many_sync(session, entries, actor="escalation")
+
+    def _claim(  # noqa: PLR0914, PLR0912
+        self,
+        session: Session,
+        incident_ids: Sequence[int],
+        wakes: dict[int, datetime] | None,
+        allow_extra: bool,
+    ) -> list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]]:
+        """Claim the due steps and missed deadlines: the timeline entries to record, each
+        with the callback that adds to its details, if any. Set-based: three reads and one
+        flush for the claims, however many incidents."""
+        incidents = (
+            session.scalars(
+                select(Incident)
+                .where(
+                    Incident.id.in_(list(incident_ids)),
+                    Incident.state == IncidentState.TRIGGERED.value,
                 )
+                .order_by(Incident.id)
             )
-            await session.flush()  # the claim: a second claimant fails here
+        ).all()
+        if not incidents:
+            return []
+        ladders = self._ladders(session, [i.id for i in incidents])
+        fired = self._fired(session, ladders)
+        now = self._clock.now()
+        overrides: list[Override] | None = None
+        claims: list[tuple[Incident, Severity, DueStep, timedelta, EscalationLadder]] = []
+        firings: list[dict[str, Any]] = []
+        entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
+        for incident in incidents:
+            ladder = ladders.get(incident.id)
+            if ladder is None:
+                continue
+            severity = Severity(incident.severity)
+            state = LadderState(
+                severity=severity,
+                state=IncidentState.TRIGGERED,
+                started_at=ladder.started_at,
+                shift=timedelta(seconds=ladder.shift_seconds),
+                snoozed_until=incident.snoozed_until,
+                fired=frozenset(fired[incident.id]),
+            )
+            due_now = due_steps(state, self.policy, now)
+            if not allow_extra and any(d.step.name in self.step_details for d in due_now):
+                raise _NeedsAsync
+            for due in due_now:
+                late = now - due.due_at
+                firings.append(
+                    {
+                        "incident_id": incident.id,
+                        "epoch": ladder.epoch,
+                        "step_index": due.index,
+                        "seq": due.seq,
+                        "step_name": due.step.name,
+                        "due_at": due.due_at,
+                        "fired_at": now,
+                        "late_seconds": int(late.total_seconds()),
+                    }
+                )
+                claims.append((incident, severity, due, late, ladder))
+            if deadline_missed(
+                state, self.policy, now, already=ladder.deadline_missed_at is not None
+            ):
+                ladder.deadline_missed_at = now
+                missed: dict[str, Any] = {
+                    "deadline": deadline_at(
+                        severity=severity,
+                        started_at=state.started_at,
+                        shift=state.shift,
+                        policy=self.policy,
+                    ).isoformat(),
+                    "severity": severity.value,
+                    "response_time": str(severity.response_time),
+                }
+                claims.append((incident, severity, _DEADLINE, timedelta(0), ladder))
+                entries.append((incident, ChangeKind.DEADLINE_MISSED, missed))
+            if wakes is not None and (due_now or ladder.deadline_missed_at == now):
+                after = LadderState(
+                    severity=severity,
+                    state=IncidentState.TRIGGERED,
+                    started_at=state.started_at,
+                    shift=state.shift,
+                    snoozed_until=state.snoozed_until,
+                    fired=state.fired | {(d.index, d.seq) for d in due_now},
+                )
+                times = (
+                    []
+                    if ladder.deadline_missed_at is not None
+                    else [
+                        deadline_at(
+                            severity=severity,
+                            started_at=state.started_at,
+                            shift=state.shift,
+                            policy=self.policy,
+                        )
+                    ]
+                )
+                upcoming = next_step(after, self.policy)
+                if upcoming is not None:
+                    times.append(upcoming.due_at)
+                if times:
+                    wakes[incident.id] = min(times)
+        if not claims:
+            return []
+        if firings:
+            # The claims, one statement (Core: the rows are not needed as objects); a second
+            # claimant fails here.
+            session.execute(insert(EscalationFiring.__table__), firings)  # type: ignore[arg-type]
+        session.flush()
+        # Timeline entries in the order a tick per incident would write them.
+        ordered: list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]] = []
+        deadlines = iter(entries)
+        for incident, severity, due, late, ladder in claims:
+            if due is _DEADLINE:
+                ordered.append((*next(deadlines), None))
+                self._metrics.deadlines_missed.labels(severity.value).inc()
+                continue
+            if overrides is None and due.step.target != "team":
+                overrides = self._overrides_sync(session, now)
             details: dict[str, Any] = {
                 "step": due.step.name,
                 "target": due.step.target,
-                "user_ids": await self._recipients(session, due.step, now),
+                "user_ids": self._recipients_of(due.step, now, overrides or []),
                 "message": due.step.message,
                 "late": late > LATE_AFTER,
                 "due_at": due.due_at.isoformat(),
@@ -460,39 +758,12 @@ class EscalationService:
             }
             if late > LATE_AFTER:
                 details["late_by_seconds"] = int(late.total_seconds())
-            extra = self.step_details.get(due.step.name)
-            if extra is not None:
-                details.update(await extra(incident_id, dict(details)))
-            changes.append(
-                await self._incidents.record(
-                    session, incident, ChangeKind.ESCALATED, actor="escalation", details=details
-                )
+            ordered.append(
+                (incident, ChangeKind.ESCALATED, details, self.step_details.get(due.step.name))
             )
             self._metrics.steps_fired.labels(severity.value, due.step.name).inc()
             self._metrics.lateness.observe(max(0.0, late.total_seconds()))
-        if deadline_missed(state, self.policy, now, already=ladder.deadline_missed_at is not None):
-            ladder.deadline_missed_at = now
-            details = {
-                "deadline": deadline_at(
-                    severity=severity,
-                    started_at=state.started_at,
-                    shift=state.shift,
-                    policy=self.policy,
-                ).isoformat(),
-                "severity": severity.value,
-                "response_time": str(severity.response_time),
-            }
-            changes.append(
-                await self._incidents.record(
-                    session,
-                    incident,
-                    ChangeKind.DEADLINE_MISSED,
-                    actor="escalation",
-                    details=details,
-                )
-            )
-            self._metrics.deadlines_missed.labels(severity.value).inc()
-        return changes
+        return ordered
 
     async def _state(  # noqa: PLR0917
         self,
@@ -519,10 +790,10 @@ class EscalationService:
             fired=frozenset((r[0], r[1]) for r in rows),
         )
 
-    async def _recipients(self, session: AsyncSession, step: Step, now: datetime) -> list[int]:
+    def _recipients_of(self, step: Step, now: datetime, overrides: list[Override]) -> list[int]:
         if step.target == "team":
             return []
-        person = oncall_at(self.policy.rotation, now, await self._overrides(session, now))
+        person = oncall_at(self.policy.rotation, now, overrides)
         ids = [person.user_id] if person else []
         if step.target == "pd":
             ids += [i for i in self._pd_user_ids if i not in ids]
@@ -549,10 +820,48 @@ class EscalationService:
         step = upcoming.step
         return NextStepInfo(step.name, step.target, step.message, upcoming.due_at)
 
+    async def next_steps_for(
+        self, incidents: Sequence[IncidentView]
+    ) -> dict[int, NextStepInfo | None]:
+        """`next_step_for` of many incidents in two queries (the board lists up to 200)."""
+        ids = [i.id for i in incidents]
+        if not ids:
+            return {}
+        async with self._db.read() as session:
+            ladders = await session.run_sync(self._ladders, ids)
+            fired = await session.run_sync(self._fired, ladders)
+        steps: dict[int, NextStepInfo | None] = {}
+        for incident in incidents:
+            ladder = ladders.get(incident.id)
+            upcoming = None
+            if ladder is not None:
+                state = LadderState(
+                    severity=incident.severity,
+                    state=incident.state,
+                    started_at=ladder.started_at,
+                    shift=timedelta(seconds=ladder.shift_seconds),
+                    snoozed_until=incident.snoozed_until,
+                    fired=frozenset(fired[incident.id]),
+                )
+                upcoming = next_step(state, self.policy)
+            steps[incident.id] = (
+                None
+                if upcoming is None
+                else NextStepInfo(
+                    upcoming.step.name,
+                    upcoming.step.target,
+                    upcoming.step.message,
+                    upcoming.due_at,
+                )
+            )
+        return steps
+
     async def _overrides(self, session: AsyncSession, now: datetime) -> list[Override]:
-        rows = (
-            await session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now))
-        ).all()
+        return await session.run_sync(self._overrides_sync, now)
+
+    @staticmethod
+    def _overrides_sync(session: Session, now: datetime) -> list[Override]:
+        rows = session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now)).all()
         return [Override(Person(r.user_id, r.name), r.starts_at, r.ends_at) for r in rows]
 
     async def oncall(self) -> OncallInfo:

@@ -117,6 +117,8 @@ COMPONENT_SEVERITY: dict[str, str] = {
     "telegram": "P2",
     "stats": "P2",
     "sse": "P1",
+    # REDIS_URL set and Redis down: job events cannot be published.
+    "redis": "P1",
 }
 
 

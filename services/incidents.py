@@ -7,13 +7,14 @@ import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database
@@ -205,11 +206,27 @@ class IncidentHook(Protocol):
 
     `in_transaction` runs in the same transaction as the change, so what it writes is
     committed together with it or not at all; `after_commit` only wakes things up.
+
+    A hook may also be a `SyncBatchHook`: the same work for the changes of one intake group
+    commit at once, as synchronous code, so the whole group runs in one hop on SQLite.
     """
 
     async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None: ...
 
     def after_commit(self, change: IncidentChange) -> None: ...
+
+
+@runtime_checkable
+class SyncBatchHook(IncidentHook, Protocol):
+    """A hook that also writes the rows of an intake group's changes with a sync session.
+
+    Called with changes recorded in bulk: an intake group (triggered, deduplicated,
+    resolved) and escalation firings (escalated, deadline missed), in the same transaction;
+    on SQLite in the database writer thread, on PostgreSQL through `AsyncSession.run_sync`.
+    Set-based on purpose: a few statements per group.
+    """
+
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -273,86 +290,111 @@ class IncidentService:
         batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
         actor: str,
     ) -> list[BatchOutcome]:
-        # The hot path of intake, in SQLAlchemy Core and set-based on purpose: one lookup and
-        # one executemany per table per group, instead of ORM round trips per alert.
-        outcomes = [BatchOutcome() for _ in batches]
-        async with self._db.write() as session:
-            now = self._clock.now()
-            keys = {a.dedup_key for firing, _ in batches for a in firing}
-            keys.update(k for _, resolved in batches for k in resolved)
-            open_rows = await _open_rows_by_key(session, keys)
-            pending: list[tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any]]] = []
-            inserts: list[dict[str, Any]] = []
-            updated: dict[int, dict[str, Any]] = {}
-            for (firing, resolved_keys), outcome in zip(batches, outcomes, strict=True):
-                for alert in firing:
-                    row = open_rows.get(alert.dedup_key)
-                    if row is None:
-                        row = _new_row(alert, now)
-                        inserts.append(row)
-                        open_rows[alert.dedup_key] = row
-                        details: dict[str, Any] = {
-                            "severity": alert.severity.value,
-                            "title": alert.title,
-                            "source": alert.source,
-                        }
-                        kind = ChangeKind.TRIGGERED
-                    else:
-                        details = _absorb(row, alert, now)
-                        kind = ChangeKind.DEDUPLICATED
-                        if row["id"] is not None:
-                            updated[row["id"]] = row
-                    pending.append((outcome, kind, details, row))
-                for key in resolved_keys:
-                    row = open_rows.pop(key, None)
-                    if row is None:
-                        outcome.resolved_unknown.append(key)
-                        continue
-                    _close_row(row, actor, now)
-                    if row["id"] is not None:
-                        updated[row["id"]] = row
-                    pending.append((outcome, ChangeKind.RESOLVED, {"source": "alert"}, row))
-            # Snapshots now, before ids exist: each change reports the incident as it was
-            # right after that change, even if a later alert in the group moved it on.
-            snapshots = [dict(row) for _, _, _, row in pending]
-            if updated:
-                # Updates before inserts: a key resolved and re-opened in one group must not
-                # trip the one-open-incident-per-key index.
-                await session.execute(
-                    _UPDATE_INCIDENT, [_update_params(r) for r in updated.values()]
-                )
-            if inserts:
-                result = await session.execute(
-                    sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True),
-                    [{k: v for k, v in r.items() if k != "id"} for r in inserts],
-                )
-                for row, new_id in zip(inserts, result.scalars().all(), strict=True):
-                    row["id"] = new_id
-            changes: list[IncidentChange] = []
-            timeline: list[dict[str, Any]] = []
-            for (outcome, kind, details, row), snapshot in zip(pending, snapshots, strict=True):
-                snapshot["id"] = row["id"]
-                view = IncidentView.from_row(snapshot)
-                timeline.append(
-                    {
-                        "incident_id": row["id"],
-                        "at": now,
-                        "kind": kind.value,
-                        "actor": actor,
-                        "details": details,
-                    }
-                )
-                changes.append(IncidentChange(kind, view, actor, now, details))
-                if kind is ChangeKind.RESOLVED:
-                    outcome.resolved.append(view)
-                else:
-                    outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
-            if timeline:
-                await session.execute(sa_insert(_TIMELINE), timeline)
-            for change in changes:
-                await self._run_hooks(session, change)
+        sync_hooks = [h for h in self._hooks if isinstance(h, SyncBatchHook)]
+        other_hooks = [h for h in self._hooks if not isinstance(h, SyncBatchHook)]
+
+        def apply(session: Session) -> tuple[list[BatchOutcome], list[IncidentChange]]:
+            outcomes, changes = self._apply_sync(session, batches, actor)
+            if changes:
+                for hook in sync_hooks:
+                    hook.in_transaction_sync(session, changes)
+            return outcomes, changes
+
+        if other_hooks:
+            async with self._db.write() as session:
+                outcomes, changes = await session.run_sync(apply)
+                for change in changes:
+                    for hook in other_hooks:
+                        await hook.in_transaction(session, change)
+        else:
+            outcomes, changes = await self._db.write_sync(apply)
         self._after_commit(changes)
         return outcomes
+
+    def _apply_sync(
+        self,
+        session: Session,
+        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
+        actor: str,
+    ) -> tuple[list[BatchOutcome], list[IncidentChange]]:
+        # The hot path of intake, in SQLAlchemy Core and set-based on purpose: one lookup and
+        # one executemany per table per group, instead of ORM round trips per alert. Sync, so
+        # that on SQLite the whole group is one hop to the database writer thread.
+        outcomes = [BatchOutcome() for _ in batches]
+        now = self._clock.now()
+        keys = {a.dedup_key for firing, _ in batches for a in firing}
+        keys.update(k for _, resolved in batches for k in resolved)
+        open_rows = _open_rows_by_key(session, keys)
+        # (outcome, kind, details, row, snapshot of the row right after this change)
+        pending: list[
+            tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any], dict[str, Any]]
+        ] = []
+        inserts: list[dict[str, Any]] = []
+        updated: dict[int, dict[str, Any]] = {}
+        for (firing, resolved_keys), outcome in zip(batches, outcomes, strict=True):
+            for alert in firing:
+                row = open_rows.get(alert.dedup_key)
+                if row is None:
+                    row = _new_row(alert, now)
+                    inserts.append(row)
+                    open_rows[alert.dedup_key] = row
+                    details: dict[str, Any] = {
+                        "severity": alert.severity.value,
+                        "title": alert.title,
+                        "source": alert.source,
+                    }
+                    kind = ChangeKind.TRIGGERED
+                else:
+                    details = _absorb(row, alert, now)
+                    kind = ChangeKind.DEDUPLICATED
+                    if row["id"] is not None:
+                        updated[row["id"]] = row
+                pending.append((outcome, kind, details, row, dict(row)))
+            for key in resolved_keys:
+                row = open_rows.pop(key, None)
+                if row is None:
+                    outcome.resolved_unknown.append(key)
+                    continue
+                _close_row(row, actor, now)
+                if row["id"] is not None:
+                    updated[row["id"]] = row
+                pending.append((outcome, ChangeKind.RESOLVED, {"source": "alert"}, row, dict(row)))
+        if updated:
+            # Updates before inserts: a key resolved and re-opened in one group must not
+            # trip the one-open-incident-per-key index.
+            session.execute(_UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
+        if inserts:
+            result = session.execute(
+                sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True),
+                [{k: v for k, v in r.items() if k != "id"} for r in inserts],
+            )
+            new_ids: list[int] = list(result.scalars().all())
+            for row, new_id in zip(inserts, new_ids, strict=True):
+                row["id"] = new_id
+        changes: list[IncidentChange] = []
+        timeline: list[dict[str, Any]] = []
+        # Each change reports the incident as it was right after that change (snapshot
+        # taken then), even if a later alert in the group moved it on.
+        for outcome, kind, details, row, snapshot in pending:
+            snapshot["id"] = row["id"]
+            view = IncidentView.from_row(snapshot)
+            timeline.append(
+                {
+                    "incident_id": row["id"],
+                    "at": now,
+                    "kind": kind.value,
+                    "actor": actor,
+                    "details": details,
+                }
+            )
+            changes.append(IncidentChange(kind, view, actor, now, details))
+            if kind is ChangeKind.RESOLVED:
+                outcome.resolved.append(view)
+            else:
+                outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
+        if timeline:
+            session.execute(sa_insert(_TIMELINE), timeline)
+        return outcomes, changes
 
     async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
         for hook in self._hooks:
@@ -498,6 +540,60 @@ class IncidentService:
         change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
         await self._run_hooks(session, change)
         return change
+
+    async def record_many(
+        self,
+        session: AsyncSession,
+        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[IncidentChange]:
+        """`record` for several entries at once: one flush, the hooks set-based."""
+        changes = await session.run_sync(self.record_many_sync, entries, actor=actor)
+        for change in changes:
+            for hook in self._hooks:
+                if not isinstance(hook, SyncBatchHook):
+                    await hook.in_transaction(session, change)
+        return changes
+
+    def record_many_sync(
+        self,
+        session: Session,
+        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[IncidentChange]:
+        """`record_many` as sync code; runs only the `SyncBatchHook` hooks (see
+        `hooks_all_sync`: the caller runs any others)."""
+        now = self._clock.now()
+        session.flush()
+        if entries:
+            session.execute(
+                sa_insert(_TIMELINE),
+                [
+                    {
+                        "incident_id": row.id,
+                        "at": now,
+                        "kind": kind.value,
+                        "actor": actor,
+                        "details": details,
+                    }
+                    for row, kind, details in entries
+                ],
+            )
+        changes = [
+            IncidentChange(kind, IncidentView.of(row), actor, now, details)
+            for row, kind, details in entries
+        ]
+        if changes:
+            for hook in self._hooks:
+                if isinstance(hook, SyncBatchHook):
+                    hook.in_transaction_sync(session, changes)
+        return changes
+
+    def hooks_all_sync(self) -> bool:
+        """Every hook can write its rows with a sync session (the writer-thread path)."""
+        return all(isinstance(h, SyncBatchHook) for h in self._hooks)
 
     def published(self, changes: Sequence[IncidentChange]) -> None:
         """Tell the hooks that these changes are committed."""
@@ -681,7 +777,7 @@ def _close_row(row: dict[str, Any], actor: str, now: datetime) -> None:
 
 # FOR NO KEY UPDATE (PostgreSQL): it serialises writers of an incident but, unlike FOR
 # UPDATE, lets other transactions insert rows that reference it (outbox, timeline) meanwhile.
-async def _open_rows_by_key(session: AsyncSession, keys: set[str]) -> dict[str, dict[str, Any]]:
+def _open_rows_by_key(session: Session, keys: set[str]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(keys)
     for start in range(0, len(ordered), 500):
@@ -693,7 +789,7 @@ async def _open_rows_by_key(session: AsyncSession, keys: set[str]) -> dict[str, 
             )
             .with_for_update(key_share=True)
         )
-        for row in (await session.execute(query)).mappings():
+        for row in session.execute(query).mappings():
             rows[row["dedup_key"]] = dict(row)
     return rows
 

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from aiohttp import web
-from apscheduler.jobstores.base import JobLookupError
 
 from services import db as dbmod
 from services.audit import AuditService
@@ -27,15 +26,24 @@ from services.escalation import EscalationService
 from services.health import ComponentHealth, HealthService, Status
 from services.incidents import IncidentService
 from services.intake import IntakeService
+from services.leader import (
+    SCHEDULER_LEASE,
+    FollowerHook,
+    Leadership,
+    LeaseStore,
+    instance_name,
+)
 from services.metrics import Metrics
 from services.notify.service import NotifyService
-from services.ops import PipelineOps, open_pipeline_ops, pipeline_context
+from services.ops import PipelineOps, add_jobs, open_pipeline_ops
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
+from services.sse_redis import RedisRelay
+from services.updates import UpdateLog
 
 log = logging.getLogger("sunflow_ops")
 
@@ -63,11 +71,17 @@ class Services:
     ops: PipelineOps
     notify: NotifyService
     audit: AuditService
+    # Several instances: who runs the scheduled work (one at a time, fenced), and the
+    # Telegram updates taken in by any of them (webhook mode).
+    leader: Leadership
+    updates: UpdateLog
     # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
     telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
     telegram_webhook_secret: str | None = None
     # The live board (GET /): snapshots published on the SSE hub's `board` job.
     board: BoardService = field(init=False)
+    # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
+    sse_relay: RedisRelay | None = None
 
 
 @asynccontextmanager
@@ -82,6 +96,16 @@ async def open_services(
     incidents = IncidentService(database, clock)
     scheduler = SchedulerService()
     health = HealthService()
+    instance = instance_id(settings)
+    leadership = Leadership(
+        LeaseStore(
+            database,
+            clock,
+            name=SCHEDULER_LEASE,
+            holder=instance,
+            ttl=timedelta(seconds=settings.leader_lease_seconds),
+        )
+    )
     checklists = ChecklistService(database, clock, incidents)
     sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     stack = AsyncExitStack()
@@ -122,7 +146,11 @@ async def open_services(
         audit=AuditService(database, clock),
         sse=sse,
         ops=ops,
+        leader=leadership,
+        updates=UpdateLog(database, clock, instance=instance),
     )
+    # On a follower, a committed change wakes the leader (PostgreSQL NOTIFY).
+    incidents.add_hook(FollowerHook(leadership, database))
 
     # The weekly token status goes to the team chat through the outbox.
     async def post_token_status(text: str) -> None:
@@ -140,6 +168,7 @@ async def open_services(
 
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
+    health.register("leader", leadership.health)
     if settings.telegram_bot_token is not None:
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", services.notify.check)
@@ -152,6 +181,21 @@ async def open_services(
         clock=clock,
     )
     incidents.add_hook(services.board)
+    if settings.redis_url is not None:
+        # Imported here: BOARD_JOB is this instance's own board, never shared.
+        from services.board import BOARD_JOB
+
+        relay = RedisRelay(
+            sse,
+            settings.redis_url,
+            instance_id=instance_id(settings),
+            prefix=settings.redis_key_prefix,
+            local_jobs=frozenset({BOARD_JOB}),
+            registry=metrics.registry,
+        )
+        sse.relay = services.sse_relay = relay
+        stack.push_async_callback(relay.close)
+        health.register("redis", relay.check)
     try:
         yield services
     finally:
@@ -190,6 +234,12 @@ async def post_weekly_report(services: Services) -> bool:
     )
 
 
+def instance_id(settings: Settings) -> str:
+    """This process's name among the instances (lease, Redis, health): INSTANCE_ID, else
+    host:HTTP_PORT (host:pid when the port is 0)."""
+    return instance_name(settings.instance_id, port=settings.http_port)
+
+
 def hub_config(settings: Settings) -> HubConfig:
     return HubConfig(
         max_connections=settings.max_sse_connections,
@@ -202,6 +252,53 @@ def hub_config(settings: Settings) -> HubConfig:
         client_buffer_bytes=settings.sse_client_buffer_bytes,
         probe_jobs=settings.probe_jobs,
     )
+
+
+# Telegram update ids taken in (webhook mode) are forgotten after two days; checked hourly.
+PRUNE_UPDATES_SECONDS = 3600
+
+
+async def lead(services: Services) -> None:
+    """This instance has become the leader: arm the timers and start the scheduled work."""
+    try:
+        with services.leader.fenced():
+            await services.ops.retry.recover_interrupted()
+    except Exception:  # the timers and the outbox matter more: start them regardless
+        log.exception("could not mark interrupted retries; they wait for the next takeover")
+    add_jobs(services)
+    services.scheduler.add_job(
+        post_weekly_report,
+        "cron",
+        args=[services],
+        id="weekly-report",
+        replace_existing=True,
+        **WEEKLY_REPORT_CRON,
+    )
+    services.scheduler.add_job(
+        services.updates.prune,
+        "interval",
+        seconds=PRUNE_UPDATES_SECONDS,
+        id="telegram-updates-prune",
+        replace_existing=True,
+    )
+    await services.escalation.start()
+    await services.notify.lead(True)
+
+
+async def follow(services: Services) -> None:
+    """Another instance leads (or this one stops): no timers, no jobs, no sending here."""
+    await services.notify.lead(False)
+    await services.escalation.stop()
+    services.scheduler.scheduler.remove_all_jobs()
+
+
+def heard(services: Services, payload: str) -> None:
+    """A follower committed a change to an incident: re-arm its timer, send its rows."""
+    kind, _, value = payload.partition(":")
+    if kind != "incident" or not value.isdigit() or not services.leader.is_leader:
+        return
+    services.escalation.rearm_soon(int(value))
+    services.notify.wake()
 
 
 def background_contexts(services: Services) -> list[CleanupCtx]:
@@ -217,10 +314,21 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         services.scheduler.shutdown()
 
-    async def escalation_ctx(_app: web.Application) -> AsyncIterator[None]:
-        await services.escalation.start()
+    async def leader_ctx(_app: web.Application) -> AsyncIterator[None]:
+        # Escalation timers, periodic jobs and the outbox sender run on the one instance that
+        # holds the lease; a lone instance gets it at once, before anything else starts.
+        leadership = services.leader
+        services.scheduler.gate = leadership
+        services.notify.gate = leadership
+        await services.notify.lead(False)
+        leadership.on_gain(partial(lead, services))
+        leadership.on_loss(partial(follow, services))
+        leadership.on_notify(partial(heard, services))
+        await leadership.start()
         yield
-        await services.escalation.stop()
+        await leadership.stop()
+        services.scheduler.gate = None
+        services.notify.gate = None
 
     async def notify_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.notify.start()
@@ -228,36 +336,30 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         await services.notify.stop()
 
     async def sse_ctx(_app: web.Application) -> AsyncIterator[None]:
+        relay = services.sse_relay
+        if relay is not None:
+            await relay.start()
+            # A short wait so the first requests find the link up; Redis down is not fatal
+            # (the reader keeps trying with backoff, /api/health says so).
+            if not await relay.wait_subscribed(2.0):
+                log.warning("Redis (REDIS_URL) is not reachable yet; retrying in the background")
         await services.sse.start()
         yield
         await services.sse.stop()
+        if relay is not None:
+            await relay.stop()
 
     async def board_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.board.start()
         yield
         await services.board.stop()
 
-    async def report_ctx(_app: web.Application) -> AsyncIterator[None]:
-        job = services.scheduler.scheduler.add_job(
-            post_weekly_report,
-            "cron",
-            args=[services],
-            id="weekly-report",
-            replace_existing=True,
-            **WEEKLY_REPORT_CRON,
-        )
-        yield
-        with contextlib.suppress(JobLookupError):
-            job.remove()
-
     contexts: list[CleanupCtx] = [
         intake_ctx,
         scheduler_ctx,
-        report_ctx,
         sse_ctx,
-        escalation_ctx,
+        leader_ctx,
         notify_ctx,
-        pipeline_context(services),
         board_ctx,
     ]
     if services.settings.telegram_bot_token is None:

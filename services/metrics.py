@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -32,6 +34,29 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+
+        # Label children by label values: `labels(...)` takes a lock and builds a key on every
+        # call, on the path of every request.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def request_served(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.http_requests_total.labels(endpoint, method, str(status)),
+                self.http_request_duration_seconds.labels(endpoint),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def alerts_received(self, source: str, outcome: str, count: int) -> None:
+        key = ("alerts", source, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.alerts_received_total.labels(source, outcome)
+        child.inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,6 +22,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# The largest id an Integer primary key holds on every database (PostgreSQL's int4); ids
+# from users are checked against it so a bigger number is a 400, not a database error.
+MAX_ID = 2**31 - 1
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores UTC; always hands back an aware datetime (SQLite keeps no zone)."""
@@ -366,3 +370,29 @@ class StatsSnapshot(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     collected_at: Mapped[datetime] = mapped_column(index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Lease(Base):
+    """A named lease one instance holds at a time (the scheduler's leadership).
+
+    `token` grows by one on every new acquisition: it is the fencing token that a deposed
+    holder's late writes are checked against.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    token: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+
+class TelegramUpdate(Base):
+    """A Telegram update some instance took in (webhook mode): each is handled once."""
+
+    __tablename__ = "telegram_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    instance: Mapped[str] = mapped_column(String(200))

@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import web
 
 from services.backups import BackupService
 from services.bundles import BundleService
@@ -222,7 +221,7 @@ def register_checks(
 def add_jobs(services: Services) -> None:
     """The pipeline's periodic jobs; the database stays the source of truth for each."""
     ops, settings = services.ops, services.settings
-    scheduler = services.scheduler.scheduler
+    scheduler = services.scheduler
     now = services.clock.now()
 
     def every(
@@ -248,12 +247,3 @@ def add_jobs(services: Services) -> None:
     every("token-weekly", ops.tokens.weekly_post, 7 * 86400, 7 * 86400)
     every("health-watch", ops.watch.run, settings.health_interval_seconds, 15)
     ops.stats.schedule()
-
-
-def pipeline_context(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        await services.ops.retry.recover_interrupted()
-        add_jobs(services)
-        yield
-
-    return ctx

@@ -225,7 +225,11 @@ def _parse_rotation(table: object, source: str) -> Rotation:
         raise PolicyError(f"{where}: start is required, e.g. start = 2026-11-02T09:00:00+09:00")
     if start.tzinfo is None:
         raise PolicyError(f"{where}: start needs a time zone, e.g. +09:00 or Z")
-    return Rotation(tuple(people), period, start.astimezone(UTC))
+    try:
+        start_utc = start.astimezone(UTC)
+    except OverflowError:
+        raise PolicyError(f"{where}: start {start.isoformat()} is out of range") from None
+    return Rotation(tuple(people), period, start_utc)
 
 
 def oncall_at(

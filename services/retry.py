@@ -393,7 +393,7 @@ class RetryService:
         if detail.incident.dedup_key.startswith("job:"):
             job_ids.add(int(detail.incident.dedup_key.split(":", 1)[1]))
         raw = detail.incident.labels.get("job_id")
-        if isinstance(raw, str | int) and str(raw).isdigit():
+        if isinstance(raw, str | int) and (str(raw).isascii() and str(raw).isdigit()):
             job_ids.add(int(raw))
         related = (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
         kind, topic = detail.incident.labels.get("kind"), detail.incident.labels.get("topic")

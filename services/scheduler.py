@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC
+from typing import Any, Protocol
 
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.health import ComponentHealth, Status
 
+log = logging.getLogger(__name__)
+
+
+class Gate(Protocol):
+    """Who may run scheduled work now, and the fence its writes pass (services/leader.py's
+    `Leadership`)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def check(self, session: AsyncSession) -> None: ...
+
+    def check_sync(self, session: Session) -> None: ...
+
+    def fenced(self) -> contextlib.AbstractContextManager[None]: ...
+
 
 class SchedulerService:
-    """Owns the one AsyncIOScheduler of the process; jobs are re-armed from the database."""
+    """Owns the one AsyncIOScheduler of the process; jobs are re-armed from the database.
+
+    With a `gate` (several instances), a job runs only while this instance leads, and its
+    writes are fenced by the lease; without one (a bare service in tests), jobs just run.
+    """
 
     def __init__(self) -> None:
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        self.gate: Gate | None = None
 
     @property
     def running(self) -> bool:
@@ -29,6 +57,30 @@ class SchedulerService:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    def add_job(
+        self,
+        func: Callable[..., Awaitable[object]],
+        trigger: str,
+        *,
+        args: list[Any] | tuple[Any, ...] = (),
+        **options: Any,
+    ) -> Job:
+        """`AsyncIOScheduler.add_job` for a coroutine, run through the gate."""
+        options.setdefault("name", getattr(func, "__qualname__", None) or repr(func))
+        job: Job = self.scheduler.add_job(self._gated, trigger, args=[func, *args], **options)
+        return job
+
+    async def _gated(self, func: Callable[..., Awaitable[object]], *args: Any) -> None:
+        gate = self.gate
+        if gate is None:
+            await func(*args)
+            return
+        if not gate.is_leader:
+            log.debug("skipping %s: this instance does not lead", getattr(func, "__name__", func))
+            return
+        with gate.fenced():
+            await func(*args)
 
     async def check(self) -> ComponentHealth:
         if not self.running:

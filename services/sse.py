@@ -298,6 +298,8 @@ class AdminResult:
     connections_before: int
     connections_after: int
     closed: int
+    # With REDIS_URL: how many instances were reached and answered, and each one's counts.
+    cluster: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -305,7 +307,26 @@ class AdminResult:
             "connections_before": self.connections_before,
             "connections_after": self.connections_after,
             "closed": self.closed,
+            **(self.cluster or {}),
         }
+
+
+class Relay(Protocol):
+    """Shares a hub's jobs with other instances (services/sse_redis.py, when REDIS_URL is set)."""
+
+    async def load(self, job_id: str) -> None:
+        """Bring the job's local history up to date before it is looked up and streamed."""
+
+    async def publish(
+        self, job_id: str, event_type: str, payload: str, *, final: bool
+    ) -> Published:
+        """Record a checked event for every instance; delivery counts this instance's streams."""
+
+    async def admin(self, action: str) -> AdminResult:
+        """Run `restart`, `reset` or `broadcast_reconnect` on every instance; the sum."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /api/generation/health adds: the instance id and the Redis link."""
 
 
 @dataclass(frozen=True)
@@ -408,6 +429,8 @@ class SSEHub:
         self._accepted = 0
         self._window_started = self.started_at
         self.metrics = SSEMetrics(registry or CollectorRegistry(), self)
+        # Set by the composition root when REDIS_URL is set; None: this process is alone.
+        self.relay: Relay | None = None
         for job_id in config.probe_jobs:
             self.jobs[job_id] = self._new_job(job_id, probe=True)
 
@@ -716,6 +739,24 @@ class SSEHub:
     # --- admin actions (HTTP admin routes and the bot's /sse_reset) ----------------------
 
     async def restart(self) -> AdminResult:
+        """Drain every stream and restart the timer (on every instance, with a relay)."""
+        if self.relay is not None:
+            return await self.relay.admin("restart")
+        return await self.restart_here()
+
+    async def reset_connections(self) -> AdminResult:
+        """Close every stream (on every instance, with a relay)."""
+        if self.relay is not None:
+            return await self.relay.admin("reset")
+        return await self.reset_here()
+
+    async def broadcast_reconnect(self) -> AdminResult:
+        """Tell every stream to reconnect (on every instance, with a relay)."""
+        if self.relay is not None:
+            return await self.relay.admin("broadcast_reconnect")
+        return await self.broadcast_reconnect_here()
+
+    async def restart_here(self) -> AdminResult:
         """Drain every stream and restart the timer; histories stay so clients resume."""
         before = len(self.connections)
         closed = await self.stop(RESTART)
@@ -723,14 +764,14 @@ class SSEHub:
         log.info("SSE hub restarted: %s streams drained", closed)
         return AdminResult("restart", before, len(self.connections), closed)
 
-    async def reset_connections(self) -> AdminResult:
+    async def reset_here(self) -> AdminResult:
         """Close every stream now; browsers reconnect by themselves with Last-Event-ID."""
         before = len(self.connections)
         closed = self.close_all(RESET)
         log.info("SSE connections reset: %s closed", closed)
         return AdminResult("reset", before, len(self.connections), closed)
 
-    async def broadcast_reconnect(self) -> AdminResult:
+    async def broadcast_reconnect_here(self) -> AdminResult:
         """Tell every stream to reconnect (a `reconnect` event with a spread-out `retry:`),
         then end the streams so even clients without a handler come back."""
         before = len(self.connections)
@@ -774,6 +815,7 @@ class SSEHub:
             "process_uptime_seconds": round(now - self.created_at, 3),
             "reconnects": self.reconnects,
             "timer_running": self.running,
+            **(self.relay.snapshot() if self.relay is not None else {}),
         }
 
     def status(self) -> Status:
@@ -799,3 +841,61 @@ class SSEHub:
                 "max_connections": self.config.max_connections,
             },
         )
+
+    # --- the seam to other instances (services/sse_redis.py) -----------------------------
+
+    async def lookup(self, job_id: str, last_event_id: int | None) -> tuple[Job, bool]:
+        """`job_state`, after the relay (if any) has brought the job's history up to date."""
+        check_job_id(job_id)
+        if self.relay is not None:
+            await self.relay.load(job_id)
+        return self.job_state(job_id, last_event_id)
+
+    async def submit(
+        self, job_id: str, event_type: str, data: Any, *, final: bool = False
+    ) -> Published:
+        """`publish` for a publisher: through the relay (every instance) when there is one."""
+        if self.relay is None:
+            return self.publish(job_id, event_type, data, final=final)
+        check_job_id(job_id)
+        check_event_type(event_type)
+        payload = dumps(data)
+        if final and job_id in self.config.probe_jobs:
+            raise InvalidInput(
+                f"{job_id!r} is a diagnostic job (SSE_PROBE_JOBS); it never finishes",
+                detail={"field": "final"},
+            )
+        return await self.relay.publish(job_id, event_type, payload, final=final)
+
+    def deliver(
+        self,
+        job_id: str,
+        event_id: int,
+        event_type: str,
+        payload: str,
+        *,
+        final: bool,
+        age: float = 0.0,
+        create: bool = False,
+    ) -> int | None:
+        """Take an event numbered elsewhere (the relay): record it and write it to the job's
+        streams. None if the job is unknown here (and not `create`) or the id is not new."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            if not create:
+                return None
+            job = self.jobs[job_id] = self._new_job(job_id)
+        if event_id <= job.last_id or job.finished:
+            return None
+        now = time.monotonic()
+        at = now - max(0.0, age)
+        job.last_id = event_id
+        frame = Frame.of(encode_event(payload, event_type=event_type, event_id=str(event_id)))
+        job.record(Event(job_id, event_id, event_type, payload, final, at, frame))
+        job.last_event_at = max(job.last_event_at, at)
+        delivered = self._fan_out(list(job.streams.values()), frame, "event", now)
+        if final:
+            job.finished_at = at
+            for conn in list(job.streams.values()):
+                self._close(conn, FINISHED)
+        return delivered

@@ -151,7 +151,7 @@ class StatsService:
         scheduler = self._scheduler.scheduler
         if scheduler.get_job(JOB_ID) is not None:
             scheduler.remove_job(JOB_ID)
-        job = scheduler.add_job(
+        job = self._scheduler.add_job(
             self._scheduled,
             "interval",
             seconds=self.interval.total_seconds(),

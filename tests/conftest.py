@@ -9,6 +9,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -41,6 +42,26 @@ def require_program(name: str) -> str:
     if os.environ.get("REQUIRE_E2E") == "1":
         pytest.fail(f"{name} is not installed and REQUIRE_E2E=1 (CI installs it in .ci/run)")
     pytest.skip(f"{name} is not installed (apt-get install {name}); CI runs this test")
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> str:
+    """The Redis the tests share (TEST_REDIS_URL); skip (or fail in CI) when it is not up."""
+    where = urlsplit(REDIS_URL)
+    try:
+        with socket.create_connection(
+            (where.hostname or "127.0.0.1", where.port or 6379), 1
+        ) as sock:
+            sock.sendall(b"PING\r\n")
+            if sock.recv(16).startswith(b"+PONG"):
+                return REDIS_URL
+    except OSError:
+        pass
+    if os.environ.get("REQUIRE_E2E") == "1":
+        pytest.fail(f"Redis is not answering at {REDIS_URL} and REQUIRE_E2E=1")
+    pytest.skip(f"Redis is not answering at {REDIS_URL} (apt-get install redis-server)")
 
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")

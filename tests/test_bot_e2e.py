@@ -324,6 +324,32 @@ async def test_webhook_mode_checks_the_secret(migrated_url: str) -> None:
         )
         assert right.status == 200
         await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "Status" in p.text])
+        # Telegram retrying the same update (or a proxy handing it to us twice): handled once.
+        again = await client.post(
+            "/telegram/hook",
+            json=update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"},
+        )
+        assert (await again.json()) == {"ok": True, "duplicate": True}
+        no_id = await client.post(
+            "/telegram/hook",
+            json={"message": update["message"]},
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"},
+        )
+        assert no_id.status == 400
+        assert (await no_id.json())["error"] == "bad_request"
+        fresh = fake.message_update(VIEWER, TEAM, "/status")
+        ok = await client.post(
+            "/telegram/hook",
+            json=fresh,
+            headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"},
+        )
+        assert ok.status == 200
+        await fake.wait_for(
+            lambda: len([p for p in fake.in_chat(TEAM) if "Status" in p.text]) == 2
+        )
+        await asyncio.sleep(0.3)
+        assert len([p for p in fake.in_chat(TEAM) if "Status" in p.text]) == 2
         document = await (await client.get("/api/openapi.json")).json()
         assert "post" in document["paths"]["/telegram/hook"]
 

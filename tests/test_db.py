@@ -1,5 +1,9 @@
 import asyncio
+import os
+import subprocess
+import sys
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -53,3 +57,48 @@ def test_the_selected_database_is_used(db_url: str, db_kind: str) -> None:
     assert db_url.startswith(
         {"sqlite": "sqlite+aiosqlite://", "postgresql": "postgresql+asyncpg://"}[db_kind]
     )
+
+
+async def test_instances_starting_together_migrate_once(db_url: str, db_kind: str) -> None:
+    """Several instances on one new PostgreSQL database each migrate at start: one at a time,
+    under an advisory lock, so none fails on a table another has just created."""
+    if db_kind != "postgresql":
+        pytest.skip("one SQLite file is served by one instance")
+    import asyncpg
+
+    from services.db import MIGRATION_LOCK
+
+    plain = db_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    holder = await asyncpg.connect(plain)
+    env = {**os.environ, "DATABASE_URL": db_url}
+
+    def upgrade() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        procs = [upgrade() for _ in range(3)]
+        # All three wait for the lock (as they would for an instance already migrating).
+        for _ in range(600):
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            )
+            if waiting == 3:
+                break
+            assert all(p.poll() is None for p in procs), "an upgrade ran without the lock"
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the upgrades never waited for the migration lock")
+        assert "incidents" not in await table_names(db_url)
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        results = [await asyncio.to_thread(p.communicate, timeout=120) for p in procs]
+    finally:
+        await holder.close()
+    assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+    assert "leases" in await table_names(db_url)

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import re
 import socket
 import subprocess
@@ -30,10 +31,17 @@ def site_for(upstream_port: int, listen_port: int) -> str:
 
 @pytest.fixture
 def nginx(client: Client, tmp_path: Path) -> Iterator[str]:
-    program = require_program("nginx")
     port = free_port()
     assert client.port is not None
-    (tmp_path / "site.conf").write_text(site_for(client.port, port))
+    with run_nginx(site_for(client.port, port), port, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def run_nginx(site: str, port: int, tmp_path: Path) -> Iterator[str]:
+    """The Debian nginx serving `site` (listening on `port`) until the block ends."""
+    program = require_program("nginx")
+    (tmp_path / "site.conf").write_text(site)
     # A distribution-like main context, with gzip on for event streams as a trap: the SSE
     # location must switch it off.
     (tmp_path / "nginx.conf").write_text(

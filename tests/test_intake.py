@@ -1,7 +1,10 @@
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
+from services.clock import FrozenClock
 from services.errors import InvalidInput
 from services.intake import (
     IntakeBatch,
@@ -10,8 +13,12 @@ from services.intake import (
     parse_alertmanager,
     parse_generic,
 )
-from services.main import Services
+from services.main import Services, open_services
+from services.models import EscalationLadder, Incident, OutboxMessage, TimelineEvent
+from services.notify.outbox import Op
 from services.severity import Severity
+from tests.botkit import TEAM
+from tests.conftest import make_settings
 
 
 def am_alert(status: str = "firing", **labels: str) -> dict[str, object]:
@@ -161,3 +168,99 @@ async def test_group_commit_isolates_a_failing_batch(services: Services) -> None
     assert not isinstance(outcomes[0], BaseException)
     assert isinstance(outcomes[1], InvalidInput)
     assert [v.title for v in await services.incidents.list()] == ["fine"]
+
+
+ROWS_START = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
+# Opens a and b, repeats both (b more urgently), resolves a and opens it again, and
+# resolves a key nobody raised.
+ROWS_LOAD: list[object] = [
+    {"severity": "P1", "title": "A", "dedup_key": "a"},
+    {"severity": "P3", "title": "B", "dedup_key": "b"},
+    {"severity": "P2", "title": "A", "dedup_key": "a"},
+    {"severity": "P0", "title": "B", "dedup_key": "b", "description": "worse"},
+    [{"title": "A", "dedup_key": "a", "status": "resolved"}],
+    {"severity": "P2", "title": "A", "dedup_key": "a"},
+    {"title": "zz", "dedup_key": "nobody", "status": "resolved"},
+]
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["group-commit", "one-by-one"])
+async def test_intake_commits_incident_timeline_outbox_and_ladder(
+    migrated_url: str, grouped: bool
+) -> None:
+    """Whatever the path (one group commit or a transaction per request), an answered alert
+    has its incident, timeline entry, outbox card and escalation ladder committed."""
+    settings = make_settings(migrated_url, telegram_team_chat_id=TEAM)
+    async with open_services(settings, clock=FrozenClock(ROWS_START)) as services:
+        batches = [parse_generic(item) for item in ROWS_LOAD]
+        if grouped:
+            await services.intake.start()
+            try:
+                results = await asyncio.gather(*(services.intake.submit(b) for b in batches))
+            finally:
+                await services.intake.stop()
+        else:
+            results = [await services.intake.submit(b) for b in batches]
+        async with services.db.read() as session:
+            incidents = (await session.scalars(select(Incident).order_by(Incident.id))).all()
+            timeline = (
+                await session.execute(
+                    select(
+                        TimelineEvent.incident_id, TimelineEvent.kind, TimelineEvent.details
+                    ).order_by(TimelineEvent.id)
+                )
+            ).all()
+            outbox = (
+                await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))
+            ).all()
+            ladders = (
+                await session.scalars(
+                    select(EscalationLadder).order_by(EscalationLadder.incident_id)
+                )
+            ).all()
+
+    assert [r.to_json()["resolved_unknown"] for r in results][-1] == ["nobody"]
+    a1, b, a2 = (i.id for i in incidents)
+    assert [
+        (i.dedup_key, i.severity, i.state, i.occurrence_count, i.description, i.resolved_by)
+        for i in incidents
+    ] == [
+        ("a", "P1", "resolved", 2, "", "intake"),
+        ("b", "P0", "triggered", 2, "", None),
+        ("a", "P2", "triggered", 1, "", None),
+    ]
+    assert timeline == [
+        (a1, "triggered", {"severity": "P1", "title": "A", "source": "api"}),
+        (b, "triggered", {"severity": "P3", "title": "B", "source": "api"}),
+        (a1, "deduplicated", {"count": 2}),
+        (
+            b,
+            "deduplicated",
+            {"count": 2, "severity_raised": {"from": "P3", "to": "P0"}, "description": "worse"},
+        ),
+        (a1, "resolved", {"source": "alert"}),
+        (a2, "triggered", {"severity": "P2", "title": "A", "source": "api"}),
+    ]
+    at = ROWS_START.isoformat()
+    assert [
+        (
+            m.idempotency_key,
+            m.op,
+            m.chat_id,
+            m.incident_id,
+            m.priority,
+            m.wants_fallback,
+            m.payload["merges"],
+            m.payload["last"]["kind"],
+        )
+        for m in outbox
+    ] == [
+        (f"inc:{a1}:triggered:{at}:1:card", Op.CARD, TEAM, a1, 1, True, 2, "resolved"),
+        (f"inc:{b}:triggered:{at}:1:card", Op.CARD, TEAM, b, 0, True, 1, "deduplicated"),
+        (f"inc:{a2}:triggered:{at}:1:card", Op.CARD, TEAM, a2, 2, False, 0, "triggered"),
+    ]
+    assert [(r.incident_id, r.epoch, r.started_at, r.shift_seconds) for r in ladders] == [
+        (a1, 1, ROWS_START, 0),
+        (b, 1, ROWS_START, 0),
+        (a2, 1, ROWS_START, 0),
+    ]

@@ -155,6 +155,7 @@ MESSAGES: dict[str, str] = {
         "✅ <b>{action}</b> done by {actor}: {before} streams before, {after} after "
         "({closed} closed)"
     ),
+    "sse.instances": "{answered} of {reached} instances answered",
     "sse.button.restart": "🔁 Restart the hub",
     "sse.button.reset": "🔌 Reset connections",
     "sse.button.broadcast": "📣 Broadcast reconnect",

@@ -152,6 +152,7 @@ MESSAGES: dict[str, str] = {
         "✅ <b>{action}</b> 완료 ({actor}): 이전 {before}개, 이후 {after}개 스트림 "
         "({closed}개 종료)"
     ),
+    "sse.instances": "인스턴스 {reached}개 중 {answered}개 응답",
     "sse.button.restart": "🔁 허브 재시작",
     "sse.button.reset": "🔌 연결 초기화",
     "sse.button.broadcast": "📣 재연결 방송",

@@ -43,7 +43,11 @@ async def cmd_oncall(
         await message.answer(render_oncall(await escalation.oncall(), catalogue))
         return
     # `set USER_ID DURATION [name]`; the role gate already asked for an admin.
-    if words[0].lower() != "set" or len(words) < 3 or not words[1].isdigit():
+    if (
+        words[0].lower() != "set"
+        or len(words) < 3
+        or not (words[1].isascii() and words[1].isdigit())
+    ):
         raise Usage("oncall")
     try:
         duration = parse_duration(words[2])

@@ -17,7 +17,7 @@ from services.clock import Clock
 from services.durations import parse_duration
 from services.errors import DomainError
 from services.incidents import IncidentService
-from services.models import IncidentState
+from services.models import MAX_ID, IncidentState
 
 
 class Usage(Exception):
@@ -30,7 +30,7 @@ class Usage(Exception):
 
 def parse_id(text: str, command: str) -> int:
     raw = text.lstrip("#")
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
         raise Usage(command)
     return int(raw)
 

@@ -47,7 +47,7 @@ async def cmd_token(
     elif sub in {"set_expiry", "set-expiry"} and len(args) <= 2:
         days: int | None = None
         if len(args) == 2:
-            if not args[1].isdigit():
+            if not (args[1].isascii() and args[1].isdigit()):
                 raise Usage("token")
             days = int(args[1])
         status = await ops.tokens.set_expiry(days, actor=actor)

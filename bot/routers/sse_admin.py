@@ -65,6 +65,12 @@ async def cb_sse_confirm(
         after=result.connections_after,
         closed=result.closed,
     )
+    if result.cluster is not None:  # REDIS_URL: the counts are the sums over the instances
+        text += "\n" + catalogue.t(
+            "sse.instances",
+            answered=result.cluster["instances_answered"],
+            reached=result.cluster["instances_reached"],
+        )
     await _edit(query, text)
 
 

@@ -40,7 +40,7 @@ def parse_retry_after(value: str | None) -> timedelta | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         return None
     return timedelta(seconds=int(text))
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select
 
 from services.clock import Clock
-from services.db import Database
+from services.db import FENCE, Database
 from services.incidents import IncidentView
 from services.models import Incident, IncidentMessage, OutboxMessage, OutboxStatus
 from services.notify.limits import TelegramLimits
@@ -27,6 +27,7 @@ from services.notify.telegram import (
     TelegramRejected,
     TelegramUnavailable,
 )
+from services.scheduler import Gate
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,11 @@ class OutboxSender:
         max_backoff: float = 30.0,
         stats: SenderStats | None = None,
         card_facts: CardFacts | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._card_facts = card_facts
+        # Several instances: only the leader sends, and its bookkeeping writes are fenced.
+        self._gate = gate
         self._db = db
         self._clock = clock
         self._client = client
@@ -140,6 +144,9 @@ class OutboxSender:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def _run(self) -> None:
+        if self._gate is not None:
+            # This task's own context: every write below checks the fencing token.
+            FENCE.set(self._gate)
         next_prune = 0.0
         while True:
             if time.monotonic() >= next_prune:
@@ -164,6 +171,8 @@ class OutboxSender:
 
     async def step(self) -> float:
         """Send at most one row; return how long to wait before the next step (0: at once)."""
+        if self._gate is not None and not self._gate.is_leader:
+            return 1.0  # deposed (or not yet confirmed): another instance may be sending
         candidates = await self._candidates()
         if not candidates:
             return 60.0
@@ -171,7 +180,12 @@ class OutboxSender:
         now = time.monotonic()
         best: _Candidate | None = None
         wait = 60.0
+        # A chat whose earlier message waits (its retry time after a failure) sends nothing
+        # else before it, so a backlog arrives in the order it was written.
+        held: set[int] = set()
         for cand in candidates:
+            if cand.chat_id in held:
+                continue
             until = max(
                 self._global_blocked_until - now,
                 self._blocked_until.get(cand.chat_id, 0.0) - now,
@@ -182,6 +196,7 @@ class OutboxSender:
                 best = cand
                 break
             wait = min(wait, until)
+            held.add(cand.chat_id)
         if best is None:
             return max(wait, 0.005)
         await self._deliver(best.id)

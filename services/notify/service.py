@@ -24,6 +24,7 @@ from services.notify.limits import TelegramLimits
 from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
 from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
 from services.notify.telegram import TelegramClient, TelegramError
+from services.scheduler import Gate
 from services.severity import Severity
 
 
@@ -64,6 +65,10 @@ class NotifyService:
         self.stats = SenderStats()
         # Set by the composition root: what the card shows beyond the incident's own row.
         self.card_facts: CardFacts | None = None
+        # Several instances (services/leader.py): only the leader drains the outbox and runs
+        # the fallback, so each chat has one sender and nothing goes out twice.
+        self.gate: Gate | None = None
+        self._leading = True
         if registry is not None:
             registry.register(_Collector(self))
 
@@ -102,8 +107,10 @@ class NotifyService:
             max_backoff=self._settings.telegram_retry_max_seconds,
             stats=self.stats,
             card_facts=self.card_facts,
+            gate=self.gate,
         )
-        self.sender.start()
+        if self._leading:
+            self.sender.start()
         return self.sender
 
     async def stop_telegram(self) -> None:
@@ -112,10 +119,28 @@ class NotifyService:
             self.sender = None
 
     def start(self) -> None:
-        self.fallback.start()
+        if self._leading:
+            self.fallback.start()
 
     async def stop(self) -> None:
         await self.fallback.stop()
+
+    async def lead(self, leading: bool) -> None:
+        """Start (or stop) sending: called as this instance gains (or loses) leadership."""
+        self._leading = leading
+        if leading:
+            if self.sender is not None:
+                self.sender.start()
+                self.sender.wake()
+            self.fallback.start()
+        else:
+            if self.sender is not None:
+                await self.sender.stop()
+            await self.fallback.stop()
+
+    def wake(self) -> None:
+        """Another instance queued rows: look now instead of at the next poll."""
+        self._wake()
 
     # -- reads ----------------------------------------------------------------------
 

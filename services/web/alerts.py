@@ -72,14 +72,13 @@ OPENAPI: dict[str, dict[str, Any]] = {
 async def _accept(request: web.Request, batch: IntakeBatch, source: str) -> web.Response:
     services = request.app[SERVICES_KEY]
     result: IntakeResult = await services.intake.submit(batch)
-    metric = services.metrics.alerts_received_total
     for outcome, items in (
         ("created", result.created),
         ("deduplicated", result.deduplicated),
         ("resolved", result.resolved),
     ):
         if items:
-            metric.labels(source, outcome).inc(len(items))
+            services.metrics.alerts_received(source, outcome, len(items))
     return web.json_response(result.to_json(), status=202)
 
 

@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from services.web import alerts, board, health, incidents, metrics, openapi, pipeline, sse
-from services.web.errors import error_middleware
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 from services.web.telegram import add_webhook_route, openapi_for
 
@@ -20,8 +19,8 @@ if TYPE_CHECKING:
 def create_app(settings: Settings, services: Services) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        # metrics outermost so errors turned into JSON are counted with their status.
-        middlewares=[metrics.metrics_middleware, error_middleware],
+        # One middleware counts requests and turns errors into JSON, counted with their status.
+        middlewares=[metrics.metrics_middleware],
     )
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = services

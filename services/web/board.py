@@ -56,12 +56,12 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "summary": "The board's token form (only used when BOARD_TOKEN is set)",
             "tags": ["board"],
             "requestBody": {
-                "required": True,
+                # Without BOARD_TOKEN any body (or none) is answered by the redirect.
+                "required": False,
                 "content": {
                     "application/x-www-form-urlencoded": {
                         "schema": {
                             "type": "object",
-                            "required": ["token"],
                             "properties": {"token": {"type": "string"}},
                         }
                     }

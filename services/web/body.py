@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
 
 from services.web.errors import JSONError
+
+# Text the databases cannot store: NUL (PostgreSQL text) and lone UTF-16 surrogates (not
+# encodable as UTF-8). In JSON both can only come as \u escapes, so the walk below runs only
+# when the raw body has one.
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 async def read_json(request: web.Request) -> Any:
@@ -15,7 +21,7 @@ async def read_json(request: web.Request) -> Any:
     if not raw.strip():
         raise JSONError(400, "invalid_json", {"field": "body", "message": "the body is empty"})
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except UnicodeDecodeError:
         raise JSONError(
             400, "invalid_json", {"field": "body", "message": "the body is not UTF-8"}
@@ -26,3 +32,28 @@ async def read_json(request: web.Request) -> Any:
             "invalid_json",
             {"field": "body", "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}"},
         ) from None
+    if _SUSPECT.search(raw):
+        problem = unstorable(value)
+        if problem:
+            raise JSONError(400, "invalid_json", {"field": "body", "message": problem})
+    return value
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a parsed JSON value holds text no database column can keep, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a string holds a NUL character (\\u0000), which text cannot hold"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff) that is not text"
+    return None

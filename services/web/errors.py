@@ -43,22 +43,27 @@ _REASONS = {
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
-    except DomainError as exc:
+    except Exception as exc:
+        return error_for(request, exc)
+    return response
+
+
+def error_for(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON error answer for an exception out of a route; re-raises redirects (< 400)."""
+    if isinstance(exc, DomainError):
         return error_response(exc.http_status, exc.code, {"message": exc.message, **_dict(exc)})
-    except JSONError as exc:
+    if isinstance(exc, JSONError):
         return error_response(exc.status, exc.error, exc.detail, headers=exc.headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status_code < 400:
-            raise
+            raise exc
         code = _REASONS.get(exc.status_code, exc.reason.lower().replace(" ", "_"))
         detail = exc.text if exc.text and not exc.text.startswith(str(exc.status_code)) else None
         if exc.status_code == 413:
             detail = "the request body is larger than the server accepts (1 MiB)"
         return error_response(exc.status_code, code, detail, headers=_keep_headers(exc))
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "the server failed; see its log")
-    return response
+    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server failed; see its log")
 
 
 def _dict(exc: DomainError) -> dict[str, Any]:

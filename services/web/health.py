@@ -36,6 +36,10 @@ OPENAPI: dict[str, dict[str, Any]] = {
 
 @routes.get("/api/health")
 async def get_health(request: web.Request) -> web.Response:
-    report = await request.app[SERVICES_KEY].health.run()
+    services = request.app[SERVICES_KEY]
+    report = await services.health.run()
     status = 503 if report.status.value == "down" else 200
-    return web.json_response(report.to_json(), status=status)
+    # Which instance answered: behind a load balancer each one reports for itself.
+    return web.json_response(
+        {"instance": services.leader.instance, **report.to_json()}, status=status
+    )

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.models import IncidentState
+from services.models import MAX_ID, IncidentState
 from services.severity import Severity
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
@@ -20,7 +20,7 @@ _ID = {
     "name": "id",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999_999_999_999},
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
 }
 _NOTE_BODY = {
     "required": False,
@@ -173,7 +173,7 @@ OPENAPI: dict[str, dict[str, Any]] = {
 
 def _incident_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
         raise JSONError(
             400, "invalid_input", {"field": "id", "message": f"{raw!r} is not an incident number"}
         )
@@ -221,7 +221,11 @@ def parse_severities(values: list[str]) -> list[Severity]:
 async def list_incidents(request: web.Request) -> web.Response:
     require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
     raw_limit = request.query.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+    if (
+        not (raw_limit.isascii() and raw_limit.isdigit())
+        or len(raw_limit) > 4
+        or not 1 <= int(raw_limit) <= 1000
+    ):
         raise JSONError(
             400, "invalid_input", {"field": "limit", "message": "limit is a number from 1 to 1000"}
         )

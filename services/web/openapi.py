@@ -168,6 +168,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "components"],
         "properties": {
+            "instance": {"type": "string", "description": "INSTANCE_ID of who answered"},
             "status": {"type": "string", "enum": ["healthy", "degraded", "down"]},
             "components": {"type": "object"},
         },
@@ -198,7 +199,8 @@ def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict
             "title": "SunFlow Ops",
             "version": "0.1.0",
             "description": "Chat-ops incident response for the SunFlow pipeline. "
-            "Errors are JSON {error, detail}.",
+            "Errors are JSON {error, detail}. Text in JSON bodies must not hold NUL (\\u0000) "
+            "or lone surrogates: such a body is refused with 400 invalid_json.",
         },
         "paths": paths,
         "components": {

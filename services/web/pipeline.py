@@ -6,6 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
+from services.models import MAX_ID
+from services.traces import TRACE_ID
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
 from services.web.errors import JSONError
@@ -29,7 +31,12 @@ _ADMIN = {
     "403": {"$ref": "#/components/responses/Disabled"},
 }
 _ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminToken": []}]
-_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_JOB_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+}
 
 OPENAPI: dict[str, dict[str, Any]] = {
     "/api/token": {
@@ -66,6 +73,7 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "parameters": [_JOB_ID],
             "responses": {
                 "200": _json("the job after the run"),
+                "400": {"$ref": "#/components/responses/BadRequest"},
                 "404": {"$ref": "#/components/responses/NotFound"},
                 "409": {"$ref": "#/components/responses/Conflict"},
                 **_ADMIN,
@@ -77,7 +85,12 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "summary": "Recent pipeline traces, newest first",
             "tags": ["pipeline"],
             "parameters": [
-                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer"}}
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                }
             ],
             "responses": {
                 "200": _json("{traces: [...]}"),
@@ -91,7 +104,12 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "summary": "One trace with its steps (the SF-*.json export format)",
             "tags": ["pipeline"],
             "parameters": [
-                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": TRACE_ID.pattern},
+                }
             ],
             "responses": {
                 "200": _json("the trace"),
@@ -174,7 +192,7 @@ async def get_jobs(request: web.Request) -> web.Response:
 async def post_job_retry(request: web.Request) -> web.Response:
     _admin(request)
     raw = request.match_info["id"]
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
         raise JSONError(400, "invalid_input", {"field": "id", "message": "a job number"})
     job = await request.app[SERVICES_KEY].ops.retry.retry_now(int(raw), actor="api:admin")
     return web.json_response(job.to_json())
@@ -184,7 +202,7 @@ async def post_job_retry(request: web.Request) -> web.Response:
 async def get_traces(request: web.Request) -> web.Response:
     _reader(request)
     raw = request.query.get("limit", "20")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4:
         raise JSONError(400, "invalid_input", {"field": "limit", "message": "1 to 500"})
     views = await request.app[SERVICES_KEY].ops.traces.list(limit=int(raw))
     return web.json_response({"traces": [v.to_json() for v in views]})

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from services.board import BOARD_JOB
+from services.errors import Unavailable
 from services.sse import (
     ABORTED_REASONS,
     CLIENT_GONE,
@@ -38,7 +39,25 @@ STREAM_HEADERS = {
 # How long a clean end of stream may wait on a client before the socket is dropped.
 _EOF_TIMEOUT = 5.0
 
-_JOB = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}$"},
+}
+# What parse_last_event_id accepts: empty (none) or a non-negative integer of up to 18 digits.
+_EVENT_ID = {"type": "string", "pattern": "^\\s*[0-9]{0,18}\\s*$"}
+# One parsed event (OpenAPI 3.1: `schema` of text/event-stream describes each event).
+_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]*$"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _ADMIN_RESPONSES = {
     "200": {
         "description": "done; connection counts before and after",
@@ -72,14 +91,14 @@ OPENAPI: dict[str, dict[str, Any]] = {
                     "in": "header",
                     "required": False,
                     "description": "resume after this event id (sent by browsers on reconnect)",
-                    "schema": {"type": "string"},
+                    "schema": _EVENT_ID,
                 },
                 {
                     "name": "last_event_id",
                     "in": "query",
                     "required": False,
                     "description": "same as the header, for a new EventSource; the header wins",
-                    "schema": {"type": "string"},
+                    "schema": _EVENT_ID,
                 },
             ],
             "responses": {
@@ -87,15 +106,16 @@ OPENAPI: dict[str, dict[str, Any]] = {
                     "description": "the stream (or, when MAX_SSE_CONNECTIONS are open and the "
                     "client accepts text/event-stream, a `retry:` hint, an `overloaded` event "
                     "and the end of the stream)",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    "content": {"text/event-stream": {"schema": _EVENT}},
                 },
                 "204": {"description": "the job has finished and nothing is left to replay"},
                 "400": {"$ref": "#/components/responses/BadRequest"},
                 "401": {"$ref": "#/components/responses/Unauthorized"},
                 "404": {"$ref": "#/components/responses/NotFound"},
                 "503": {
-                    "description": "MAX_SSE_CONNECTIONS are open (clients that do not accept "
-                    "text/event-stream); see Retry-After",
+                    "description": "MAX_SSE_CONNECTIONS are open, or (with REDIS_URL) Redis "
+                    "is unreachable and the job's history cannot be read (clients that do not "
+                    "accept text/event-stream); see Retry-After",
                     "content": {
                         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
                     },
@@ -127,6 +147,13 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 "403": {"$ref": "#/components/responses/Disabled"},
                 "409": {"$ref": "#/components/responses/Conflict"},
                 "413": {"$ref": "#/components/responses/TooLarge"},
+                "503": {
+                    "description": "with REDIS_URL: Redis is unreachable; the event was not "
+                    "recorded (`redis_unavailable`), publish it again",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
             },
         },
     },
@@ -189,6 +216,18 @@ SCHEMAS: dict[str, Any] = {
             },
             "last_heartbeat": {"type": ["string", "null"], "format": "date-time"},
             "uptime_seconds": {"type": "number"},
+            "instance": {"type": "string", "description": "with REDIS_URL: INSTANCE_ID"},
+            "redis": {
+                "type": "object",
+                "description": "with REDIS_URL: this instance's link to Redis",
+                "properties": {
+                    "status": {"type": "string", "enum": ["up", "down"]},
+                    "subscribed": {"type": "boolean"},
+                    "link_breaks": {"type": "integer"},
+                    "last_error": {"type": ["string", "null"]},
+                    "jobs_followed": {"type": "integer"},
+                },
+            },
         },
     },
     "SSEAdmin": {
@@ -199,6 +238,24 @@ SCHEMAS: dict[str, Any] = {
             "connections_before": {"type": "integer"},
             "connections_after": {"type": "integer"},
             "closed": {"type": "integer"},
+            "instances_reached": {
+                "type": "integer",
+                "description": "with REDIS_URL: instances the action was sent to; the counts "
+                "above are the sums of their answers",
+            },
+            "instances_answered": {"type": "integer"},
+            "by_instance": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "connections_before": {"type": "integer"},
+                        "connections_after": {"type": "integer"},
+                        "closed": {"type": "integer"},
+                    },
+                },
+            },
+            "note": {"type": "string"},
         },
     },
 }
@@ -236,9 +293,11 @@ def _hub(request: web.Request) -> SSEHub:
 
 def _last_event_id(request: web.Request) -> int | None:
     # Browsers send the header on their own reconnects; the query serves a new EventSource.
+    # Both are checked, so a malformed one is refused even when the other wins.
+    from_query = parse_last_event_id(request.query.get("last_event_id"))
     if "Last-Event-ID" in request.headers:
         return parse_last_event_id(request.headers["Last-Event-ID"])
-    return parse_last_event_id(request.query.get("last_event_id"))
+    return from_query
 
 
 @routes.get("/api/generation/jobs/{job_id}/events")
@@ -248,7 +307,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if job_id == BOARD_JOB:  # the live board's stream: BOARD_TOKEN when set (README)
         require_board_access(request)
     last_id = _last_event_id(request)
-    _job, more = hub.job_state(job_id, last_id)
+    try:
+        _job, more = await hub.lookup(job_id, last_id)
+    except Unavailable as exc:
+        return _unavailable(request, hub, exc)
     if not more:
         # A finished job with nothing left: 204 is what makes a browser's EventSource stop.
         return web.Response(status=204, headers={"Cache-Control": "no-cache"})
@@ -318,6 +380,29 @@ def _refuse(request: web.Request, hub: SSEHub, exc: Overloaded) -> web.Response:
     )
 
 
+def _unavailable(request: web.Request, hub: SSEHub, exc: Unavailable) -> web.Response:
+    """Redis (REDIS_URL) is down and this instance cannot read the job's shared history.
+    As with overload, stream clients get 200, a long `retry:` and the end of the stream (an
+    EventSource gives up for good on a 503); other clients get 503 with Retry-After."""
+    retry = hub.refusal_retry_ms()
+    headers = {"Retry-After": str(math.ceil(retry / 1000)), "Cache-Control": "no-cache"}
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        headers["X-Accel-Buffering"] = "no"
+        body = f"retry: {retry}\n: {exc.code}\n\n".encode()
+        return web.Response(status=200, body=body, headers=headers)
+    raise JSONError(
+        503,
+        exc.code,
+        {"message": exc.message, "retry_after_ms": retry, **_as_dict(exc.detail)},
+        headers=headers,
+    )
+
+
+def _as_dict(detail: object) -> dict[str, object]:
+    return dict(detail) if isinstance(detail, dict) else {}
+
+
 @routes.post("/api/generation/jobs/{job_id}/events")
 async def publish_event(request: web.Request) -> web.Response:
     require_token(request, request.app[SETTINGS_KEY].intake_token, "INTAKE_TOKEN")
@@ -342,7 +427,7 @@ async def publish_event(request: web.Request) -> web.Response:
         raise JSONError(
             403, "reserved_job", f"{BOARD_JOB!r} is the live board's job; the service writes it"
         )
-    published = hub.publish(job_id, event_type, body.get("data"), final=final)
+    published = await hub.submit(job_id, event_type, body.get("data"), final=final)
     return web.json_response(published.to_json(), status=202)
 
 

@@ -27,6 +27,15 @@ async def receive_update(request: web.Request) -> web.Response:
         return web.json_response({"error": "bad_request", "detail": "not JSON"}, status=400)
     if not isinstance(update, dict):
         return web.json_response({"error": "bad_request", "detail": "not an object"}, status=400)
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        return web.json_response(
+            {"error": "bad_request", "detail": "update_id must be an integer"}, status=400
+        )
+    # Telegram retries an update it got no answer for, and behind a round-robin proxy the
+    # retry may reach another instance: the first to claim the id handles it.
+    if not await services.updates.claim(update_id):
+        return web.json_response({"ok": True, "duplicate": True})
     await feed(update)
     return web.json_response({"ok": True})
 
@@ -57,8 +66,11 @@ def openapi_for(path: str) -> dict[str, dict[str, Any]]:
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
                 "responses": {
-                    "200": {"description": "accepted; handled in the background"},
-                    "400": {"description": "not a JSON object", **error},
+                    "200": {
+                        "description": "accepted and handled in the background, or a "
+                        "duplicate (an update id already taken in, by any instance)"
+                    },
+                    "400": {"description": "not a JSON object with an update_id", **error},
                     "403": {"description": "missing or wrong secret token", **error},
                     "503": {"description": "the bot is not running", **error},
                 },

@@ -16,10 +16,11 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 BOT_USER = {"id": 4242, "is_bot": True, "first_name": "SunFlow Ops", "username": "sunflow_bot"}
@@ -140,6 +141,9 @@ class FakeTelegram:
         # Calls of a held method wait (inside the request) until the hold is released.
         self.holds: dict[str, asyncio.Event] = {}
         self.held: list[str] = []
+        # A test's failure plan: called first for every call; a response it returns is the
+        # answer (an outage: 5xx, 429, or a reply after the client gave up).
+        self.outage: Callable[[str, Call], Awaitable[web.Response | None]] | None = None
 
     # -- server ---------------------------------------------------------------
 
@@ -211,6 +215,20 @@ class FakeTelegram:
 
     async def press(self, user_id: int, posted: Posted, data: str) -> None:
         await self._push(self.callback_update(user_id, posted, data))
+
+    async def deliver(self, update: dict[str, Any], *, secret: str | None = None) -> int:
+        """Webhook mode: POST one update to the URL given to setWebhook, with its secret
+        header, as Telegram does (and again, on a retry); returns the HTTP status."""
+        if self.webhook is None:
+            raise AssertionError("no webhook is set (setWebhook was never called)")
+        token = self.webhook.get("secret_token") if secret is None else secret
+        headers = {"X-Telegram-Bot-Api-Secret-Token": token} if token else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.webhook["url"], json=update, headers=headers) as resp,
+        ):
+            await resp.read()
+            return resp.status
 
     async def _push(self, update: dict[str, Any]) -> None:
         async with self._changed:
@@ -314,6 +332,11 @@ class FakeTelegram:
         return web.json_response({"ok": True, "result": result})
 
     async def _dispatch(self, method: str, params: dict[str, Any], call: Call) -> web.Response:
+        if self.outage is not None:
+            failure = await self.outage(method, call)
+            if failure is not None:
+                call.status = failure.status
+                return failure
         if self.down:
             call.status = 502
             return web.Response(status=502, text="<html>502 Bad Gateway</html>")
