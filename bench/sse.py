@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -34,6 +35,11 @@ SERVERS = ("ours", "aiohttp-sse", "sse-starlette")
 # `sunflow-ops serve` on uvloop, whichever way the CLI builds its loop.
 UVLOOP_SERVE = (
     "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from services.cli import main; sys.exit(main(['serve']))"
+)
+# ... and on the plain asyncio loop like the peers: the CLI picks uvloop when it can import it.
+ASYNCIO_SERVE = (
+    "import sys; sys.modules['uvloop'] = None; "
     "from services.cli import main; sys.exit(main(['serve']))"
 )
 TARGETS = {
@@ -176,6 +182,19 @@ async def publish(session: aiohttp.ClientSession, base: str, job: str, n: int) -
         await resp.read()
 
 
+@contextmanager
+def timed_window() -> Iterator[None]:
+    """No collection in this (the load) process while it times a server: a pause here stops
+    the publisher, which then fires the missed events at once, and that burst would land on
+    whichever server is measured at the time. What the window allocates is freed after it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 async def settle(load: Load, expected: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while len(load.latencies) < expected and time.monotonic() < deadline:
@@ -209,17 +228,18 @@ async def run_server(kind: str, plan: Plan, port: int, pid: int) -> Result:
         if all(result.held.values()):
             load.latencies.clear()
             total = int(plan.rate * plan.seconds)
-            started = time.monotonic()
-            tasks = []
-            for n in range(total):
-                delay = started + n / plan.rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(publish(session, base, f"j{n % jobs}", n)))
-            await asyncio.gather(*tasks)
             expected = total * plan.streams_per_job
-            await settle(load, expected, 10)
-            achieved = total / (time.monotonic() - started)
+            with timed_window():
+                started = time.monotonic()
+                tasks = []
+                for n in range(total):
+                    delay = started + n / plan.rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(publish(session, base, f"j{n % jobs}", n)))
+                await asyncio.gather(*tasks)
+                await settle(load, expected, 10)
+                achieved = total / (time.monotonic() - started)
             lat = [v / 1e6 for v in load.latencies]
             if lat:
                 result.per_job = (percentile(lat, 0.5), percentile(lat, 0.99), len(lat), expected)
@@ -240,11 +260,12 @@ async def run_server(kind: str, plan: Plan, port: int, pid: int) -> Result:
                 break
             await asyncio.sleep(1)
             load.latencies.clear()
-            for n in range(plan.broadcasts):
-                await publish(session, base, "all", n)
-                await asyncio.sleep(max(0.2, size / 10_000))
             expected = plan.broadcasts * size
-            await settle(load, expected, 15)
+            with timed_window():
+                for n in range(plan.broadcasts):
+                    await publish(session, base, "all", n)
+                    await asyncio.sleep(max(0.2, size / 10_000))
+                await settle(load, expected, 15)
             lat = [v / 1e6 for v in load.latencies]
             if lat:
                 result.broadcast[size] = (
@@ -286,9 +307,7 @@ def server(
             check=True,
             capture_output=True,
         )
-        argv = [sys.executable, "-m", "services.cli", "serve"]
-        if use_uvloop:
-            argv = [sys.executable, "-c", UVLOOP_SERVE]
+        argv = [sys.executable, "-c", UVLOOP_SERVE if use_uvloop else ASYNCIO_SERVE]
     else:
         argv = [sys.executable, "-m", "bench._peers", kind, str(port)]
         if use_uvloop:

@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -191,12 +192,37 @@ class Published:
         }
 
 
+# A history entry is one bytes object: the head below, the type and data (UTF-8), then the
+# raw frame. Bytes are invisible to the cyclic collector, so keeping 1,000 events/s for replay
+# adds nothing to its counts or to the heap a full collection walks; as Event and Frame
+# instances they were two tracked objects per event and pulled full passes into steady
+# traffic (docs/benchmarks.md, SSE). Hand-packed because no container of Python objects is.
+_HEAD = struct.Struct("<qd?II")  # id, at, final, len(type), len(data)
+_AT_OFFSET = 8
+
+
+def _pack(event: Event) -> bytes:
+    kind = event.type.encode()
+    data = event.data.encode()
+    head = _HEAD.pack(event.id, event.at, event.final, len(kind), len(data))
+    return b"".join((head, kind, data, event.frame.raw))
+
+
+def _entry_id(entry: bytes) -> int:
+    return int.from_bytes(entry[:8], "little", signed=True)
+
+
+def _entry_at(entry: bytes) -> float:
+    (at,) = struct.unpack_from("<d", entry, _AT_OFFSET)
+    return float(at)
+
+
 class Job:
-    __slots__ = ("finished_at", "history", "id", "last_event_at", "last_id", "probe", "streams")
+    __slots__ = ("entries", "finished_at", "id", "last_event_at", "last_id", "probe", "streams")
 
     def __init__(self, job_id: str, *, history_size: int, probe: bool, now: float) -> None:
         self.id = job_id
-        self.history: deque[Event] = deque(maxlen=history_size)
+        self.entries: deque[bytes] = deque(maxlen=history_size)
         self.last_id = 0
         self.last_event_at = now
         self.finished_at: float | None = None
@@ -207,11 +233,30 @@ class Job:
     def finished(self) -> bool:
         return self.finished_at is not None
 
+    @property
+    def history(self) -> tuple[Event, ...]:
+        """The events kept for replay, oldest first (built on demand from `entries`)."""
+        return tuple(self._event(entry) for entry in self.entries)
+
+    def record(self, event: Event) -> None:
+        """Keep an event for replay; the oldest goes when the history is full."""
+        self.entries.append(_pack(event))
+
+    def _event(self, entry: bytes) -> Event:
+        n, at, final, type_len, data_len = _HEAD.unpack_from(entry)
+        start = _HEAD.size
+        kind = entry[start : start + type_len].decode()
+        start += type_len
+        data = entry[start : start + data_len].decode()
+        raw = entry[start + data_len :]
+        return Event(self.id, n, kind, data, final, at, Frame.of(raw))
+
     def missed(self, last_event_id: int | None) -> tuple[list[Event], int | None]:
         """Events after `last_event_id` still in history, and the first id lost, if any."""
         after = 0 if last_event_id is None else last_event_id
-        events = [e for e in self.history if e.id > after]
-        oldest = self.history[0].id if self.history else self.last_id + 1
+        entries = self.entries
+        events = [self._event(e) for e in entries if _entry_id(e) > after]
+        oldest = _entry_id(entries[0]) if entries else self.last_id + 1
         gap = after + 1 if after + 1 < oldest and after < self.last_id else None
         return events, gap
 
@@ -420,7 +465,7 @@ class SSEHub:
         job.last_id += 1
         frame = Frame.of(encode_event(payload, event_type=event_type, event_id=str(job.last_id)))
         event = Event(job_id, job.last_id, event_type, payload, final, now, frame)
-        job.history.append(event)
+        job.record(event)
         job.last_event_at = now
         self.metrics.events_published.inc()
         delivered = self._fan_out(list(job.streams.values()), frame, "event", now)
@@ -627,9 +672,10 @@ class SSEHub:
         self._attempts = self._accepted = 0
         self._window_started = now
 
-    async def heartbeat(self, *, batch: int = 1000) -> int:
+    async def heartbeat(self, *, batch: int = 200) -> int:
         """One heartbeat round to every stream, encoded once; the number written. Written
-        `batch` streams at a time, letting other work in between."""
+        `batch` streams at a time, letting other work in between: a socket write is a few
+        microseconds, so 200 holds the loop about a millisecond and a publish waits no longer."""
         started = time.perf_counter()
         wall = self._clock.now()
         payload = dumps(
@@ -678,9 +724,9 @@ class SSEHub:
         horizon = now - self.config.history_seconds
         forgotten = []
         for job in self.jobs.values():
-            history = job.history
-            while history and history[0].at < horizon:
-                history.popleft()
+            entries = job.entries
+            while entries and _entry_at(entries[0]) < horizon:
+                entries.popleft()
             if job.probe or job.streams:
                 continue
             ended = job.finished_at if job.finished_at is not None else job.last_event_at
@@ -845,7 +891,7 @@ class SSEHub:
         at = now - max(0.0, age)
         job.last_id = event_id
         frame = Frame.of(encode_event(payload, event_type=event_type, event_id=str(event_id)))
-        job.history.append(Event(job_id, event_id, event_type, payload, final, at, frame))
+        job.record(Event(job_id, event_id, event_type, payload, final, at, frame))
         job.last_event_at = max(job.last_event_at, at)
         delivered = self._fan_out(list(job.streams.values()), frame, "event", now)
         if final:

@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import json
 import random
 import time
@@ -184,6 +185,36 @@ async def test_resume_past_the_history_says_what_was_lost() -> None:
     assert events[0].type == "gap"
     assert json.loads(events[0].data) == {"missed_from": 3, "resumed_at": 8}
     assert [e.id for e in events[1:]] == ["8", "9", "10"]
+
+
+async def test_kept_events_are_not_walked_by_the_collector() -> None:
+    """The replay history is bytes, which the cyclic collector never tracks: events kept at
+    1,000/s neither count towards its passes nor grow the heap a full collection walks
+    (docs/benchmarks.md, SSE)."""
+    hub, _ = make_hub(history_size=3)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for n in range(1000):
+            hub.publish("k", "progress", {"n": n})
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 1000  # less than one tracked object left behind per event
+    for n in range(5):
+        hub.publish("j", "progress", {"n": n, "text": "line\r\nnext ✓"}, final=n == 4)
+    job = hub.jobs["j"]
+    assert len(job.entries) == 3
+    assert not any(gc.is_tracked(entry) for entry in job.entries)
+    assert [(e.id, json.loads(e.data)["n"], e.final) for e in job.history] == [
+        (3, 2, False),
+        (4, 3, False),
+        (5, 4, True),
+    ]
+    last = job.history[-1]
+    assert json.loads(last.data) == {"n": 4, "text": "line\r\nnext ✓"}
+    assert last.frame == Frame.of(encode_event(last.data, event_type="progress", event_id="5"))
 
 
 async def test_history_forgets_by_age() -> None:
