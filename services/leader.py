@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -429,6 +429,18 @@ class FollowerHook:
             await session.execute(
                 text("SELECT pg_notify(:channel, :payload)"),
                 {"channel": CHANNEL, "payload": f"incident:{change.incident.id}"},
+            )
+
+    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        """The same for a group of changes written in bulk (intake, escalation firings):
+        one NOTIFY per incident, so the group stays on the one-hop path."""
+        leadership = self._leadership
+        if not (self._enabled and leadership.running and not leadership.is_leader):
+            return
+        for incident_id in dict.fromkeys(c.incident.id for c in changes):
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": CHANNEL, "payload": f"incident:{incident_id}"},
             )
 
     def after_commit(self, change: IncidentChange) -> None:

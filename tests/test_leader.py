@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from sqlalchemy import func, select
@@ -294,3 +296,52 @@ async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) 
             finally:
                 await leadership.stop()
                 await client.close()
+
+
+async def test_a_follower_wakes_the_leader_by_notify_from_either_write_path(
+    database: Database, migrated_url: str
+) -> None:
+    """Changes committed on a follower send one NOTIFY per incident, from the async hook and
+    from the bulk (one-hop) path alike; a rolled-back write sends none."""
+    if database.is_sqlite:
+        pytest.skip("NOTIFY is PostgreSQL's; on SQLite one instance serves the file")
+    import asyncpg
+
+    from services.incidents import ChangeKind, IncidentChange, IncidentView
+    from services.leader import CHANNEL, FollowerHook
+
+    clock = FrozenClock(T0)
+    leader, follower = (
+        Leadership(store(database, clock, "a")),
+        Leadership(store(database, clock, "b")),
+    )
+    await leader.start()
+    await follower.start()
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(migrated_url.replace("+asyncpg", "", 1))
+    await listener.add_listener(CHANNEL, lambda *args: heard.put_nowait(args[3]))
+    try:
+        assert leader.is_leader and follower.running and not follower.is_leader
+        hook = FollowerHook(follower, database)
+
+        def change(incident_id: int) -> IncidentChange:
+            # The hook reads only the incident's id.
+            view = cast(IncidentView, SimpleNamespace(id=incident_id))
+            return IncidentChange(ChangeKind.TRIGGERED, view, actor="test", at=T0)
+
+        changes = [change(5), change(5), change(6)]
+        await database.write_sync(lambda s: hook.in_transaction_sync(s, changes))
+        async with database.write() as session:
+            await hook.in_transaction(session, changes[2])
+        with pytest.raises(RuntimeError):
+            async with database.write() as session:
+                await hook.in_transaction(session, change(7))
+                raise RuntimeError("rolled back")
+        got = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
+        assert got == ["incident:5", "incident:6", "incident:6"]
+        await asyncio.sleep(0.3)
+        assert heard.empty()  # incident 7's NOTIFY went with its rollback
+    finally:
+        await listener.close()
+        await follower.stop()
+        await leader.stop()
