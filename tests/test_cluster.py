@@ -10,12 +10,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +25,18 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy import select
 
-from services import db as dbmod
 from services.db import Database
 from services.models import TimelineEvent
 from tests.botkit import PD_USER, RESPONDER, TEAM, TOKEN, VIEWER, running_fake
 from tests.conftest import (
     INTAKE,
-    PG_ADMIN_URL,
     free_port,
     intake_headers,
-    require_program,
     require_redis,
 )
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.sse_wire import StreamParser
+from tests.test_deploy_nginx import run_nginx
 
 pytestmark = pytest.mark.e2e
 
@@ -58,58 +55,13 @@ LADDER = (
 STEP_RE = re.compile(r"escalated \((s\d+) → ")
 
 
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database of its own, migrated (whatever --db the suite runs on)."""
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-    except OSError as exc:
-        if os.environ.get("REQUIRE_E2E") == "1":
-            pytest.fail(f"PostgreSQL is unreachable at {PG_ADMIN_URL}: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable at {PG_ADMIN_URL}: {exc}")
-    name = f"sunflow_c_{uuid.uuid4().hex[:12]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        await asyncio.to_thread(dbmod.upgrade, url)
-        yield url
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 @contextmanager
 def nginx_round_robin(tmp_path: Path, ports: list[int]) -> Iterator[str]:
     """nginx with one upstream of the given instances, round-robin (nginx's default)."""
-    program = require_program("nginx")
     listen = free_port()
     line = "        server 127.0.0.1:{} max_fails=1 fail_timeout=5s;"
     servers = "\n".join(line.format(p) for p in ports)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log {tmp_path}/nginx-access.log;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
+    site = f"""
     upstream sunflow-ops {{
 {servers}
         keepalive 16;
@@ -124,28 +76,11 @@ http {{
             proxy_next_upstream error timeout;
         }}
     }}
-}}
 """
-    )
-    proc = subprocess.Popen(
-        [program, "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", listen), 0.2):
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{listen}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    with run_nginx(site, listen, nginx_dir) as url:
+        yield url
 
 
 class Instance:

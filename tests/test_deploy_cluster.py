@@ -17,11 +17,9 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
-from services import db
 from tests.conftest import (
     ADMIN,
     INTAKE,
-    PG_ADMIN_URL,
     admin_headers,
     free_port,
     intake_headers,
@@ -45,35 +43,6 @@ def cluster_site(first: int, second: int, listen: int) -> str:
     text, c = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", text)
     assert (a, b, c) == (1, 1, 1)
     return text
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database for both instances, migrated; dropped afterwards."""
-    import asyncpg
-
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("REQUIRE_E2E") == "1":
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and REQUIRE_E2E=1")
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    name = f"sunflow_cluster_{uuid.uuid4().hex[:10]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    await asyncio.to_thread(db.upgrade, url)
-    try:
-        yield url
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 @dataclass
