@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.config import Settings
 from services.main import background_contexts, open_services
 from services.web.app import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port
+from tests.test_security import local_settings
 
 pytestmark = pytest.mark.slow
 
@@ -32,17 +33,10 @@ RUN_TIMEOUT = 600.0
 
 
 def fuzz_settings(database_url: str, tmp_path: Path) -> Settings:
-    return make_settings(
-        database_url,
-        intake_token=TOKEN,
-        admin_token=TOKEN,
-        http_port=free_port(),
-        # Backups, logs and stats the admin endpoints write stay inside the test's directory.
-        backup_dir=tmp_path / "backups",
-        log_dir=tmp_path / "logs",
-        stats_file=tmp_path / "stats.json",
-        content_dir=tmp_path / "content",
-        env_file_path=tmp_path / ".env",
+    # One token for intake and admin, so the fuzzer reaches every endpoint; the files the
+    # admin endpoints write stay inside the test's directory.
+    return local_settings(
+        database_url, tmp_path, intake_token=TOKEN, admin_token=TOKEN, http_port=free_port()
     )
 
 
