@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -238,9 +238,39 @@ _SYNC_UNSUPPORTED = frozenset(
 
 StepDetails = Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]]
 
+_INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
+_LADDERS: Table = EscalationLadder.__table__  # type: ignore[assignment]
+_FIRINGS: Table = EscalationFiring.__table__  # type: ignore[assignment]
+_INSERT_LADDERS = insert(_LADDERS)
+_INSERT_FIRINGS = insert(_FIRINGS)
+_MARK_MISSED = (
+    update(_LADDERS)
+    .where(_LADDERS.c.incident_id == bindparam("b_id"))
+    .values(deadline_missed_at=bindparam("b_at"))
+)
 
-def _job_id(incident_id: int) -> str:
-    return f"escalation:{incident_id}"
+
+@dataclass(frozen=True)
+class _Ladder:
+    """An incident's ladder row as the claims read it (Core rows: the hot path of intake)."""
+
+    incident_id: int
+    epoch: int
+    started_at: datetime
+    shift_seconds: int
+    deadline_missed_at: datetime | None
+
+
+# Timers share one scheduler job per tenth of a second of wake-up time: a storm opens
+# hundreds of incidents a second, their next steps come due together, and a job each cost
+# more than the incident itself (APScheduler inspects the callable on every add_job).
+_BUCKET_US = 100_000
+
+
+def _bucket(wake: datetime) -> datetime:
+    """The wake-up rounded up to its bucket: a timer never fires early."""
+    late = (wake.microsecond % _BUCKET_US) and _BUCKET_US - wake.microsecond % _BUCKET_US
+    return wake + timedelta(microseconds=late)
 
 
 class EscalationService:
@@ -279,7 +309,14 @@ class EscalationService:
         # More for a step's firing, by step name: the retry service fills the 30-minute step
         # ("retries_done") with the retry state of the incident's jobs.
         self.step_details: dict[str, StepDetails] = {}
+        # The next wake-up of incidents whose first steps fired in the transaction that
+        # opened them, by (incident, opened at): scheduled when that transaction commits.
+        self._opened_wakes: dict[tuple[int, datetime], datetime] = {}
+        # Armed timers: each incident's bucket, and the incidents of each bucket's job.
+        self._bucket_of: dict[int, datetime] = {}
+        self._buckets: dict[datetime, set[int]] = {}
         incidents.add_hook(self)
+        incidents.add_follow_up(self._fire_opened)
 
     # -- hook: keep the ladder in step with the incident ------------------------------------
 
@@ -332,10 +369,56 @@ class EscalationService:
             if c.kind is ChangeKind.TRIGGERED
         ]
         if new:
-            session.execute(insert(EscalationLadder), new)
+            session.connection().execute(_INSERT_LADDERS, new)
+
+    def _fire_opened(
+        self, session: Session, changes: Sequence[IncidentChange]
+    ) -> list[IncidentChange]:
+        """The steps due at once (the 0 s team step) of the incidents an intake group opened,
+        fired in the group's own transaction: their ladders are new, so nothing is read, and
+        the alert and its first step commit together. Only where the timers run (here the
+        leader's timer would fire them a moment later anyway; each step is claimed once)."""
+        if not self._armed:
+            return []
+        latest: dict[int, IncidentChange] = {}
+        opened: list[IncidentChange] = []
+        for change in changes:
+            latest[change.incident.id] = change
+            if change.kind is ChangeKind.TRIGGERED:
+                opened.append(change)
+        nothing_fired: frozenset[tuple[int, int]] = frozenset()
+        targets = [
+            # The incident as the group left it (a later alert may have raised its severity).
+            (
+                latest[c.incident.id].incident,
+                _Ladder(c.incident.id, 1, c.at, 0, None),
+                nothing_fired,
+            )
+            for c in opened
+            if latest[c.incident.id].incident.state is IncidentState.TRIGGERED
+        ]
+        if not targets:
+            return []
+        wakes: dict[int, datetime] = {}
+        try:
+            claimed = self._claim_targets(session, targets, wakes, allow_extra=False)
+        except _NeedsAsync:
+            return []  # a step needs a callback: `after_commit` leaves them to the timer
+        for change in opened:
+            wake = wakes.get(change.incident.id)
+            if wake is not None:
+                self._opened_wakes[change.incident.id, change.at] = wake
+        entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
+        return self._incidents.timeline_sync(session, entries, actor="escalation")
 
     def after_commit(self, change: IncidentChange) -> None:
         incident = change.incident
+        if change.kind is ChangeKind.TRIGGERED:
+            wake = self._opened_wakes.pop((incident.id, change.at), None)
+            if wake is not None:  # its first steps fired as it opened (`_fire_opened`)
+                if self._armed:
+                    self._schedule(incident.id, wake)
+                return
         if change.kind is ChangeKind.ACKNOWLEDGED:
             self._metrics.time_to_ack.labels(incident.severity.value).observe(
                 (change.at - incident.first_seen_at).total_seconds()
@@ -409,9 +492,12 @@ class EscalationService:
     async def stop(self) -> None:
         """Disarm: no timers, nothing running (at shutdown, or when another instance leads)."""
         self._armed = False
+        self._opened_wakes.clear()
         for job in self._scheduler.scheduler.get_jobs():
             if job.id.startswith("escalation:"):
                 job.remove()
+        self._buckets.clear()
+        self._bucket_of.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -428,7 +514,7 @@ class EscalationService:
                 )
             ).all()
         if only_unarmed:
-            ids = [i for i in ids if not self._scheduler.scheduler.get_job(_job_id(i))]
+            ids = [i for i in ids if i not in self._bucket_of]
         await self.rearm_many(ids)
 
     async def rearm(self, incident_id: int) -> None:
@@ -449,10 +535,8 @@ class EscalationService:
         due: list[int] = []
         for incident_id in incident_ids:
             wake = wakes.get(incident_id)
-            job_id = _job_id(incident_id)
             if wake is None or (fire_due and wake <= now):
-                if self._scheduler.scheduler.get_job(job_id):
-                    self._scheduler.scheduler.remove_job(job_id)
+                self._unschedule(incident_id)
                 if wake is not None:
                     due.append(incident_id)
                 continue
@@ -462,15 +546,45 @@ class EscalationService:
             await self._tick_group(group, [i for i in group if i in acknowledged])
 
     def _schedule(self, incident_id: int, wake: datetime) -> None:
-        self._scheduler.add_job(
-            self._guarded,
-            "date",
-            run_date=wake,
-            args=[self.tick, incident_id],
-            id=_job_id(incident_id),
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
+        at = _bucket(wake)
+        if self._bucket_of.get(incident_id) == at:
+            return
+        self._unschedule(incident_id)
+        ids = self._buckets.get(at)
+        if ids is None:
+            ids = self._buckets[at] = set()
+            self._scheduler.add_job(
+                self._guarded,
+                "date",
+                run_date=at,
+                args=[self._wake, at],
+                id=f"escalation:at:{at.isoformat()}",
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
+        ids.add(incident_id)
+        self._bucket_of[incident_id] = at
+
+    def _unschedule(self, incident_id: int) -> None:
+        at = self._bucket_of.pop(incident_id, None)
+        ids = self._buckets.get(at) if at is not None else None
+        if at is None or ids is None:
+            return
+        ids.discard(incident_id)
+        if not ids:
+            del self._buckets[at]
+            job = self._scheduler.scheduler.get_job(f"escalation:at:{at.isoformat()}")
+            if job is not None:
+                job.remove()
+
+    async def _wake(self, at: datetime) -> None:
+        """A bucket's time came: fire what is due for its incidents and re-arm them."""
+        ids = self._buckets.pop(at, set())
+        for incident_id in ids:
+            if self._bucket_of.get(incident_id) == at:
+                del self._bucket_of[incident_id]
+        if ids:
+            await self.rearm_many(sorted(ids), fire_due=True)
 
     async def next_wakeup(self, incident_id: int) -> datetime | None:
         return (await self._wakeups([incident_id]))[0].get(incident_id)
@@ -486,7 +600,17 @@ class EscalationService:
         if not ids:
             return wakes, acknowledged
         async with self._db.read() as session:
-            incidents = (await session.scalars(select(Incident).where(Incident.id.in_(ids)))).all()
+            incidents = (
+                await session.execute(
+                    select(
+                        _INCIDENTS.c.id,
+                        _INCIDENTS.c.state,
+                        _INCIDENTS.c.severity,
+                        _INCIDENTS.c.ack_expires_at,
+                        _INCIDENTS.c.snoozed_until,
+                    ).where(_INCIDENTS.c.id.in_(ids))
+                )
+            ).all()
             ladders = await session.run_sync(self._ladders, ids)
             fired = await session.run_sync(self._fired, ladders)
         for incident in incidents:
@@ -524,16 +648,20 @@ class EscalationService:
         return wakes, acknowledged
 
     @staticmethod
-    def _ladders(session: Session, ids: Sequence[int]) -> dict[int, EscalationLadder]:
-        rows = session.scalars(
-            select(EscalationLadder).where(EscalationLadder.incident_id.in_(list(ids)))
+    def _ladders(session: Session, ids: Sequence[int]) -> dict[int, _Ladder]:
+        rows = session.execute(
+            select(
+                _LADDERS.c.incident_id,
+                _LADDERS.c.epoch,
+                _LADDERS.c.started_at,
+                _LADDERS.c.shift_seconds,
+                _LADDERS.c.deadline_missed_at,
+            ).where(_LADDERS.c.incident_id.in_(list(ids)))
         )
-        return {ladder.incident_id: ladder for ladder in rows.all()}
+        return {row[0]: _Ladder(row[0], row[1], row[2], row[3], row[4]) for row in rows}
 
     @staticmethod
-    def _fired(
-        session: Session, ladders: dict[int, EscalationLadder]
-    ) -> dict[int, set[tuple[int, int]]]:
+    def _fired(session: Session, ladders: dict[int, _Ladder]) -> dict[int, set[tuple[int, int]]]:
         """The (step, repeat) pairs fired in each ladder's current epoch."""
         fired: dict[int, set[tuple[int, int]]] = {i: set() for i in ladders}
         if not ladders:
@@ -606,7 +734,7 @@ class EscalationService:
         """Claim and record every step due now for these incidents (and missed deadlines);
         `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say."""
         claimed = await session.run_sync(self._claim, incident_ids, wakes, True)
-        entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
+        entries: list[tuple[IncidentView, ChangeKind, dict[str, Any]]] = []
         for incident, kind, details, extra in claimed:
             if extra is not None:
                 details.update(await extra(incident.id, dict(details)))
@@ -626,47 +754,60 @@ class EscalationService:
         entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
         return self._incidents.record_many_sync(session, entries, actor="escalation")
 
-    def _claim(  # noqa: PLR0914, PLR0912
+    def _claim(
         self,
         session: Session,
         incident_ids: Sequence[int],
         wakes: dict[int, datetime] | None,
         allow_extra: bool,
-    ) -> list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]]:
+    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
         """Claim the due steps and missed deadlines: the timeline entries to record, each
-        with the callback that adds to its details, if any. Set-based: three reads and one
-        flush for the claims, however many incidents."""
-        incidents = (
-            session.scalars(
-                select(Incident)
-                .where(
-                    Incident.id.in_(list(incident_ids)),
-                    Incident.state == IncidentState.TRIGGERED.value,
-                )
-                .order_by(Incident.id)
+        with the callback that adds to its details, if any. Set-based, in Core: three reads
+        and one statement for the claims, however many incidents."""
+        rows = session.execute(
+            select(_INCIDENTS)
+            .where(
+                _INCIDENTS.c.id.in_(list(incident_ids)),
+                _INCIDENTS.c.state == IncidentState.TRIGGERED.value,
             )
-        ).all()
+            .order_by(_INCIDENTS.c.id)
+        ).mappings()
+        incidents = [IncidentView.from_row(dict(row)) for row in rows]
         if not incidents:
             return []
         ladders = self._ladders(session, [i.id for i in incidents])
         fired = self._fired(session, ladders)
+        targets = [
+            (incident, ladders[incident.id], frozenset(fired[incident.id]))
+            for incident in incidents
+            if incident.id in ladders
+        ]
+        return self._claim_targets(session, targets, wakes, allow_extra)
+
+    def _claim_targets(  # noqa: PLR0914
+        self,
+        session: Session,
+        targets: Sequence[tuple[IncidentView, _Ladder, frozenset[tuple[int, int]]]],
+        wakes: dict[int, datetime] | None,
+        allow_extra: bool,
+    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
+        """`_claim` for incidents whose ladder and firings are known (read, or just made).
+        Raises `_NeedsAsync` before writing anything when a step's details need a callback
+        and `allow_extra` is false."""
         now = self._clock.now()
-        overrides: list[Override] | None = None
-        claims: list[tuple[Incident, Severity, DueStep, timedelta, EscalationLadder]] = []
+        claims: list[tuple[IncidentView, Severity, DueStep, timedelta, _Ladder]] = []
         firings: list[dict[str, Any]] = []
-        entries: list[tuple[Incident, ChangeKind, dict[str, Any]]] = []
-        for incident in incidents:
-            ladder = ladders.get(incident.id)
-            if ladder is None:
-                continue
-            severity = Severity(incident.severity)
+        missed_at: list[dict[str, Any]] = []
+        entries: list[tuple[IncidentView, ChangeKind, dict[str, Any]]] = []
+        for incident, ladder, fired in targets:
+            severity = incident.severity
             state = LadderState(
                 severity=severity,
                 state=IncidentState.TRIGGERED,
                 started_at=ladder.started_at,
                 shift=timedelta(seconds=ladder.shift_seconds),
                 snoozed_until=incident.snoozed_until,
-                fired=frozenset(fired[incident.id]),
+                fired=fired,
             )
             due_now = due_steps(state, self.policy, now)
             if not allow_extra and any(d.step.name in self.step_details for d in due_now):
@@ -686,23 +827,25 @@ class EscalationService:
                     }
                 )
                 claims.append((incident, severity, due, late, ladder))
-            if deadline_missed(
+            deadline = deadline_at(
+                severity=severity,
+                started_at=state.started_at,
+                shift=state.shift,
+                policy=self.policy,
+            )
+            missed_now = deadline_missed(
                 state, self.policy, now, already=ladder.deadline_missed_at is not None
-            ):
-                ladder.deadline_missed_at = now
+            )
+            if missed_now:
+                missed_at.append({"b_id": incident.id, "b_at": now})
                 missed: dict[str, Any] = {
-                    "deadline": deadline_at(
-                        severity=severity,
-                        started_at=state.started_at,
-                        shift=state.shift,
-                        policy=self.policy,
-                    ).isoformat(),
+                    "deadline": deadline.isoformat(),
                     "severity": severity.value,
                     "response_time": str(severity.response_time),
                 }
                 claims.append((incident, severity, _DEADLINE, timedelta(0), ladder))
                 entries.append((incident, ChangeKind.DEADLINE_MISSED, missed))
-            if wakes is not None and (due_now or ladder.deadline_missed_at == now):
+            if wakes is not None and (due_now or missed_now):
                 after = LadderState(
                     severity=severity,
                     state=IncidentState.TRIGGERED,
@@ -711,18 +854,7 @@ class EscalationService:
                     snoozed_until=state.snoozed_until,
                     fired=state.fired | {(d.index, d.seq) for d in due_now},
                 )
-                times = (
-                    []
-                    if ladder.deadline_missed_at is not None
-                    else [
-                        deadline_at(
-                            severity=severity,
-                            started_at=state.started_at,
-                            shift=state.shift,
-                            policy=self.policy,
-                        )
-                    ]
-                )
+                times = [] if missed_now or ladder.deadline_missed_at is not None else [deadline]
                 upcoming = next_step(after, self.policy)
                 if upcoming is not None:
                     times.append(upcoming.due_at)
@@ -731,13 +863,24 @@ class EscalationService:
         if not claims:
             return []
         if firings:
-            # The claims, one statement (Core: the rows are not needed as objects); a second
-            # claimant fails here.
-            session.execute(insert(EscalationFiring.__table__), firings)  # type: ignore[arg-type]
-        session.flush()
-        # Timeline entries in the order a tick per incident would write them.
-        ordered: list[tuple[Incident, ChangeKind, dict[str, Any], StepDetails | None]] = []
-        deadlines = iter(entries)
+            # The claims, one statement; a second claimant fails here.
+            session.connection().execute(_INSERT_FIRINGS, firings)
+        if missed_at:
+            session.connection().execute(_MARK_MISSED, missed_at)
+        return self._entries(session, claims, entries, now)
+
+    def _entries(
+        self,
+        session: Session,
+        claims: Sequence[tuple[IncidentView, Severity, DueStep, timedelta, _Ladder]],
+        deadline_entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
+        now: datetime,
+    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
+        """The timeline entries of the claims, in the order a tick per incident would
+        write them."""
+        overrides: list[Override] | None = None
+        ordered: list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]] = []
+        deadlines = iter(deadline_entries)
         for incident, severity, due, late, ladder in claims:
             if due is _DEADLINE:
                 ordered.append((*next(deadlines), None))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
@@ -216,6 +216,12 @@ class IncidentHook(Protocol):
     def after_commit(self, change: IncidentChange) -> None: ...
 
 
+# Runs in an intake group's transaction before the hooks, and returns the further changes it
+# wrote there with `timeline_sync` (escalation: the first steps of the incidents the group
+# opened); the hooks then see the group's changes and these together, in one call each.
+FollowUp = Callable[[Session, Sequence["IncidentChange"]], list["IncidentChange"]]
+
+
 @runtime_checkable
 class SyncBatchHook(IncidentHook, Protocol):
     """A hook that also writes the rows of an intake group's changes with a sync session.
@@ -249,9 +255,22 @@ class IncidentService:
         self._db = db
         self._clock = clock
         self._hooks: list[IncidentHook] = []
+        # The hooks split once (isinstance against a runtime Protocol is slow per commit).
+        self._sync_hooks: list[SyncBatchHook] = []
+        self._other_hooks: list[IncidentHook] = []
+        self._follow_ups: list[FollowUp] = []
 
     def add_hook(self, hook: IncidentHook) -> None:
         self._hooks.append(hook)
+        if isinstance(hook, SyncBatchHook):
+            self._sync_hooks.append(hook)
+        else:
+            self._other_hooks.append(hook)
+
+    def add_follow_up(self, follow_up: FollowUp) -> None:
+        """Called in an intake group's transaction before the hooks, when every hook is a
+        `SyncBatchHook`; the changes it returns are hooked and published with the group's."""
+        self._follow_ups.append(follow_up)
 
     # -- writes ---------------------------------------------------------------
 
@@ -290,12 +309,14 @@ class IncidentService:
         batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
         actor: str,
     ) -> list[BatchOutcome]:
-        sync_hooks = [h for h in self._hooks if isinstance(h, SyncBatchHook)]
-        other_hooks = [h for h in self._hooks if not isinstance(h, SyncBatchHook)]
+        sync_hooks, other_hooks = self._sync_hooks, self._other_hooks
 
         def apply(session: Session) -> tuple[list[BatchOutcome], list[IncidentChange]]:
             outcomes, changes = self._apply_sync(session, batches, actor)
             if changes:
+                if not other_hooks:  # the others would not see what the follow-ups record
+                    for follow_up in self._follow_ups:
+                        changes += follow_up(session, changes)
                 for hook in sync_hooks:
                     hook.in_transaction_sync(session, changes)
             return outcomes, changes
@@ -322,9 +343,11 @@ class IncidentService:
         # that on SQLite the whole group is one hop to the database writer thread.
         outcomes = [BatchOutcome() for _ in batches]
         now = self._clock.now()
+        # Core on the session's connection: the Session's own execute path costs per call.
+        conn = session.connection()
         keys = {a.dedup_key for firing, _ in batches for a in firing}
         keys.update(k for _, resolved in batches for k in resolved)
-        open_rows = _open_rows_by_key(session, keys)
+        open_rows = _open_rows_by_key(conn, keys)
         # (outcome, kind, details, row, snapshot of the row right after this change)
         pending: list[
             tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any], dict[str, Any]]
@@ -362,10 +385,10 @@ class IncidentService:
         if updated:
             # Updates before inserts: a key resolved and re-opened in one group must not
             # trip the one-open-incident-per-key index.
-            session.execute(_UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
+            conn.execute(_UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
         if inserts:
-            result = session.execute(
-                sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True),
+            result = conn.execute(
+                _INSERT_INCIDENTS,
                 [{k: v for k, v in r.items() if k != "id"} for r in inserts],
             )
             new_ids: list[int] = list(result.scalars().all())
@@ -393,7 +416,7 @@ class IncidentService:
             else:
                 outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
         if timeline:
-            session.execute(sa_insert(_TIMELINE), timeline)
+            conn.execute(_INSERT_TIMELINE, timeline)
         return outcomes, changes
 
     async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
@@ -544,56 +567,61 @@ class IncidentService:
     async def record_many(
         self,
         session: AsyncSession,
-        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
         *,
         actor: str,
     ) -> list[IncidentChange]:
         """`record` for several entries at once: one flush, the hooks set-based."""
         changes = await session.run_sync(self.record_many_sync, entries, actor=actor)
         for change in changes:
-            for hook in self._hooks:
-                if not isinstance(hook, SyncBatchHook):
-                    await hook.in_transaction(session, change)
+            for hook in self._other_hooks:
+                await hook.in_transaction(session, change)
         return changes
 
     def record_many_sync(
         self,
         session: Session,
-        entries: Sequence[tuple[Incident, ChangeKind, dict[str, Any]]],
+        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
         *,
         actor: str,
     ) -> list[IncidentChange]:
         """`record_many` as sync code; runs only the `SyncBatchHook` hooks (see
         `hooks_all_sync`: the caller runs any others)."""
-        now = self._clock.now()
         session.flush()
+        changes = self.timeline_sync(session, entries, actor=actor)
+        if changes:
+            for hook in self._sync_hooks:
+                hook.in_transaction_sync(session, changes)
+        return changes
+
+    def timeline_sync(
+        self,
+        session: Session,
+        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
+        *,
+        actor: str,
+    ) -> list[IncidentChange]:
+        """The timeline entries alone, in one statement (no hooks): for a `FollowUp`."""
+        now = self._clock.now()
         if entries:
-            session.execute(
-                sa_insert(_TIMELINE),
+            session.connection().execute(
+                _INSERT_TIMELINE,
                 [
                     {
-                        "incident_id": row.id,
+                        "incident_id": view.id,
                         "at": now,
                         "kind": kind.value,
                         "actor": actor,
                         "details": details,
                     }
-                    for row, kind, details in entries
+                    for view, kind, details in entries
                 ],
             )
-        changes = [
-            IncidentChange(kind, IncidentView.of(row), actor, now, details)
-            for row, kind, details in entries
-        ]
-        if changes:
-            for hook in self._hooks:
-                if isinstance(hook, SyncBatchHook):
-                    hook.in_transaction_sync(session, changes)
-        return changes
+        return [IncidentChange(kind, view, actor, now, details) for view, kind, details in entries]
 
     def hooks_all_sync(self) -> bool:
         """Every hook can write its rows with a sync session (the writer-thread path)."""
-        return all(isinstance(h, SyncBatchHook) for h in self._hooks)
+        return not self._other_hooks
 
     def published(self, changes: Sequence[IncidentChange]) -> None:
         """Tell the hooks that these changes are committed."""
@@ -713,6 +741,8 @@ _MUTABLE = (
     "snoozed_until",
     "description",
 )
+_INSERT_INCIDENTS = sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True)
+_INSERT_TIMELINE = sa_insert(_TIMELINE)
 _UPDATE_INCIDENT = (
     sa_update(_INCIDENTS)
     .where(_INCIDENTS.c.id == bindparam("b_id"))
@@ -777,7 +807,7 @@ def _close_row(row: dict[str, Any], actor: str, now: datetime) -> None:
 
 # FOR NO KEY UPDATE (PostgreSQL): it serialises writers of an incident but, unlike FOR
 # UPDATE, lets other transactions insert rows that reference it (outbox, timeline) meanwhile.
-def _open_rows_by_key(session: Session, keys: set[str]) -> dict[str, dict[str, Any]]:
+def _open_rows_by_key(conn: Connection, keys: set[str]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(keys)
     for start in range(0, len(ordered), 500):
@@ -789,7 +819,7 @@ def _open_rows_by_key(session: Session, keys: set[str]) -> dict[str, dict[str, A
             )
             .with_for_update(key_share=True)
         )
-        for row in session.execute(query).mappings():
+        for row in conn.execute(query).mappings():
             rows[row["dedup_key"]] = dict(row)
     return rows
 
