@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +50,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, straight to the stored text in one step: the same text as the
+        `process_bind_param` + `DATETIME` chain (tested), at half the cost per value on
+        intake's bulk inserts, where it is a few percent of all the work."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the database; use aware UTC")
+            v = value.astimezone(UTC)
+            return (
+                f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+                f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+            )
+
+        return process
 
 
 class Base(DeclarativeBase):

@@ -2,6 +2,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -102,3 +103,31 @@ async def test_instances_starting_together_migrate_once(db_url: str, db_kind: st
         await holder.close()
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
     assert "leases" in await table_names(db_url)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 11, 22, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 1, 2, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(999, 12, 31, 0, 0, 0, 7, tzinfo=UTC),
+        datetime(2026, 3, 29, 2, 30, 0, 123, tzinfo=timezone(timedelta(hours=9))),
+        None,
+    ],
+)
+def test_sqlite_datetime_text_is_sqlalchemys_own(value: datetime | None) -> None:
+    """UTCDateTime's one-step SQLite bind gives the text of the TypeDecorator chain it
+    replaces (SQLite compares these as text, so one character off would misorder rows)."""
+    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.types import DateTime
+
+    from services.models import UTCDateTime
+
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    chain = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert ours is not None and chain is not None
+    expected = None if value is None else chain(value.astimezone(UTC).replace(tzinfo=None))
+    assert ours(value) == expected
+    with pytest.raises(ValueError, match="naive"):
+        ours(datetime(2026, 1, 1))  # noqa: DTZ001 (naive on purpose)
