@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.clock import FrozenClock
-from services.escalation import LadderState, due_steps, next_step, snooze_shift
+from services.escalation import LadderState, _bucket, due_steps, next_step, snooze_shift
 from services.incidents import AlertIn
 from services.main import Services, open_services
 from services.models import IncidentState
@@ -327,3 +327,46 @@ async def test_restart_fires_a_missed_step_once_marked_late(migrated_url: str) -
         detail = await services.incidents.get(incident_id)
     late = [e for e in detail.timeline if e.details.get("step") == "retries_done"][0]
     assert late.details["late_by_seconds"] == 15 * 60
+
+
+def test_timer_buckets_never_fire_early() -> None:
+    on_edge = datetime(2026, 11, 21, 3, 0, 0, 200_000, tzinfo=UTC)
+    assert _bucket(on_edge) == on_edge
+    assert _bucket(on_edge + timedelta(microseconds=1)) == on_edge + timedelta(
+        microseconds=100_000
+    )
+    assert _bucket(datetime(2026, 11, 21, 3, 0, 59, 950_000, tzinfo=UTC)) == datetime(
+        2026, 11, 21, 3, 1, tzinfo=UTC
+    )
+
+
+async def test_an_opened_incident_fires_its_first_step_with_the_alert(migrated_url: str) -> None:
+    """Where the timers run, the 0 s step commits in the intake's own transaction: it is on
+    the timeline when the trigger returns, and a storm's incidents share one timer job."""
+    # The real clock: the scheduler runs at once a job whose time has passed.
+    async with open_services(make_settings(migrated_url)) as services:
+        services.scheduler.start()
+        await services.escalation.start()
+        try:
+            outcome = await services.incidents.apply_batch(
+                [AlertIn(Severity.P1, f"shard {i} down", f"shard-{i}", "test") for i in range(20)],
+                [],
+                actor="intake",
+            )
+            ids = [t.incident.id for t in outcome.triggered]
+            for incident_id in ids:  # no wait: already committed with the alert
+                assert await escalations(services, incident_id) == [("team", False)]
+            jobs = [
+                j.id
+                for j in services.scheduler.scheduler.get_jobs()
+                if j.id.startswith("escalation:at:")
+            ]
+            assert len(jobs) == 1  # the next step (30 min) of all 20, one job
+            opened = outcome.triggered[0].incident.first_seen_at
+            assert await services.escalation.next_wakeup(ids[0]) == opened + 30 * M
+            # A timer pass finds nothing more due and fires nothing twice.
+            for incident_id in ids:
+                assert await services.escalation.tick(incident_id) == []
+        finally:
+            await services.escalation.stop()
+            services.scheduler.shutdown()
