@@ -142,6 +142,7 @@ class HealthWatch:
         from services.severity import Severity
 
         report = await self._health.run()
+        healthy = []
         for component in report.components:
             if component.name in OWN_INCIDENTS:
                 continue
@@ -159,7 +160,12 @@ class HealthWatch:
                     actor="health_check",
                 )
             elif component.status is Status.HEALTHY:
-                await self._incidents.resolve_by_dedup_key(key, actor="health_check")
+                healthy.append(key)
+        # Nearly every run finds everything healthy and nothing open: one read instead of a
+        # write transaction per component. Read, not remembered, so that an incident raised
+        # before a restart, by another instance or reopened by hand is resolved all the same.
+        for key in sorted(await self._incidents.open_dedup_keys(healthy)):
+            await self._incidents.resolve_by_dedup_key(key, actor="health_check")
         return report
 
     def card(self, report: HealthReport) -> str:

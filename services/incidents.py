@@ -698,6 +698,16 @@ class IncidentService:
             rows = (await session.scalars(query)).all()
             return [IncidentView.of(r) for r in rows]
 
+    async def open_dedup_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` an open incident has: a read, to resolve only what is open."""
+        if not keys:
+            return set()
+        query = select(Incident.dedup_key).where(
+            Incident.dedup_key.in_(list(keys)), Incident.state != IncidentState.RESOLVED.value
+        )
+        async with self._db.read() as session:
+            return set((await session.scalars(query)).all())
+
     async def count_open(self) -> dict[str, int]:
         query = (
             select(Incident.severity, func.count())

@@ -1,9 +1,12 @@
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from bench.sse import FIGURES, Plan, Result, Round, behind, steal_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,9 +29,67 @@ def test_the_sse_benchmark_runs_small(tmp_path: Path) -> None:
     assert set(figures) == {"ours", "aiohttp-sse", "sse-starlette"}
     for result in figures.values():
         assert all(result["held"].values())
-        p50, p99, received, expected = result["per_job"]
-        assert received == expected
-        assert 0 < p50 <= p99
+        [one] = result["rounds"]  # --quick: one round
+        assert one["received"] == one["expected"]
+        assert 0 < one["p50"] <= one["p99"] <= one["p99.9"] <= one["max"]
+        if Path("/proc/stat").exists():
+            assert one["steal_s"] is not None and one["steal_s"] >= 0
+        per_job = result["per_job"]
+        assert {f: per_job[f] for f in FIGURES} == {f: one[f] for f in FIGURES}
+        assert (per_job["received"], per_job["rounds"]) == (one["expected"], 1)
         for _p50, _p99, got, wanted in result["broadcast"].values():
             assert got == wanted
     assert "| RSS per stream" in run.stdout
+    assert "| 1 | " in run.stdout  # the per-round table
+
+
+def a_round(number: int, p50: float, p99: float, steal: float | None) -> Round:
+    figures = {"p50": p50, "p99": p99, "p99.9": p99 * 2, "max": p99 * 3}
+    return Round(number, figures, 10, 10, 1000.0, steal, 0.5)
+
+
+def test_per_job_figures_are_medians_over_the_rounds() -> None:
+    result = Result("ours")
+    result.rounds = [
+        a_round(1, 0.8, 40.0, 0.9),
+        a_round(2, 0.7, 5.0, None),
+        a_round(3, 0.9, 6.0, 0.1),
+    ]
+    per_job = result.per_job
+    assert per_job is not None
+    assert (per_job["p50"], per_job["p99"], per_job["p99.9"], per_job["max"]) == (
+        0.8,
+        6.0,
+        12.0,
+        18.0,
+    )
+    assert per_job["steal_s"] == statistics.median([0.9, 0.1])  # an unreadable round skipped
+    assert (per_job["received"], per_job["expected"], per_job["rounds"]) == (30, 30, 3)
+    assert Result("aiohttp-sse").per_job is None
+
+
+def test_behind_lists_each_figure_a_peer_matches_or_beats() -> None:
+    plan = Plan(held=(1, 2), broadcast_sizes=(2,))
+    ours, peer = Result("ours"), Result("aiohttp-sse")
+    ours.rss_samples = {1: [100.0], 2: [110.0]}  # 10 KiB per stream
+    peer.rss_samples = {1: [100.0], 2: [120.0]}  # 20
+    ours.rounds = [a_round(1, 1.0, 9.0, 0.0)]
+    peer.rounds = [a_round(1, 2.0, 5.0, 0.0)]
+    ours.broadcast = {2: (3.0, 7.0, 4, 4)}
+    peer.broadcast = {2: (3.0, 8.0, 4, 4)}
+    assert behind([ours, peer], plan) == [
+        "per-job p99",
+        "per-job p99.9",
+        "per-job max",
+        "broadcast to 2 p50",  # a tie is not ahead
+    ]
+    ours.broadcast = {}  # a figure ours lacks is not ahead either
+    assert "broadcast to 2 p99" in behind([ours, peer], plan)
+
+
+def test_steal_is_read_from_proc_stat_where_there_is_one() -> None:
+    steal = steal_seconds()
+    if Path("/proc/stat").exists():
+        assert steal is not None and steal >= 0
+    else:
+        assert steal is None

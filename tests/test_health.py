@@ -1,3 +1,11 @@
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 from services.config import Settings
 from services.health import ComponentHealth, HealthReport, HealthWatch, Status, health_card
 from services.main import open_services
@@ -42,5 +50,55 @@ async def test_watch_raises_per_component_and_resolves(settings: Settings) -> No
         state["status"] = Status.HEALTHY
         await watch.run()
         assert await services.incidents.list(states=[IncidentState.TRIGGERED]) == []
+        await services.sse.stop()
+        services.scheduler.shutdown()
+
+
+WRITING = re.compile(
+    r"^\s*(INSERT|UPDATE|DELETE|BEGIN IMMEDIATE)\b|\bFOR (NO KEY UPDATE|UPDATE|KEY SHARE|SHARE)\b"
+)
+
+
+@contextmanager
+def writes_seen() -> Iterator[list[str]]:
+    """The statements of any engine that write or open a write transaction (SQLite's BEGIN
+    IMMEDIATE, PostgreSQL's row locks), while the block runs."""
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if WRITING.search(sql.upper()):
+            seen.append(sql)
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)
+
+
+async def test_watch_writes_only_when_there_is_something_to_resolve(settings: Settings) -> None:
+    async with open_services(settings) as services:
+        state = {"status": Status.DOWN}
+
+        async def flaky() -> ComponentHealth:
+            return ComponentHealth("cloudinary", state["status"], "ping failed")
+
+        services.health.register("cloudinary", flaky)
+        services.scheduler.start()
+        await services.sse.start()
+        await HealthWatch(services.health, services.incidents).run()
+        state["status"] = Status.HEALTHY
+        # A new watch (a restart, another instance) still resolves what is open ...
+        watch = HealthWatch(services.health, services.incidents)
+        with writes_seen() as writes:
+            await watch.run()
+        assert writes
+        assert await services.incidents.list(states=[IncidentState.TRIGGERED]) == []
+        # ... and with nothing open, a healthy run only reads.
+        with writes_seen() as writes:
+            report = await watch.run()
+            await watch.run()
+        assert {c.name: c.status for c in report.components}["cloudinary"] is Status.HEALTHY
+        assert writes == []
         await services.sse.stop()
         services.scheduler.shutdown()
