@@ -12,14 +12,14 @@ from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
 
@@ -68,7 +68,7 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def _configure_sqlite(engine: Engine, *, driver_begin: bool = False) -> None:
+def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves so writers can take the lock up front (BEGIN IMMEDIATE):
@@ -84,12 +84,7 @@ def _configure_sqlite(engine: Engine, *, driver_begin: bool = False) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        if driver_begin:
-            # Plain sqlite3 (the writer thread): straight to the driver, skipping a whole
-            # statement execution in SQLAlchemy per transaction.
-            conn.connection.driver_connection.execute(f"BEGIN {mode}")
-        else:
-            conn.exec_driver_sql(f"BEGIN {mode}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 class Database:
@@ -129,13 +124,12 @@ class Database:
                 pool_reset_on_return=None,
                 connect_args={"check_same_thread": False},
             )
-            _configure_sqlite(self._sync_engine, driver_begin=True)
-            self._sync_write_engine = self._sync_engine.execution_options(sqlite_begin="IMMEDIATE")
+            _configure_sqlite(self._sync_engine)
+            self._sync_sessionmaker = sessionmaker(
+                self._sync_engine.execution_options(sqlite_begin="IMMEDIATE"),
+                expire_on_commit=False,
+            )
             self._sync_writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        # The writer thread's one connection, kept between transactions (only that thread
-        # touches it): a pool check-out and check-in per transaction cost more than a
-        # small transaction's own statements.
-        self._writer_conn: Connection | None = None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -179,36 +173,10 @@ class Database:
                 raise
 
     def _in_transaction(self, fn: Callable[[Session], T], fence: Fence | None) -> T:
-        """In the writer thread: `fn` in one transaction on the thread's connection."""
-        conn = self._writer_conn
-        if conn is None:
-            conn = self._writer_conn = self._sync_write_engine.connect()
-        try:
-            # The session joins the connection's transaction: it flushes into it, and the
-            # transaction's `with` commits (or rolls back on any error) after the session.
-            with (
-                conn.begin(),
-                Session(
-                    bind=conn, expire_on_commit=False, join_transaction_mode="rollback_only"
-                ) as session,
-            ):
-                if fence is not None:
-                    fence.check_sync(session)
-                result = fn(session)
-                session.flush()
-        except BaseException:
-            # Whatever broke may have broken the connection too: the next one starts fresh.
-            self._writer_conn = None
-            conn.close()
-            raise
-        return result
-
-    def _close_writer(self) -> None:
-        if self._writer_conn is not None:
-            self._writer_conn.close()
-            self._writer_conn = None
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
+        with self._sync_sessionmaker.begin() as session:
+            if fence is not None:
+                fence.check_sync(session)
+            return fn(session)
 
     async def ping(self) -> None:
         from sqlalchemy import text
@@ -219,5 +187,7 @@ class Database:
     async def dispose(self) -> None:
         await self.engine.dispose()
         if self._sync_writer is not None and self._sync_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self._sync_writer, self._close_writer)
+            await asyncio.get_running_loop().run_in_executor(
+                self._sync_writer, self._sync_engine.dispose
+            )
             self._sync_writer.shutdown()

@@ -58,26 +58,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
-        # The last value and its text: a group's rows share one `now` (first seen, last
-        # seen, timeline, firings), so most values repeat the one before. A tuple, swapped
-        # whole, so a reader on another thread sees a matching pair.
-        last: list[tuple[datetime | None, str | None]] = [(None, None)]
-
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            seen, text = last[0]
-            if value is seen:
-                return text
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to the database; use aware UTC")
             v = value.astimezone(UTC)
-            text = (
+            return (
                 f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
                 f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
             )
-            last[0] = (value, text)
-            return text
 
         return process
 

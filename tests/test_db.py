@@ -131,21 +131,3 @@ def test_sqlite_datetime_text_is_sqlalchemys_own(value: datetime | None) -> None
     assert ours(value) == expected
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 1, 1))  # noqa: DTZ001 (naive on purpose)
-
-
-def test_sqlite_datetime_text_follows_each_value_when_values_repeat() -> None:
-    """The bind remembers the last value's text; a repeat, then a new value (equal or not),
-    then the first again each give their own text."""
-    from sqlalchemy.dialects import sqlite
-
-    from services.models import UTCDateTime
-
-    bind = UTCDateTime().bind_processor(sqlite.dialect())
-    assert bind is not None
-    first = datetime(2026, 12, 4, 14, 0, 0, 123456, tzinfo=UTC)
-    later = datetime(2026, 12, 4, 15, 30, 0, 1, tzinfo=timezone(timedelta(hours=9)))
-    assert bind(first) == bind(first) == "2026-12-04 14:00:00.123456"
-    assert bind(later) == "2026-12-04 06:30:00.000001"
-    assert bind(first.replace()) == "2026-12-04 14:00:00.123456"
-    assert bind(None) is None
-    assert bind(later) == "2026-12-04 06:30:00.000001"
