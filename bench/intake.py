@@ -38,6 +38,9 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    # The server's own CPU (user + system) per alert: steadier than the rates on a shared
+    # machine, where the host's load moves both servers' rates from run to run.
+    cpu_ms: float
 
 
 async def load(base: str, total: int, concurrency: int) -> tuple[float, list[float], int]:
@@ -95,10 +98,23 @@ async def run_server(kind: str, total: int, concurrency: int, workdir: Path) -> 
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_http(f"{base}/api/health", proc)
+        cpu_before = cpu_seconds(proc.pid)
         rate, latencies, errors = await load(base, total, concurrency)
+        cpu_ms = (cpu_seconds(proc.pid) - cpu_before) / total * 1000
     finally:
         stop_process(proc)
-    return Run(kind, rate, percentile(latencies, 50), percentile(latencies, 99), errors)
+    return Run(kind, rate, percentile(latencies, 50), percentile(latencies, 99), errors, cpu_ms)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc (nan where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Fields after the command name, which is in parentheses and may hold spaces.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str]) -> int:
@@ -116,7 +132,8 @@ def main(argv: list[str]) -> int:
                     run = await run_server(kind, args.alerts, args.concurrency, Path(tmp))
                     print(
                         f"  {run.name:<8} {run.rate:8.0f} alerts/s  p50 {run.p50_ms:6.2f} ms"
-                        f"  p99 {run.p99_ms:6.2f} ms  errors {run.errors}",
+                        f"  p99 {run.p99_ms:6.2f} ms  errors {run.errors}"
+                        f"  server CPU {run.cpu_ms:5.3f} ms/alert",
                         flush=True,
                     )
                     runs.append(run)
@@ -129,15 +146,18 @@ def main(argv: list[str]) -> int:
     print(f"machine: {machine()}")
     print(
         f"{args.alerts} alerts, concurrency {args.concurrency}, {args.rounds} rounds; medians:\n"
-        f"| server | alerts/s | p50 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- |"
+        "| server | alerts/s | p50 ms | p99 ms | errors | server CPU ms/alert |\n"
+        "| --- | --- | --- | --- | --- | --- |"
     )
     for name, group in (("bare aiohttp 202 (ceiling)", ceiling), ("sunflow-ops intake", ours)):
         print(
             f"| {name} | {median([r.rate for r in group]):.0f} | "
             f"{median([r.p50_ms for r in group]):.2f} | {median([r.p99_ms for r in group]):.2f} | "
-            f"{sum(r.errors for r in group)} |"
+            f"{sum(r.errors for r in group)} | {median([r.cpu_ms for r in group]):.3f} |"
         )
     print(f"throughput ratio sunflow/ceiling: {ratio:.2f} (target >= 0.5)")
+    cpu_ratio = median([r.cpu_ms for r in ours]) / median([r.cpu_ms for r in ceiling])
+    print(f"server CPU per alert sunflow/ceiling: {cpu_ratio:.1f}x")
     worst_p99 = max(r.p99_ms for r in ours)
     print(f"worst p99 of sunflow: {worst_p99:.2f} ms (target < 50 ms)")
     return 0 if all(r.errors == 0 for r in runs) else 1
