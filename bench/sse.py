@@ -39,6 +39,8 @@ import aiohttp
 
 STAMP = re.compile(rb'"t":\s*(\d+)[,}]')
 SERVERS = ("ours", "aiohttp-sse", "sse-starlette")
+# The checkout this file belongs to: ours runs its code (see `server`).
+CHECKOUT = Path(__file__).resolve().parent.parent
 # `sunflow-ops serve` on uvloop, whichever way the CLI builds its loop.
 UVLOOP_SERVE = (
     "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
@@ -386,6 +388,11 @@ def server(
             ADMIN_TOKEN="b",
             MAX_SSE_CONNECTIONS="20000",
             LOG_LEVEL="WARNING",
+            # Ours runs in a scratch directory: import `services` from this checkout (a
+            # worktree benchmarks its own code, not the editable install's).
+            PYTHONPATH=os.pathsep.join(
+                p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p
+            ),
         )
         subprocess.run(
             [sys.executable, "-m", "services.cli", "db", "upgrade"],
