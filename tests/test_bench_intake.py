@@ -1,28 +1,18 @@
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.intake import cpu_seconds
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchrun import run_bench
 
 
 @pytest.mark.slow
 def test_the_intake_benchmark_runs_small() -> None:
     """`python -m bench intake` on a small load: both servers answer every alert, and the
     table gives each one's rate, latencies and its own CPU per alert."""
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", "intake", "--alerts", "400", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_bench("intake", "--alerts", "400", "--rounds", "1")
     assert run.returncode == 0, run.stdout + run.stderr
     rows = {
         m["name"]: m

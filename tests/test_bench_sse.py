@@ -1,28 +1,18 @@
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.sse import FIGURES, Plan, Result, Round, behind, steal_seconds
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benchrun import run_bench
 
 
 @pytest.mark.slow
 def test_the_sse_benchmark_runs_small(tmp_path: Path) -> None:
     """`python -m bench sse --quick`: every server starts, holds streams and delivers all."""
     out = tmp_path / "figures.json"
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", "sse", "--quick", f"--json={out}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_bench("sse", "--quick", f"--json={out}")
     assert run.returncode == 0, run.stdout + run.stderr
 
     figures = {r["server"]: r for r in json.loads(out.read_text())}
