@@ -22,6 +22,7 @@ import aiohttp
 
 from bench.common import (
     PYTHON,
+    cpu_seconds,
     free_port,
     machine,
     percentile,
@@ -63,13 +64,6 @@ P1 = "1h"
 P2 = "1h"
 P3 = "1h"
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 async def post_alerts(base: str, count: int, spread: float) -> None:

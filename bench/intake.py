@@ -19,6 +19,7 @@ import aiohttp
 
 from bench.common import (
     PYTHON,
+    cpu_seconds,
     free_port,
     machine,
     median,
@@ -104,17 +105,6 @@ async def run_server(kind: str, total: int, concurrency: int, workdir: Path) -> 
     finally:
         stop_process(proc)
     return Run(kind, rate, percentile(latencies, 50), percentile(latencies, 99), errors, cpu_ms)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc (nan where there is none)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # Fields after the command name, which is in parentheses and may hold spaces.
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str]) -> int:

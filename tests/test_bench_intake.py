@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.intake import cpu_seconds
+from bench.common import cpu_seconds
 from tests.benchrun import run_bench
 
 
