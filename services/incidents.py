@@ -387,13 +387,19 @@ class IncidentService:
             # trip the one-open-incident-per-key index.
             conn.execute(_UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
         if inserts:
-            result = conn.execute(
-                _INSERT_INCIDENTS,
-                [{k: v for k, v in r.items() if k != "id"} for r in inserts],
-            )
-            new_ids: list[int] = list(result.scalars().all())
-            for row, new_id in zip(inserts, new_ids, strict=True):
-                row["id"] = new_id
+            params = [{k: v for k, v in r.items() if k != "id"} for r in inserts]
+            if len({r["dedup_key"] for r in inserts}) == len(inserts):
+                # Matched by dedup key, not by position: unordered, the group is one multi-row
+                # INSERT ... RETURNING, where SQLite takes a row at a time for ordered ids.
+                new_ids = {key: id_ for key, id_ in conn.execute(_INSERT_INCIDENTS, params)}
+                for row in inserts:
+                    row["id"] = new_ids[row["dedup_key"]]
+            else:  # a key opened, resolved and opened again within the group
+                ordered: list[int] = list(
+                    conn.execute(_INSERT_INCIDENTS_ORDERED, params).scalars()
+                )
+                for row, new_id in zip(inserts, ordered, strict=True):
+                    row["id"] = new_id
         changes: list[IncidentChange] = []
         timeline: list[dict[str, Any]] = []
         # Each change reports the incident as it was right after that change (snapshot
@@ -751,7 +757,10 @@ _MUTABLE = (
     "snoozed_until",
     "description",
 )
-_INSERT_INCIDENTS = sa_insert(_INCIDENTS).returning(_INCIDENTS.c.id, sort_by_parameter_order=True)
+_INSERT_INCIDENTS = sa_insert(_INCIDENTS).returning(_INCIDENTS.c.dedup_key, _INCIDENTS.c.id)
+_INSERT_INCIDENTS_ORDERED = sa_insert(_INCIDENTS).returning(
+    _INCIDENTS.c.id, sort_by_parameter_order=True
+)
 _INSERT_TIMELINE = sa_insert(_TIMELINE)
 _UPDATE_INCIDENT = (
     sa_update(_INCIDENTS)
@@ -821,17 +830,21 @@ def _open_rows_by_key(conn: Connection, keys: set[str]) -> dict[str, dict[str, A
     rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(keys)
     for start in range(0, len(ordered), 500):
-        query = (
-            select(_INCIDENTS)
-            .where(
-                _INCIDENTS.c.dedup_key.in_(ordered[start : start + 500]),
-                _INCIDENTS.c.state != IncidentState.RESOLVED.value,
-            )
-            .with_for_update(key_share=True)
-        )
-        for row in conn.execute(query).mappings():
+        result = conn.execute(_OPEN_BY_KEYS, {"keys": ordered[start : start + 500]})
+        for row in result.mappings():
             rows[row["dedup_key"]] = dict(row)
     return rows
+
+
+# Built once: building the IN clause per group cost more than running it.
+_OPEN_BY_KEYS = (
+    select(_INCIDENTS)
+    .where(
+        _INCIDENTS.c.dedup_key.in_(bindparam("keys", expanding=True)),
+        _INCIDENTS.c.state != IncidentState.RESOLVED.value,
+    )
+    .with_for_update(key_share=True)
+)
 
 
 def _close(row: Incident, actor: str, now: datetime) -> None:

@@ -1,7 +1,11 @@
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import Engine, event
 
 from services.clock import FrozenClock
 from services.db import Database
@@ -77,6 +81,54 @@ async def test_resolved_incident_does_not_absorb(incidents: IncidentService) -> 
     again = await incidents.trigger(alert())
     assert again.created
     assert again.incident.id != first.incident.id
+
+
+@contextmanager
+def incident_inserts() -> Iterator[list[str]]:
+    """The INSERT statements into incidents any engine runs while the block runs."""
+    seen: list[str] = []
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if sql.lstrip().upper().startswith("INSERT INTO INCIDENTS"):
+            seen.append(sql)
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)
+
+
+async def test_a_group_opens_its_incidents_in_one_statement(incidents: IncidentService) -> None:
+    """A group's new incidents are one multi-row INSERT, each id matched back to its own
+    alert (by dedup key: the rows may come back in any order)."""
+    batches: list[tuple[list[AlertIn], list[str]]] = [
+        ([alert(f"k{i}", title=f"t{i}")], []) for i in range(40)
+    ]
+    with incident_inserts() as inserts:
+        outcomes = await incidents.apply_batches(batches, actor="test")
+    assert len(inserts) == 1
+    views = [outcome.triggered[0].incident for outcome in outcomes]
+    assert len({view.id for view in views}) == 40
+    for i, view in enumerate(views):
+        stored = (await incidents.get(view.id)).incident
+        assert (stored.dedup_key, stored.title, view.title) == (f"k{i}", f"t{i}", f"t{i}")
+
+
+async def test_a_group_that_reopens_a_key_gives_each_incident_its_id(
+    incidents: IncidentService,
+) -> None:
+    """Opened, resolved and opened again in one group: two rows with one dedup key, so
+    the ids come back in order instead of by key."""
+    outcomes = await incidents.apply_batches(
+        [([alert("k", title="first")], []), ([], ["k"]), ([alert("k", title="again")], [])],
+        actor="test",
+    )
+    first, again = outcomes[0].triggered[0].incident, outcomes[2].triggered[0].incident
+    assert outcomes[1].resolved[0].id == first.id != again.id
+    assert (await incidents.get(first.id)).incident.state is IncidentState.RESOLVED
+    assert (await incidents.get(again.id)).incident.title == "again"
+    assert (await incidents.get(again.id)).incident.state is IncidentState.TRIGGERED
 
 
 async def test_lifecycle(incidents: IncidentService, clock: FrozenClock) -> None:
