@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -13,7 +14,8 @@ from typing import Any, Protocol, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncSession,
     async_sessionmaker,
@@ -68,7 +70,7 @@ def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 10_000) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us emit BEGIN ourselves so writers can take the lock up front (BEGIN IMMEDIATE):
@@ -78,13 +80,42 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _sync_sqlite(
+    url: URL, echo: bool, busy_timeout_ms: int
+) -> tuple[Engine, sessionmaker[Session]]:
+    """A plain sqlite3 engine for `write_sync`, usable from the loop and the writer thread
+    in turn, and its sessions' transactions starting with BEGIN IMMEDIATE."""
+    engine = create_engine(
+        url.set(drivername="sqlite"),
+        echo=echo,
+        pool_reset_on_return=None,
+        connect_args={"check_same_thread": False},
+    )
+    _configure_sqlite(engine, busy_timeout_ms=busy_timeout_ms)
+    return engine, sessionmaker(
+        engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
+    )
+
+
+def _is_busy(exc: OperationalError) -> bool:
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+
+
+def _commit(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()
 
 
 class Database:
@@ -111,24 +142,21 @@ class Database:
         # SQLite has one writer at a time; queueing writers here is fairer and faster than
         # letting them spin in SQLite's busy handler. Other processes still get busy_timeout.
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # `write_sync` on a SQLite file: a thread of its own with a plain sqlite3 connection,
-        # so a transaction of many statements is one hop there and back, where each statement
-        # through aiosqlite is a thread round trip of its own (hand-written: no library has it).
+        # `write_sync` on a SQLite file, with plain sqlite3 connections (hand-written: no
+        # library has it): the statements run right here on the event loop, where each
+        # statement through aiosqlite is a thread round trip of its own and a whole
+        # transaction in a thread spends more waiting for the GIL than working; the COMMIT
+        # (the fsync, which frees the GIL) runs in a writer thread, so the loop serves
+        # requests meanwhile. The loop's connection never waits for the lock
+        # (busy_timeout 0): when another process holds it, the transaction runs wholly in
+        # the thread instead, which waits there (docs/benchmarks.md has the figures).
         self._sync_writer: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
+        self._inline_engine: Engine | None = None
         url = make_url(database_url)
         if self.is_sqlite and url.database and ":memory:" not in url.database:
-            self._sync_engine = create_engine(
-                url.set(drivername="sqlite"),
-                echo=echo,
-                pool_reset_on_return=None,
-                connect_args={"check_same_thread": False},
-            )
-            _configure_sqlite(self._sync_engine)
-            self._sync_sessionmaker = sessionmaker(
-                self._sync_engine.execution_options(sqlite_begin="IMMEDIATE"),
-                expire_on_commit=False,
-            )
+            self._sync_engine, self._sync_sessionmaker = _sync_sqlite(url, echo, 10_000)
+            self._inline_engine, self._inline_sessionmaker = _sync_sqlite(url, echo, 0)
             self._sync_writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
     @asynccontextmanager
@@ -154,7 +182,8 @@ class Database:
     async def write_sync(self, fn: Callable[[Session], T]) -> T:
         """One write transaction of synchronous code: `fn(session)`, committed when it returns.
 
-        On a SQLite file it runs in the writer thread in one hop; elsewhere (PostgreSQL) in
+        On a SQLite file `fn` runs on the loop and the COMMIT in the writer thread (all of it
+        in the thread while another process holds the write lock); elsewhere (PostgreSQL) in
         an async write transaction through `AsyncSession.run_sync`.
         """
         if self._sync_writer is None or self._write_lock is None:
@@ -162,15 +191,35 @@ class Database:
                 return await session.run_sync(fn)
         fence = FENCE.get()  # read here: the writer thread does not see this context
         async with self._write_lock:
-            loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._sync_writer, self._in_transaction, fn, fence)
+            inline = self._inline_sessionmaker()
             try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                # The thread finishes its transaction regardless; keep the lock until it has,
-                # so no other writer of this process runs beside it.
-                await asyncio.wait([future])
+                inline.connection()  # BEGIN IMMEDIATE, at once or SQLITE_BUSY
+            except OperationalError as exc:
+                inline.close()
+                if not _is_busy(exc):
+                    raise
+                # Another process writes: wait for it in the thread, not on the loop.
+                return await self._in_thread(self._in_transaction, fn, fence)
+            try:
+                if fence is not None:
+                    fence.check_sync(inline)
+                result = fn(inline)
+            except BaseException:
+                inline.close()  # rolls back
                 raise
+            await self._in_thread(_commit, inline)
+            return result
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._sync_writer, fn, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread finishes its work regardless; keep the lock until it has, so no
+            # other writer of this process runs beside it.
+            await asyncio.wait([future])
+            raise
 
     def _in_transaction(self, fn: Callable[[Session], T], fence: Fence | None) -> T:
         with self._sync_sessionmaker.begin() as session:
@@ -186,8 +235,10 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._sync_writer is not None and self._sync_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._sync_writer, self._sync_engine.dispose
-            )
+        if self._sync_writer is not None:
+            for engine in (self._sync_engine, self._inline_engine):
+                if engine is not None:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._sync_writer, engine.dispose
+                    )
             self._sync_writer.shutdown()

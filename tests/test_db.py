@@ -131,3 +131,53 @@ def test_sqlite_datetime_text_is_sqlalchemys_own(value: datetime | None) -> None
     assert ours(value) == expected
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 1, 1))  # noqa: DTZ001 (naive on purpose)
+
+
+def _open_incident(key: str) -> sa.Insert:
+    from services.models import Incident
+
+    now = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
+    return sa.insert(Incident).values(
+        dedup_key=key,
+        severity="P2",
+        title=key,
+        description="",
+        source="test",
+        labels={},
+        state="triggered",
+        occurrence_count=1,
+        first_seen_at=now,
+        last_seen_at=now,
+        response_deadline=now,
+    )
+
+
+async def test_write_sync_commits_before_it_returns_and_rolls_back_on_error(
+    migrated_url: str,
+) -> None:
+    """What `write_sync` returns is committed (another connection sees it at once); what
+    it raises left nothing behind, and the next write goes through."""
+    from services.models import Incident
+
+    database, other = db.Database(migrated_url), db.Database(migrated_url)
+    try:
+
+        def keys() -> sa.Select[str]:
+            return sa.select(Incident.dedup_key).order_by(Incident.dedup_key)
+
+        await database.write_sync(lambda s: s.execute(_open_incident("kept")))
+        async with other.read() as session:
+            assert list(await session.scalars(keys())) == ["kept"]
+
+        def fails(session: sa.orm.Session) -> None:
+            session.execute(_open_incident("lost"))
+            raise ValueError("refused after a write")
+
+        with pytest.raises(ValueError, match="refused"):
+            await database.write_sync(fails)
+        await database.write_sync(lambda s: s.execute(_open_incident("next")))
+        async with other.read() as session:
+            assert list(await session.scalars(keys())) == ["kept", "next"]
+    finally:
+        await database.dispose()
+        await other.dispose()
