@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
-from services.db import Database
+from services.db import Database, execute_many
 from services.errors import InvalidInput
 from services.incidents import ChangeKind, IncidentChange, IncidentService, IncidentView
 from services.metrics import Metrics
@@ -369,7 +369,7 @@ class EscalationService:
             if c.kind is ChangeKind.TRIGGERED
         ]
         if new:
-            session.connection().execute(_INSERT_LADDERS, new)
+            execute_many(session.connection(), _INSERT_LADDERS, new)
 
     def _fire_opened(
         self, session: Session, changes: Sequence[IncidentChange]
@@ -864,9 +864,9 @@ class EscalationService:
             return []
         if firings:
             # The claims, one statement; a second claimant fails here.
-            session.connection().execute(_INSERT_FIRINGS, firings)
+            execute_many(session.connection(), _INSERT_FIRINGS, firings)
         if missed_at:
-            session.connection().execute(_MARK_MISSED, missed_at)
+            execute_many(session.connection(), _MARK_MISSED, missed_at)
         return self._entries(session, claims, entries, now)
 
     def _entries(

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
-from services.db import Database
+from services.db import Database, execute_many
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.models import Incident, IncidentState, TimelineEvent
 from services.severity import Severity
@@ -385,7 +385,7 @@ class IncidentService:
         if updated:
             # Updates before inserts: a key resolved and re-opened in one group must not
             # trip the one-open-incident-per-key index.
-            conn.execute(_UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
+            execute_many(conn, _UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
         if inserts:
             params = [{k: v for k, v in r.items() if k != "id"} for r in inserts]
             if len({r["dedup_key"] for r in inserts}) == len(inserts):
@@ -422,7 +422,7 @@ class IncidentService:
             else:
                 outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
         if timeline:
-            conn.execute(_INSERT_TIMELINE, timeline)
+            execute_many(conn, _INSERT_TIMELINE, timeline)
         return outcomes, changes
 
     async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
@@ -610,7 +610,8 @@ class IncidentService:
         """The timeline entries alone, in one statement (no hooks): for a `FollowUp`."""
         now = self._clock.now()
         if entries:
-            session.connection().execute(
+            execute_many(
+                session.connection(),
                 _INSERT_TIMELINE,
                 [
                     {

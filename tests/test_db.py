@@ -181,3 +181,77 @@ async def test_write_sync_commits_before_it_returns_and_rolls_back_on_error(
     finally:
         await database.dispose()
         await other.dispose()
+
+
+async def test_execute_many_writes_what_sqlalchemy_writes(migrated_url: str) -> None:
+    """`execute_many` (straight to sqlite3 on SQLite) stores the very values SQLAlchemy's
+    own `execute` stores, raises SQLAlchemy's exceptions, and hands rows that need
+    SQLAlchemy's column defaults to SQLAlchemy."""
+    from services.models import Incident, TimelineEvent
+
+    timeline, incidents = TimelineEvent.__table__, Incident.__table__
+    assert isinstance(timeline, sa.Table) and isinstance(incidents, sa.Table)
+    insert_timeline, insert_incident = sa.insert(timeline), sa.insert(incidents)
+    at = datetime(2026, 12, 4, 12, 0, 5, 123, tzinfo=timezone(timedelta(hours=9)))
+    database = db.Database(migrated_url)
+    try:
+
+        def entries(incident_id: int) -> list[dict[str, object]]:
+            return [
+                {
+                    "incident_id": incident_id,
+                    "at": at,
+                    "kind": kind,
+                    "actor": "관리자",
+                    "details": d,
+                }
+                for kind, d in (("note", {"text": "한국어 ✓", "n": 1}), ("escalated", {}))
+            ]
+
+        def write(session: sa.orm.Session) -> tuple[int, int]:
+            ids = [
+                session.execute(_open_incident(key).returning(Incident.id)).scalar_one()
+                for key in ("ours", "theirs")
+            ]
+            conn = session.connection()
+            db.execute_many(conn, insert_timeline, entries(ids[0]))
+            conn.execute(insert_timeline, entries(ids[1]))
+            return ids[0], ids[1]
+
+        ours, theirs = await database.write_sync(write)
+        query = sa.text(
+            "SELECT incident_id, at, kind, actor, details FROM timeline_events ORDER BY id"
+        )
+        async with database.read() as session:
+            stored = (await session.execute(query)).all()
+        assert [r[1:] for r in stored if r[0] == ours] == [r[1:] for r in stored if r[0] == theirs]
+        assert len(stored) == 4
+
+        # Two open incidents with one dedup key: the unique index refuses the second.
+        row = {
+            "dedup_key": "dup",
+            "severity": "P2",
+            "title": "t",
+            "description": "",
+            "source": "test",
+            "labels": {},
+            "state": "triggered",
+            "occurrence_count": 1,
+            "first_seen_at": at,
+            "last_seen_at": at,
+            "response_deadline": at,
+        }
+        with pytest.raises(sa.exc.IntegrityError):
+            await database.write_sync(
+                lambda s: db.execute_many(s.connection(), insert_incident, [row, dict(row)])
+            )
+        # Without `description`, the column's default fills it: SQLAlchemy's job.
+        lean = {k: v for k, v in row.items() if k != "description"}
+        await database.write_sync(
+            lambda s: db.execute_many(s.connection(), insert_incident, [lean])
+        )
+        async with database.read() as session:
+            found = await session.execute(sa.select(Incident).where(Incident.dedup_key == "dup"))
+            assert [i.description for i in found.scalars()] == [""]
+    finally:
+        await database.dispose()
