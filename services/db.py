@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -49,21 +50,32 @@ FENCE: ContextVar[Fence | None] = ContextVar("sunflow_fence", default=None)
 
 
 class _Prepared:
-    """A DML statement compiled once for one set of parameter names: the SQL, the names in
-    placeholder order, and each one's bind processor."""
+    """A DML statement compiled once for one set of parameter names: the SQL, and how to
+    turn a row into its parameters (the values in placeholder order, bind-processed)."""
 
-    __slots__ = ("pairs", "sql")
+    __slots__ = ("getter", "processors", "sql")
 
     def __init__(self, stmt: ValuesBase, keys: Sequence[str], dialect: Dialect) -> None:
         compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
-        if compiled.insert_prefetch or compiled.update_prefetch or not compiled.positiontup:
+        names = compiled.positiontup
+        if compiled.insert_prefetch or compiled.update_prefetch or not names:
             raise LookupError("needs SQLAlchemy's own defaults or names")
         self.sql = compiled.string
+        self.getter = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
         binds = compiled.binds
-        self.pairs = tuple(
-            (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
+        processors = (
+            binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
         )
+        self.processors = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+
+    def params(self, row: Mapping[str, Any]) -> tuple[Any, ...] | list[Any]:
+        values = self.getter(row)
+        if not self.processors:
+            return values
+        values = list(values)
+        for i, processor in self.processors:
+            values[i] = processor(values[i])
+        return values
 
 
 # Keyed by the statement itself (module-level constants), so an id is never reused.
@@ -95,11 +107,7 @@ def execute_many(conn: Connection, stmt: ValuesBase, rows: Sequence[Mapping[str,
     if prepared is None:
         conn.execute(stmt, list(rows))
         return
-    pairs = prepared.pairs
-    params = [
-        tuple(row[name] if proc is None else proc(row[name]) for name, proc in pairs)
-        for row in rows
-    ]
+    params = [prepared.params(row) for row in rows]
     dbapi = conn.connection.driver_connection
     assert isinstance(dbapi, sqlite3.Connection)
     try:

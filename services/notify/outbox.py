@@ -164,6 +164,8 @@ class OutboxHook:
                         cards.setdefault(found.incident_id, found)
         for change in changes:
             view = change.incident
+            if self._target is None and change.kind is not ChangeKind.ESCALATED:
+                continue  # no team chat: only an escalation's direct messages are rows
             summary = change_summary(change)
             key = change_key(change)
             if self._target is not None:
