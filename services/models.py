@@ -58,16 +58,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
 
+        # The last value and its text, as one tuple (read and replaced whole, so threads
+        # never mix them): a group's rows mostly carry one timestamp, its `now`.
+        last: list[tuple[datetime, str]] = [(datetime.min.replace(tzinfo=UTC), "")]
+
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
+            seen, text = last[0]
+            if value is seen:
+                return text
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to the database; use aware UTC")
             v = value.astimezone(UTC)
-            return (
+            text = (
                 f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
                 f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
             )
+            last[0] = (value, text)
+            return text
 
         return process
 

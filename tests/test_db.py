@@ -129,6 +129,10 @@ def test_sqlite_datetime_text_is_sqlalchemys_own(value: datetime | None) -> None
     assert ours is not None and chain is not None
     expected = None if value is None else chain(value.astimezone(UTC).replace(tzinfo=None))
     assert ours(value) == expected
+    assert ours(value) == expected  # the same object again: its remembered text
+    other = datetime(2027, 5, 6, 7, 8, 9, 10, tzinfo=UTC)
+    assert ours(other) == chain(other.replace(tzinfo=None))
+    assert ours(value) == expected  # and back
     with pytest.raises(ValueError, match="naive"):
         ours(datetime(2026, 1, 1))  # noqa: DTZ001 (naive on purpose)
 
