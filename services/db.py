@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -118,6 +120,16 @@ def execute_many(conn: Connection, stmt: ValuesBase, rows: Sequence[Mapping[str,
         ) from err
 
 
+def json_dumps(value: Any) -> str:
+    """JSON text through orjson (several times the standard library's speed on intake's
+    small objects); what orjson refuses (an int beyond 64 bits) through the standard
+    library. Unlike `json.dumps`, NaN and the infinities, which JSON has not, become null."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def alembic_config(database_url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -169,6 +181,7 @@ def _sync_sqlite(
     engine = create_engine(
         url.set(drivername="sqlite"),
         echo=echo,
+        json_serializer=json_dumps,
         pool_reset_on_return=None,
         connect_args={"check_same_thread": False},
     )
@@ -197,7 +210,7 @@ class Database:
         ensure_sqlite_dir(database_url)
         self.url = database_url
         self.is_sqlite = make_url(database_url).drivername.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": json_dumps}
         if self.is_sqlite:
             # Sessions always end their transactions themselves; the pool's extra ROLLBACK on
             # check-in would be one more thread round trip per transaction.

@@ -259,3 +259,19 @@ async def test_execute_many_writes_what_sqlalchemy_writes(migrated_url: str) -> 
             assert [i.description for i in found.scalars()] == [""]
     finally:
         await database.dispose()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"text": "한국어 ✓ \u2028", "n": 1, "nested": [1.5, None, True, {"k": "v"}]},
+        {1: "int key", "s": "str key"},
+        {"big": 2**70},
+        [],
+        "plain",
+    ],
+)
+def test_json_dumps_reads_back_as_the_standard_library_would(value: object) -> None:
+    import json
+
+    assert json.loads(db.json_dumps(value)) == json.loads(json.dumps(value))

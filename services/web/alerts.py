@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from services.db import json_dumps
 from services.intake import IntakeBatch, IntakeResult, parse_alertmanager, parse_generic
 from services.web.auth import require_token
 from services.web.body import read_json
@@ -79,7 +80,7 @@ async def _accept(request: web.Request, batch: IntakeBatch, source: str) -> web.
     ):
         if items:
             services.metrics.alerts_received(source, outcome, len(items))
-    return web.json_response(result.to_json(), status=202)
+    return web.json_response(result.to_json(), status=202, dumps=json_dumps)
 
 
 @routes.post("/api/alerts")
