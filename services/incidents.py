@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
-from services.db import Database, execute_many
+from services.db import Database, execute_many, plain_sqlite, sqlite_rows
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.models import Incident, IncidentState, TimelineEvent
 from services.severity import Severity
@@ -831,9 +831,14 @@ def _open_rows_by_key(conn: Connection, keys: set[str]) -> dict[str, dict[str, A
     rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(keys)
     for start in range(0, len(ordered), 500):
-        result = conn.execute(_OPEN_BY_KEYS, {"keys": ordered[start : start + 500]})
-        for row in result.mappings():
-            rows[row["dedup_key"]] = dict(row)
+        chunk = ordered[start : start + 500]
+        if plain_sqlite(conn):
+            where = f"dedup_key IN ({', '.join('?' * len(chunk))}) AND state != ?"
+            found = sqlite_rows(conn, _INCIDENTS, where, [*chunk, IncidentState.RESOLVED.value])
+        else:
+            found = [dict(r) for r in conn.execute(_OPEN_BY_KEYS, {"keys": chunk}).mappings()]
+        for row in found:
+            rows[row["dedup_key"]] = row
     return rows
 
 

@@ -275,3 +275,48 @@ def test_json_dumps_reads_back_as_the_standard_library_would(value: object) -> N
     import json
 
     assert json.loads(db.json_dumps(value)) == json.loads(json.dumps(value))
+
+
+KST = timezone(timedelta(hours=9))
+
+
+async def test_sqlite_rows_reads_what_sqlalchemy_reads(migrated_url: str) -> None:
+    """`sqlite_rows` (straight to sqlite3) hands back the values SQLAlchemy's own SELECT
+    does: aware datetimes, None, JSON as objects."""
+    from services.models import Incident
+
+    incidents = Incident.__table__
+    assert isinstance(incidents, sa.Table)
+    database = db.Database(migrated_url)
+    try:
+        Rows = list[dict[str, object]]
+
+        def write_and_read(session: sa.orm.Session) -> tuple[Rows | None, Rows]:
+            session.execute(_open_incident("a"))
+            session.execute(
+                _open_incident("b").values(
+                    labels={"shard": "3", "팀": "콘텐츠"},
+                    acknowledged_at=datetime(
+                        2026, 12, 4, 9, 30, tzinfo=timezone(timedelta(hours=9))
+                    ),
+                    acknowledged_by="alice",
+                )
+            )
+            conn = session.connection()
+            ours = (
+                db.sqlite_rows(conn, incidents, "dedup_key IN (?, ?) ORDER BY id", ["a", "b"])
+                if db.plain_sqlite(conn)
+                else None
+            )
+            theirs = [
+                dict(r)
+                for r in conn.execute(sa.select(incidents).order_by(incidents.c.id)).mappings()
+            ]
+            return ours, theirs
+
+        ours, theirs = await database.write_sync(write_and_read)
+        if ours is not None:  # SQLite
+            assert ours == theirs
+            assert ours[1]["acknowledged_at"] == datetime(2026, 12, 4, 0, 30, tzinfo=UTC)
+    finally:
+        await database.dispose()
