@@ -124,3 +124,28 @@ async def test_unknown_route_and_method_are_json(client: Client) -> None:
     resp = await client.get("/api/alerts")
     assert resp.status == 405
     assert (await resp.json())["error"] == "method_not_allowed"
+
+
+async def test_bodies_only_the_standard_library_reads_are_read_as_before(client: Client) -> None:
+    """The parser tries orjson first; what orjson refuses but the standard library reads
+    (NaN, an int beyond 64 bits, UTF-16) is still accepted, and read the same way."""
+    bodies = {
+        "nan": b'{"severity": "P2", "title": "nan", "labels": {"x": NaN}}',
+        "big": b'{"severity": "P2", "title": "big", "labels": {"x": 1180591620717411303424}}',
+        "utf16": '{"severity": "P2", "title": "utf16", "labels": {"x": "한"}}'.encode("utf-16"),
+        "huge": b'{"severity": "P2", "title": "huge", "labels": {"x": 1e400}}',
+        "low": b'{"severity": "P2", "title": "low", "labels": {"x": -9223372036854775809}}',
+    }
+    for name, raw in bodies.items():
+        resp = await client.post(
+            "/api/alerts",
+            data=raw,
+            headers={**intake_headers(), "Content-Type": "application/json"},
+        )
+        assert resp.status == 202, (name, await resp.text())
+        incident_id = (await resp.json())["created"][0]
+        incident = await (await client.get(f"/api/incidents/{incident_id}")).json()
+        assert incident["title"] == name
+        expected = {"nan": "nan", "big": str(2**70), "utf16": "한", "huge": "inf"}
+        expected["low"] = str(-(2**63) - 1)
+        assert incident["labels"]["x"] == expected[name]
