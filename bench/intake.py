@@ -145,7 +145,7 @@ def main(argv: list[str]) -> int:
             f"{median([r.p50_ms for r in group]):.2f} | {median([r.p99_ms for r in group]):.2f} | "
             f"{sum(r.errors for r in group)} | {median([r.cpu_ms for r in group]):.3f} |"
         )
-    print(f"throughput ratio sunflow/ceiling: {ratio:.2f} (target >= 0.5)")
+    print(f"throughput ratio sunflow/ceiling: {ratio:.3f} (target >= 0.5)")
     cpu_ratio = median([r.cpu_ms for r in ours]) / median([r.cpu_ms for r in ceiling])
     print(f"server CPU per alert sunflow/ceiling: {cpu_ratio:.1f}x")
     worst_p99 = max(r.p99_ms for r in ours)
