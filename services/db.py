@@ -250,6 +250,15 @@ def _is_busy(exc: OperationalError) -> bool:
     return code is not None and code & 0xFF in {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 
 
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 def _commit(session: Session) -> None:
     try:
         session.commit()
@@ -350,8 +359,21 @@ class Database:
             return result
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._sync_writer is not None
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._sync_writer, fn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+
+        def run() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the caller, whatever it is
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+        # Straight to the thread, answered with one call_soon_threadsafe: a third of the
+        # cost of `run_in_executor`'s chained concurrent future, once per transaction.
+        self._sync_writer.submit(run)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
