@@ -7,13 +7,16 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from services import db
 from services.config import Settings
@@ -180,3 +183,20 @@ async def pg_url() -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextmanager
+def statements_seen(keep: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The SQL statements of any engine for which `keep` holds, while the block runs
+    (what goes through SQLAlchemy: `services.db.execute_many` and `sqlite_rows` do not)."""
+    seen: list[str] = []
+
+    def statement(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+        if keep(sql):
+            seen.append(sql)
+
+    event.listen(Engine, "before_cursor_execute", statement)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", statement)

@@ -1,16 +1,12 @@
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from contextlib import AbstractContextManager
 
 from services.config import Settings
 from services.health import ComponentHealth, HealthReport, HealthWatch, Status, health_card
 from services.main import open_services
 from services.models import IncidentState
 from services.severity import Severity
+from tests.conftest import statements_seen
 
 
 def test_health_card_one_line_per_component() -> None:
@@ -59,21 +55,10 @@ WRITING = re.compile(
 )
 
 
-@contextmanager
-def writes_seen() -> Iterator[list[str]]:
+def writes_seen() -> AbstractContextManager[list[str]]:
     """The statements of any engine that write or open a write transaction (SQLite's BEGIN
     IMMEDIATE, PostgreSQL's row locks), while the block runs."""
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        if WRITING.search(sql.upper()):
-            seen.append(sql)
-
-    event.listen(Engine, "before_cursor_execute", statement)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", statement)
+    return statements_seen(lambda sql: bool(WRITING.search(sql.upper())))
 
 
 async def test_watch_writes_only_when_there_is_something_to_resolve(settings: Settings) -> None:

@@ -1,11 +1,8 @@
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
 
 from services.clock import FrozenClock
 from services.db import Database
@@ -13,6 +10,7 @@ from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.incidents import AlertIn, ChangeKind, IncidentChange, IncidentService
 from services.models import IncidentState
 from services.severity import Severity
+from tests.conftest import statements_seen
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -83,20 +81,9 @@ async def test_resolved_incident_does_not_absorb(incidents: IncidentService) -> 
     assert again.incident.id != first.incident.id
 
 
-@contextmanager
-def incident_inserts() -> Iterator[list[str]]:
+def incident_inserts() -> AbstractContextManager[list[str]]:
     """The INSERT statements into incidents any engine runs while the block runs."""
-    seen: list[str] = []
-
-    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
-        if sql.lstrip().upper().startswith("INSERT INTO INCIDENTS"):
-            seen.append(sql)
-
-    event.listen(Engine, "before_cursor_execute", statement)
-    try:
-        yield seen
-    finally:
-        event.remove(Engine, "before_cursor_execute", statement)
+    return statements_seen(lambda sql: sql.lstrip().upper().startswith("INSERT INTO INCIDENTS"))
 
 
 async def test_a_group_opens_its_incidents_in_one_statement(incidents: IncidentService) -> None:
