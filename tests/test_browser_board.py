@@ -113,7 +113,10 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
         headers=intake_headers(),
     )
     later = (await resp.json())["incidents"][0]["id"]
-    await page.wait_for_selector(f"#incident-{later}", timeout=5000)
+    # Reconnecting takes the stream's retry hint (300 ms here) and a snapshot; 5 s was once
+    # too short for a loaded CI machine (PostgreSQL pass, 2026-12-04). Still well inside the
+    # page's 15 s reload fallback, which `notReloaded` below rules out.
+    await page.wait_for_selector(f"#incident-{later}", timeout=10_000)
     assert await page.evaluate("window.notReloaded") is True
 
     shot = tmp_path / "board-phone.png"
