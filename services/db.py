@@ -127,14 +127,16 @@ def plain_sqlite(conn: Connection) -> bool:
 
 
 class _Reader:
-    """Every column of a table: the SELECT list, and each value's result processing."""
+    """Every column of a table: `SELECT … FROM table WHERE `, and each value's result
+    processing."""
 
-    __slots__ = ("columns_sql", "names", "processors")
+    __slots__ = ("names", "processors", "select")
 
     def __init__(self, table: Table, dialect: Dialect) -> None:
         columns = list(table.columns)
-        quote = dialect.identifier_preparer.quote
-        self.columns_sql = ", ".join(quote(column.name) for column in columns)
+        preparer = dialect.identifier_preparer
+        listed = ", ".join(preparer.quote(column.name) for column in columns)
+        self.select = f"SELECT {listed} FROM {preparer.format_table(table)} WHERE "
         self.names = tuple(column.key for column in columns)
         processors = (
             column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -156,8 +158,7 @@ def sqlite_rows(
     reader = _READERS.get(table)
     if reader is None:
         reader = _READERS[table] = _Reader(table, dialect)
-    sql = f"SELECT {reader.columns_sql} FROM {dialect.identifier_preparer.format_table(table)}"
-    sql += f" WHERE {where}"
+    sql = reader.select + where
     dbapi = conn.connection.driver_connection
     assert isinstance(dbapi, sqlite3.Connection)
     try:

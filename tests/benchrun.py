@@ -1,4 +1,4 @@
-"""Running a benchmark from the tests, as `python -m bench NAME ...` in the checkout."""
+"""Running this project's programs from the tests, as `python -m MODULE ...` subprocesses."""
 
 from __future__ import annotations
 
@@ -9,12 +9,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...`, its output captured as text; never raises on failure."""
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=ROOT,
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def run_bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """A benchmark, as `python -m bench NAME ...` in the checkout."""
+    return run_module("bench", *args, timeout=timeout)

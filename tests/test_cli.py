@@ -2,7 +2,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,12 @@ import pytest
 from services.config import Settings
 from services.intake import parse_generic
 from services.main import open_services
+from tests.benchrun import run_module
 
 
 def run_cli(*args: str, cwd: Path, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("services.cli", *args, cwd=cwd, env=env, timeout=60)
 
 
 async def test_incident_list_ack_resolve(tmp_path: Path, settings: Settings) -> None:
