@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: run test lint format bench migrate clean
+.PHONY: run test soak lint format bench migrate clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ migrate: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The long runs: fault trials at full size (20 of each pause, 100 kills, the 120 s outage...).
+soak: $(VENV)/.installed-dev
+	$(PY) -m pytest -m soak $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

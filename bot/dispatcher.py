@@ -50,6 +50,7 @@ def create_dispatcher(
         renderer=TelegramRenderer(catalogue),
         # Escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7).
         escalation=services.escalation,
+        oncall=services.oncall,
         sse=services.sse,
         checklists=services.checklists,
         postmortems=services.postmortems,

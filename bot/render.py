@@ -153,7 +153,7 @@ class TelegramRenderer:
     def state(self, view: IncidentView) -> str:
         return self.t(f"state.{view.state.value}")
 
-    def change_line(self, change: dict[str, Any]) -> str:
+    def change_line(self, change: dict[str, Any], incident: IncidentView | None = None) -> str:
         kind = str(change.get("kind", ""))
         details: dict[str, Any] = change.get("details") or {}
         actor = esc(change.get("actor", ""))
@@ -166,7 +166,9 @@ class TelegramRenderer:
             values["until"] = _iso_at(details.get("until"))
         elif kind == "unacknowledged":
             values["who"] = esc(details.get("acknowledged_by") or "?")
-        elif kind in {"escalated", "deadline_missed"}:
+        elif kind == "deadline_missed":
+            values.update(self._missed(details, incident))
+        elif kind == "escalated":
             values.update(
                 step=esc(details.get("step", "")),
                 target=esc(details.get("target", "")),
@@ -178,6 +180,30 @@ class TelegramRenderer:
             return self.t(key, **values)
         except KeyError:
             return self.t("change.other", **values)
+
+    def _missed(self, details: dict[str, Any], incident: IncidentView | None) -> dict[str, Any]:
+        """Which incident, its severity, how long it has gone unacknowledged, the deadline,
+        and who is paged next and when."""
+        upcoming = details.get("next")
+        if isinstance(upcoming, dict) and upcoming.get("due_at"):
+            ids = [str(i) for i in upcoming.get("user_ids") or []]
+            following = self.t(
+                "change.deadline_missed.next",
+                step=esc(upcoming.get("step", "")),
+                target=esc(upcoming.get("target", "")),
+                who=f" ({esc(', '.join(ids))})" if ids else "",
+                at=_iso_at(upcoming.get("due_at")),
+            )
+        else:
+            following = self.t("change.deadline_missed.last")
+        seconds = details.get("unacknowledged_seconds")
+        return {
+            "incident": f"#{incident.id} " if incident is not None else "",
+            "severity": esc(details.get("severity", "")),
+            "waited": age(timedelta(seconds=seconds)) if isinstance(seconds, int) else "?",
+            "deadline": _iso_at(details.get("deadline")),
+            "next": following,
+        }
 
     def card_facts(self, view: IncidentView, now: datetime, facts: dict[str, Any]) -> list[str]:
         """The next escalation step ("PD paged at 04:12 UTC, in 12 min") and unticked
@@ -249,10 +275,9 @@ class TelegramRenderer:
             )
         )
         if view.is_open:
+            # The incident's one stored deadline (for P0, "immediately", the policy's 5 min).
             left = view.response_deadline - now
-            if view.severity.response_time == timedelta(0):
-                when = t("card.deadline.now")
-            elif left < timedelta(0):
+            if left < timedelta(0):
                 when = t("card.deadline.overdue", delta=age(-left))
             else:
                 when = t("card.deadline.left", delta=age(left))
@@ -265,7 +290,7 @@ class TelegramRenderer:
             lines.append(t("card.snoozed", until=at(view.snoozed_until)))
         lines += self.card_facts(view, now, facts or {})
         if last and last.get("kind") in LAST_SHOWN:
-            lines.append(t("card.last", what=self.change_line(last)))
+            lines.append(t("card.last", what=self.change_line(last, view)))
         if view.description:
             lines.append("")
             lines.append(f"<blockquote>{esc(view.description)}</blockquote>")
@@ -294,7 +319,7 @@ class TelegramRenderer:
                 full_text=html_to_plain(full) if trimmed else None,
             )
         if op == Op.REPLY:
-            text = self.change_line(payload.get("change") or {})
+            text = self.change_line(payload.get("change") or {}, incident)
         elif op == Op.DIRECT:
             change = payload.get("change") or {}
             details = change.get("details") or {}

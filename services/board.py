@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
@@ -173,14 +172,11 @@ class BoardService:
 
     # -- incident hook --------------------------------------------------------------------
 
-    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
         return None
 
-    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        return None
-
-    def after_commit(self, change: IncidentChange) -> None:
-        if change.kind not in _IGNORED:
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
+        if any(change.kind not in _IGNORED for change in changes):
             self._dirty.set()
 
     # -- snapshots ------------------------------------------------------------------------
@@ -218,7 +214,7 @@ class BoardService:
     async def snapshot(self) -> BoardSnapshot:
         views = await self._incidents.list(states=OPEN_STATES, limit=self.limit)
         views.sort(key=lambda v: (v.severity.rank, as_utc(v.first_seen_at), v.id))
-        steps = await self._escalation.next_steps_for(views)
+        steps = await self._escalation.next_steps_for([v.id for v in views])
         items = [BoardIncident(v, steps[v.id]) for v in views]
         counts = await self._incidents.count_open()
         health = await self.health_summary()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database
@@ -136,26 +138,18 @@ class ChecklistService:
         self, incident_id: int, checklist: str, item: str, *, done: bool, actor: str
     ) -> ChecklistState:
         _check(checklist, item)
-        async with self._db.write() as session:
-            incident = await session.get(Incident, incident_id)
-            if incident is None:
-                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
-            now = self._clock.now()
-            row = await session.get(ChecklistTick, (incident_id, checklist, item))
+
+        def tick(session: Session, incident: Incident, now: datetime) -> dict[str, Any]:
+            row = session.get(ChecklistTick, (incident_id, checklist, item))
             if row is None:
                 row = ChecklistTick(
                     incident_id=incident_id, checklist=checklist, item=item, done=done
                 )
                 session.add(row)
             row.done, row.at, row.actor = done, now, actor
-            change = await self._incidents.record(
-                session,
-                incident,
-                ChangeKind.CHECKLIST,
-                actor=actor,
-                details={"checklist": checklist, "item": item, "done": done},
-            )
-        self._incidents.published([change])
+            return {"checklist": checklist, "item": item, "done": done}
+
+        await self._incidents.transition(incident_id, ChangeKind.CHECKLIST, actor, tick)
         return await self.state(incident_id)
 
     async def toggle(

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     bot_language: Literal["ko", "en"] = "ko"
 
     escalation_policy_file: Path | None = None
+    # How often (at most) the escalation timer re-reads the database's wake-ups; a step is
+    # overdue (health degraded) when twice this late.
+    escalation_sweep_seconds: float = Field(default=1.0, ge=0.1, le=30)
+    # Test-only faults over the admin API (POST /api/admin/faults/block-loop): never in
+    # production; the fault tests (tests/faults/) turn it on.
+    fault_injection: bool = False
 
     max_sse_connections: int = Field(default=1000, ge=1)
     sse_heartbeat_seconds: float = Field(default=30, gt=0)

@@ -1,149 +1,78 @@
-"""The escalation engine: ladders per incident, fired once each, armed from the database."""
+"""Escalation: each open incident's steps fired once, and its next wake-up kept in the database.
+
+The database holds each incident's ladder run, every step fired, and the time the incident
+next needs the timer (`escalation_ladders.next_wake_at`, from the pure `next_wakeup`). Every
+incident write keeps that time current (this service is an `IncidentHook`), every firing
+re-derives it from what it read, and the timer (services/timers.py) fires whatever the
+database says is due — nothing in memory has to be right for a step to fire.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import Counter, Histogram
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Table, bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database, execute_many
-from services.errors import InvalidInput
-from services.incidents import ChangeKind, IncidentChange, IncidentService, IncidentView
-from services.metrics import Metrics
-from services.models import (
-    EscalationFiring,
-    EscalationLadder,
-    Incident,
-    IncidentState,
-    OncallOverride,
+from services.incidents import (
+    ChangeKind,
+    IncidentChange,
+    IncidentService,
+    IncidentView,
+    IncidentWrite,
 )
-from services.policy import MAX_REPEATS, Override, Person, Policy, Step, next_handover, oncall_at
-from services.scheduler import SchedulerService
+from services.ladder import (
+    DueStep,
+    LadderState,
+    deadline_due,
+    due_steps,
+    fired_map,
+    next_step,
+    next_wakeup,
+    snooze_shift,
+)
+from services.metrics import Metrics
+from services.models import EscalationFiring, EscalationLadder, Incident, IncidentState
+from services.oncall import OncallService
+from services.policy import Policy, Step
 from services.severity import Severity
 
 log = logging.getLogger(__name__)
 
-# Firing later than this after the due time is called late in the timeline (process was down).
+# Firing later than this after the due time is called late in the timeline.
 LATE_AFTER = timedelta(seconds=5)
+# Incidents fired per transaction when their wake-ups are due at once: enough to share the
+# commit, few enough that the intake's group commits are not held up behind it.
+FIRE_GROUP = 16
+# Ids per `IN (...)` list, well under SQLite's and asyncpg's bound-parameter limits.
+QUERY_CHUNK = 500
+
+# More for a step's timeline entry, by step name, read in the firing's own transaction (the
+# retry service fills the 30-minute step with the retry state of the incident's jobs).
+StepDetails = Mapping[str, "StepDetailsFn"]
 
 
-# -- pure decisions -------------------------------------------------------------------------
+class StepDetailsFn(Protocol):
+    def __call__(
+        self, session: Session, incident_id: int, details: dict[str, Any]
+    ) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class LadderState:
-    """What the decisions need to know of one incident's ladder."""
+class Alarm(Protocol):
+    """The timer's side (services/timers.py `Alarm`): told when a write may have brought
+    an incident's wake-up earlier than the timer planned."""
 
-    severity: Severity
-    state: IncidentState
-    started_at: datetime
-    shift: timedelta
-    snoozed_until: datetime | None
-    fired: frozenset[tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class DueStep:
-    index: int
-    seq: int
-    step: Step
-    due_at: datetime
-
-
-def step_due_at(ladder: LadderState, step: Step, seq: int) -> datetime:
-    repeat = step.repeat or timedelta(0)
-    return ladder.started_at + ladder.shift + step.after + seq * repeat
-
-
-def _pending_occurrences(ladder: LadderState, steps: Sequence[Step]) -> Iterable[DueStep]:
-    """For each step, its first occurrence not fired yet (repeats until acknowledged)."""
-    for index, step in enumerate(steps):
-        limit = MAX_REPEATS if step.repeat else 1
-        for seq in range(limit):
-            if (index, seq) not in ladder.fired:
-                yield DueStep(index, seq, step, step_due_at(ladder, step, seq))
-                break
-
-
-def next_step(ladder: LadderState, policy: Policy) -> DueStep | None:
-    """The next step to fire and when; None when the ladder stands (acknowledged, resolved)."""
-    if ladder.state is not IncidentState.TRIGGERED:
-        return None
-    pending = list(_pending_occurrences(ladder, policy.ladder(ladder.severity)))
-    if not pending:
-        return None
-    soonest = min(pending, key=lambda d: (d.due_at, d.index))
-    if ladder.snoozed_until and soonest.due_at < ladder.snoozed_until:
-        return DueStep(soonest.index, soonest.seq, soonest.step, ladder.snoozed_until)
-    return soonest
-
-
-def due_steps(ladder: LadderState, policy: Policy, now: datetime) -> list[DueStep]:
-    """Every step due at `now`, each once; missed repeats collapse into their latest one."""
-    if ladder.state is not IncidentState.TRIGGERED:
-        return []
-    if ladder.snoozed_until and now < ladder.snoozed_until:
-        return []
-    due: list[DueStep] = []
-    for index, step in enumerate(policy.ladder(ladder.severity)):
-        latest: DueStep | None = None
-        limit = MAX_REPEATS if step.repeat else 1
-        for seq in range(limit):
-            at = step_due_at(ladder, step, seq)
-            if at > now:
-                break
-            if (index, seq) not in ladder.fired:
-                latest = DueStep(index, seq, step, at)
-        if latest is not None:
-            due.append(latest)
-    return sorted(due, key=lambda d: (d.due_at, d.index))
-
-
-def deadline_at(
-    *, severity: Severity, started_at: datetime, shift: timedelta, policy: Policy
-) -> datetime:
-    return started_at + shift + policy.deadline_after[severity]
-
-
-def deadline_missed(ladder: LadderState, policy: Policy, now: datetime, *, already: bool) -> bool:
-    if already or ladder.state is not IncidentState.TRIGGERED:
-        return False
-    at = deadline_at(
-        severity=ladder.severity, started_at=ladder.started_at, shift=ladder.shift, policy=policy
-    )
-    return now >= at
-
-
-def snooze_shift(ladder: LadderState, policy: Policy, until: datetime) -> timedelta:
-    """How far a snooze moves the rest of the ladder: the next step lands at `until`."""
-    upcoming = next_step(
-        LadderState(
-            ladder.severity,
-            ladder.state,
-            ladder.started_at,
-            ladder.shift,
-            None,
-            ladder.fired,
-        ),
-        policy,
-    )
-    if upcoming is None or upcoming.due_at >= until:
-        return timedelta(0)
-    return until - upcoming.due_at
-
-
-# -- the service ----------------------------------------------------------------------------
+    def hint(self, at: datetime | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -155,11 +84,12 @@ class NextStepInfo:
 
 
 @dataclass(frozen=True)
-class OncallInfo:
-    person: Person | None
-    overridden_until: datetime | None
-    next_handover: datetime | None
-    pd_user_ids: list[int]
+class Overdue:
+    """Open incidents whose wake-up is past by more than the allowed slack."""
+
+    count: int
+    oldest_incident: int | None = None
+    oldest_due_at: datetime | None = None
 
 
 class EscalationMetrics:
@@ -194,55 +124,50 @@ class EscalationMetrics:
         )
         self.deadlines_missed = Counter(
             "sunflow_response_deadlines_missed_total",
-            "Incidents not acknowledged within their severity's response time.",
+            "Incidents not acknowledged within their response deadline.",
             ["severity"],
+            registry=registry,
+        )
+        self.overdue = Gauge(
+            "sunflow_escalation_overdue_steps",
+            "Open incidents whose next escalation step (or deadline, or the end of a timed "
+            "acknowledgement) is overdue by more than twice the timer's sweep period.",
             registry=registry,
         )
 
 
-_LADDER_CHANGES = {
-    ChangeKind.TRIGGERED,
-    ChangeKind.REOPENED,
-    ChangeKind.ACKNOWLEDGED,
-    ChangeKind.UNACKNOWLEDGED,
-    ChangeKind.SNOOZED,
-    ChangeKind.RESOLVED,
-}
+@dataclass(frozen=True)
+class _Run:
+    """An incident and its current ladder run, as the firing and the decisions see them."""
+
+    incident: IncidentView
+    epoch: int
+    state: LadderState
 
 
-# Incidents fired per transaction when their wake-ups are due at once: enough to share the
-# commit, few enough that the intake's group commits are not held up behind it.
-_TICK_GROUP = 16
-# Ids per `IN (...)` list, well under SQLite's and asyncpg's bound-parameter limits.
-_QUERY_CHUNK = 500
-
-
-class _NeedsAsync(Exception):
-    """The writer-thread path cannot do this group (a step's details come from a callback)."""
-
-
-# Marks a missed deadline among the step claims of `_fire_group`, to keep their order.
-_DEADLINE = DueStep(
-    -1, 0, Step("deadline", timedelta(0), "team", ""), datetime.min.replace(tzinfo=UTC)
-)
-
-# Ladder moves that need reads (`in_transaction`); never recorded in bulk.
-_SYNC_UNSUPPORTED = frozenset(
+# Changes that move a ladder already running (a new one is started by TRIGGERED).
+_MOVES = frozenset(
     {
         ChangeKind.REOPENED,
         ChangeKind.ACKNOWLEDGED,
         ChangeKind.UNACKNOWLEDGED,
         ChangeKind.SNOOZED,
+        ChangeKind.RESOLVED,
     }
 )
-
-StepDetails = Callable[[int, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Of those, the ones that change the ladder row itself (the others only its wake-up).
+_LADDER_MOVES = _MOVES - {ChangeKind.RESOLVED}
 
 _INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
 _LADDERS: Table = EscalationLadder.__table__  # type: ignore[assignment]
 _FIRINGS: Table = EscalationFiring.__table__  # type: ignore[assignment]
 _INSERT_LADDERS = insert(_LADDERS)
 _INSERT_FIRINGS = insert(_FIRINGS)
+_SET_WAKE = (
+    update(_LADDERS)
+    .where(_LADDERS.c.incident_id == bindparam("b_id"))
+    .values(next_wake_at=bindparam("b_wake"))
+)
 _MARK_MISSED = (
     update(_LADDERS)
     .where(_LADDERS.c.incident_id == bindparam("b_id"))
@@ -250,36 +175,8 @@ _MARK_MISSED = (
 )
 
 
-@dataclass(frozen=True)
-class _Ladder:
-    """An incident's ladder row as the claims read it (Core rows: the hot path of intake)."""
-
-    incident_id: int
-    epoch: int
-    started_at: datetime
-    shift_seconds: int
-    deadline_missed_at: datetime | None
-
-
-# Timers share one scheduler job per tenth of a second of wake-up time: a storm opens
-# hundreds of incidents a second, their next steps come due together, and a job each cost
-# more than the incident itself (APScheduler inspects the callable on every add_job).
-_BUCKET_US = 100_000
-
-
-def _bucket(wake: datetime) -> datetime:
-    """The wake-up rounded up to its bucket: a timer never fires early."""
-    late = (wake.microsecond % _BUCKET_US) and _BUCKET_US - wake.microsecond % _BUCKET_US
-    return wake + timedelta(microseconds=late)
-
-
 class EscalationService:
-    """Keeps each open incident's next step armed in the scheduler and fires steps once.
-
-    The database holds the ladders and every firing; the scheduler only wakes us up. A step
-    is claimed by inserting its row (unique per incident, epoch, step and repeat) in the same
-    transaction that records it on the incident's timeline and queues its notifications.
-    """
+    """Starts, moves and fires ladders; answers what comes next. An `IncidentHook`."""
 
     def __init__(
         self,
@@ -287,64 +184,150 @@ class EscalationService:
         *,
         clock: Clock,
         incidents: IncidentService,
-        scheduler: SchedulerService,
         policy: Policy,
+        oncall: OncallService,
         metrics: Metrics,
-        pd_user_ids: Sequence[int] = (),
+        alarm: Alarm,
+        step_details: StepDetails | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._incidents = incidents
-        self._scheduler = scheduler
         self.policy = policy
+        self._oncall = oncall
         self._metrics = EscalationMetrics(metrics)
-        self._pd_user_ids = list(pd_user_ids)
-        self._armed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        # Incidents whose timers a commit moved, re-armed together by one task: an alert
-        # storm opens hundreds of incidents a second, and one read per incident (plus one
-        # transaction each for their 0 s steps) would starve the intake of the database.
-        self._to_rearm: set[int] = set()
-        self._rearm_task: asyncio.Task[None] | None = None
-        # More for a step's firing, by step name: the retry service fills the 30-minute step
-        # ("retries_done") with the retry state of the incident's jobs.
-        self.step_details: dict[str, StepDetails] = {}
-        # The next wake-up of incidents whose first steps fired in the transaction that
-        # opened them, by (incident, opened at): scheduled when that transaction commits.
-        self._opened_wakes: dict[tuple[int, datetime], datetime] = {}
-        # Armed timers: each incident's bucket, and the incidents of each bucket's job.
-        self._bucket_of: dict[int, datetime] = {}
-        self._buckets: dict[datetime, set[int]] = {}
-        incidents.add_hook(self)
-        incidents.add_follow_up(self._fire_opened)
+        self._alarm = alarm
+        self._step_details = dict(step_details or {})
 
-    # -- hook: keep the ladder in step with the incident ------------------------------------
+    # -- the hook: every incident write keeps its ladder and wake-up current ----------------
 
-    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        opened = {c.incident.id: c for c in changes if c.kind is ChangeKind.TRIGGERED}
+        if opened:
+            self._start(session, list(opened.values()), new=True)
+        moved: set[int] = set()
+        for change in changes:
+            if change.kind in _MOVES or "severity_raised" in change.details:
+                if change.kind in _LADDER_MOVES:
+                    self._move(session, change)
+                moved.add(change.incident.id)
+        if moved:
+            session.flush()
+            self._rewake(session, sorted(moved))
+
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
+        soonest: datetime | None = None
+        for change in changes:
+            kind, incident = change.kind, change.incident
+            severity = incident.severity
+            if kind in (ChangeKind.TRIGGERED, ChangeKind.REOPENED):
+                for step in self._initial_steps(severity):
+                    self._metrics.steps_fired.labels(severity.value, step.name).inc()
+                    self._metrics.lateness.observe(0.0)
+                wake = next_wakeup(self._started(incident, change.at), self.policy)
+                if wake is not None and (soonest is None or wake < soonest):
+                    soonest = wake
+            elif kind is ChangeKind.ESCALATED:
+                self._metrics.steps_fired.labels(severity.value, str(change.details["step"])).inc()
+                if "due_at" in change.details:
+                    late = change.at - datetime.fromisoformat(change.details["due_at"])
+                    self._metrics.lateness.observe(max(0.0, late.total_seconds()))
+            elif kind is ChangeKind.DEADLINE_MISSED:
+                self._metrics.deadlines_missed.labels(severity.value).inc()
+            if kind is ChangeKind.ACKNOWLEDGED:
+                self._metrics.time_to_ack.labels(severity.value).observe(
+                    (change.at - incident.first_seen_at).total_seconds()
+                )
+            elif kind is ChangeKind.RESOLVED:
+                self._metrics.time_to_resolve.labels(severity.value).observe(
+                    (change.at - incident.first_seen_at).total_seconds()
+                )
+            if kind in _MOVES or "severity_raised" in change.details:
+                soonest = change.at  # re-read from the database: anything may have moved
+        if soonest is not None:
+            self._alarm.hint(soonest)
+
+    def _initial_steps(self, severity: Severity) -> list[Step]:
+        return [s for s in self.policy.ladder(severity) if s.initial]
+
+    def _started(self, incident: IncidentView, at: datetime) -> LadderState:
+        """A run just started at `at`, its initial steps (the alert itself) fired."""
+        fired = {i: 0 for i, s in enumerate(self.policy.ladder(incident.severity)) if s.initial}
+        return LadderState(
+            severity=incident.severity,
+            state=IncidentState.TRIGGERED,
+            started_at=at,
+            fired=fired,
+            deadline=incident.response_deadline,
+        )
+
+    def _start(self, session: Session, changes: Sequence[IncidentChange], *, new: bool) -> None:
+        """Start a ladder run for each change (a new incident, or a reopened one whose row
+        the caller has already moved to the next epoch). The steps due at once that are the
+        alert itself (0 s, to the team chat) are recorded as fired here: the alert's card
+        and its `triggered` (or `reopened`) entry are that step, so it has no timeline entry
+        or message of its own. Anything else due at once is left to the timer, which this
+        commit wakes."""
+        firings: list[dict[str, Any]] = []
+        ladders: list[dict[str, Any]] = []
+        wakes: list[dict[str, Any]] = []
+        for change in changes:
+            incident, at = change.incident, change.at
+            epoch = 1 if new else int(change.details.get("epoch", 1))
+            state = self._started(incident, at)
+            for index, seq in state.fired.items():
+                step = self.policy.ladder(incident.severity)[index]
+                firings.append(
+                    {
+                        "incident_id": incident.id,
+                        "epoch": epoch,
+                        "step_index": index,
+                        "seq": seq,
+                        "step_name": step.name,
+                        "due_at": at,
+                        "fired_at": at,
+                        "late_seconds": 0,
+                    }
+                )
+            wake = next_wakeup(state, self.policy)
+            if new:
+                ladders.append(
+                    {
+                        "incident_id": incident.id,
+                        "epoch": epoch,
+                        "started_at": at,
+                        "shift_seconds": 0,
+                        "next_wake_at": wake,
+                    }
+                )
+            else:
+                wakes.append({"b_id": incident.id, "b_wake": wake})
+        conn = session.connection()
+        execute_many(conn, _INSERT_LADDERS, ladders)
+        execute_many(conn, _SET_WAKE, wakes)
+        execute_many(conn, _INSERT_FIRINGS, firings)
+
+    def _move(self, session: Session, change: IncidentChange) -> None:
         kind, incident = change.kind, change.incident
-        if kind is ChangeKind.TRIGGERED:
-            session.add(EscalationLadder(incident_id=incident.id, epoch=1, started_at=change.at))
-            return
-        if kind not in {
-            ChangeKind.REOPENED,
-            ChangeKind.ACKNOWLEDGED,
-            ChangeKind.UNACKNOWLEDGED,
-            ChangeKind.SNOOZED,
-        }:
-            return
-        ladder = await session.get(EscalationLadder, incident.id)
+        ladder = session.get(EscalationLadder, incident.id)
         if ladder is None:  # an incident from before escalation existed
             ladder = EscalationLadder(
                 incident_id=incident.id, epoch=1, started_at=incident.first_seen_at
             )
             session.add(ladder)
-            await session.flush()
+            session.flush()
         if kind is ChangeKind.REOPENED:
             ladder.epoch += 1
             ladder.started_at = change.at
             ladder.shift_seconds = 0
             ladder.paused_at = None
             ladder.deadline_missed_at = None
+            session.flush()
+            self._start(
+                session,
+                [replace(change, details={**change.details, "epoch": ladder.epoch})],
+                new=False,
+            )
         elif kind is ChangeKind.ACKNOWLEDGED:
             # Only a timed acknowledgement will come back; remember where the ladder stood.
             ladder.paused_at = change.at
@@ -352,642 +335,320 @@ class EscalationService:
             ladder.shift_seconds += int((change.at - ladder.paused_at).total_seconds())
             ladder.paused_at = None
         elif kind is ChangeKind.SNOOZED and incident.snoozed_until is not None:
-            state = await self._state(session, ladder, incident.severity, incident.state, None)
-            ladder.shift_seconds += int(
-                snooze_shift(state, self.policy, incident.snoozed_until).total_seconds()
-            )
+            session.flush()
+            run = self._runs(session, [incident.id]).get(incident.id)
+            if run is not None:
+                shift = snooze_shift(run.state, self.policy, incident.snoozed_until)
+                ladder.shift_seconds += int(shift.total_seconds())
 
-    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        """Changes recorded in bulk: new incidents' ladders in one statement (repeats,
-        resolves and firings leave the ladder as it is, as in `in_transaction`)."""
-        moving = {c.kind for c in changes} & _SYNC_UNSUPPORTED
-        if moving:
-            raise ValueError(f"in_transaction_sync cannot move a ladder for {sorted(moving)}")
-        new = [
-            {"incident_id": c.incident.id, "epoch": 1, "started_at": c.at, "shift_seconds": 0}
-            for c in changes
-            if c.kind is ChangeKind.TRIGGERED
-        ]
-        if new:
-            execute_many(session.connection(), _INSERT_LADDERS, new)
-
-    def _fire_opened(
-        self, session: Session, changes: Sequence[IncidentChange]
-    ) -> list[IncidentChange]:
-        """The steps due at once (the 0 s team step) of the incidents an intake group opened,
-        fired in the group's own transaction: their ladders are new, so nothing is read, and
-        the alert and its first step commit together. Only where the timers run (here the
-        leader's timer would fire them a moment later anyway; each step is claimed once)."""
-        if not self._armed:
-            return []
-        latest: dict[int, IncidentChange] = {}
-        opened: list[IncidentChange] = []
-        for change in changes:
-            latest[change.incident.id] = change
-            if change.kind is ChangeKind.TRIGGERED:
-                opened.append(change)
-        nothing_fired: frozenset[tuple[int, int]] = frozenset()
-        targets = [
-            # The incident as the group left it (a later alert may have raised its severity).
-            (
-                latest[c.incident.id].incident,
-                _Ladder(c.incident.id, 1, c.at, 0, None),
-                nothing_fired,
-            )
-            for c in opened
-            if latest[c.incident.id].incident.state is IncidentState.TRIGGERED
-        ]
-        if not targets:
-            return []
-        wakes: dict[int, datetime] = {}
-        try:
-            claimed = self._claim_targets(session, targets, wakes, allow_extra=False)
-        except _NeedsAsync:
-            return []  # a step needs a callback: `after_commit` leaves them to the timer
-        for change in opened:
-            wake = wakes.get(change.incident.id)
-            if wake is not None:
-                self._opened_wakes[change.incident.id, change.at] = wake
-        entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
-        return self._incidents.timeline_sync(session, entries, actor="escalation")
-
-    def after_commit(self, change: IncidentChange) -> None:
-        incident = change.incident
-        if change.kind is ChangeKind.TRIGGERED:
-            wake = self._opened_wakes.pop((incident.id, change.at), None)
-            if wake is not None:  # its first steps fired as it opened (`_fire_opened`)
-                if self._armed:
-                    self._schedule(incident.id, wake)
-                return
-        if change.kind is ChangeKind.ACKNOWLEDGED:
-            self._metrics.time_to_ack.labels(incident.severity.value).observe(
-                (change.at - incident.first_seen_at).total_seconds()
-            )
-        elif change.kind is ChangeKind.RESOLVED:
-            self._metrics.time_to_resolve.labels(incident.severity.value).observe(
-                (change.at - incident.first_seen_at).total_seconds()
-            )
-        moves_ladder = change.kind in _LADDER_CHANGES or "severity_raised" in change.details
-        if moves_ladder:
-            self.rearm_soon(incident.id)
-
-    def rearm_soon(self, incident_id: int) -> None:
-        """Re-arm this incident's timer in the background (when this instance runs timers):
-        its ladder moved here, or on another instance that told us so. Incidents moved
-        together are re-armed together."""
-        if not self._armed:
-            return
-        self._to_rearm.add(incident_id)
-        if self._rearm_task is None:
-            task = asyncio.get_running_loop().create_task(self._rearm_moved())
-            self._rearm_task = task
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _rearm_moved(self) -> None:
-        try:
-            while self._to_rearm and self._armed:
-                ids = sorted(self._to_rearm)
-                self._to_rearm.clear()
-                gate = self._scheduler.gate
-                if gate is None:
-                    await self.rearm_many(ids, fire_due=True)
-                    continue
-                if not gate.is_leader:
-                    return
-                with gate.fenced():  # the due steps fired here are the leader's writes
-                    await self.rearm_many(ids, fire_due=True)
-        finally:
-            self._rearm_task = None
-
-    # -- timers --------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Arm every open incident from the database (steps that came due fire now)."""
-        self._armed = True
-        await self.rearm_all()
-        self._scheduler.add_job(
-            self._guarded,
-            "interval",
-            args=[self.sweep],
-            seconds=60,
-            id="escalation:sweep",
-            replace_existing=True,
+    def _rewake(self, session: Session, incident_ids: Sequence[int]) -> dict[int, datetime | None]:
+        """Store each incident's next wake-up as the database now says it is."""
+        runs = self._runs(session, incident_ids)
+        wakes = {
+            i: None if i not in runs else next_wakeup(runs[i].state, self.policy)
+            for i in incident_ids
+        }
+        execute_many(
+            session.connection(),
+            _SET_WAKE,
+            [{"b_id": i, "b_wake": wake} for i, wake in wakes.items() if i in runs],
         )
+        return wakes
 
-    async def _guarded(self, job: Callable[..., Awaitable[object]], *args: object) -> None:
-        """How the scheduler runs our jobs: tracked, so `stop` can finish them before the
-        database closes (a job left running past that would wait forever)."""
-        if not self._armed:
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await job(*args)
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def stop(self) -> None:
-        """Disarm: no timers, nothing running (at shutdown, or when another instance leads)."""
-        self._armed = False
-        self._opened_wakes.clear()
-        for job in self._scheduler.scheduler.get_jobs():
-            if job.id.startswith("escalation:"):
-                job.remove()
-        self._buckets.clear()
-        self._bucket_of.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def sweep(self) -> None:
-        """Arm open incidents that have no timer (opened by another process, say)."""
-        await self.rearm_all(only_unarmed=True)
-
-    async def rearm_all(self, *, only_unarmed: bool = False) -> None:
-        async with self._db.read() as session:
-            ids = (
-                await session.scalars(
-                    select(Incident.id).where(Incident.state != IncidentState.RESOLVED.value)
-                )
-            ).all()
-        if only_unarmed:
-            ids = [i for i in ids if i not in self._bucket_of]
-        await self.rearm_many(ids)
-
-    async def rearm(self, incident_id: int) -> None:
-        """Schedule this incident's next wake-up (next step, deadline or ack expiry)."""
-        await self.rearm_many([incident_id])
-
-    async def rearm_many(self, incident_ids: Sequence[int], *, fire_due: bool = False) -> None:
-        """`rearm` for many incidents in three queries; with `fire_due`, wake-ups already
-        due (the 0 s step of a new incident) fire here, a few incidents per transaction,
-        instead of as one scheduler job and two transactions each."""
-        if len(incident_ids) > _QUERY_CHUNK:
-            for start in range(0, len(incident_ids), _QUERY_CHUNK):
-                chunk = incident_ids[start : start + _QUERY_CHUNK]
-                await self.rearm_many(chunk, fire_due=fire_due)
-            return
-        wakes, acknowledged = await self._wakeups(incident_ids)
-        now = self._clock.now()
-        due: list[int] = []
-        for incident_id in incident_ids:
-            wake = wakes.get(incident_id)
-            if wake is None or (fire_due and wake <= now):
-                self._unschedule(incident_id)
-                if wake is not None:
-                    due.append(incident_id)
-                continue
-            self._schedule(incident_id, wake)
-        for start in range(0, len(due), _TICK_GROUP):
-            group = due[start : start + _TICK_GROUP]
-            await self._tick_group(group, [i for i in group if i in acknowledged])
-
-    def _schedule(self, incident_id: int, wake: datetime) -> None:
-        at = _bucket(wake)
-        if self._bucket_of.get(incident_id) == at:
-            return
-        self._unschedule(incident_id)
-        ids = self._buckets.get(at)
-        if ids is None:
-            ids = self._buckets[at] = set()
-            self._scheduler.add_job(
-                self._guarded,
-                "date",
-                run_date=at,
-                args=[self._wake, at],
-                id=f"escalation:at:{at.isoformat()}",
-                replace_existing=True,
-                misfire_grace_time=None,
-            )
-        ids.add(incident_id)
-        self._bucket_of[incident_id] = at
-
-    def _unschedule(self, incident_id: int) -> None:
-        at = self._bucket_of.pop(incident_id, None)
-        ids = self._buckets.get(at) if at is not None else None
-        if at is None or ids is None:
-            return
-        ids.discard(incident_id)
-        if not ids:
-            del self._buckets[at]
-            job = self._scheduler.scheduler.get_job(f"escalation:at:{at.isoformat()}")
-            if job is not None:
-                job.remove()
-
-    async def _wake(self, at: datetime) -> None:
-        """A bucket's time came: fire what is due for its incidents and re-arm them."""
-        ids = self._buckets.pop(at, set())
-        for incident_id in ids:
-            if self._bucket_of.get(incident_id) == at:
-                del self._bucket_of[incident_id]
-        if ids:
-            await self.rearm_many(sorted(ids), fire_due=True)
-
-    async def next_wakeup(self, incident_id: int) -> datetime | None:
-        return (await self._wakeups([incident_id]))[0].get(incident_id)
-
-    async def _wakeups(
-        self, incident_ids: Sequence[int]
-    ) -> tuple[dict[int, datetime | None], set[int]]:
-        """Each incident's next wake-up (next step, deadline or ack expiry), set-based; and
-        which of them are acknowledged (their wake-up is the acknowledgement's expiry)."""
-        ids = list(incident_ids)
-        wakes: dict[int, datetime | None] = dict.fromkeys(ids)
-        acknowledged: set[int] = set()
-        if not ids:
-            return wakes, acknowledged
-        async with self._db.read() as session:
-            incidents = (
-                await session.execute(
+    def _runs(
+        self, session: Session, incident_ids: Sequence[int], *, lock: bool = False
+    ) -> dict[int, _Run]:
+        """The incidents with their ladder runs, set-based: three reads however many. With
+        `lock`, the incidents' rows are locked against other writers (PostgreSQL)."""
+        runs: dict[int, _Run] = {}
+        ids = sorted(set(incident_ids))
+        for start in range(0, len(ids), QUERY_CHUNK):
+            chunk = ids[start : start + QUERY_CHUNK]
+            query = select(_INCIDENTS).where(_INCIDENTS.c.id.in_(chunk))
+            if lock:
+                query = query.with_for_update(key_share=True)
+            incidents = {
+                row["id"]: IncidentView.from_row(dict(row))
+                for row in session.execute(query).mappings()
+            }
+            ladders = {
+                row.incident_id: row
+                for row in session.execute(
                     select(
-                        _INCIDENTS.c.id,
-                        _INCIDENTS.c.state,
-                        _INCIDENTS.c.severity,
-                        _INCIDENTS.c.ack_expires_at,
-                        _INCIDENTS.c.snoozed_until,
-                    ).where(_INCIDENTS.c.id.in_(ids))
+                        _LADDERS.c.incident_id,
+                        _LADDERS.c.epoch,
+                        _LADDERS.c.started_at,
+                        _LADDERS.c.shift_seconds,
+                        _LADDERS.c.deadline_missed_at,
+                    ).where(_LADDERS.c.incident_id.in_(chunk))
                 )
-            ).all()
-            ladders = await session.run_sync(self._ladders, ids)
-            fired = await session.run_sync(self._fired, ladders)
-        for incident in incidents:
-            if incident.state == IncidentState.RESOLVED.value:
-                continue
-            if incident.state == IncidentState.ACKNOWLEDGED.value:
-                wakes[incident.id] = incident.ack_expires_at
-                acknowledged.add(incident.id)
-                continue
-            ladder = ladders.get(incident.id)
-            if ladder is None:
-                continue
-            state = LadderState(
-                severity=Severity(incident.severity),
-                state=IncidentState(incident.state),
-                started_at=ladder.started_at,
-                shift=timedelta(seconds=ladder.shift_seconds),
-                snoozed_until=incident.snoozed_until,
-                fired=frozenset(fired[incident.id]),
-            )
-            times = []
-            upcoming = next_step(state, self.policy)
-            if upcoming is not None:
-                times.append(upcoming.due_at)
-            if ladder.deadline_missed_at is None:
-                times.append(
-                    deadline_at(
-                        severity=state.severity,
-                        started_at=state.started_at,
-                        shift=state.shift,
-                        policy=self.policy,
-                    )
+            }
+            fired: dict[int, list[tuple[int, int]]] = {i: [] for i in ladders}
+            for incident_id, epoch, index, seq in session.execute(
+                select(
+                    EscalationFiring.incident_id,
+                    EscalationFiring.epoch,
+                    EscalationFiring.step_index,
+                    EscalationFiring.seq,
+                ).where(EscalationFiring.incident_id.in_(list(ladders)))
+            ):
+                if epoch == ladders[incident_id].epoch:
+                    fired[incident_id].append((index, seq))
+            for incident_id, ladder in ladders.items():
+                incident = incidents.get(incident_id)
+                if incident is None:
+                    continue
+                runs[incident_id] = _Run(
+                    incident,
+                    ladder.epoch,
+                    LadderState(
+                        severity=incident.severity,
+                        state=incident.state,
+                        started_at=ladder.started_at,
+                        shift=timedelta(seconds=ladder.shift_seconds),
+                        snoozed_until=incident.snoozed_until,
+                        fired=fired_map(fired[incident_id]),
+                        deadline=incident.response_deadline,
+                        deadline_missed=ladder.deadline_missed_at is not None,
+                        ack_expires_at=incident.ack_expires_at,
+                    ),
                 )
-            wakes[incident.id] = min(times) if times else None
-        return wakes, acknowledged
+        return runs
 
-    @staticmethod
-    def _ladders(session: Session, ids: Sequence[int]) -> dict[int, _Ladder]:
-        rows = session.execute(
-            select(
-                _LADDERS.c.incident_id,
-                _LADDERS.c.epoch,
-                _LADDERS.c.started_at,
-                _LADDERS.c.shift_seconds,
-                _LADDERS.c.deadline_missed_at,
-            ).where(_LADDERS.c.incident_id.in_(list(ids)))
-        )
-        return {row[0]: _Ladder(row[0], row[1], row[2], row[3], row[4]) for row in rows}
+    # -- firing: what the timer calls ---------------------------------------------------------
 
-    @staticmethod
-    def _fired(session: Session, ladders: dict[int, _Ladder]) -> dict[int, set[tuple[int, int]]]:
-        """The (step, repeat) pairs fired in each ladder's current epoch."""
-        fired: dict[int, set[tuple[int, int]]] = {i: set() for i in ladders}
-        if not ladders:
-            return fired
-        rows = session.execute(
-            select(
-                EscalationFiring.incident_id,
-                EscalationFiring.epoch,
-                EscalationFiring.step_index,
-                EscalationFiring.seq,
-            ).where(EscalationFiring.incident_id.in_(list(ladders)))
-        )
-        for incident_id, epoch, index, seq in rows:
-            if epoch == ladders[incident_id].epoch:
-                fired[incident_id].add((index, seq))
+    async def fire_due(self) -> list[IncidentChange]:
+        """Fire everything the database says is due now, a few incidents per transaction;
+        each step at most once, ever (its row's unique key is the claim)."""
+        fired: list[IncidentChange] = []
+        seen: set[int] = set()
+        while True:
+            now = self._clock.now()
+            async with self._db.read() as session:
+                ids = [
+                    i
+                    for i in (
+                        await session.scalars(
+                            select(EscalationLadder.incident_id)
+                            .where(EscalationLadder.next_wake_at <= now)
+                            .order_by(EscalationLadder.next_wake_at)
+                            .limit(QUERY_CHUNK)
+                        )
+                    ).all()
+                    if i not in seen
+                ]
+            if not ids:
+                return fired
+            seen.update(ids)
+            for start in range(0, len(ids), FIRE_GROUP):
+                fired += await self._fire_group(ids[start : start + FIRE_GROUP])
+
+    async def _fire_group(self, incident_ids: list[int]) -> list[IncidentChange]:
+        try:
+            return await self._incidents.write(lambda w: self._fire(w, incident_ids))
+        except IntegrityError:
+            if len(incident_ids) == 1:
+                # Another instance claimed this step first; it has been (or will be) sent once.
+                log.info("an escalation step of #%s was claimed elsewhere", incident_ids[0])
+                return []
+        fired: list[IncidentChange] = []
+        for incident_id in incident_ids:  # find the one claimed elsewhere; fire the rest
+            fired += await self._fire_group([incident_id])
         return fired
 
-    async def _tick_group(self, incident_ids: list[int], acknowledged: list[int]) -> None:
-        """`tick` for several incidents whose wake-up is due, in one write transaction."""
-        for incident_id in acknowledged:
-            await self._incidents.expire_acknowledgement(incident_id)
+    def _fire(self, write: IncidentWrite, incident_ids: Sequence[int]) -> list[IncidentChange]:
+        """Inside `write`: lapse run-out acknowledgements, claim the due steps and missed
+        deadlines of these incidents, record them, and store each one's next wake-up."""
+        self._incidents.lapse_acknowledgements(write, incident_ids)
+        session, now = write.session, write.now
+        runs = self._runs(session, incident_ids, lock=True)
+        claims: list[dict[str, Any]] = []
+        missed: list[dict[str, Any]] = []
         changes: list[IncidentChange] = []
-        wakes: dict[int, datetime] = {}
-        try:
-            try:
-                if not self._incidents.hooks_all_sync():
-                    raise _NeedsAsync
-                changes = await self._db.write_sync(
-                    partial(self._fire_group_sync, incident_ids=incident_ids, wakes=wakes)
-                )
-            except _NeedsAsync:
-                wakes = {}
-                async with self._db.write() as session:
-                    changes = await self._fire_group(session, incident_ids, wakes)
-        except IntegrityError:
-            # Another process claimed one of these steps: go one by one, as the timer would.
-            for incident_id in incident_ids:
-                await self.tick(incident_id)
-            return
-        self._incidents.published(changes)
-        # The next wake-up of the incidents just fired is known; the others are looked up.
-        for incident_id, wake in wakes.items():
-            self._schedule(incident_id, wake)
-        await self.rearm_many([i for i in incident_ids if i not in wakes])
-
-    async def tick(self, incident_id: int) -> list[IncidentChange]:
-        """Fire whatever is due for this incident now; each step at most once, ever."""
-        await self._incidents.expire_acknowledgement(incident_id)
-        changes: list[IncidentChange] = []
-        try:
-            async with self._db.write() as session:
-                changes = await self._fire_due(session, incident_id)
-        except IntegrityError:
-            # Another process claimed the same step first; it has been (or will be) sent once.
-            log.info("escalation step for incident %s already claimed elsewhere", incident_id)
-            changes = []
-        self._incidents.published(changes)
-        await self.rearm(incident_id)
-        return changes
-
-    async def _fire_due(self, session: AsyncSession, incident_id: int) -> list[IncidentChange]:
-        return await self._fire_group(session, [incident_id])
-
-    async def _fire_group(
-        self,
-        session: AsyncSession,
-        incident_ids: Sequence[int],
-        wakes: dict[int, datetime] | None = None,
-    ) -> list[IncidentChange]:
-        """Claim and record every step due now for these incidents (and missed deadlines);
-        `wakes` gets the next wake-up of each incident fired, as `next_wakeup` would say."""
-        claimed = await session.run_sync(self._claim, incident_ids, wakes, True)
-        entries: list[tuple[IncidentView, ChangeKind, dict[str, Any]]] = []
-        for incident, kind, details, extra in claimed:
-            if extra is not None:
-                details.update(await extra(incident.id, dict(details)))
-            entries.append((incident, kind, details))
-        if not entries:
-            return []
-        return await self._incidents.record_many(session, entries, actor="escalation")
-
-    def _fire_group_sync(
-        self, session: Session, incident_ids: Sequence[int], wakes: dict[int, datetime]
-    ) -> list[IncidentChange]:
-        """`_fire_group` as sync code, for the writer thread: all in one hop. Raises
-        `_NeedsAsync` (before writing anything) when a due step's details need a callback."""
-        claimed = self._claim(session, incident_ids, wakes, False)
-        if not claimed:
-            return []
-        entries = [(incident, kind, details) for incident, kind, details, _ in claimed]
-        return self._incidents.record_many_sync(session, entries, actor="escalation")
-
-    def _claim(
-        self,
-        session: Session,
-        incident_ids: Sequence[int],
-        wakes: dict[int, datetime] | None,
-        allow_extra: bool,
-    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
-        """Claim the due steps and missed deadlines: the timeline entries to record, each
-        with the callback that adds to its details, if any. Set-based, in Core: three reads
-        and one statement for the claims, however many incidents."""
-        rows = session.execute(
-            select(_INCIDENTS)
-            .where(
-                _INCIDENTS.c.id.in_(list(incident_ids)),
-                _INCIDENTS.c.state == IncidentState.TRIGGERED.value,
-            )
-            .order_by(_INCIDENTS.c.id)
-        ).mappings()
-        incidents = [IncidentView.from_row(dict(row)) for row in rows]
-        if not incidents:
-            return []
-        ladders = self._ladders(session, [i.id for i in incidents])
-        fired = self._fired(session, ladders)
-        targets = [
-            (incident, ladders[incident.id], frozenset(fired[incident.id]))
-            for incident in incidents
-            if incident.id in ladders
-        ]
-        return self._claim_targets(session, targets, wakes, allow_extra)
-
-    def _claim_targets(  # noqa: PLR0914
-        self,
-        session: Session,
-        targets: Sequence[tuple[IncidentView, _Ladder, frozenset[tuple[int, int]]]],
-        wakes: dict[int, datetime] | None,
-        allow_extra: bool,
-    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
-        """`_claim` for incidents whose ladder and firings are known (read, or just made).
-        Raises `_NeedsAsync` before writing anything when a step's details need a callback
-        and `allow_extra` is false."""
-        now = self._clock.now()
-        claims: list[tuple[IncidentView, Severity, DueStep, timedelta, _Ladder]] = []
-        firings: list[dict[str, Any]] = []
-        missed_at: list[dict[str, Any]] = []
-        entries: list[tuple[IncidentView, ChangeKind, dict[str, Any]]] = []
-        for incident, ladder, fired in targets:
-            severity = incident.severity
-            state = LadderState(
-                severity=severity,
-                state=IncidentState.TRIGGERED,
-                started_at=ladder.started_at,
-                shift=timedelta(seconds=ladder.shift_seconds),
-                snoozed_until=incident.snoozed_until,
-                fired=fired,
-            )
-            due_now = due_steps(state, self.policy, now)
-            if not allow_extra and any(d.step.name in self.step_details for d in due_now):
-                raise _NeedsAsync
-            for due in due_now:
-                late = now - due.due_at
-                firings.append(
+        for incident_id in sorted(runs):
+            run = runs[incident_id]
+            incident, state = run.incident, run.state
+            due = due_steps(state, self.policy, now)
+            for step in due:
+                claims.append(
                     {
-                        "incident_id": incident.id,
-                        "epoch": ladder.epoch,
-                        "step_index": due.index,
-                        "seq": due.seq,
-                        "step_name": due.step.name,
-                        "due_at": due.due_at,
+                        "incident_id": incident_id,
+                        "epoch": run.epoch,
+                        "step_index": step.index,
+                        "seq": step.seq,
+                        "step_name": step.step.name,
+                        "due_at": step.due_at,
                         "fired_at": now,
-                        "late_seconds": int(late.total_seconds()),
+                        "late_seconds": int((now - step.due_at).total_seconds()),
                     }
                 )
-                claims.append((incident, severity, due, late, ladder))
-            deadline = deadline_at(
-                severity=severity,
-                started_at=state.started_at,
-                shift=state.shift,
-                policy=self.policy,
-            )
-            missed_now = deadline_missed(
-                state, self.policy, now, already=ladder.deadline_missed_at is not None
-            )
-            if missed_now:
-                missed_at.append({"b_id": incident.id, "b_at": now})
-                missed: dict[str, Any] = {
-                    "deadline": deadline.isoformat(),
-                    "severity": severity.value,
-                    "response_time": str(severity.response_time),
-                }
-                claims.append((incident, severity, _DEADLINE, timedelta(0), ladder))
-                entries.append((incident, ChangeKind.DEADLINE_MISSED, missed))
-            if wakes is not None and (due_now or missed_now):
-                after = LadderState(
-                    severity=severity,
-                    state=IncidentState.TRIGGERED,
-                    started_at=state.started_at,
-                    shift=state.shift,
-                    snoozed_until=state.snoozed_until,
-                    fired=state.fired | {(d.index, d.seq) for d in due_now},
+                details = _step_details(
+                    step,
+                    epoch=run.epoch,
+                    user_ids=self._oncall.recipients(session, step.step.target, now),
+                    late=now - step.due_at,
                 )
-                times = [] if missed_now or ladder.deadline_missed_at is not None else [deadline]
-                upcoming = next_step(after, self.policy)
-                if upcoming is not None:
-                    times.append(upcoming.due_at)
-                if times:
-                    wakes[incident.id] = min(times)
-        if not claims:
-            return []
-        if firings:
-            # The claims, one statement; a second claimant fails here.
-            execute_many(session.connection(), _INSERT_FIRINGS, firings)
-        if missed_at:
-            execute_many(session.connection(), _MARK_MISSED, missed_at)
-        return self._entries(session, claims, entries, now)
+                extra = self._step_details.get(step.step.name)
+                if extra is not None:
+                    details.update(extra(session, incident_id, dict(details)))
+                changes.append(
+                    IncidentChange(ChangeKind.ESCALATED, incident, "escalation", now, details)
+                )
+            if deadline_due(state, now):
+                missed.append({"b_id": incident_id, "b_at": now})
+                after = replace(state, fired={**state.fired, **{d.index: d.seq for d in due}})
+                changes.append(
+                    IncidentChange(
+                        ChangeKind.DEADLINE_MISSED,
+                        incident,
+                        "escalation",
+                        now,
+                        self._missed_details(session, after, now),
+                    )
+                )
+        conn = session.connection()
+        execute_many(conn, _INSERT_FIRINGS, claims)  # the claims: a second claimant fails here
+        execute_many(conn, _MARK_MISSED, missed)
+        write.record(changes)
+        session.flush()
+        wakes = self._rewake(session, incident_ids)
+        for incident_id, wake in wakes.items():
+            if wake is not None and wake <= now:
+                # The decisions are built so this cannot happen; if it does, never spin.
+                log.error(
+                    "escalation: #%s is still due after firing; retrying in 1 s", incident_id
+                )
+                execute_many(
+                    conn, _SET_WAKE, [{"b_id": incident_id, "b_wake": now + timedelta(seconds=1)}]
+                )
+        return changes
 
-    def _entries(
-        self,
-        session: Session,
-        claims: Sequence[tuple[IncidentView, Severity, DueStep, timedelta, _Ladder]],
-        deadline_entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
-        now: datetime,
-    ) -> list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]]:
-        """The timeline entries of the claims, in the order a tick per incident would
-        write them."""
-        overrides: list[Override] | None = None
-        ordered: list[tuple[IncidentView, ChangeKind, dict[str, Any], StepDetails | None]] = []
-        deadlines = iter(deadline_entries)
-        for incident, severity, due, late, ladder in claims:
-            if due is _DEADLINE:
-                ordered.append((*next(deadlines), None))
-                self._metrics.deadlines_missed.labels(severity.value).inc()
-                continue
-            if overrides is None and due.step.target != "team":
-                overrides = self._overrides_sync(session, now)
-            details: dict[str, Any] = {
-                "step": due.step.name,
-                "target": due.step.target,
-                "user_ids": self._recipients_of(due.step, now, overrides or []),
-                "message": due.step.message,
-                "late": late > LATE_AFTER,
-                "due_at": due.due_at.isoformat(),
-                "epoch": ladder.epoch,
-                "repeat": due.seq,
-                "initial": due.step.initial,
+    def _missed_details(
+        self, session: Session, state: LadderState, now: datetime
+    ) -> dict[str, Any]:
+        """What the missed-deadline message says: the deadline, how long the incident has
+        gone unacknowledged, and who is paged next and when."""
+        assert state.deadline is not None
+        details: dict[str, Any] = {
+            "deadline": state.deadline.isoformat(),
+            "severity": state.severity.value,
+            "response_seconds": int(self.policy.deadline_after[state.severity].total_seconds()),
+            "unacknowledged_seconds": int((now - state.started_at).total_seconds()),
+            "next": None,
+        }
+        upcoming = next_step(state, self.policy)
+        if upcoming is not None:
+            step = upcoming.step
+            details["next"] = {
+                "step": step.name,
+                "target": step.target,
+                "message": step.message,
+                "due_at": upcoming.due_at.isoformat(),
+                "user_ids": self._oncall.recipients(session, step.target, upcoming.due_at),
             }
-            if late > LATE_AFTER:
-                details["late_by_seconds"] = int(late.total_seconds())
-            ordered.append(
-                (incident, ChangeKind.ESCALATED, details, self.step_details.get(due.step.name))
-            )
-            self._metrics.steps_fired.labels(severity.value, due.step.name).inc()
-            self._metrics.lateness.observe(max(0.0, late.total_seconds()))
-        return ordered
+        return details
 
-    async def _state(  # noqa: PLR0917
-        self,
-        session: AsyncSession,
-        ladder: EscalationLadder,
-        severity: Severity,
-        state: IncidentState,
-        snoozed_until: datetime | None,
-    ) -> LadderState:
-        rows = (
-            await session.execute(
-                select(EscalationFiring.step_index, EscalationFiring.seq).where(
-                    EscalationFiring.incident_id == ladder.incident_id,
-                    EscalationFiring.epoch == ladder.epoch,
+    # -- what the timer and the watchdog read -------------------------------------------------
+
+    async def earliest_wakeup(self, *, overdue_before: datetime) -> tuple[datetime | None, int]:
+        """The soonest wake-up in the database, and how many are older than
+        `overdue_before` (one indexed read; the gauge is set from it)."""
+        async with self._db.read() as session:
+            row = (
+                await session.execute(
+                    select(
+                        func.min(_LADDERS.c.next_wake_at),
+                        func.coalesce(
+                            func.sum(case((_LADDERS.c.next_wake_at < overdue_before, 1), else_=0)),
+                            0,
+                        ),
+                    ).where(_LADDERS.c.next_wake_at.is_not(None))
                 )
+            ).one()
+        count = int(row[1])
+        self._metrics.overdue.set(count)
+        return row[0], count
+
+    async def overdue(self, *, before: datetime) -> Overdue:
+        async with self._db.read() as session:
+            count = int(
+                await session.scalar(select(func.count()).where(_LADDERS.c.next_wake_at < before))
+                or 0
             )
-        ).all()
-        return LadderState(
-            severity=severity,
-            state=state,
-            started_at=ladder.started_at,
-            shift=timedelta(seconds=ladder.shift_seconds),
-            snoozed_until=snoozed_until,
-            fired=frozenset((r[0], r[1]) for r in rows),
+            oldest = (
+                await session.execute(
+                    select(_LADDERS.c.incident_id, _LADDERS.c.next_wake_at)
+                    .where(_LADDERS.c.next_wake_at < before)
+                    .order_by(_LADDERS.c.next_wake_at)
+                    .limit(1)
+                )
+            ).first()
+        self._metrics.overdue.set(count)
+        if oldest is None:
+            return Overdue(count)
+        return Overdue(count, int(oldest[0]), oldest[1])
+
+    async def rewake_all(self) -> int:
+        """Recompute every open incident's wake-up from the database (at taking the lead, and
+        now and then): repairs anything a write left behind, e.g. a policy changed between
+        runs. Returns how many stored wake-ups were wrong."""
+        async with self._db.read() as session:
+            ids: list[int] = list(
+                (
+                    await session.scalars(
+                        select(_LADDERS.c.incident_id).where(
+                            _LADDERS.c.incident_id.in_(
+                                select(_INCIDENTS.c.id).where(
+                                    _INCIDENTS.c.state != IncidentState.RESOLVED.value
+                                )
+                            )
+                            | _LADDERS.c.next_wake_at.is_not(None)
+                        )
+                    )
+                ).all()
+            )
+        wrong = 0
+        for start in range(0, len(ids), QUERY_CHUNK):
+            wrong += await self._db.write_sync(
+                partial(self._repair, incident_ids=ids[start : start + QUERY_CHUNK])
+            )
+            await asyncio.sleep(0)  # let requests in between chunks
+        return wrong
+
+    def _repair(self, session: Session, incident_ids: Sequence[int]) -> int:
+        stored: dict[int, datetime | None] = dict(
+            session.execute(
+                select(_LADDERS.c.incident_id, _LADDERS.c.next_wake_at).where(
+                    _LADDERS.c.incident_id.in_(list(incident_ids))
+                )
+            ).all()
         )
+        runs = self._runs(session, incident_ids)
+        fixes = []
+        for incident_id in incident_ids:
+            run = runs.get(incident_id)
+            wake = None if run is None else next_wakeup(run.state, self.policy)
+            if stored.get(incident_id) != wake:
+                fixes.append({"b_id": incident_id, "b_wake": wake})
+        execute_many(session.connection(), _SET_WAKE, fixes)
+        return len(fixes)
 
-    def _recipients_of(self, step: Step, now: datetime, overrides: list[Override]) -> list[int]:
-        if step.target == "team":
-            return []
-        person = oncall_at(self.policy.rotation, now, overrides)
-        ids = [person.user_id] if person else []
-        if step.target == "pd":
-            ids += [i for i in self._pd_user_ids if i not in ids]
-        return ids
-
-    # -- queries for the edges -----------------------------------------------------------------
+    # -- queries for the edges ----------------------------------------------------------------
 
     async def next_step_for(self, incident_id: int) -> NextStepInfo | None:
-        async with self._db.read() as session:
-            incident = await session.get(Incident, incident_id)
-            ladder = await session.get(EscalationLadder, incident_id)
-            if incident is None or ladder is None:
-                return None
-            state = await self._state(
-                session,
-                ladder,
-                Severity(incident.severity),
-                IncidentState(incident.state),
-                incident.snoozed_until,
-            )
-        upcoming = next_step(state, self.policy)
-        if upcoming is None:
-            return None
-        step = upcoming.step
-        return NextStepInfo(step.name, step.target, step.message, upcoming.due_at)
+        return (await self.next_steps_for([incident_id])).get(incident_id)
 
-    async def next_steps_for(
-        self, incidents: Sequence[IncidentView]
-    ) -> dict[int, NextStepInfo | None]:
-        """`next_step_for` of many incidents in two queries (the board lists up to 200)."""
-        ids = [i.id for i in incidents]
-        if not ids:
+    async def next_steps_for(self, incident_ids: Sequence[int]) -> dict[int, NextStepInfo | None]:
+        """The next step of each incident (the card, the board): three reads for all."""
+        if not incident_ids:
             return {}
         async with self._db.read() as session:
-            ladders = await session.run_sync(self._ladders, ids)
-            fired = await session.run_sync(self._fired, ladders)
+            runs = await session.run_sync(self._runs, list(incident_ids))
         steps: dict[int, NextStepInfo | None] = {}
-        for incident in incidents:
-            ladder = ladders.get(incident.id)
-            upcoming = None
-            if ladder is not None:
-                state = LadderState(
-                    severity=incident.severity,
-                    state=incident.state,
-                    started_at=ladder.started_at,
-                    shift=timedelta(seconds=ladder.shift_seconds),
-                    snoozed_until=incident.snoozed_until,
-                    fired=frozenset(fired[incident.id]),
-                )
-                upcoming = next_step(state, self.policy)
-            steps[incident.id] = (
+        for incident_id in incident_ids:
+            run = runs.get(incident_id)
+            upcoming = None if run is None else next_step(run.state, self.policy)
+            steps[incident_id] = (
                 None
                 if upcoming is None
                 else NextStepInfo(
@@ -999,40 +660,21 @@ class EscalationService:
             )
         return steps
 
-    async def _overrides(self, session: AsyncSession, now: datetime) -> list[Override]:
-        return await session.run_sync(self._overrides_sync, now)
 
-    @staticmethod
-    def _overrides_sync(session: Session, now: datetime) -> list[Override]:
-        rows = session.scalars(select(OncallOverride).where(OncallOverride.ends_at > now)).all()
-        return [Override(Person(r.user_id, r.name), r.starts_at, r.ends_at) for r in rows]
-
-    async def oncall(self) -> OncallInfo:
-        now = self._clock.now()
-        async with self._db.read() as session:
-            overrides = await self._overrides(session, now)
-        person = oncall_at(self.policy.rotation, now, overrides)
-        covering = [o for o in overrides if o.starts_at <= now < o.ends_at]
-        until = max(covering, key=lambda o: o.starts_at).ends_at if covering else None
-        return OncallInfo(
-            person, until, next_handover(self.policy.rotation, now), self._pd_user_ids
-        )
-
-    async def set_oncall(
-        self, *, user_id: int, name: str, duration: timedelta, actor: str
-    ) -> OncallInfo:
-        if not timedelta(minutes=5) <= duration <= timedelta(days=30):
-            raise InvalidInput("an on-call override lasts between 5 minutes and 30 days, e.g. 8h")
-        now = self._clock.now()
-        async with self._db.write() as session:
-            await session.execute(delete(OncallOverride).where(OncallOverride.ends_at <= now))
-            session.add(
-                OncallOverride(
-                    user_id=user_id,
-                    name=name[:200],
-                    starts_at=now,
-                    ends_at=now + duration,
-                    set_by=actor,
-                )
-            )
-        return await self.oncall()
+def _step_details(
+    due: DueStep, *, epoch: int, user_ids: list[int], late: timedelta
+) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "step": due.step.name,
+        "target": due.step.target,
+        "user_ids": user_ids,
+        "message": due.step.message,
+        "late": late > LATE_AFTER,
+        "due_at": due.due_at.isoformat(),
+        "epoch": epoch,
+        "repeat": due.seq,
+        "initial": due.step.initial,
+    }
+    if late > LATE_AFTER:
+        details["late_by_seconds"] = int(late.total_seconds())
+    return details

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Table, bindparam, func, select
 from sqlalchemy import insert as sa_insert
 from sqlalchemy import update as sa_update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database, execute_many, plain_sqlite, sqlite_rows
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.models import Incident, IncidentState, TimelineEvent
+from services.policy import DEFAULT_DEADLINE_AFTER
 from services.severity import Severity
+
+T = TypeVar("T")
 
 MAX_TITLE = 500
 MAX_DEDUP_KEY = 255
@@ -202,37 +205,54 @@ class IncidentChange:
 
 
 class IncidentHook(Protocol):
-    """Another service reacting to incident changes (outbox, escalation, board).
+    """Another service's part of every incident write (escalation ladders, outbox rows,
+    the board, waking the leader).
 
-    `in_transaction` runs in the same transaction as the change, so what it writes is
-    committed together with it or not at all; `after_commit` only wakes things up.
+    `apply` runs inside the write transaction, with the changes just recorded (an intake
+    group's, or one transition's), so what it writes commits with them or not at all; it
+    is set-based and synchronous, a few statements per call. `committed` runs after the
+    commit and only wakes things up."""
 
-    A hook may also be a `SyncBatchHook`: the same work for the changes of one intake group
-    commit at once, as synchronous code, so the whole group runs in one hop on SQLite.
-    """
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None: ...
 
-    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None: ...
-
-    def after_commit(self, change: IncidentChange) -> None: ...
-
-
-# Runs in an intake group's transaction before the hooks, and returns the further changes it
-# wrote there with `timeline_sync` (escalation: the first steps of the incidents the group
-# opened); the hooks then see the group's changes and these together, in one call each.
-FollowUp = Callable[[Session, Sequence["IncidentChange"]], list["IncidentChange"]]
+    def committed(self, changes: Sequence[IncidentChange]) -> None: ...
 
 
-@runtime_checkable
-class SyncBatchHook(IncidentHook, Protocol):
-    """A hook that also writes the rows of an intake group's changes with a sync session.
+class IncidentWrite:
+    """One write transaction's incident changes: each `record` writes their timeline entries
+    and hands them to every hook, in the transaction. Made by `IncidentService.write`."""
 
-    Called with changes recorded in bulk: an intake group (triggered, deduplicated,
-    resolved) and escalation firings (escalated, deadline missed), in the same transaction;
-    on SQLite in the database writer thread, on PostgreSQL through `AsyncSession.run_sync`.
-    Set-based on purpose: a few statements per group.
-    """
+    def __init__(self, session: Session, now: datetime, hooks: Sequence[IncidentHook]) -> None:
+        self.session = session
+        self.now = now
+        self.changes: list[IncidentChange] = []
+        self._hooks = hooks
 
-    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None: ...
+    def record(self, changes: Sequence[IncidentChange]) -> None:
+        if not changes:
+            return
+        self.session.flush()  # ORM changes first: hooks and the timeline go through Core
+        execute_many(
+            self.session.connection(),
+            _INSERT_TIMELINE,
+            [
+                {
+                    "incident_id": c.incident.id,
+                    "at": c.at,
+                    "kind": c.kind.value,
+                    "actor": c.actor,
+                    "details": c.details,
+                }
+                for c in changes
+            ],
+        )
+        for hook in self._hooks:
+            hook.apply(self.session, changes)
+        self.changes.extend(changes)
+
+
+# A transition: checks the incident's row, changes it, returns the timeline details.
+Transition = Callable[[Session, Incident, datetime], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -249,30 +269,45 @@ class BatchOutcome:
 
 
 class IncidentService:
-    """Owns every incident transition; each writes its timeline entry in the same transaction."""
+    """Owns every incident transition; each writes its timeline entry in the same transaction.
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    Every write goes through `write`: one transaction, synchronous statements (on SQLite they
+    run on the loop and only the COMMIT in the writer thread, `Database.write_sync`), the
+    hooks' rows in it, the hooks told after the commit."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        deadlines: Mapping[Severity, timedelta] = DEFAULT_DEADLINE_AFTER,
+    ) -> None:
         self._db = db
         self._clock = clock
+        # How long each severity has before its response deadline (the policy's [deadlines]).
+        self._deadlines = dict(deadlines)
         self._hooks: list[IncidentHook] = []
-        # The hooks split once (isinstance against a runtime Protocol is slow per commit).
-        self._sync_hooks: list[SyncBatchHook] = []
-        self._other_hooks: list[IncidentHook] = []
-        self._follow_ups: list[FollowUp] = []
 
     def add_hook(self, hook: IncidentHook) -> None:
         self._hooks.append(hook)
-        if isinstance(hook, SyncBatchHook):
-            self._sync_hooks.append(hook)
-        else:
-            self._other_hooks.append(hook)
 
-    def add_follow_up(self, follow_up: FollowUp) -> None:
-        """Called in an intake group's transaction before the hooks, when every hook is a
-        `SyncBatchHook`; the changes it returns are hooked and published with the group's."""
-        self._follow_ups.append(follow_up)
+    def deadline_after(self, severity: Severity) -> timedelta:
+        return self._deadlines[severity]
 
     # -- writes ---------------------------------------------------------------
+
+    async def write(self, fn: Callable[[IncidentWrite], T]) -> T:
+        """One write transaction in which `fn` changes incidents and records the changes;
+        the hooks are told once it has committed."""
+
+        def run(session: Session) -> tuple[T, list[IncidentChange]]:
+            write = IncidentWrite(session, self._clock.now(), self._hooks)
+            return fn(write), write.changes
+
+        result, changes = await self._db.write_sync(run)
+        for hook in self._hooks:
+            hook.committed(changes)
+        return result
 
     async def trigger(self, alert: AlertIn, *, actor: str = "intake") -> TriggerResult:
         outcome = await self.apply_batch([alert], [], actor=actor)
@@ -296,7 +331,7 @@ class IncidentService:
                 _validate_alert(alert)
         for attempt in range(3):
             try:
-                return await self._apply_batches(batches, actor)
+                return await self.write(partial(self._apply_batches, batches=batches, actor=actor))
             except IntegrityError:
                 # Another writer (another process on PostgreSQL) opened the same dedup key
                 # between our lookup and insert; the retry finds it and absorbs into it.
@@ -304,47 +339,18 @@ class IncidentService:
                     raise
         raise AssertionError("unreachable")
 
-    async def _apply_batches(
+    def _apply_batches(
         self,
+        write: IncidentWrite,
         batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
         actor: str,
     ) -> list[BatchOutcome]:
-        sync_hooks, other_hooks = self._sync_hooks, self._other_hooks
-
-        def apply(session: Session) -> tuple[list[BatchOutcome], list[IncidentChange]]:
-            outcomes, changes = self._apply_sync(session, batches, actor)
-            if changes:
-                if not other_hooks:  # the others would not see what the follow-ups record
-                    for follow_up in self._follow_ups:
-                        changes += follow_up(session, changes)
-                for hook in sync_hooks:
-                    hook.in_transaction_sync(session, changes)
-            return outcomes, changes
-
-        if other_hooks:
-            async with self._db.write() as session:
-                outcomes, changes = await session.run_sync(apply)
-                for change in changes:
-                    for hook in other_hooks:
-                        await hook.in_transaction(session, change)
-        else:
-            outcomes, changes = await self._db.write_sync(apply)
-        self._after_commit(changes)
-        return outcomes
-
-    def _apply_sync(
-        self,
-        session: Session,
-        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
-        actor: str,
-    ) -> tuple[list[BatchOutcome], list[IncidentChange]]:
         # The hot path of intake, in SQLAlchemy Core and set-based on purpose: one lookup and
-        # one executemany per table per group, instead of ORM round trips per alert. Sync, so
-        # that on SQLite the whole group is one hop to the database writer thread.
+        # one executemany per table per group, instead of ORM round trips per alert.
         outcomes = [BatchOutcome() for _ in batches]
-        now = self._clock.now()
+        now = write.now
         # Core on the session's connection: the Session's own execute path costs per call.
-        conn = session.connection()
+        conn = write.session.connection()
         keys = {a.dedup_key for firing, _ in batches for a in firing}
         keys.update(k for _, resolved in batches for k in resolved)
         open_rows = _open_rows_by_key(conn, keys)
@@ -358,7 +364,7 @@ class IncidentService:
             for alert in firing:
                 row = open_rows.get(alert.dedup_key)
                 if row is None:
-                    row = _new_row(alert, now)
+                    row = _new_row(alert, now, self._deadlines[alert.severity])
                     inserts.append(row)
                     open_rows[alert.dedup_key] = row
                     details: dict[str, Any] = {
@@ -368,7 +374,7 @@ class IncidentService:
                     }
                     kind = ChangeKind.TRIGGERED
                 else:
-                    details = _absorb(row, alert, now)
+                    details = _absorb(row, alert, now, self._deadlines[alert.severity])
                     kind = ChangeKind.DEDUPLICATED
                     if row["id"] is not None:
                         updated[row["id"]] = row
@@ -401,33 +407,18 @@ class IncidentService:
                 for row, new_id in zip(inserts, ordered, strict=True):
                     row["id"] = new_id
         changes: list[IncidentChange] = []
-        timeline: list[dict[str, Any]] = []
         # Each change reports the incident as it was right after that change (snapshot
         # taken then), even if a later alert in the group moved it on.
         for outcome, kind, details, row, snapshot in pending:
             snapshot["id"] = row["id"]
             view = IncidentView.from_row(snapshot)
-            timeline.append(
-                {
-                    "incident_id": row["id"],
-                    "at": now,
-                    "kind": kind.value,
-                    "actor": actor,
-                    "details": details,
-                }
-            )
             changes.append(IncidentChange(kind, view, actor, now, details))
             if kind is ChangeKind.RESOLVED:
                 outcome.resolved.append(view)
             else:
                 outcome.triggered.append(TriggerResult(view, kind is ChangeKind.TRIGGERED))
-        if timeline:
-            execute_many(conn, _INSERT_TIMELINE, timeline)
-        return outcomes, changes
-
-    async def _run_hooks(self, session: AsyncSession, change: IncidentChange) -> None:
-        for hook in self._hooks:
-            await hook.in_transaction(session, change)
+        write.record(changes)
+        return outcomes
 
     async def acknowledge(
         self,
@@ -441,7 +432,7 @@ class IncidentService:
         if duration is not None and duration <= timedelta(0):
             raise InvalidInput("an acknowledgement duration must be positive")
 
-        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+        def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is resolved; reopen it first", detail={"id": row.id}
@@ -460,12 +451,12 @@ class IncidentService:
                 details["until"] = row.ack_expires_at.isoformat()
             return details
 
-        return await self._transition(incident_id, ChangeKind.ACKNOWLEDGED, actor, apply)
+        return await self.transition(incident_id, ChangeKind.ACKNOWLEDGED, actor, apply)
 
     async def resolve(
         self, incident_id: int, *, actor: str, note: str | None = None
     ) -> IncidentView:
-        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+        def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is already resolved by {row.resolved_by}",
@@ -474,7 +465,7 @@ class IncidentService:
             _close(row, actor, now)
             return {"note": note} if note else {}
 
-        return await self._transition(incident_id, ChangeKind.RESOLVED, actor, apply)
+        return await self.transition(incident_id, ChangeKind.RESOLVED, actor, apply)
 
     async def resolve_by_dedup_key(self, dedup_key: str, *, actor: str) -> IncidentView | None:
         """Resolve the open incident with this key, if any (an Alertmanager 'resolved')."""
@@ -484,13 +475,13 @@ class IncidentService:
     async def reopen(
         self, incident_id: int, *, actor: str, note: str | None = None
     ) -> IncidentView:
-        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+        def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state != IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is not resolved (it is {row.state})",
                     detail={"id": row.id, "state": row.state},
                 )
-            if await _open_by_dedup_key(session, row.dedup_key) is not None:
+            if _open_by_dedup_key(session, row.dedup_key) is not None:
                 raise InvalidTransition(
                     f"another open incident already has dedup key {row.dedup_key!r}",
                     detail={"id": row.id},
@@ -502,17 +493,17 @@ class IncidentService:
             row.resolved_by = None
             row.ack_expires_at = None
             row.snoozed_until = None
-            row.response_deadline = now + Severity(row.severity).response_time
+            row.response_deadline = now + self._deadlines[Severity(row.severity)]
             return {"note": note} if note else {}
 
-        return await self._transition(incident_id, ChangeKind.REOPENED, actor, apply)
+        return await self.transition(incident_id, ChangeKind.REOPENED, actor, apply)
 
     async def snooze(self, incident_id: int, *, actor: str, duration: timedelta) -> IncidentView:
         """Hold escalation still for `duration`; the incident stays open."""
         if not timedelta(minutes=1) <= duration <= timedelta(days=7):
             raise InvalidInput("snooze for between 1 minute and 7 days, e.g. 30m or 2h")
 
-        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+        def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is resolved; there is nothing to snooze",
@@ -524,150 +515,61 @@ class IncidentService:
                 "seconds": int(duration.total_seconds()),
             }
 
-        return await self._transition(incident_id, ChangeKind.SNOOZED, actor, apply)
+        return await self.transition(incident_id, ChangeKind.SNOOZED, actor, apply)
 
-    async def expire_acknowledgement(self, incident_id: int) -> IncidentView | None:
-        """Un-acknowledge if a timed acknowledgement has run out; None when nothing to do."""
-        async with self._db.write() as session:
-            row = await session.get(Incident, incident_id)
-            now = self._clock.now()
-            if (
-                row is None
-                or row.state != IncidentState.ACKNOWLEDGED
-                or row.ack_expires_at is None
-                or row.ack_expires_at > now
-            ):
-                return None
+    def lapse_acknowledgements(self, write: IncidentWrite, incident_ids: Sequence[int]) -> None:
+        """Inside `write`: un-acknowledge those of these incidents whose timed
+        acknowledgement has run out (escalation resumes where it stood)."""
+        rows = write.session.scalars(
+            select(Incident)
+            .where(
+                Incident.id.in_(list(incident_ids)),
+                Incident.state == IncidentState.ACKNOWLEDGED.value,
+                Incident.ack_expires_at <= write.now,
+            )
+            .order_by(Incident.id)
+            .with_for_update(key_share=True)
+        ).all()
+        changes = []
+        for row in rows:
             details = {"acknowledged_by": row.acknowledged_by}
             row.state = IncidentState.TRIGGERED.value
             row.acknowledged_at = None
             row.acknowledged_by = None
             row.ack_expires_at = None
-            change = await self.record(
-                session, row, ChangeKind.UNACKNOWLEDGED, actor="timer", details=details
+            changes.append(
+                IncidentChange(
+                    ChangeKind.UNACKNOWLEDGED, IncidentView.of(row), "timer", write.now, details
+                )
             )
-        self.published([change])
-        return change.incident
-
-    async def record(
-        self,
-        session: AsyncSession,
-        row: Incident,
-        kind: ChangeKind,
-        *,
-        actor: str,
-        details: dict[str, Any],
-    ) -> IncidentChange:
-        """Write a timeline entry and run the hooks inside the caller's transaction.
-
-        For other services (escalation) that change an incident's story in their own
-        transaction; call `published` with the change after the commit.
-        """
-        now = self._clock.now()
-        _append(session, row, now, kind, actor, details)
-        await session.flush()
-        change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
-        await self._run_hooks(session, change)
-        return change
-
-    async def record_many(
-        self,
-        session: AsyncSession,
-        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
-        *,
-        actor: str,
-    ) -> list[IncidentChange]:
-        """`record` for several entries at once: one flush, the hooks set-based."""
-        changes = await session.run_sync(self.record_many_sync, entries, actor=actor)
-        for change in changes:
-            for hook in self._other_hooks:
-                await hook.in_transaction(session, change)
-        return changes
-
-    def record_many_sync(
-        self,
-        session: Session,
-        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
-        *,
-        actor: str,
-    ) -> list[IncidentChange]:
-        """`record_many` as sync code; runs only the `SyncBatchHook` hooks (see
-        `hooks_all_sync`: the caller runs any others)."""
-        session.flush()
-        changes = self.timeline_sync(session, entries, actor=actor)
-        if changes:
-            for hook in self._sync_hooks:
-                hook.in_transaction_sync(session, changes)
-        return changes
-
-    def timeline_sync(
-        self,
-        session: Session,
-        entries: Sequence[tuple[IncidentView, ChangeKind, dict[str, Any]]],
-        *,
-        actor: str,
-    ) -> list[IncidentChange]:
-        """The timeline entries alone, in one statement (no hooks): for a `FollowUp`."""
-        now = self._clock.now()
-        if entries:
-            execute_many(
-                session.connection(),
-                _INSERT_TIMELINE,
-                [
-                    {
-                        "incident_id": view.id,
-                        "at": now,
-                        "kind": kind.value,
-                        "actor": actor,
-                        "details": details,
-                    }
-                    for view, kind, details in entries
-                ],
-            )
-        return [IncidentChange(kind, view, actor, now, details) for view, kind, details in entries]
-
-    def hooks_all_sync(self) -> bool:
-        """Every hook can write its rows with a sync session (the writer-thread path)."""
-        return not self._other_hooks
-
-    def published(self, changes: Sequence[IncidentChange]) -> None:
-        """Tell the hooks that these changes are committed."""
-        self._after_commit(list(changes))
+        write.record(changes)
 
     async def annotate(self, incident_id: int, *, actor: str, text: str) -> IncidentView:
         text = text.strip()
         if not text:
             raise InvalidInput("a note needs some text")
 
-        async def apply(session: AsyncSession, row: Incident, now: datetime) -> dict[str, Any]:
+        def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             return {"text": text[:4000]}
 
-        return await self._transition(incident_id, ChangeKind.ANNOTATED, actor, apply)
+        return await self.transition(incident_id, ChangeKind.ANNOTATED, actor, apply)
 
-    async def _transition(
-        self,
-        incident_id: int,
-        kind: ChangeKind,
-        actor: str,
-        apply: Callable[[AsyncSession, Incident, datetime], Awaitable[dict[str, Any]]],
+    async def transition(
+        self, incident_id: int, kind: ChangeKind, actor: str, apply: Transition
     ) -> IncidentView:
-        async with self._db.write() as session:
-            row = await session.get(Incident, incident_id)
+        """One change to one incident: `apply` checks and changes its row (and may write
+        rows of its own, e.g. a checklist tick) and returns the timeline details."""
+
+        def run(write: IncidentWrite) -> IncidentView:
+            row = write.session.get(Incident, incident_id, with_for_update={"key_share": True})
             if row is None:
                 raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
-            now = self._clock.now()
-            details = await apply(session, row, now)
-            _append(session, row, now, kind, actor, details)
-            await session.flush()
-            change = IncidentChange(kind, IncidentView.of(row), actor, now, details)
-            await self._run_hooks(session, change)
-        self._after_commit([change])
-        return change.incident
+            details = apply(write.session, row, write.now)
+            change = IncidentChange(kind, IncidentView.of(row), actor, write.now, details)
+            write.record([change])
+            return change.incident
 
-    def _after_commit(self, changes: Sequence[IncidentChange]) -> None:
-        for change in changes:
-            for hook in self._hooks:
-                hook.after_commit(change)
+        return await self.write(run)
 
     # -- reads ----------------------------------------------------------------
 
@@ -776,7 +678,7 @@ def _update_params(row: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _new_row(alert: AlertIn, now: datetime) -> dict[str, Any]:
+def _new_row(alert: AlertIn, now: datetime, deadline_after: timedelta) -> dict[str, Any]:
     return {
         "id": None,
         "dedup_key": alert.dedup_key,
@@ -789,7 +691,7 @@ def _new_row(alert: AlertIn, now: datetime) -> dict[str, Any]:
         "occurrence_count": 1,
         "first_seen_at": now,
         "last_seen_at": now,
-        "response_deadline": now + alert.severity.response_time,
+        "response_deadline": now + deadline_after,
         "acknowledged_at": None,
         "acknowledged_by": None,
         "resolved_at": None,
@@ -799,17 +701,18 @@ def _new_row(alert: AlertIn, now: datetime) -> dict[str, Any]:
     }
 
 
-def _absorb(row: dict[str, Any], alert: AlertIn, now: datetime) -> dict[str, Any]:
-    """A repeat of an open incident: count it; a more urgent repeat raises the severity."""
+def _absorb(
+    row: dict[str, Any], alert: AlertIn, now: datetime, deadline_after: timedelta
+) -> dict[str, Any]:
+    """A repeat of an open incident: count it; a more urgent repeat raises the severity and
+    may bring its response deadline forward (never back)."""
     row["occurrence_count"] += 1
     row["last_seen_at"] = now
     details: dict[str, Any] = {"count": row["occurrence_count"]}
     if alert.severity.rank < Severity(row["severity"]).rank:
         details["severity_raised"] = {"from": row["severity"], "to": alert.severity.value}
         row["severity"] = alert.severity.value
-        row["response_deadline"] = min(
-            row["response_deadline"], now + alert.severity.response_time
-        )
+        row["response_deadline"] = min(row["response_deadline"], now + deadline_after)
     if alert.description and alert.description != row["description"]:
         details["description"] = alert.description[:500]
     return details
@@ -861,24 +764,10 @@ def _close(row: Incident, actor: str, now: datetime) -> None:
     row.snoozed_until = None
 
 
-async def _open_by_dedup_key(session: AsyncSession, dedup_key: str) -> Incident | None:
+def _open_by_dedup_key(session: Session, dedup_key: str) -> Incident | None:
     query = (
         select(Incident)
         .where(Incident.dedup_key == dedup_key, Incident.state != IncidentState.RESOLVED.value)
         .with_for_update(key_share=True)
     )
-    result: Incident | None = await session.scalar(query)
-    return result
-
-
-def _append(  # noqa: PLR0917
-    session: AsyncSession,
-    row: Incident,
-    now: datetime,
-    kind: ChangeKind,
-    actor: str,
-    details: dict[str, Any],
-) -> None:
-    session.add(
-        TimelineEvent(incident_id=row.id, at=now, kind=kind.value, actor=actor, details=details)
-    )
+    return session.scalar(query)

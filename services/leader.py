@@ -247,6 +247,20 @@ class Leadership:
     def token(self) -> int | None:
         return self._grant.token if self._grant is not None else None
 
+    def explain(self) -> str:
+        """Where this instance stands with the lease, for a log line (no database read)."""
+        if not self.running:
+            return f"{self.instance} does not compete for the lease"
+        if self._grant is None:
+            return f"{self.instance} follows (it holds no lease)"
+        left = self._valid_until - time.monotonic()
+        if left > 0:
+            return f"{self.instance} leads (fencing token {self._grant.token}, {left:.1f} s left)"
+        return (
+            f"{self.instance} holds token {self._grant.token} but its lease looked expired "
+            f"{-left:.1f} s ago (a pause?); it renews or steps down at its next attempt"
+        )
+
     async def check(self, session: AsyncSession) -> None:
         grant = self._grant
         if grant is None or time.monotonic() >= self._valid_until:
@@ -333,6 +347,13 @@ class Leadership:
         if renewed is None:
             await self._step_down("the lease was taken over")
             return
+        if started >= self._valid_until:
+            log.warning(
+                "%s renewed its lease %.1f s after it looked expired (the process was paused "
+                "or its loop blocked); nobody took over meanwhile",
+                self.instance,
+                started - self._valid_until,
+            )
         self._grant = renewed
         self._valid_until = started + self._valid_for
 
@@ -415,25 +436,15 @@ class Leadership:
 
 
 class FollowerHook:
-    """An `IncidentHook`: on a follower, a committed change wakes the leader (it re-arms the
-    incident's escalation timer and sends the new outbox rows) through PostgreSQL NOTIFY,
-    which is delivered only if the transaction commits."""
+    """An `IncidentHook`: on a follower, a committed change wakes the leader (its escalation
+    timer re-reads the wake-ups, its sender the outbox) through PostgreSQL NOTIFY, which is
+    delivered only if the transaction commits. One NOTIFY per incident of a write."""
 
     def __init__(self, leadership: Leadership, db: Database) -> None:
         self._leadership = leadership
         self._enabled = not db.is_sqlite
 
-    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
-        leadership = self._leadership
-        if self._enabled and leadership.running and not leadership.is_leader:
-            await session.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": CHANNEL, "payload": f"incident:{change.incident.id}"},
-            )
-
-    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        """The same for a group of changes written in bulk (intake, escalation firings):
-        one NOTIFY per incident, so the group stays on the one-hop path."""
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
         leadership = self._leadership
         if not (self._enabled and leadership.running and not leadership.is_leader):
             return
@@ -443,5 +454,5 @@ class FollowerHook:
                 {"channel": CHANNEL, "payload": f"incident:{incident_id}"},
             )
 
-    def after_commit(self, change: IncidentChange) -> None:
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
         return None

@@ -35,6 +35,7 @@ from services.leader import (
 )
 from services.metrics import Metrics
 from services.notify.service import NotifyService
+from services.oncall import OncallService
 from services.ops import PipelineOps, add_jobs, open_pipeline_ops
 from services.policy import load_policy
 from services.postmortem import PostmortemService
@@ -43,6 +44,7 @@ from services.retry import describe_retries
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 from services.sse_redis import RedisRelay
+from services.timers import Alarm, EscalationTimer
 from services.updates import UpdateLog
 
 log = logging.getLogger("sunflow_ops")
@@ -64,6 +66,11 @@ class Services:
     scheduler: SchedulerService
     sse: SSEHub
     escalation: EscalationService
+    # The escalation timer (the leader fires; every instance watches for overdue steps),
+    # and the alarm that writes use to wake it sooner.
+    timer: EscalationTimer
+    alarm: Alarm
+    oncall: OncallService
     checklists: ChecklistService
     postmortems: PostmortemService
     reports: ReportService
@@ -93,7 +100,7 @@ async def open_services(
     policy = load_policy(settings.escalation_policy_file)
     database = Database(settings.database_url)
     metrics = Metrics()
-    incidents = IncidentService(database, clock)
+    incidents = IncidentService(database, clock, deadlines=policy.deadline_after)
     scheduler = SchedulerService()
     health = HealthService()
     instance = instance_id(settings)
@@ -107,6 +114,22 @@ async def open_services(
         )
     )
     checklists = ChecklistService(database, clock, incidents)
+    alarm = Alarm()
+    oncall = OncallService(
+        database, clock, rotation=policy.rotation, pd_user_ids=settings.pd_user_ids
+    )
+    escalation = EscalationService(
+        database,
+        clock=clock,
+        incidents=incidents,
+        policy=policy,
+        oncall=oncall,
+        metrics=metrics,
+        alarm=alarm,
+        # The ladder's 30-minute step says how the incident's automatic retries went.
+        step_details={"retries_done": describe_retries},
+    )
+    incidents.add_hook(escalation)
     sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     stack = AsyncExitStack()
     ops = await stack.enter_async_context(
@@ -128,15 +151,16 @@ async def open_services(
         intake=IntakeService(incidents),
         health=health,
         scheduler=scheduler,
-        escalation=EscalationService(
-            database,
-            clock=clock,
-            incidents=incidents,
-            scheduler=scheduler,
-            policy=policy,
-            metrics=metrics,
-            pd_user_ids=settings.pd_user_ids,
+        escalation=escalation,
+        timer=EscalationTimer(
+            escalation,
+            alarm,
+            clock,
+            gate=leadership,
+            sweep_seconds=settings.escalation_sweep_seconds,
         ),
+        alarm=alarm,
+        oncall=oncall,
         checklists=checklists,
         postmortems=PostmortemService(
             database, clock, incidents, checklists, language=settings.bot_language
@@ -159,8 +183,6 @@ async def open_services(
     ops.tokens.post = post_token_status
     # The card shows the next escalation step and unticked checklist items (issues 4, 7).
     services.notify.card_facts = partial(card_facts, services)
-    # The ladder's 30-minute step says how the incident's automatic retries went.
-    services.escalation.step_details["retries_done"] = partial(describe_retries, ops.retry)
 
     async def check_database() -> ComponentHealth:
         await database.ping()
@@ -169,6 +191,7 @@ async def open_services(
     health.register("database", check_database, critical=True)
     health.register("scheduler", scheduler.check)
     health.register("leader", leadership.health)
+    health.register("escalation", services.timer.check)
     if settings.telegram_bot_token is not None:
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", services.notify.check)
@@ -281,14 +304,13 @@ async def lead(services: Services) -> None:
         id="telegram-updates-prune",
         replace_existing=True,
     )
-    await services.escalation.start()
+    services.timer.lead()
     await services.notify.lead(True)
 
 
 async def follow(services: Services) -> None:
     """Another instance leads (or this one stops): no timers, no jobs, no sending here."""
     await services.notify.lead(False)
-    await services.escalation.stop()
     services.scheduler.scheduler.remove_all_jobs()
 
 
@@ -297,7 +319,7 @@ def heard(services: Services, payload: str) -> None:
     kind, _, value = payload.partition(":")
     if kind != "incident" or not value.isdigit() or not services.leader.is_leader:
         return
-    services.escalation.rearm_soon(int(value))
+    services.alarm.hint()
     services.notify.wake()
 
 
@@ -330,6 +352,11 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         services.scheduler.gate = None
         services.notify.gate = None
 
+    async def timer_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.timer.start()
+        yield
+        await services.timer.stop()
+
     async def notify_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.notify.start()
         yield
@@ -359,6 +386,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         scheduler_ctx,
         sse_ctx,
         leader_ctx,
+        timer_ctx,
         notify_ctx,
         board_ctx,
     ]

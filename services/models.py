@@ -168,6 +168,10 @@ class EscalationLadder(Base):
     shift_seconds: Mapped[int] = mapped_column(Integer, default=0)
     paused_at: Mapped[datetime | None] = mapped_column(default=None)
     deadline_missed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the incident next needs the escalation timer (next step, response deadline, end
+    # of a timed acknowledgement), as `services.ladder.next_wakeup` says; None: never.
+    # Kept current by every incident write; the timer fires what is due by this column.
+    next_wake_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
 
 class EscalationFiring(Base):

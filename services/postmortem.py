@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.checklists import ChecklistService, label
 from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
-from services.errors import InvalidInput, NotFound
+from services.errors import InvalidInput
 from services.incidents import ChangeKind, IncidentDetail, IncidentService, TimelineEntry
 from services.models import Incident, PostmortemField
 
@@ -263,21 +264,13 @@ class PostmortemService:
             raise InvalidInput(
                 f"the text is longer than {MAX_FIELD} characters", detail={"field": "text"}
             )
-        async with self._db.write() as session:
-            incident = await session.get(Incident, incident_id)
-            if incident is None:
-                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
-            now = self._clock.now()
-            row = await session.get(PostmortemField, (incident_id, field))
+
+        def fill(session: Session, incident: Incident, now: datetime) -> dict[str, Any]:
+            row = session.get(PostmortemField, (incident_id, field))
             if row is None:
                 row = PostmortemField(incident_id=incident_id, field=field, text=text)
                 session.add(row)
             row.text, row.at, row.actor = text, now, actor
-            change = await self._incidents.record(
-                session,
-                incident,
-                ChangeKind.POSTMORTEM,
-                actor=actor,
-                details={"field": field, "text": text[:500]},
-            )
-        self._incidents.published([change])
+            return {"field": field, "text": text[:500]}
+
+        await self._incidents.transition(incident_id, ChangeKind.POSTMORTEM, actor, fill)

@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.incidents import AlertIn, IncidentService
-from services.models import JobState, PipelineJob
+from services.models import Incident, JobState, PipelineJob
 from services.severity import Severity
 
 log = logging.getLogger(__name__)
@@ -388,34 +389,43 @@ class RetryService:
 
     async def status_for_incident(self, incident_id: int) -> RetrySummary:
         """The retry state of the jobs behind an incident (for the ladder's 30-minute step)."""
-        detail = await self._incidents.get(incident_id)
-        job_ids = set()
-        if detail.incident.dedup_key.startswith("job:"):
-            job_ids.add(int(detail.incident.dedup_key.split(":", 1)[1]))
-        raw = detail.incident.labels.get("job_id")
-        if isinstance(raw, str | int) and (str(raw).isascii() and str(raw).isdigit()):
-            job_ids.add(int(raw))
-        related = (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
-        kind, topic = detail.incident.labels.get("kind"), detail.incident.labels.get("topic")
-        if isinstance(kind, str) and isinstance(topic, str):
-            # A pipeline incident (429, Cloudinary...): the jobs of that run's kind and topic.
-            related |= (
-                (PipelineJob.kind == kind)
-                & (PipelineJob.topic == topic)
-                & (PipelineJob.created_at >= detail.incident.first_seen_at - timedelta(minutes=1))
-            )
         async with self._db.read() as session:
-            rows = await session.scalars(
-                select(PipelineJob).where(related).order_by(PipelineJob.id)
-            )
-            return RetrySummary([JobView.of(r) for r in rows])
+            return await session.run_sync(retry_summary, incident_id)
 
 
-async def describe_retries(
-    retry: RetryService, incident_id: int, details: dict[str, Any]
+def retry_summary(session: Session, incident_id: int) -> RetrySummary:
+    """The jobs behind an incident, read with the caller's (sync) session: its `job:<id>`
+    key, its `job_id` label, jobs that raised it, and a pipeline run's jobs of its kind and
+    topic."""
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        return RetrySummary([])
+    labels = dict(incident.labels or {})
+    job_ids = set()
+    if incident.dedup_key.startswith("job:"):
+        job_ids.add(int(incident.dedup_key.split(":", 1)[1]))
+    raw = labels.get("job_id")
+    if isinstance(raw, str | int) and (str(raw).isascii() and str(raw).isdigit()):
+        job_ids.add(int(raw))
+    related = (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
+    kind, topic = labels.get("kind"), labels.get("topic")
+    if isinstance(kind, str) and isinstance(topic, str):
+        # A pipeline incident (429, Cloudinary...): the jobs of that run's kind and topic.
+        related |= (
+            (PipelineJob.kind == kind)
+            & (PipelineJob.topic == topic)
+            & (PipelineJob.created_at >= incident.first_seen_at - timedelta(minutes=1))
+        )
+    rows = session.scalars(select(PipelineJob).where(related).order_by(PipelineJob.id))
+    return RetrySummary([JobView.of(r) for r in rows])
+
+
+def describe_retries(
+    session: Session, incident_id: int, details: dict[str, Any]
 ) -> dict[str, Any]:
-    """For the escalation ladder's 30-minute step: its message with the retry state appended."""
-    summary = await retry.status_for_incident(incident_id)
+    """For the escalation ladder's 30-minute step, in its firing's transaction: its message
+    with the retry state appended."""
+    summary = retry_summary(session, incident_id)
     message = str(details.get("message", ""))
     if summary.jobs:
         message = f"{message} ({summary.text()})" if message else summary.text()

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import pytest
@@ -85,34 +86,141 @@ def db_kind(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--db"))
 
 
+PG_BASE = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
+
+
+def _pg_reachable() -> None:
+    """Skip (or fail in CI) when the PostgreSQL the suite needs is not answering."""
+    try:
+        with socket.create_connection(
+            (urlsplit(PG_ADMIN_URL).hostname or "127.0.0.1", urlsplit(PG_ADMIN_URL).port or 5432),
+            2,
+        ):
+            return
+    except OSError as exc:
+        if os.environ.get("REQUIRE_E2E") == "1":
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and REQUIRE_E2E=1")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
+
+
+class Templates:
+    """One migrated database per test session and kind, copied for each test: a file copy
+    on SQLite, `CREATE DATABASE ... TEMPLATE` on PostgreSQL. Alembic runs once per session
+    (test_db.py still runs every migration up and down on an empty database)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._made: dict[str, str] = {}
+
+    def template(self, kind: str) -> str:
+        if kind not in self._made:
+            if kind == "sqlite":
+                url = f"sqlite+aiosqlite:///{self._root / 'template.db'}"
+            else:
+                _pg_reachable()
+                name = f"sunflow_tpl_{uuid.uuid4().hex[:12]}"
+                asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+                url = f"{PG_BASE}/{name}"
+            db.upgrade(url)
+            self._made[kind] = url
+        return self._made[kind]
+
+    async def copy(self, kind: str, where: Path) -> str:
+        template = self._made[kind]
+        if kind == "sqlite":
+            where.mkdir(parents=True, exist_ok=True)
+            target = where / "sunflow.db"
+            shutil.copyfile(template.split("///", 1)[1], target)
+            return f"sqlite+aiosqlite:///{target}"
+        name = f"sunflow_t_{uuid.uuid4().hex[:12]}"
+        source = template.rsplit("/", 1)[1]
+        await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        return f"{PG_BASE}/{name}"
+
+    @staticmethod
+    async def drop(url: str) -> None:
+        if url.startswith("postgresql"):
+            name = url.rsplit("/", 1)[1]
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_all(self) -> None:
+        for kind, url in self._made.items():
+            if kind != "sqlite":
+                asyncio.run(self.drop(url))
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
+    made = Templates(tmp_path_factory.mktemp("templates"))
+    yield made
+    made.drop_all()
+
+
 @pytest.fixture
 async def db_url(tmp_path: Path, db_kind: str) -> AsyncIterator[str]:
+    """An empty database of the selected kind (for the migration tests)."""
     if db_kind == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'sunflow.db'}"
         return
-    import asyncpg
-
     name = f"sunflow_t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await _pg_admin(f'CREATE DATABASE "{name}"')
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{PG_BASE}/{name}"
     finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await Templates.drop(f"{PG_BASE}/{name}")
 
 
 @pytest.fixture
-async def migrated_url(db_url: str) -> str:
-    await asyncio.to_thread(db.upgrade, db_url)
-    return db_url
+def _template_url(templates: Templates, db_kind: str) -> str:
+    # Sync on purpose: Alembic runs its own event loop, outside the test's.
+    return templates.template(db_kind)
+
+
+@pytest.fixture
+async def migrated_url(
+    templates: Templates, db_kind: str, tmp_path: Path, _template_url: str
+) -> AsyncIterator[str]:
+    """A fresh migrated database of the selected kind, dropped afterwards."""
+    url = await templates.copy(db_kind, tmp_path)
+    try:
+        yield url
+    finally:
+        await templates.drop(url)
+
+
+class DatabaseFactory(Protocol):
+    async def __call__(self, kind: str | None = None) -> str: ...
+
+
+@pytest.fixture
+async def fresh_databases(
+    templates: Templates, db_kind: str, tmp_path: Path, _template_url: str
+) -> AsyncIterator[DatabaseFactory]:
+    """Makes as many fresh migrated databases as a test needs (fault trials run side by
+    side, each on its own), of the selected kind or the one asked for, all dropped at the
+    test's end."""
+    made: list[str] = []
+
+    async def make(kind: str | None = None) -> str:
+        kind = kind or db_kind
+        await asyncio.to_thread(templates.template, kind)
+        url = await templates.copy(kind, tmp_path / f"db{len(made)}")
+        made.append(url)
+        return url
+
+    yield make
+    for url in made:
+        await templates.drop(url)
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
@@ -156,33 +264,19 @@ def admin_headers() -> dict[str, str]:
 
 
 @pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database of its own, migrated, dropped afterwards (whatever --db the
-    suite runs on): for tests that start several instances on one database."""
-    import asyncpg
+def _pg_template(templates: Templates) -> str:
+    return templates.template("postgresql")
 
+
+@pytest.fixture
+async def pg_url(templates: Templates, tmp_path: Path, _pg_template: str) -> AsyncIterator[str]:
+    """A fresh migrated PostgreSQL database of its own, dropped afterwards (whatever --db the
+    suite runs on): for tests that start several instances on one database."""
+    url = await templates.copy("postgresql", tmp_path)
     try:
-        admin = await asyncpg.connect(PG_ADMIN_URL, timeout=3)
-    except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("REQUIRE_E2E") == "1":
-            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and REQUIRE_E2E=1")
-        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: {exc}")
-    name = f"sunflow_cluster_{uuid.uuid4().hex[:10]}"
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    url = f"{base}/{name}"
-    try:
-        await asyncio.to_thread(db.upgrade, url)
         yield url
     finally:
-        admin = await asyncpg.connect(PG_ADMIN_URL)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await templates.drop(url)
 
 
 @contextmanager

@@ -314,7 +314,7 @@ async def test_every_escalation_subcommand_for_every_role(
     reply = await harness.say(role, text.format(id=incident_id))
     refusals = await harness.services.audit.refusals()
     fields = await harness.services.postmortems.fields(incident_id)
-    oncall = await harness.services.escalation.oncall()
+    oncall = await harness.services.oncall.oncall()
     if role >= needed:
         assert reply and REFUSED not in reply and refusals == []
         assert fields or oncall.overridden_until is not None
@@ -329,7 +329,7 @@ async def test_oncall_shows_and_sets_the_person(harness: Harness) -> None:
     assert "On call" in shown and "1005" in shown  # TELEGRAM_PD_USER_IDS
     reply = await harness.say(Role.ADMIN, "/oncall set 4242 8h Alice")
     assert "Alice is on call until" in reply
-    info = await harness.services.escalation.oncall()
+    info = await harness.services.oncall.oncall()
     assert info.person is not None and info.person.user_id == 4242
     shown = await harness.say(Role.VIEWER, "/oncall")
     assert "Alice" in shown and "Override until" in shown

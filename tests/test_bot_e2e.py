@@ -24,9 +24,9 @@ from bot.callbacks import (
     SSEAction,
     SSECallback,
 )
-from services.incidents import ChangeKind
+from services.incidents import ChangeKind, IncidentChange
 from services.main import Services, background_contexts, open_services, post_weekly_report
-from services.models import Incident, IncidentState
+from services.models import IncidentState
 from services.web.app import create_app
 from tests.botkit import (
     ADMIN_USER,
@@ -209,23 +209,26 @@ async def test_escalation_replies_in_thread_and_pages_directly(migrated_url: str
     async with running_fake() as fake, live(migrated_url, fake) as (services, client):
         incident_id = await post_alert(client, "Instagram publishing down", "P0")
         card = await fake.wait_for(lambda: card_for(fake, incident_id))
-        async with services.db.write() as session:
-            row = await session.get(Incident, incident_id)
-            assert row is not None
-            change = await services.incidents.record(
-                session,
-                row,
-                ChangeKind.ESCALATED,
-                actor="escalation",
-                details={
-                    "step": "pd",
-                    "target": "pd",
-                    "user_ids": [PD_USER],
-                    "message": "1 h without acknowledgement: paging the PD",
-                    "late": False,
-                },
+        view = (await services.incidents.get(incident_id)).incident
+        await services.incidents.write(
+            lambda w: w.record(
+                [
+                    IncidentChange(
+                        ChangeKind.ESCALATED,
+                        view,
+                        "escalation",
+                        w.now,
+                        {
+                            "step": "pd",
+                            "target": "pd",
+                            "user_ids": [PD_USER],
+                            "message": "1 h without acknowledgement: paging the PD",
+                            "late": False,
+                        },
+                    )
+                ]
             )
-        services.incidents.published([change])
+        )
         reply = await fake.wait_for(
             lambda: [p for p in fake.in_chat(TEAM) if p.reply_to == card.message_id]
         )

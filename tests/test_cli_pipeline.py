@@ -153,6 +153,7 @@ async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> 
         server = TestServer(create_app(world.settings, world.services), host="127.0.0.1")
         await server.start_server()
         world.services.scheduler.start()
+        world.services.timer.start()
         await world.services.sse.start()
         try:
             await world.services.ops.tokens.set_expiry(60, actor="test")
@@ -171,5 +172,6 @@ async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> 
             assert "instagram_token down" in " ".join(down.stdout.split())
         finally:
             await world.services.sse.stop()
+            await world.services.timer.stop()
             world.services.scheduler.shutdown()
             await server.close()

@@ -1,18 +1,22 @@
 import asyncio
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
 from services.clock import FrozenClock
 from services.db import Database
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.incidents import AlertIn, ChangeKind, IncidentChange, IncidentService
 from services.models import IncidentState
+from services.policy import DEFAULT_DEADLINE_AFTER
 from services.severity import Severity
 from tests.conftest import statements_seen
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+S = timedelta(seconds=1)
 
 
 def alert(
@@ -64,11 +68,26 @@ async def test_same_dedup_key_absorbs(incidents: IncidentService, clock: FrozenC
     assert detail.timeline[1].details["count"] == 2
 
 
+async def test_the_deadline_comes_from_the_policys_deadlines(
+    db: Database, clock: FrozenClock
+) -> None:
+    incidents = IncidentService(
+        db, clock, deadlines={**DEFAULT_DEADLINE_AFTER, Severity.P1: 8 * S}
+    )
+    view = (await incidents.trigger(alert(severity=Severity.P1))).incident
+    assert view.response_deadline == T0 + 8 * S
+    await incidents.resolve(view.id, actor="a")
+    clock.advance(minutes=1)
+    reopened = await incidents.reopen(view.id, actor="a")
+    assert reopened.response_deadline == T0 + timedelta(minutes=1) + 8 * S
+
+
 async def test_more_urgent_repeat_raises_severity(incidents: IncidentService) -> None:
     await incidents.trigger(alert(severity=Severity.P2))
     raised = await incidents.trigger(alert(severity=Severity.P0))
     assert raised.incident.severity is Severity.P0
-    assert raised.incident.response_deadline == T0
+    # P0's deadline is "immediately"; the built-in policy counts it as missed after 5 min.
+    assert raised.incident.response_deadline == T0 + timedelta(minutes=5)
     milder = await incidents.trigger(alert(severity=Severity.P3))
     assert milder.incident.severity is Severity.P0
 
@@ -223,16 +242,17 @@ async def test_concurrent_triggers_from_two_engines(migrated_url: str) -> None:
 class RecordingHook:
     def __init__(self, fail_on: ChangeKind | None = None) -> None:
         self.seen: list[tuple[str, ChangeKind]] = []
-        self.committed: list[ChangeKind] = []
+        self.done: list[ChangeKind] = []
         self.fail_on = fail_on
 
-    async def in_transaction(self, session, change: IncidentChange) -> None:  # type: ignore[no-untyped-def]
-        self.seen.append(("tx", change.kind))
-        if change.kind is self.fail_on:
-            raise RuntimeError("hook failed")
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        for change in changes:
+            self.seen.append(("tx", change.kind))
+            if change.kind is self.fail_on:
+                raise RuntimeError("hook failed")
 
-    def after_commit(self, change: IncidentChange) -> None:
-        self.committed.append(change.kind)
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
+        self.done.extend(change.kind for change in changes)
 
 
 async def test_hooks_run_inside_and_after_the_transaction(incidents: IncidentService) -> None:
@@ -240,7 +260,8 @@ async def test_hooks_run_inside_and_after_the_transaction(incidents: IncidentSer
     incidents.add_hook(hook)
     view = (await incidents.trigger(alert())).incident
     await incidents.acknowledge(view.id, actor="a")
-    assert hook.committed == [ChangeKind.TRIGGERED, ChangeKind.ACKNOWLEDGED]
+    assert hook.seen == [("tx", ChangeKind.TRIGGERED), ("tx", ChangeKind.ACKNOWLEDGED)]
+    assert hook.done == [ChangeKind.TRIGGERED, ChangeKind.ACKNOWLEDGED]
 
 
 async def test_failing_hook_rolls_back_the_change(incidents: IncidentService) -> None:
@@ -252,7 +273,7 @@ async def test_failing_hook_rolls_back_the_change(incidents: IncidentService) ->
     detail = await incidents.get(view.id)
     assert detail.incident.state is IncidentState.TRIGGERED
     assert [e.kind for e in detail.timeline] == ["triggered"]
-    assert hook.committed == [ChangeKind.TRIGGERED]
+    assert hook.done == [ChangeKind.TRIGGERED]
 
 
 async def test_list_filters(incidents: IncidentService) -> None:
@@ -273,13 +294,13 @@ async def test_timed_ack_expires(incidents: IncidentService, clock: FrozenClock)
     acked = await incidents.acknowledge(view.id, actor="alice", duration=timedelta(minutes=30))
     assert acked.ack_expires_at == T0 + timedelta(minutes=30)
     clock.advance(minutes=29)
-    assert await incidents.expire_acknowledgement(view.id) is None
+    await incidents.write(lambda w: incidents.lapse_acknowledgements(w, [view.id]))
+    assert (await incidents.get(view.id)).incident.state is IncidentState.ACKNOWLEDGED
     clock.advance(minutes=1)
-    lapsed = await incidents.expire_acknowledgement(view.id)
-    assert lapsed is not None
-    assert lapsed.state is IncidentState.TRIGGERED
-    assert lapsed.acknowledged_by is None
+    await incidents.write(lambda w: incidents.lapse_acknowledgements(w, [view.id]))
     detail = await incidents.get(view.id)
+    assert detail.incident.state is IncidentState.TRIGGERED
+    assert detail.incident.acknowledged_by is None
     assert detail.timeline[-1].kind == "unacknowledged"
     assert detail.timeline[-1].details == {"acknowledged_by": "alice"}
     assert detail.timeline[1].details["until"] == (T0 + timedelta(minutes=30)).isoformat()

@@ -10,6 +10,7 @@ from typing import cast
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from services.clock import FrozenClock
 from services.db import Database
@@ -298,11 +299,11 @@ async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) 
                 await client.close()
 
 
-async def test_a_follower_wakes_the_leader_by_notify_from_either_write_path(
+async def test_a_follower_wakes_the_leader_by_notify_once_per_incident_of_a_write(
     database: Database, migrated_url: str
 ) -> None:
-    """Changes committed on a follower send one NOTIFY per incident, from the async hook and
-    from the bulk (one-hop) path alike; a rolled-back write sends none."""
+    """Changes committed on a follower send one NOTIFY per incident of each write; a
+    rolled-back write sends none."""
     if database.is_sqlite:
         pytest.skip("NOTIFY is PostgreSQL's; on SQLite one instance serves the file")
     import asyncpg
@@ -330,13 +331,15 @@ async def test_a_follower_wakes_the_leader_by_notify_from_either_write_path(
             return IncidentChange(ChangeKind.TRIGGERED, view, actor="test", at=T0)
 
         changes = [change(5), change(5), change(6)]
-        await database.write_sync(lambda s: hook.in_transaction_sync(s, changes))
-        async with database.write() as session:
-            await hook.in_transaction(session, changes[2])
+        await database.write_sync(lambda s: hook.apply(s, changes))
+        await database.write_sync(lambda s: hook.apply(s, changes[2:]))
+
+        def rolled_back(session: Session) -> None:
+            hook.apply(session, [change(7)])
+            raise RuntimeError("rolled back")
+
         with pytest.raises(RuntimeError):
-            async with database.write() as session:
-                await hook.in_transaction(session, change(7))
-                raise RuntimeError("rolled back")
+            await database.write_sync(rolled_back)
         got = [await asyncio.wait_for(heard.get(), 5) for _ in range(3)]
         assert got == ["incident:5", "incident:6", "incident:6"]
         await asyncio.sleep(0.3)

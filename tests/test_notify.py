@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 
 from services.clock import FrozenClock
 from services.errors import InvalidTransition
-from services.incidents import AlertIn, ChangeKind
+from services.incidents import AlertIn, ChangeKind, IncidentChange
 from services.main import Services, open_services
-from services.models import Incident, OutboxMessage
+from services.models import OutboxMessage
 from services.notify.limits import SlidingWindow, TelegramLimits
 from services.notify.outbox import Op, Target, add_row
 from services.severity import Severity
@@ -92,16 +92,19 @@ async def test_a_failed_change_queues_nothing(notified: Services) -> None:
 
 async def test_escalation_replies_and_pages_each_user(notified: Services) -> None:
     view = (await notified.incidents.trigger(AlertIn(Severity.P0, "down", "down"))).incident
-    async with notified.db.write() as session:
-        row = await session.get(Incident, view.id)
-        assert row is not None
-        await notified.incidents.record(
-            session,
-            row,
-            ChangeKind.ESCALATED,
-            actor="escalation",
-            details={"step": "pd", "target": "pd", "user_ids": [PD_USER, 77], "message": "m"},
+    await notified.incidents.write(
+        lambda w: w.record(
+            [
+                IncidentChange(
+                    ChangeKind.ESCALATED,
+                    view,
+                    "escalation",
+                    w.now,
+                    {"step": "pd", "target": "pd", "user_ids": [PD_USER, 77], "message": "m"},
+                )
+            ]
         )
+    )
     ops = [(r.op, r.chat_id) for r in await rows(notified)]
     assert ops == [(Op.CARD, TEAM), (Op.REPLY, TEAM), (Op.DIRECT, PD_USER), (Op.DIRECT, 77)]
     assert (await rows(notified))[0].wants_fallback  # a P0 alert
@@ -271,16 +274,19 @@ async def test_notify_test_command_line(migrated_url: str, tmp_path: Path) -> No
 async def test_escalation_pages_people_even_without_a_team_chat(migrated_url: str) -> None:
     async with open_services(make_settings(migrated_url), clock=FrozenClock(START)) as services:
         view = (await services.incidents.trigger(AlertIn(Severity.P0, "down", "down"))).incident
-        async with services.db.write() as session:
-            row = await session.get(Incident, view.id)
-            assert row is not None
-            await services.incidents.record(
-                session,
-                row,
-                ChangeKind.ESCALATED,
-                actor="escalation",
-                details={"step": "pd", "target": "pd", "user_ids": [PD_USER], "message": "m"},
+        await services.incidents.write(
+            lambda w: w.record(
+                [
+                    IncidentChange(
+                        ChangeKind.ESCALATED,
+                        view,
+                        "escalation",
+                        w.now,
+                        {"step": "pd", "target": "pd", "user_ids": [PD_USER], "message": "m"},
+                    )
+                ]
             )
+        )
         assert [(r.op, r.chat_id) for r in await rows(services)] == [(Op.DIRECT, PD_USER)]
 
 

@@ -33,7 +33,7 @@ async def story(migrated_url: str) -> int:
         clock.advance(minutes=5)
         await services.incidents.trigger(alert)
         clock.advance(minutes=70)
-        await services.escalation.tick(incident_id)
+        await services.escalation.fire_due()
         await services.incidents.acknowledge(incident_id, actor="tg:1 (Kim)", note="on it")
         await services.checklists.set(
             incident_id, "during", "health_check", done=True, actor="tg:1 (Kim)"

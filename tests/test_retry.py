@@ -78,7 +78,10 @@ async def test_exhausted_job_raises_p1_and_the_30_minute_step_says_so(settings: 
         # The ladder's 30-minute step carries the retry state.
         summary = await retry.status_for_incident(done.incident_id)
         assert summary.done
-        extra = await describe_retries(retry, done.incident_id, {"message": "30 min"})
+        async with services.db.read() as session:
+            extra = await session.run_sync(
+                describe_retries, done.incident_id, {"message": "30 min"}
+            )
         assert "3/3 retries, exhausted" in extra["message"]
         assert extra["retries"]["done"] is True
 
@@ -153,9 +156,9 @@ async def test_the_ladder_30_minute_step_reports_the_retries(settings: Settings)
             "publish", "sunflower", error="caption too long", retryable=False
         )
         assert job.incident_id is not None
-        await services.escalation.tick(job.incident_id)
+        await services.escalation.fire_due()
         clock.advance(minutes=30)
-        await services.escalation.tick(job.incident_id)
+        await services.escalation.fire_due()
         detail = await services.incidents.get(job.incident_id)
         [step] = [
             e

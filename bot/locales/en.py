@@ -48,7 +48,6 @@ MESSAGES: dict[str, str] = {
     "card.ack_until": " (until {until})",
     "card.meta": "Source: {source} · Count: {count} · Age: {age}",
     "card.deadline": "Respond by: {deadline} ({left})",
-    "card.deadline.now": "now",
     "card.deadline.overdue": "overdue by {delta}",
     "card.deadline.left": "{delta} left",
     "card.labels": "Labels: {labels}",
@@ -67,7 +66,12 @@ MESSAGES: dict[str, str] = {
     "change.unacknowledged": "⏰ the acknowledgement by {who} ran out; escalation resumes",
     "change.escalated": "📣 escalated ({step} → {target}){late}: {message}",
     "change.escalated.late": " late",
-    "change.deadline_missed": "⏰ response deadline missed ({step}): {message}",
+    "change.deadline_missed": (
+        "⏰ {incident}{severity} not acknowledged for {waited}: its response deadline "
+        "({deadline}) has passed. {next}"
+    ),
+    "change.deadline_missed.next": "Next: {step} → {target}{who} at {at}.",
+    "change.deadline_missed.last": "No further escalation step is scheduled.",
     "change.other": "{kind} by {actor}",
     "direct.escalated": "📣 You are paged for {badge} <b>#{id}</b> {title}\n{message}",
     "done.ack": "👀 #{id} acknowledged by {actor}",

@@ -48,7 +48,6 @@ MESSAGES: dict[str, str] = {
     "card.ack_until": " ({until}까지)",
     "card.meta": "출처: {source} · 발생 횟수: {count} · 경과: {age}",
     "card.deadline": "응답 기한: {deadline} ({left})",
-    "card.deadline.now": "즉시",
     "card.deadline.overdue": "{delta} 초과",
     "card.deadline.left": "{delta} 남음",
     "card.labels": "라벨: {labels}",
@@ -67,7 +66,12 @@ MESSAGES: dict[str, str] = {
     "change.unacknowledged": "⏰ {who}의 확인 기간이 끝났습니다. 에스컬레이션을 재개합니다",
     "change.escalated": "📣 에스컬레이션 ({step} → {target}){late}: {message}",
     "change.escalated.late": " 지연",
-    "change.deadline_missed": "⏰ 응답 기한 초과 ({step}): {message}",
+    "change.deadline_missed": (
+        "⏰ {incident}{severity} — {waited} 동안 아무도 확인하지 않아 응답 기한({deadline})이 "
+        "지났습니다. {next}"
+    ),
+    "change.deadline_missed.next": "다음 단계: {at}에 {step} → {target}{who}.",
+    "change.deadline_missed.last": "예정된 다음 에스컬레이션 단계가 없습니다.",
     "change.other": "{kind} — {actor}",
     "direct.escalated": "📣 {badge} <b>#{id}</b> {title} 건으로 호출되었습니다\n{message}",
     "done.ack": "👀 #{id} 확인 — {actor}",

@@ -12,7 +12,7 @@ from bot.render import at, esc
 from bot.routers.incidents import Usage, on_domain_error
 from services.durations import parse_duration
 from services.errors import DomainError
-from services.escalation import EscalationService, OncallInfo
+from services.oncall import OncallInfo, OncallService
 
 
 def render_oncall(info: OncallInfo, catalogue: Catalogue) -> str:
@@ -34,13 +34,13 @@ def render_oncall(info: OncallInfo, catalogue: Catalogue) -> str:
 async def cmd_oncall(
     message: Message,
     command: CommandObject,
-    escalation: EscalationService,
+    oncall: OncallService,
     catalogue: Catalogue,
     actor: str,
 ) -> None:
     words = (command.args or "").split(maxsplit=3)
     if not words:
-        await message.answer(render_oncall(await escalation.oncall(), catalogue))
+        await message.answer(render_oncall(await oncall.oncall(), catalogue))
         return
     # `set USER_ID DURATION [name]`; the role gate already asked for an admin.
     if (
@@ -55,7 +55,7 @@ async def cmd_oncall(
         raise Usage("oncall") from None
     user_id = int(words[1])
     name = words[3] if len(words) > 3 else f"tg:{user_id}"
-    info = await escalation.set_oncall(user_id=user_id, name=name, duration=duration, actor=actor)
+    info = await oncall.set_oncall(user_id=user_id, name=name, duration=duration, actor=actor)
     until = at(info.overridden_until) if info.overridden_until else "?"
     who = esc(info.person.name) if info.person else esc(name)
     await message.answer(catalogue.t("oncall.set", name=who, until=until, actor=esc(actor)))

@@ -67,150 +67,128 @@ class Target:
     thread_id: int | None
 
 
+@dataclass(frozen=True)
+class Row:
+    """One outbox row a change asks for, before its key is made unique and a card merges."""
+
+    suffix: str
+    target: Target
+    op: str
+    payload: dict[str, Any]
+    incident_id: int | None
+    wants_fallback: bool = False
+
+
+def rows_for(change: IncidentChange, team: Target | None) -> list[Row]:
+    """The Telegram work a change asks for, as a pure function of the change: the card (to
+    post, or to edit once posted), a reply under it for the changes that need one, and a
+    direct message to each person an escalation step names (even without a team chat)."""
+    view = change.incident
+    summary = change_summary(change)
+    rows: list[Row] = []
+    if team is not None:
+        rows.append(
+            Row(
+                "card",
+                team,
+                Op.CARD,
+                {"last": summary, "merges": 0},
+                view.id,
+                _wants_fallback(change),
+            )
+        )
+        # The ladder's first step at 0 min is the alert itself: no separate reply for it.
+        if change.kind in REPLY_KINDS and not change.details.get("initial"):
+            rows.append(Row("reply", team, Op.REPLY, {"change": summary}, view.id))
+    if change.kind is ChangeKind.ESCALATED:
+        for user_id in _user_ids(change.details.get("user_ids")):
+            rows.append(
+                Row(
+                    f"direct:{user_id}",
+                    Target(user_id, None),
+                    Op.DIRECT,
+                    {"change": summary, "incident_id": view.id},
+                    None,
+                )
+            )
+    return rows
+
+
 class OutboxHook:
-    """An `IncidentHook`: writes outbox rows in the change's transaction, then wakes a sender."""
+    """An `IncidentHook`: writes the outbox rows of each change in its transaction (a card
+    still waiting absorbs later edits of its incident), then wakes the sender."""
 
     def __init__(self, target: Target | None, wake: Callable[[], None]) -> None:
         self._target = target
         self._wake = wake
 
-    async def in_transaction(self, session: AsyncSession, change: IncidentChange) -> None:
-        view = change.incident
-        summary = change_summary(change)
-        key = change_key(change)
-        if self._target is not None:
-            await self._team_rows(session, change, summary, key)
-        if change.kind is ChangeKind.ESCALATED:
-            # People named by an escalation step are paged even without a team chat.
-            for user_id in _user_ids(change.details.get("user_ids")):
-                add_row(
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        planned = [(change, rows_for(change, self._target)) for change in changes]
+        if not any(rows for _, rows in planned):
+            return
+        # One lookup of the keys and one of the pending cards for the whole write.
+        taken = _taken_keys_sync(
+            session, [f"{change_key(c)}:{row.suffix}" for c, rows in planned for row in rows]
+        )
+        cards = _pending_cards(
+            session,
+            sorted(
+                {
+                    r.incident_id
+                    for _, rows in planned
+                    for r in rows
+                    if r.op == Op.CARD and r.incident_id is not None
+                }
+            ),
+        )
+        for change, rows in planned:
+            for row in rows:
+                card = None
+                if row.op == Op.CARD and row.incident_id is not None:
+                    card = cards.get(row.incident_id)
+                if card is not None:
+                    _merge(card, change, row.payload["last"])
+                    continue
+                added = add_row(
                     session,
-                    key=await unique_key(session, f"{key}:direct:{user_id}"),
-                    target=Target(user_id, None),
-                    priority=view.severity.rank,
-                    incident_id=None,
-                    op=Op.DIRECT,
-                    payload={"change": summary, "incident_id": view.id},
+                    key=_free_key_sync(session, f"{change_key(change)}:{row.suffix}", taken),
+                    target=row.target,
+                    priority=change.incident.severity.rank,
+                    incident_id=row.incident_id,
+                    op=row.op,
+                    payload=row.payload,
                     now=change.at,
+                    wants_fallback=row.wants_fallback,
                 )
-        await session.flush()
+                if row.op == Op.CARD and row.incident_id is not None:
+                    cards[row.incident_id] = added
+        session.flush()
 
-    async def _team_rows(
-        self, session: AsyncSession, change: IncidentChange, summary: dict[str, Any], key: str
-    ) -> None:
-        assert self._target is not None
-        view = change.incident
-        wants_fallback = _wants_fallback(change)
-        # FOR UPDATE (PostgreSQL): a sender marking this row sent at the same moment either
-        # sees our merge and edits again, or has finished and we queue a fresh edit.
-        pending_card = await session.scalar(
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
+        if changes:
+            self._wake()
+
+
+def _pending_cards(session: Session, incident_ids: list[int]) -> dict[int, OutboxMessage]:
+    """The card rows still waiting to go, by incident. FOR UPDATE (PostgreSQL): a sender
+    marking one sent at the same moment either sees our merge and edits again, or has
+    finished and we queue a fresh edit."""
+    cards: dict[int, OutboxMessage] = {}
+    for start in range(0, len(incident_ids), _CHUNK):
+        query = (
             select(OutboxMessage)
             .where(
-                OutboxMessage.incident_id == view.id,
+                OutboxMessage.incident_id.in_(incident_ids[start : start + _CHUNK]),
                 OutboxMessage.op == Op.CARD,
                 OutboxMessage.status == OutboxStatus.PENDING.value,
             )
+            .order_by(OutboxMessage.id)
             .with_for_update()
         )
-        if pending_card is not None:
-            _merge(pending_card, change, summary)
-        else:
-            add_row(
-                session,
-                key=await unique_key(session, f"{key}:card"),
-                target=self._target,
-                priority=view.severity.rank,
-                incident_id=view.id,
-                op=Op.CARD,
-                payload={"last": summary, "merges": 0},
-                now=change.at,
-                wants_fallback=wants_fallback,
-            )
-        # The ladder's first step at 0 min is the alert itself: no separate reply for it.
-        if change.kind in REPLY_KINDS and not change.details.get("initial"):
-            add_row(
-                session,
-                key=await unique_key(session, f"{key}:reply"),
-                target=self._target,
-                priority=view.severity.rank,
-                incident_id=view.id,
-                op=Op.REPLY,
-                payload={"change": summary},
-                now=change.at,
-            )
-
-    def in_transaction_sync(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        """An intake group: the rows `in_transaction` would write change by change, with one
-        lookup of pending cards and one of taken keys for the whole group."""
-        # Only cards are looked up in bulk: other rows (replies, pages) are rare on intake.
-        cards_for = changes if self._target is not None else []
-        taken = _taken_keys_sync(session, [f"{change_key(c)}:card" for c in cards_for])
-        cards: dict[int, OutboxMessage] = {}
-        if self._target is not None:
-            ids = sorted({c.incident.id for c in changes})
-            for start in range(0, len(ids), _CHUNK):
-                query = (
-                    select(OutboxMessage)
-                    .where(
-                        OutboxMessage.incident_id.in_(ids[start : start + _CHUNK]),
-                        OutboxMessage.op == Op.CARD,
-                        OutboxMessage.status == OutboxStatus.PENDING.value,
-                    )
-                    .order_by(OutboxMessage.id)
-                    .with_for_update()
-                )
-                for found in session.scalars(query):
-                    if found.incident_id is not None:
-                        cards.setdefault(found.incident_id, found)
-        for change in changes:
-            view = change.incident
-            if self._target is None and change.kind is not ChangeKind.ESCALATED:
-                continue  # no team chat: only an escalation's direct messages are rows
-            summary = change_summary(change)
-            key = change_key(change)
-            if self._target is not None:
-                card = cards.get(view.id)
-                if card is not None:
-                    _merge(card, change, summary)
-                else:
-                    cards[view.id] = add_row(
-                        session,
-                        key=_free_key_sync(session, f"{key}:card", taken),
-                        target=self._target,
-                        priority=view.severity.rank,
-                        incident_id=view.id,
-                        op=Op.CARD,
-                        payload={"last": summary, "merges": 0},
-                        now=change.at,
-                        wants_fallback=_wants_fallback(change),
-                    )
-                if change.kind in REPLY_KINDS and not change.details.get("initial"):
-                    add_row(
-                        session,
-                        key=_free_key_sync(session, f"{key}:reply", taken),
-                        target=self._target,
-                        priority=view.severity.rank,
-                        incident_id=view.id,
-                        op=Op.REPLY,
-                        payload={"change": summary},
-                        now=change.at,
-                    )
-            if change.kind is ChangeKind.ESCALATED:
-                for user_id in _user_ids(change.details.get("user_ids")):
-                    add_row(
-                        session,
-                        key=_free_key_sync(session, f"{key}:direct:{user_id}", taken),
-                        target=Target(user_id, None),
-                        priority=view.severity.rank,
-                        incident_id=None,
-                        op=Op.DIRECT,
-                        payload={"change": summary, "incident_id": view.id},
-                        now=change.at,
-                    )
-        session.flush()
-
-    def after_commit(self, change: IncidentChange) -> None:
-        self._wake()
+        for found in session.scalars(query):
+            if found.incident_id is not None:
+                cards.setdefault(found.incident_id, found)
+    return cards
 
 
 # Keys or ids per `IN (...)` list, well under SQLite's and asyncpg's parameter limits.

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from services.web import alerts, board, health, incidents, metrics, openapi, pipeline, sse
+from services.web import alerts, board, faults, health, incidents, metrics, openapi, pipeline, sse
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 from services.web.telegram import add_webhook_route, openapi_for
 
@@ -26,6 +26,8 @@ def create_app(settings: Settings, services: Services) -> web.Application:
     app[SERVICES_KEY] = services
     for module in (health, alerts, incidents, metrics, sse, pipeline, openapi, board):
         app.add_routes(module.routes)
+    if settings.fault_injection:
+        app.add_routes(faults.routes)
     extra = []
     if settings.telegram_webhook_url:
         # Webhook mode: Telegram posts updates to this app, at the path of the URL it was given.

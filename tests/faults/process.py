@@ -69,6 +69,11 @@ class Served:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
 
+    def resume(self) -> None:
+        """SIGCONT: a frozen process runs again, its timers long past due."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     async def kill9(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
