@@ -9,7 +9,6 @@ exactly one firing row in the database and one escalation reply under the card i
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from pathlib import Path
@@ -26,10 +25,15 @@ from tests.faults.process import Served
 
 pytestmark = pytest.mark.slow
 
-KILLS = int(os.environ.get("FAULT_KILLS", "100"))
-# With the bot the chat is checked too, but each start imports aiogram (most of its start-up
-# time, docs/reliability.md), so that variant kills fewer times.
-KILLS_WITH_BOT = int(os.environ.get("FAULT_KILLS_WITH_BOT", "10"))
+# `make test` kills 10 times (3 with the bot), `make soak` 100 (10 with the bot): with the
+# bot the chat is checked too, but each start imports aiogram (most of its start-up time,
+# docs/reliability.md), so that variant kills fewer times.
+SIZES = [
+    (False, 10),
+    (True, 3),
+    pytest.param(False, 100, marks=pytest.mark.soak),
+    pytest.param(True, 10, marks=pytest.mark.soak),
+]
 AFTER = 1.0  # seconds from the alert to its `page` step
 POLICY = f"""
 [[ladder.default]]
@@ -84,7 +88,7 @@ async def post_alert(http: aiohttp.ClientSession, base: str, key: str) -> int:
     return created[0]
 
 
-@pytest.mark.parametrize(("with_bot", "kills"), [(False, KILLS), (True, KILLS_WITH_BOT)])
+@pytest.mark.parametrize(("with_bot", "kills"), SIZES)
 async def test_kill_9_between_due_and_firing_never_misses_or_doubles(
     migrated_url: str, tmp_path: Path, served_factory: list[Served], with_bot: bool, kills: int
 ) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import DatabaseFactory
 from tests.faults.process import Served
 from tests.faults.trials import (
+    PARALLEL,
     Result,
     frozen_leader_trial,
     pause_trial,
@@ -35,12 +36,13 @@ async def play(
     fresh_databases: DatabaseFactory,
     tmp_path: Path,
     served_factory: list[Served],
+    parallel: int = PARALLEL,
 ) -> list[Result]:
     trials = []
     for name, scenario, kind in scenarios:
         url = await fresh_databases(kind)
         trials.append(partial(scenario, name, url, tmp_path / name, served_factory))
-    results = await run_side_by_side(trials)
+    results = await run_side_by_side(trials, parallel)
     print(summary(results))
     for result in results:
         for note in result.notes:
@@ -110,4 +112,6 @@ async def test_soak_frozen_leader(
     scenarios: list[tuple[str, Scenario, str | None]] = [
         (f"frozen-leader-{n}", frozen_leader_trial, "postgresql") for n in range(SOAK_TRIALS)
     ]
-    assert_all_fired_once(await play(scenarios, fresh_databases, tmp_path, served_factory))
+    # Three pairs at a time: each instance holds a few PostgreSQL connections (of 100).
+    results = await play(scenarios, fresh_databases, tmp_path, served_factory, parallel=3)
+    assert_all_fired_once(results)

@@ -154,14 +154,27 @@ class Trial:
         timeout: float,
     ) -> list[Fired]:
         deadline = time.monotonic() + timeout
-        fired: list[Fired] = []
         while time.monotonic() < deadline:
-            fired = await self.fired(http, base, incident_id)
-            if done(fired):
+            if done(await self.fired(http, base, incident_id)):
                 break
             await asyncio.sleep(0.2)
-        await asyncio.sleep(1.5)  # time for a double to show up
+        # No sleep to let a double show up: wait until nothing can fire before the next
+        # wake-up the database holds (a second firing would need a due wake-up first).
+        while time.monotonic() < deadline and not await self.quiet(incident_id):
+            await asyncio.sleep(0.2)
         return await self.fired(http, base, incident_id)
+
+    async def quiet(self, incident_id: int) -> bool:
+        """Nothing of this incident is due, or claimed and not yet on the timeline."""
+        [(wake,)] = await query(
+            self.url,
+            "SELECT next_wake_at FROM escalation_ladders WHERE incident_id = :i",
+            i=incident_id,
+        )
+        if wake is None:
+            return True
+        at = wake if isinstance(wake, datetime) else datetime.fromisoformat(str(wake))
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)) > wall() + timedelta(seconds=0.5)
 
 
 def judge(  # the 0 s step is the alert itself: claimed, never on the timeline
