@@ -1,6 +1,8 @@
 """End to end with the real Alertmanager from Debian: its webhook reaches our intake."""
 
 import asyncio
+import io
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -56,12 +58,12 @@ def alertmanager_binary() -> str:
 
 
 def start_alertmanager(
-    binary: str, tmp: Path, webhook: str
+    binary: str, tmp: Path, webhook: str, *, config_text: str = CONFIG
 ) -> tuple[subprocess.Popen[bytes], str]:
     token_file = tmp / "token"
     token_file.write_text(INTAKE)
     config = tmp / "alertmanager.yml"
-    config.write_text(CONFIG.format(url=webhook, token_file=token_file))
+    config.write_text(config_text.format(url=webhook, token_file=token_file))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -143,3 +145,154 @@ async def test_alertmanager_webhook_opens_and_resolves(
 
         await wait_for(resolved)
     assert isinstance(client.app, web.Application)
+
+
+async def post_alerts(session: aiohttp.ClientSession, base: str, alerts: list[object]) -> None:
+    async def ready() -> bool:
+        try:
+            async with session.get(f"{base}/-/ready") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(ready)
+    raw = io.BytesIO(json.dumps(alerts).encode())
+    headers = {"Content-Type": "application/json"}
+    async with session.post(f"{base}/api/v2/alerts", data=raw, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+def wide_alert(i: int, now: datetime) -> dict[str, object]:
+    """75 labels and no alertname: Alertmanager takes and delivers such an alert."""
+    labels = {f"label_{k:02d}": f"value-{k}" for k in range(74)}
+    labels["node"] = f"node-{i:04d}"
+    return {
+        "labels": labels,
+        "annotations": {"description": "an exporter that sets no alertname"},
+        "startsAt": (now - timedelta(seconds=30)).isoformat(),
+    }
+
+
+async def test_a_group_of_2000_alerts_with_75_labels_and_no_alertname(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """One notification of about 4 MB (Alertmanager's max_alerts 0: no cap) used to be
+    answered 413 and dropped for good; every alert now ends up as an incident."""
+    webhook = str(client.make_url("/api/alerts/alertmanager"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, [wide_alert(i, now) for i in range(2000)])
+
+        async def all_in() -> bool:
+            return sum((await services.incidents.count_open()).values()) >= 2000
+
+        await wait_for(all_in, timeout=60)
+    assert sum((await services.incidents.count_open()).values()) == 2000
+    [one] = await services.incidents.list(limit=1)
+    assert one.source == "alertmanager" and one.title.startswith("Alert label_00=value-0 ")
+    assert len(one.labels) == 64  # 63 kept, and truncated_labels folding the other 12
+    assert one.labels["truncated_labels"].startswith("12 more: label_63=value-63")
+
+
+TRUNCATING = CONFIG.replace("send_resolved: true", "send_resolved: true\n        max_alerts: 2")
+
+
+async def test_truncated_alerts_from_the_real_alertmanager(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    webhook = str(client.make_url("/api/alerts/alertmanager"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook, config_text=TRUNCATING)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {"alertname": "SSEConnectionDropRate", "instance": f"gen-{i}"},
+            "startsAt": (now - timedelta(seconds=30)).isoformat(),
+        }
+        for i in range(5)
+    ]
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, alerts)
+
+        async def opened() -> bool:
+            return len(await services.incidents.list()) >= 2
+
+        await wait_for(opened)
+    incidents = await services.incidents.list()
+    assert len(incidents) == 2
+    assert all(i.labels["truncated_alerts"] == "3" for i in incidents)
+    metrics = services.metrics.render().decode()
+    assert 'sunflow_alerts_truncated_total{source="alertmanager"} 3.0' in metrics
+
+
+PAGERDUTY = """
+route:
+  receiver: sunflow-ops-pd
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: sunflow-ops-pd
+    pagerduty_configs:
+      - routing_key_file: {token_file}
+        url: {url}
+        send_resolved: true
+        severity: critical
+"""
+
+
+async def test_alertmanager_pagerduty_configs_pointed_here(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """Alertmanager's own PagerDuty integration (Events API v2), its url: set to this
+    service: a trigger opens the incident, the resolve event resolves it."""
+    url = str(client.make_url("/v2/enqueue"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, url, config_text=PAGERDUTY)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    alert = {
+        "labels": {"alertname": "InstagramTokenExpired", "job": "token-monitor"},
+        "annotations": {"summary": "The Instagram token has expired"},
+        "startsAt": (now - timedelta(seconds=30)).isoformat(),
+    }
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, [alert])
+
+        async def opened() -> bool:
+            return bool(await services.incidents.list())
+
+        await wait_for(opened)
+        [incident] = await services.incidents.list()
+        assert incident.source == "pagerduty"
+        assert incident.severity.value == "P0"
+        assert incident.title.startswith("[FIRING:1] InstagramTokenExpired")
+        assert incident.labels["client"] == "Alertmanager"
+        assert "num_firing: 1" in incident.description
+        assert len(incident.dedup_key) == 64  # Alertmanager's hash of the group key
+
+        ended = {**alert, "endsAt": (now - timedelta(seconds=1)).isoformat()}
+        async with session.post(f"{base}/api/v2/alerts", json=[ended]) as resp:
+            assert resp.status == 200
+
+        async def resolved() -> bool:
+            detail = await services.incidents.get(incident.id)
+            return detail.incident.state is IncidentState.RESOLVED
+
+        await wait_for(resolved)
+    detail = await services.incidents.get(incident.id)
+    assert detail.incident.resolved_by == "pagerduty"
