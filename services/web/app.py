@@ -7,7 +7,18 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from services.web import alerts, board, health, incidents, metrics, openapi, pipeline, sse
+from services.web import (
+    alerts,
+    board,
+    health,
+    heartbeats,
+    incidents,
+    metrics,
+    openapi,
+    pagerduty,
+    pipeline,
+    sse,
+)
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 from services.web.telegram import add_webhook_route, openapi_for
 
@@ -24,7 +35,18 @@ def create_app(settings: Settings, services: Services) -> web.Application:
     )
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = services
-    for module in (health, alerts, incidents, metrics, sse, pipeline, openapi, board):
+    for module in (
+        health,
+        alerts,
+        pagerduty,
+        heartbeats,
+        incidents,
+        metrics,
+        sse,
+        pipeline,
+        openapi,
+        board,
+    ):
         app.add_routes(module.routes)
     extra = []
     if settings.telegram_webhook_url:
