@@ -259,6 +259,9 @@ def _truncated_alerts(payload: dict[str, Any]) -> int:
     value = payload.get("truncatedAlerts", 0)
     if value is None:
         return 0
+    # JSON has no integer type of its own: 3.0 is a whole number too.
+    if isinstance(value, float) and value.is_integer() and value < 2**63:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _field_error("truncatedAlerts", "must be a whole number of alerts, 0 or more")
     return int(value)

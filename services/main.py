@@ -423,6 +423,7 @@ async def serve(
         fds_in_use,
         nofile_warning,
         raise_nofile,
+        server_options,
         wanted_nofile,
     )
 
@@ -437,12 +438,7 @@ async def serve(
     async with open_services(settings) as services:
         app = create_app(settings, services)
         app.cleanup_ctx.extend(background_contexts(services))
-        runner = web.AppRunner(
-            app,
-            shutdown_timeout=3.0,
-            access_log=None,
-            keepalive_timeout=settings.http_keepalive_seconds,
-        )
+        runner = web.AppRunner(app, shutdown_timeout=3.0, **server_options(settings))
         await runner.setup()
         guard = ConnectionGuard(
             budget=connection_budget(soft, fds_in_use()),

@@ -5,7 +5,7 @@ import io
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -147,7 +147,7 @@ async def test_alertmanager_webhook_opens_and_resolves(
     assert isinstance(client.app, web.Application)
 
 
-async def post_alerts(session: aiohttp.ClientSession, base: str, alerts: list[object]) -> None:
+async def post_alerts(session: aiohttp.ClientSession, base: str, alerts: Sequence[object]) -> None:
     async def ready() -> bool:
         try:
             async with session.get(f"{base}/-/ready") as resp:

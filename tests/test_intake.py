@@ -140,6 +140,7 @@ def test_alertmanager_parse() -> None:
         ({"alerts": [{"status": "firing"}]}, "alerts[0].labels"),
         ({"alerts": [], "truncatedAlerts": -1}, "truncatedAlerts"),
         ({"alerts": [], "truncatedAlerts": "3"}, "truncatedAlerts"),
+        ({"alerts": [], "truncatedAlerts": 2.5}, "truncatedAlerts"),
         ({"version": "1", "alerts": []}, "version"),
     ],
 )
@@ -370,6 +371,8 @@ def test_truncated_alerts_are_recorded_on_each_incident() -> None:
     assert firing.labels["truncated_alerts"] == "1998"
     assert "left 1998 more alert(s) of this group out" in firing.description
     assert parse_alertmanager({"alerts": []}).truncated_alerts == 0
+    # JSON has one number type: 3.0 is three alerts.
+    assert parse_alertmanager({"alerts": [], "truncatedAlerts": 3.0}).truncated_alerts == 3
 
 
 # Grafana alerting's webhook contact point, as Grafana sends it (the payload of Grafana's

@@ -17,9 +17,14 @@ import logging
 import os
 import resource
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
+
+if TYPE_CHECKING:
+    from services.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +179,28 @@ class GuardedSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.factory(server), self._host, self._port, backlog=self._backlog
         )
+
+
+class _ParseErrorsInOneLine(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server log, with a request it cannot parse (a NUL or a bare CR in a header,
+    a broken request line) as one warning line instead of an ERROR with a traceback: any
+    client can send such bytes, and the log is not theirs to fill. The line keeps only the
+    parser's first line, never the offending bytes (which may hold a token)."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            reason = (exc_info.message or "").strip().splitlines()[:1] or ["malformed"]
+            self.logger.warning(
+                "%s: HTTP %s, %s", str(msg) % args, exc_info.code, reason[0].rstrip(":")
+            )
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The aiohttp server's settings for `serve` (AppRunner keyword arguments)."""
+    return {
+        "access_log": None,
+        "keepalive_timeout": settings.http_keepalive_seconds,
+        "logger": _ParseErrorsInOneLine(logging.getLogger("aiohttp.server"), {}),
+    }

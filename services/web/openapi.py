@@ -142,7 +142,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "An Events API v2 alert event. payload (summary, source, severity) "
         "is required for a trigger; dedup_key for acknowledge and resolve.",
         "properties": {
-            "routing_key": {"type": "string", "description": "INTAKE_TOKEN"},
+            "routing_key": {"type": "string", "minLength": 1, "description": "INTAKE_TOKEN"},
             "event_action": {"type": "string", "enum": ["trigger", "acknowledge", "resolve"]},
             "dedup_key": {"type": "string", "maxLength": 255},
             "payload": {
