@@ -348,6 +348,17 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
     return batch
 
 
+def refused(exc: DBAPIError) -> Unavailable:
+    """A write the database refused, as the 503 senders retry (logged in one line)."""
+    text = str(exc.orig or exc).strip()
+    reason = f"{type(exc.orig or exc).__name__}: {text.splitlines()[0] if text else ''}"[:200]
+    log.warning("intake: the database refused the commit: %s", reason)
+    return Unavailable(
+        "the database did not take the write, so nothing was committed; retry later",
+        detail={"reason": reason},
+    )
+
+
 def _result(outcome: BatchOutcome, batch: IntakeBatch) -> IntakeResult:
     return IntakeResult(
         created=[r.incident for r in outcome.triggered if r.created],
@@ -410,12 +421,7 @@ class IntakeService:
             self._queue.put_nowait((batch, future))
             return await future
         except DBAPIError as exc:
-            reason = str(exc.orig or exc).splitlines()[0][:200]
-            log.warning("intake: the database refused the commit: %s", reason)
-            raise Unavailable(
-                "the database did not take the write, so nothing was committed; retry later",
-                detail={"reason": reason},
-            ) from None
+            raise refused(exc) from None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()

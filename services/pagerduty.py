@@ -13,11 +13,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from services.db import Database
-from services.errors import InvalidTransition, Unavailable
+from services.errors import InvalidTransition
 from services.incidents import MAX_DEDUP_KEY, MAX_DESCRIPTION, MAX_TITLE, AlertIn, IncidentService
-from services.intake import MAX_LABEL_VALUE, IntakeBatch, IntakeResult, IntakeService, shorten
+from services.intake import (
+    MAX_LABEL_VALUE,
+    IntakeBatch,
+    IntakeResult,
+    IntakeService,
+    refused,
+    shorten,
+)
 from services.models import Incident, IncidentState
-from services.probe import describe
 from services.severity import Severity
 
 ACTIONS = ("trigger", "acknowledge", "resolve")
@@ -182,10 +188,7 @@ class PagerDutyService:
         try:
             return await self._resolve_or_acknowledge(event)
         except DBAPIError as exc:
-            raise Unavailable(
-                "the database did not take the write, so nothing was committed; retry later",
-                detail={"reason": describe(exc)},
-            ) from None
+            raise refused(exc) from None
 
     async def _resolve_or_acknowledge(self, event: PagerDutyEvent) -> IntakeResult | None:
         if event.action == "resolve":

@@ -12,10 +12,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
-from services.main import Services
+from services.main import Services, open_services
 from services.models import IncidentState
+from services.web.app import create_app
 from tests.conftest import INTAKE, Client, free_port, require_program
+from tests.test_probe import grant, pg_role, role_settings  # noqa: F401 (pg_role: fixture)
 
 CONFIG = """
 route:
@@ -296,3 +300,66 @@ async def test_alertmanager_pagerduty_configs_pointed_here(
         await wait_for(resolved)
     detail = await services.incidents.get(incident.id)
     assert detail.incident.resolved_by == "pagerduty"
+
+
+async def test_a_503_is_retried_by_alertmanager_until_the_database_takes_it(
+    pg_url: str,
+    pg_role: tuple[str, str],  # noqa: F811 (the fixture)
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """Why the intake answers 503 when the database refuses a commit: Alertmanager retries
+    a 5xx (and never a 4xx), so the alert arrives once writes work again."""
+    role, url = pg_role
+    await grant(
+        pg_url,
+        f'GRANT USAGE ON SCHEMA public TO "{role}"',
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"',
+    )
+    settings = role_settings(url, tmp_path)
+    async with (
+        open_services(settings) as services,
+        TestClient(TestServer(create_app(settings, services))) as client,
+    ):
+        webhook = str(client.make_url("/api/alerts/alertmanager"))
+        proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
+        stop_later.append(proc)
+        now = datetime.now(UTC)
+        alert = {
+            "labels": {"alertname": "DiskFull", "severity": "critical"},
+            "startsAt": (now - timedelta(seconds=30)).isoformat(),
+        }
+
+        def answered(status: str) -> float:
+            for family in text_string_to_metric_families(services.metrics.render().decode()):
+                for sample in family.samples:
+                    labels = sample.labels
+                    if (
+                        sample.name == "http_requests_total"
+                        and labels.get("endpoint") == "/api/alerts/alertmanager"
+                        and labels.get("status") == status
+                    ):
+                        return sample.value
+            return 0.0
+
+        async with aiohttp.ClientSession() as session:
+            await post_alerts(session, base, [alert])
+
+            async def refused_twice() -> bool:
+                return answered("503") >= 2
+
+            await wait_for(refused_twice)
+            await grant(
+                pg_url,
+                f'GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+                f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+            )
+
+            async def taken() -> bool:
+                return bool(await services.incidents.list())
+
+            await wait_for(taken, timeout=60)
+        [incident] = await services.incidents.list()
+        assert incident.title == "DiskFull" and incident.severity.value == "P0"
+        assert answered("202") >= 1 and answered("400") == 0
