@@ -90,7 +90,13 @@ def firings(db: Path) -> list[tuple[datetime, datetime]]:
         rows = conn.execute(
             "SELECT due_at, fired_at FROM escalation_firings WHERE step_name != 'team'"
         ).fetchall()
-    return [(datetime.fromisoformat(d), datetime.fromisoformat(f)) for d, f in rows]
+    return [(_utc(d), _utc(f)) for d, f in rows]
+
+
+def _utc(text: str) -> datetime:
+    """SQLite keeps UTC as text without an offset."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def ms(values: list[float], q: float) -> str:

@@ -17,6 +17,7 @@ from bot.routers import (
     checklists,
     escalation,
     health,
+    heartbeats,
     incidents,
     notify,
     pipeline,
@@ -55,6 +56,7 @@ def create_dispatcher(
         checklists=services.checklists,
         postmortems=services.postmortems,
         reports=services.reports,
+        heartbeats=services.heartbeats,
     )
     gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
     dispatcher.message.outer_middleware(gate)
@@ -69,6 +71,7 @@ def create_dispatcher(
         sse_admin.create_router(),
         checklists.create_router(),
         reports.create_router(),
+        heartbeats.create_router(),
         notify.create_router(),
         unknown.create_router(),
     )

@@ -48,6 +48,8 @@ COMMAND_ROLES: dict[str, Role] = {
     "oncall": Role.VIEWER,
     "postmortem": Role.VIEWER,
     "report": Role.VIEWER,
+    # Heartbeats (issue 17).
+    "heartbeats": Role.VIEWER,
 }
 
 # Sub-commands that need more than their command's role: (command, sub-command), where the

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_heartbeats import HEARTBEAT_COMMANDS, add_heartbeat_commands
 from services.cli_pipeline import (
     PIPELINE_COMMANDS,
     UsageError,
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true")
     report.add_argument("--chart", metavar="PNG", help="also write the chart to this file")
     add_pipeline_commands(sub)
+    add_heartbeat_commands(sub)
     return parser
 
 
@@ -295,6 +297,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "report": _cmd_report,
     "notify": _cmd_notify,
     **PIPELINE_COMMANDS,
+    **HEARTBEAT_COMMANDS,
 }
 
 

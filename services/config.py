@@ -208,6 +208,16 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # -- intake at the HTTP edge (issue 17) -------------------------------------------------
+    # Alertmanager sends a whole group in one body (2,000 alerts are about 1.3 MB) and never
+    # retries a 413: its route takes this much, streamed into one buffer.
+    alertmanager_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    # A connection that has not sent its first request's headers by then is closed; a body
+    # that has not fully arrived by then is answered 408. Idle keep-alive connections close
+    # after HTTP_KEEPALIVE_SECONDS (longer than nginx's 60 s upstream keep-alive).
+    request_header_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    request_body_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    http_keepalive_seconds: float = Field(default=75, gt=0, le=3600)
 
     @field_validator(
         "redis_url",

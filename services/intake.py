@@ -5,15 +5,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.errors import InvalidInput
-from services.incidents import AlertIn, BatchOutcome, IncidentService, IncidentView
+from sqlalchemy.exc import DBAPIError
+
+from services.errors import InvalidInput, Unavailable
+from services.incidents import (
+    MAX_DEDUP_KEY,
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    AlertIn,
+    BatchOutcome,
+    IncidentService,
+    IncidentView,
+)
 from services.severity import DEFAULT_SEVERITY, Severity, parse_severity
 
+log = logging.getLogger(__name__)
+
+# Labels an incident keeps: a generic alert with more is refused (its sender is told);
+# an Alertmanager alert with more is kept shortened (see `truncate_labels`).
 MAX_LABELS = 64
+MAX_LABEL_KEY = 200
+MAX_LABEL_VALUE = 1000
+TRUNCATED_LABEL = "truncated_labels"
 
 
 @dataclass(frozen=True)
@@ -22,6 +41,10 @@ class IntakeBatch:
 
     firing: list[AlertIn] = field(default_factory=list)
     resolved: list[str] = field(default_factory=list)
+    # Alerts the sender left out of this notification (Alertmanager's `truncatedAlerts`).
+    truncated_alerts: int = 0
+    group_key: str = ""
+    source: str = "api"
 
 
 @dataclass(frozen=True)
@@ -30,6 +53,7 @@ class IntakeResult:
     deduplicated: list[IncidentView]
     resolved: list[IncidentView]
     resolved_unknown: list[str]
+    truncated_alerts: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +61,7 @@ class IntakeResult:
             "deduplicated": [i.id for i in self.deduplicated],
             "resolved": [i.id for i in self.resolved],
             "resolved_unknown": self.resolved_unknown,
+            "truncated_alerts": self.truncated_alerts,
             "incidents": [
                 {"id": i.id, "state": i.state.value, "occurrence_count": i.occurrence_count}
                 for i in [*self.created, *self.deduplicated, *self.resolved]
@@ -155,71 +180,198 @@ def _optional_str(alert: dict[str, Any], name: str, where: str) -> str:
     return value
 
 
-def parse_alertmanager(payload: object) -> IntakeBatch:
-    """`POST /api/alerts/alertmanager`: the Alertmanager webhook, payload version 4.
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
-    Strict where Alertmanager is always strict (status, label and annotation strings, an
-    `alertname` label), so a malformed sender is told rather than half understood.
+
+# Kept first when an alert has more labels than an incident keeps: what routes, titles and
+# deduplicates it, then what says where it comes from.
+_FIRST_LABELS = ("alertname", "severity", "dedup_key", "job", "instance", "service", "namespace")
+
+
+def truncate_labels(labels: dict[str, str], *, limit: int = MAX_LABELS) -> dict[str, str]:
+    """At most `limit` labels, none of them longer than the incident keeps.
+
+    Alertmanager puts no limit on labels and never retries a refusal, so an alert with more
+    is taken in this shortened form: the first labels by `_FIRST_LABELS` then by name, and
+    the rest folded into one `truncated_labels` entry ("N more: k=v, ...", itself cut short).
+    """
+    if len(labels) <= limit and all(
+        len(k) <= MAX_LABEL_KEY and len(v) <= MAX_LABEL_VALUE for k, v in labels.items()
+    ):
+        return labels
+    first = [k for k in _FIRST_LABELS if k in labels]
+    ordered = first + sorted(k for k in labels if k not in _FIRST_LABELS)
+    keep = ordered if len(ordered) <= limit else ordered[: limit - 1]
+    kept = {shorten(k, MAX_LABEL_KEY): shorten(labels[k], MAX_LABEL_VALUE) for k in keep}
+    rest = ordered[len(keep) :]
+    if rest:
+        listed = ", ".join(f"{k}={labels[k]}" for k in rest)
+        kept[TRUNCATED_LABEL] = shorten(f"{len(rest)} more: {listed}", MAX_LABEL_VALUE)
+    return kept
+
+
+# Labels that say little about what is wrong: not used to make up a missing title.
+_NOT_TITLES = frozenset({"severity", "dedup_key", "alertname"})
+
+
+def alertmanager_title(
+    annotations: dict[str, str], labels: dict[str, str], fingerprint: str
+) -> str:
+    """`summary`, else `alertname`, else up to three other labels, else the fingerprint.
+
+    Alertmanager delivers alerts without an `alertname` (any client may post them), so a
+    missing one is no reason to lose the alert.
+    """
+    for candidate in (annotations.get("summary", ""), labels.get("alertname", "")):
+        if candidate.strip():
+            return shorten(candidate.strip(), MAX_TITLE)
+    described = [f"{k}={v}" for k, v in sorted(labels.items()) if k not in _NOT_TITLES and v]
+    if described:
+        more = f" (+{len(described) - 3} more labels)" if len(described) > 3 else ""
+        return shorten("Alert " + " ".join(described[:3]) + more, MAX_TITLE)
+    if fingerprint.strip():
+        return f"Alertmanager alert {fingerprint.strip()}"[:MAX_TITLE]
+    return "Alertmanager alert without labels"
+
+
+def _grafana_lines(alert: dict[str, Any], where: str) -> list[str]:
+    """What Grafana's webhook contact point adds to each alert, as description lines."""
+    lines = []
+    values = alert.get("values")
+    if isinstance(values, dict) and values:
+        shown = ", ".join(f"{k}={v}" for k, v in list(values.items())[:20])
+        lines.append(f"Values: {shown}")
+    for name, label in (
+        ("dashboardURL", "Dashboard"),
+        ("panelURL", "Panel"),
+        ("silenceURL", "Silence"),
+        ("imageURL", "Image"),
+    ):
+        url = _optional_str(alert, name, where)
+        if url:
+            lines.append(f"{label}: {url}")
+    return lines
+
+
+def _truncated_alerts(payload: dict[str, Any]) -> int:
+    value = payload.get("truncatedAlerts", 0)
+    if value is None:
+        return 0
+    # JSON has no integer type of its own: 3.0 is a whole number too.
+    if isinstance(value, float) and value.is_integer() and value < 2**63:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _field_error("truncatedAlerts", "must be a whole number of alerts, 0 or more")
+    return int(value)
+
+
+def parse_alertmanager(payload: object) -> IntakeBatch:
+    """`POST /api/alerts/alertmanager`: the Alertmanager webhook (payload version 4), and
+    Grafana alerting's webhook contact point (the same shape, version "1" with `orgId`).
+
+    Every well-formed notification is taken: Alertmanager never retries a 4xx, so a refusal
+    loses the alerts. Labels beyond MAX_LABELS are kept shortened, a missing `alertname`
+    gets a title from the other fields, `truncatedAlerts` is recorded. Strict only where
+    Alertmanager is always strict (the shape, status, label and annotation strings): a body
+    that is not such a notification is refused (400) rather than half understood.
     """
     if not isinstance(payload, dict):
         raise InvalidInput("the body must be a JSON object", detail={"field": "body"})
+    grafana = "orgId" in payload
     version = payload.get("version", "4")
-    if version != "4":
-        raise _field_error("version", f'payload version {version!r} is not supported (use "4")')
+    if version != "4" and not (grafana and version == "1"):
+        raise _field_error(
+            "version",
+            f'payload version {version!r} is not supported (use "4"; Grafana sends "1" '
+            "with orgId)",
+        )
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise _field_error("alerts", "is required and must be a list")
-    batch = IntakeBatch()
+    truncated = _truncated_alerts(payload)
+    group_key = payload.get("groupKey")
+    source = "grafana" if grafana else "alertmanager"
+    note = ""
+    if truncated:
+        note = (
+            f"\n\n{source.capitalize()} left {truncated} more alert(s) of this group out of "
+            "the notification (max_alerts); the whole group is in its own UI."
+        )
+    batch = IntakeBatch(
+        truncated_alerts=truncated,
+        group_key=group_key if isinstance(group_key, str) else "",
+        source=source,
+    )
     for index, alert in enumerate(alerts):
         where = f"alerts[{index}]"
         if not isinstance(alert, dict):
             raise _field_error(where, "must be an object")
-        labels = _labels(alert.get("labels"), f"{where}.labels", strings_only=True)
         if "labels" not in alert:
             raise _field_error(f"{where}.labels", "is required")
+        labels = _labels(alert.get("labels"), f"{where}.labels", strings_only=True, limit=None)
         annotations = _labels(
             alert.get("annotations"), f"{where}.annotations", strings_only=True, limit=None
         )
         status = alert.get("status")
         if not isinstance(status, str) or status not in {"firing", "resolved"}:
             raise _field_error(f"{where}.status", "must be 'firing' or 'resolved'")
-        alertname = labels.get("alertname", "").strip()
-        if not alertname:
-            raise _field_error(f"{where}.labels.alertname", "is required")
         fingerprint = _optional_str(alert, "fingerprint", where)
         generator = _optional_str(alert, "generatorURL", where)
         for name in ("startsAt", "endsAt"):
             _optional_str(alert, name, where)
+        extra = _grafana_lines(alert, where) if grafana else []
+        # From the labels as sent, so shortening them never merges two alerts.
         dedup_key = alertmanager_dedup_key({"fingerprint": fingerprint}, labels)
         if status == "resolved":
-            batch.resolved.append(dedup_key[:255])
+            batch.resolved.append(dedup_key[:MAX_DEDUP_KEY])
             continue
-        title = (annotations.get("summary") or "").strip() or alertname
+        title = alertmanager_title(annotations, labels, fingerprint)
+        severity = alertmanager_severity(labels)
+        kept = truncate_labels(labels)
         if generator:
-            labels = {**labels, "generator_url": generator}
+            kept = {**kept, "generator_url": shorten(generator, MAX_LABEL_VALUE)}
+        if truncated:
+            kept = {**kept, "truncated_alerts": str(truncated)}
+        description = "\n".join([annotations.get("description", ""), *extra]).strip() + note
         batch.firing.append(
             AlertIn(
-                severity=alertmanager_severity(labels),
-                title=title[:500],
-                dedup_key=dedup_key[:255],
-                source="alertmanager",
-                description=annotations.get("description", "")[:20_000],
-                labels=labels,
+                severity=severity,
+                title=title,
+                dedup_key=dedup_key[:MAX_DEDUP_KEY],
+                source=source,
+                description=shorten(description.strip(), MAX_DESCRIPTION),
+                labels=kept,
             )
         )
     return batch
 
 
-def _result(outcome: BatchOutcome) -> IntakeResult:
+def refused(exc: DBAPIError) -> Unavailable:
+    """A write the database refused, as the 503 senders retry (logged in one line)."""
+    text = str(exc.orig or exc).strip()
+    reason = f"{type(exc.orig or exc).__name__}: {text.splitlines()[0] if text else ''}"[:200]
+    log.warning("intake: the database refused the commit: %s", reason)
+    return Unavailable(
+        "the database did not take the write, so nothing was committed; retry later",
+        detail={"reason": reason},
+    )
+
+
+def _result(outcome: BatchOutcome, batch: IntakeBatch) -> IntakeResult:
     return IntakeResult(
         created=[r.incident for r in outcome.triggered if r.created],
         deduplicated=[r.incident for r in outcome.triggered if not r.created],
         resolved=outcome.resolved,
         resolved_unknown=outcome.resolved_unknown,
+        truncated_alerts=batch.truncated_alerts,
     )
 
 
 _Pending = tuple[IntakeBatch, "asyncio.Future[IntakeResult]"]
+
+TRUNCATION_LOG_GROUPS = 1024
 
 
 class IntakeService:
@@ -238,13 +390,38 @@ class IntakeService:
         self._linger_turns = linger_turns
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
+        # Groups whose truncation was logged: Alertmanager re-sends a group every
+        # group_interval, and one line per group says it all.
+        self._truncated_groups: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def _note_truncation(self, batch: IntakeBatch) -> None:
+        key = (batch.source, batch.group_key)
+        if key in self._truncated_groups:
+            self._truncated_groups.move_to_end(key)
+            return
+        self._truncated_groups[key] = batch.truncated_alerts
+        if len(self._truncated_groups) > TRUNCATION_LOG_GROUPS:
+            self._truncated_groups.popitem(last=False)
+        log.warning(
+            "%s left %d alert(s) out of a notification (max_alerts; group %s); %d taken in",
+            batch.source,
+            batch.truncated_alerts,
+            batch.group_key or "-",
+            len(batch.firing) + len(batch.resolved),
+        )
 
     async def submit(self, batch: IntakeBatch) -> IntakeResult:
-        if self._queue is None:
-            return _result((await self._apply([batch]))[0])
-        future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((batch, future))
-        return await future
+        """Commit `batch`; Unavailable (503: senders retry) when the database refuses."""
+        if batch.truncated_alerts:
+            self._note_truncation(batch)
+        try:
+            if self._queue is None:
+                return _result((await self._apply([batch]))[0], batch)
+            future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait((batch, future))
+            return await future
+        except DBAPIError as exc:
+            raise refused(exc) from None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -292,9 +469,9 @@ class IntakeService:
             for item in group:
                 await self._commit_group([item])
             return
-        for (_, future), outcome in zip(group, outcomes, strict=True):
+        for (batch, future), outcome in zip(group, outcomes, strict=True):
             if not future.done():
-                future.set_result(_result(outcome))
+                future.set_result(_result(outcome, batch))
 
     async def _apply(self, batches: list[IntakeBatch]) -> list[BatchOutcome]:
         return await self._incidents.apply_batches(

@@ -23,7 +23,8 @@ from services.clock import Clock, SystemClock
 from services.config import Settings
 from services.db import Database
 from services.escalation import EscalationService
-from services.health import ComponentHealth, HealthService, Status
+from services.health import HealthService
+from services.heartbeats import CHECK_SECONDS, HeartbeatService, watch_own_jobs
 from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.leader import (
@@ -37,8 +38,10 @@ from services.metrics import Metrics
 from services.notify.service import NotifyService
 from services.oncall import OncallService
 from services.ops import PipelineOps, add_jobs, open_pipeline_ops
+from services.pagerduty import PagerDutyService
 from services.policy import load_policy
 from services.postmortem import PostmortemService
+from services.probe import CHECK_TIMEOUT, DatabaseProbe
 from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
 from services.scheduler import SchedulerService
@@ -89,6 +92,11 @@ class Services:
     board: BoardService = field(init=False)
     # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
     sse_relay: RedisRelay | None = None
+    # Intake beyond the generic API (issue 17): PagerDuty events, heartbeats, and the
+    # database health check's write probe.
+    pagerduty: PagerDutyService = field(init=False)
+    heartbeats: HeartbeatService = field(init=False)
+    probe: DatabaseProbe = field(init=False)
 
 
 @asynccontextmanager
@@ -184,11 +192,19 @@ async def open_services(
     # The card shows the next escalation step and unticked checklist items (issues 4, 7).
     services.notify.card_facts = partial(card_facts, services)
 
-    async def check_database() -> ComponentHealth:
-        await database.ping()
-        return ComponentHealth("database", Status.HEALTHY, "reachable")
-
-    health.register("database", check_database, critical=True)
+    # A real write within a short timeout, not SELECT 1 (services/probe.py).
+    services.probe = DatabaseProbe(
+        database,
+        clock,
+        incidents,
+        instance=instance,
+        interval=settings.health_interval_seconds,
+    )
+    services.probe.deliver = services.notify.fallback.deliver
+    health.register("database", services.probe.check, critical=True, timeout=CHECK_TIMEOUT)
+    services.heartbeats = HeartbeatService(database, clock, incidents)
+    health.register("heartbeats", services.heartbeats.health)
+    services.pagerduty = PagerDutyService(database, services.intake, incidents)
     health.register("scheduler", scheduler.check)
     health.register("leader", leadership.health)
     health.register("escalation", services.timer.check)
@@ -304,6 +320,23 @@ async def lead(services: Services) -> None:
         id="telegram-updates-prune",
         replace_existing=True,
     )
+    services.scheduler.add_job(
+        services.heartbeats.check,
+        "interval",
+        seconds=CHECK_SECONDS,
+        id="heartbeat-check",
+        replace_existing=True,
+    )
+    try:
+        # The service's own periodic jobs ping heartbeats, so a job that stops running is
+        # noticed like a cron job that stops.
+        await watch_own_jobs(
+            services.heartbeats,
+            services.scheduler.scheduler,
+            timedelta(minutes=services.settings.stats_interval_minutes),
+        )
+    except Exception:
+        log.exception("could not set up the built-in heartbeats")
     services.timer.lead()
     await services.notify.lead(True)
 
@@ -381,6 +414,11 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         yield
         await services.board.stop()
 
+    async def probe_ctx(_app: web.Application) -> AsyncIterator[None]:
+        services.probe.start()
+        yield
+        await services.probe.stop()
+
     contexts: list[CleanupCtx] = [
         intake_ctx,
         scheduler_ctx,
@@ -389,6 +427,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         timer_ctx,
         notify_ctx,
         board_ctx,
+        probe_ctx,
     ]
     if services.settings.telegram_bot_token is None:
         log.warning("TELEGRAM_BOT_TOKEN is not set: the Telegram bot is off, the service runs")
@@ -405,7 +444,21 @@ async def serve(
 ) -> None:
     """Run until SIGINT/SIGTERM; accepted writes are committed before it returns."""
     from services.web.app import create_app
+    from services.web.limits import (
+        ConnectionGuard,
+        GuardedSite,
+        connection_budget,
+        fds_in_use,
+        nofile_warning,
+        raise_nofile,
+        server_options,
+        wanted_nofile,
+    )
 
+    soft, _hard = raise_nofile(wanted_nofile(settings.max_sse_connections))
+    warning = nofile_warning(soft=soft, max_sse_connections=settings.max_sse_connections)
+    if warning:
+        log.warning("%s", warning)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -413,9 +466,13 @@ async def serve(
     async with open_services(settings) as services:
         app = create_app(settings, services)
         app.cleanup_ctx.extend(background_contexts(services))
-        runner = web.AppRunner(app, shutdown_timeout=3.0, access_log=None)
+        runner = web.AppRunner(app, shutdown_timeout=3.0, **server_options(settings))
         await runner.setup()
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        guard = ConnectionGuard(
+            budget=connection_budget(soft, fds_in_use()),
+            header_timeout=settings.request_header_timeout_seconds,
+        )
+        site = GuardedSite(runner, settings.http_host, settings.http_port, guard=guard)
         await site.start()
         port = _bound_port(runner) or settings.http_port
         # What start-up built (SQLAlchemy, pydantic, aiohttp, prometheus: ~125,000 objects)

@@ -34,6 +34,17 @@ class Metrics:
             ["source", "outcome"],
             registry=self.registry,
         )
+        # Alerts a sender (Alertmanager's or Grafana's max_alerts) left out of notifications
+        # it sent: each such notification adds its `truncatedAlerts`. Both sources start at
+        # 0, so the first truncation is seen by rate().
+        self.alerts_truncated_total = Counter(
+            "sunflow_alerts_truncated_total",
+            "Alerts left out of notifications by their sender (truncatedAlerts), by source.",
+            ["source"],
+            registry=self.registry,
+        )
+        for source in ("alertmanager", "grafana"):
+            self.alerts_truncated_total.labels(source)
 
         # Label children by label values: `labels(...)` takes a lock and builds a key on every
         # call, on the path of every request.
@@ -57,6 +68,9 @@ class Metrics:
         if child is None:
             child = self._children[key] = self.alerts_received_total.labels(source, outcome)
         child.inc(count)
+
+    def alerts_truncated(self, source: str, count: int) -> None:
+        self.alerts_truncated_total.labels(source).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -430,3 +430,30 @@ class TelegramUpdate(Base):
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     received_at: Mapped[datetime] = mapped_column(index=True)
     instance: Mapped[str] = mapped_column(String(200))
+
+
+class Heartbeat(Base):
+    """A dead-man's switch: something pings it at least every `every_seconds`; a ping
+    missed by more than `grace_seconds` opens an incident, the next ping resolves it."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    every_seconds: Mapped[int] = mapped_column(Integer)
+    grace_seconds: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(2))
+    created_at: Mapped[datetime]
+    # Who added or last changed it ("sunflow-ops" for the service's own heartbeats).
+    set_by: Mapped[str] = mapped_column(String(200))
+    last_ping_at: Mapped[datetime | None]
+    # When the checker raised the incident for the current miss; cleared by the next ping.
+    down_since: Mapped[datetime | None]
+
+
+class HealthProbe(Base):
+    """The database health check's write: one row per instance, upserted on every check."""
+
+    __tablename__ = "health_probes"
+
+    instance: Mapped[str] = mapped_column(String(200), primary_key=True)
+    written_at: Mapped[datetime]

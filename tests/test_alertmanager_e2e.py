@@ -1,19 +1,25 @@
 """End to end with the real Alertmanager from Debian: its webhook reaches our intake."""
 
 import asyncio
+import io
+import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
-from services.main import Services
+from services.main import Services, open_services
 from services.models import IncidentState
+from services.web.app import create_app
 from tests.conftest import INTAKE, Client, free_port, require_program
+from tests.test_probe import grant, pg_role, role_settings  # noqa: F401 (pg_role: fixture)
 
 CONFIG = """
 route:
@@ -56,12 +62,12 @@ def alertmanager_binary() -> str:
 
 
 def start_alertmanager(
-    binary: str, tmp: Path, webhook: str
+    binary: str, tmp: Path, webhook: str, *, config_text: str = CONFIG
 ) -> tuple[subprocess.Popen[bytes], str]:
     token_file = tmp / "token"
     token_file.write_text(INTAKE)
     config = tmp / "alertmanager.yml"
-    config.write_text(CONFIG.format(url=webhook, token_file=token_file))
+    config.write_text(config_text.format(url=webhook, token_file=token_file))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -143,3 +149,217 @@ async def test_alertmanager_webhook_opens_and_resolves(
 
         await wait_for(resolved)
     assert isinstance(client.app, web.Application)
+
+
+async def post_alerts(session: aiohttp.ClientSession, base: str, alerts: Sequence[object]) -> None:
+    async def ready() -> bool:
+        try:
+            async with session.get(f"{base}/-/ready") as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(ready)
+    raw = io.BytesIO(json.dumps(alerts).encode())
+    headers = {"Content-Type": "application/json"}
+    async with session.post(f"{base}/api/v2/alerts", data=raw, headers=headers) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+def wide_alert(i: int, now: datetime) -> dict[str, object]:
+    """75 labels and no alertname: Alertmanager takes and delivers such an alert."""
+    labels = {f"label_{k:02d}": f"value-{k}" for k in range(74)}
+    labels["node"] = f"node-{i:04d}"
+    return {
+        "labels": labels,
+        "annotations": {"description": "an exporter that sets no alertname"},
+        "startsAt": (now - timedelta(seconds=30)).isoformat(),
+    }
+
+
+async def test_a_group_of_2000_alerts_with_75_labels_and_no_alertname(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """One notification of about 4 MB (Alertmanager's max_alerts 0: no cap) used to be
+    answered 413 and dropped for good; every alert now ends up as an incident."""
+    webhook = str(client.make_url("/api/alerts/alertmanager"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, [wide_alert(i, now) for i in range(2000)])
+
+        async def all_in() -> bool:
+            return sum((await services.incidents.count_open()).values()) >= 2000
+
+        await wait_for(all_in, timeout=60)
+    assert sum((await services.incidents.count_open()).values()) == 2000
+    [one] = await services.incidents.list(limit=1)
+    assert one.source == "alertmanager" and one.title.startswith("Alert label_00=value-0 ")
+    assert len(one.labels) == 64  # 63 kept, and truncated_labels folding the other 12
+    assert one.labels["truncated_labels"].startswith("12 more: label_63=value-63")
+
+
+TRUNCATING = CONFIG.replace("send_resolved: true", "send_resolved: true\n        max_alerts: 2")
+
+
+async def test_truncated_alerts_from_the_real_alertmanager(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    webhook = str(client.make_url("/api/alerts/alertmanager"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook, config_text=TRUNCATING)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {"alertname": "SSEConnectionDropRate", "instance": f"gen-{i}"},
+            "startsAt": (now - timedelta(seconds=30)).isoformat(),
+        }
+        for i in range(5)
+    ]
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, alerts)
+
+        async def opened() -> bool:
+            return len(await services.incidents.list()) >= 2
+
+        await wait_for(opened)
+    incidents = await services.incidents.list()
+    assert len(incidents) == 2
+    assert all(i.labels["truncated_alerts"] == "3" for i in incidents)
+    metrics = services.metrics.render().decode()
+    assert 'sunflow_alerts_truncated_total{source="alertmanager"} 3.0' in metrics
+
+
+PAGERDUTY = """
+route:
+  receiver: sunflow-ops-pd
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: sunflow-ops-pd
+    pagerduty_configs:
+      - routing_key_file: {token_file}
+        url: {url}
+        send_resolved: true
+        severity: critical
+"""
+
+
+async def test_alertmanager_pagerduty_configs_pointed_here(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """Alertmanager's own PagerDuty integration (Events API v2), its url: set to this
+    service: a trigger opens the incident, the resolve event resolves it."""
+    url = str(client.make_url("/v2/enqueue"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, url, config_text=PAGERDUTY)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    alert = {
+        "labels": {"alertname": "InstagramTokenExpired", "job": "token-monitor"},
+        "annotations": {"summary": "The Instagram token has expired"},
+        "startsAt": (now - timedelta(seconds=30)).isoformat(),
+    }
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, [alert])
+
+        async def opened() -> bool:
+            return bool(await services.incidents.list())
+
+        await wait_for(opened)
+        [incident] = await services.incidents.list()
+        assert incident.source == "pagerduty"
+        assert incident.severity.value == "P0"
+        assert incident.title.startswith("[FIRING:1] InstagramTokenExpired")
+        assert incident.labels["client"] == "Alertmanager"
+        assert "num_firing: 1" in incident.description
+        assert len(incident.dedup_key) == 64  # Alertmanager's hash of the group key
+
+        ended = {**alert, "endsAt": (now - timedelta(seconds=1)).isoformat()}
+        async with session.post(f"{base}/api/v2/alerts", json=[ended]) as resp:
+            assert resp.status == 200
+
+        async def resolved() -> bool:
+            detail = await services.incidents.get(incident.id)
+            return detail.incident.state is IncidentState.RESOLVED
+
+        await wait_for(resolved)
+    detail = await services.incidents.get(incident.id)
+    assert detail.incident.resolved_by == "pagerduty"
+
+
+async def test_a_503_is_retried_by_alertmanager_until_the_database_takes_it(
+    pg_url: str,
+    pg_role: tuple[str, str],  # noqa: F811 (the fixture)
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """Why the intake answers 503 when the database refuses a commit: Alertmanager retries
+    a 5xx (and never a 4xx), so the alert arrives once writes work again."""
+    role, url = pg_role
+    await grant(
+        pg_url,
+        f'GRANT USAGE ON SCHEMA public TO "{role}"',
+        f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"',
+    )
+    settings = role_settings(url, tmp_path)
+    async with (
+        open_services(settings) as services,
+        TestClient(TestServer(create_app(settings, services))) as client,
+    ):
+        webhook = str(client.make_url("/api/alerts/alertmanager"))
+        proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
+        stop_later.append(proc)
+        now = datetime.now(UTC)
+        alert = {
+            "labels": {"alertname": "DiskFull", "severity": "critical"},
+            "startsAt": (now - timedelta(seconds=30)).isoformat(),
+        }
+
+        def answered(status: str) -> float:
+            for family in text_string_to_metric_families(services.metrics.render().decode()):
+                for sample in family.samples:
+                    labels = sample.labels
+                    if (
+                        sample.name == "http_requests_total"
+                        and labels.get("endpoint") == "/api/alerts/alertmanager"
+                        and labels.get("status") == status
+                    ):
+                        return sample.value
+            return 0.0
+
+        async with aiohttp.ClientSession() as session:
+            await post_alerts(session, base, [alert])
+
+            async def refused_twice() -> bool:
+                return answered("503") >= 2
+
+            await wait_for(refused_twice)
+            await grant(
+                pg_url,
+                f'GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+                f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"',
+            )
+
+            async def taken() -> bool:
+                return bool(await services.incidents.list())
+
+            await wait_for(taken, timeout=60)
+        [incident] = await services.incidents.list()
+        assert incident.title == "DiskFull" and incident.severity.value == "P0"
+        assert answered("202") >= 1 and answered("400") == 0

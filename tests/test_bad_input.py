@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import logging
 
-from tests.conftest import Client, admin_headers, intake_headers
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.config import Settings
+from services.main import Services
+from services.web.app import create_app
+from tests.conftest import ADMIN, INTAKE, Client, admin_headers, intake_headers
 
 # Unicode digits pass str.isdigit() but int() refuses "²"; ids past PostgreSQL's int4 and
 # numbers longer than int() reads used to reach the database or int() and answer 500.
@@ -74,3 +81,116 @@ async def test_a_malformed_query_id_is_refused_even_when_the_header_wins(client:
     )
     assert response.status == 400
     assert (await response.json())["detail"]["field"] == "Last-Event-ID"
+
+
+# -- every JSON body reader: any parse failure is 400 invalid_json with the reason ---------
+
+# (name, raw body, words the reason holds). Each used to escape as a 500 with a traceback:
+# orjson stops at 1,024 levels and the standard library then raised RecursionError; int()
+# refuses more than 4,300 digits with a ValueError.
+HOSTILE: list[tuple[str, bytes, str]] = [
+    ("past MAX_DEPTH", b"[" * 513 + b"]" * 513, "nested more than 512"),
+    ("deep list", b"[" * 1025 + b"]" * 1025, "nested"),
+    ("very deep list", b"[" * 200_000 + b"]" * 200_000, "nested"),
+    ("deep object", b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested"),
+    ("deep with a long number", b"[" * 3000 + b"12345678901234567890" + b"]" * 3000, "nested"),
+    ("huge integer", b'{"title": "x", "labels": {"n": ' + b"7" * 4301 + b"}}", "digits"),
+    ("huge negative", b'{"data": -' + b"9" * 50_000 + b"}", "digits"),
+    ("not UTF-8", b'{"title": "caf\xe9"}', "UTF-8"),
+    ("half of UTF-16", '{"title": "x"}'.encode("utf-16-le")[:-1], "UTF-8"),
+    ("a NUL byte", b'{"title": "a\x00b"}', "line 1"),
+    ("truncated", b'{"title": "x", "labels": {', "line 1"),
+]
+
+JSON_ROUTES = [
+    ("/api/alerts", INTAKE),
+    ("/api/alerts/alertmanager", INTAKE),
+    ("/api/generation/jobs/job-1/events", INTAKE),
+    ("/api/admin/token/expiry", ADMIN),
+    ("/api/incidents/1/ack", ADMIN),
+    ("/api/incidents/1/resolve", ADMIN),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "reason"), HOSTILE, ids=[h[0] for h in HOSTILE])
+async def test_every_json_route_answers_any_malformed_body_with_400(
+    client: Client, name: str, raw: bytes, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for path, token in JSON_ROUTES:
+        response = await client.post(
+            path,
+            data=raw,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert response.status == 400, (path, name, await response.text())
+        body = await response.json()
+        assert body["error"] == "invalid_json", (path, name)
+        assert reason in body["detail"]["message"], (path, name, body)
+    # PagerDuty's route answers in PagerDuty's shape, with the same reason.
+    response = await client.post("/v2/enqueue", data=raw)
+    assert response.status == 400
+    body = await response.json()
+    assert body["status"] == "invalid event" and reason in body["errors"][0], body
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_the_telegram_webhook_answers_malformed_updates_with_400(
+    settings: Settings, services: Services
+) -> None:
+    settings = settings.model_copy(
+        update={"telegram_webhook_url": "https://ops.example.test/telegram/hook"}
+    )
+    fed: list[dict[str, object]] = []
+
+    async def feed(update: dict[str, object]) -> None:
+        fed.append(update)
+
+    services.telegram_updates = feed
+    services.telegram_webhook_secret = "s3cret-Token_1"
+    secret = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"}
+    async with TestClient(TestServer(create_app(settings, services))) as client:
+        for _name, raw, reason in HOSTILE:
+            response = await client.post("/telegram/hook", data=raw, headers=secret)
+            assert response.status == 400, (_name, await response.text())
+            body = await response.json()
+            assert body["error"] == "invalid_json" and reason in body["detail"]["message"]
+        for update_id in (10**30, -1, 2**63, "7", True, None):
+            response = await client.post(
+                "/telegram/hook", json={"update_id": update_id}, headers=secret
+            )
+            assert response.status == 400, update_id
+            assert "update_id" in (await response.json())["detail"]
+        response = await client.post(
+            "/telegram/hook", json={"update_id": 2**63 - 1}, headers=secret
+        )
+        assert response.status == 200
+    assert [u["update_id"] for u in fed] == [2**63 - 1]
+
+
+async def test_bodies_the_parser_still_reads(client: Client) -> None:
+    """Within the limits, deep nesting and long numbers are read as before, and what is read
+    is sent on again (the 1,000-level event that used to be read, then failed as a 500)."""
+    depth = 511  # the event object is the 512th level
+    raw = b'{"type": "progress", "data": ' + b"[" * depth + b'"leaf"' + b"]" * depth + b"}"
+    response = await client.post(
+        "/api/generation/jobs/job-deep/events",
+        data=raw,
+        headers={"Authorization": f"Bearer {INTAKE}", "Content-Type": "application/json"},
+    )
+    assert response.status == 202, await response.text()
+    replay = await client.get(
+        "/api/generation/jobs/job-deep/events?last_event_id=0",
+        headers={"Accept": "text/event-stream"},
+    )
+    assert replay.status == 200
+    seen = b""
+    while seen.count(b"[") < depth:  # the stream stays open: read the replayed event only
+        seen += await asyncio.wait_for(replay.content.readany(), 5)
+    replay.close()
+    big = b'{"severity": "P3", "title": "digits", "labels": {"n": ' + b"7" * 4300 + b"}}"
+    response = await client.post(
+        "/api/alerts",
+        data=big,
+        headers={"Authorization": f"Bearer {INTAKE}", "Content-Type": "application/json"},
+    )
+    assert response.status == 202, await response.text()

@@ -54,3 +54,15 @@ def test_every_setting_in_the_shared_env_file_exists() -> None:
     # Per instance, from the unit: never shared.
     assert "HTTP_PORT" not in keys and "INSTANCE_ID" not in keys
     assert any(k == "DATABASE_URL" for k in keys)
+
+
+def test_the_unit_gives_room_for_every_stream() -> None:
+    """systemd's default of 1,024 descriptors is spent by the default 1,000 SSE streams; the
+    unit's LimitNOFILE is at least what the start-up warning asks for, with headroom."""
+    from services.web.limits import wanted_nofile
+
+    [line] = [x for x in UNIT.read_text().splitlines() if x.startswith("LimitNOFILE=")]
+    limit = int(line.split("=", 1)[1])
+    default = Settings.model_fields["max_sse_connections"].default
+    assert limit >= 2 * wanted_nofile(default)
+    assert limit >= wanted_nofile(7000)  # the unit's comment says so

@@ -7,11 +7,16 @@ from sqlalchemy import select
 from services.clock import FrozenClock
 from services.errors import InvalidInput
 from services.intake import (
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    TRUNCATED_LABEL,
     IntakeBatch,
     alertmanager_dedup_key,
     alertmanager_severity,
+    alertmanager_title,
     parse_alertmanager,
     parse_generic,
+    truncate_labels,
 )
 from services.main import Services, open_services
 from services.models import EscalationLadder, Incident, OutboxMessage, TimelineEvent
@@ -131,7 +136,12 @@ def test_alertmanager_parse() -> None:
         ({"version": "3", "alerts": []}, "version"),
         ({"alerts": ["x"]}, "alerts[0]"),
         ({"alerts": [{"status": "odd", "labels": {"alertname": "a"}}]}, "alerts[0].status"),
-        ({"alerts": [{"status": "firing", "labels": {}}]}, "alerts[0].labels.alertname"),
+        ({"alerts": [{"status": "firing", "labels": {"a": 1}}]}, "alerts[0].labels.a"),
+        ({"alerts": [{"status": "firing"}]}, "alerts[0].labels"),
+        ({"alerts": [], "truncatedAlerts": -1}, "truncatedAlerts"),
+        ({"alerts": [], "truncatedAlerts": "3"}, "truncatedAlerts"),
+        ({"alerts": [], "truncatedAlerts": 2.5}, "truncatedAlerts"),
+        ({"version": "1", "alerts": []}, "version"),
     ],
 )
 def test_alertmanager_errors(payload: dict[str, object], field: str) -> None:
@@ -264,3 +274,188 @@ async def test_intake_commits_incident_timeline_outbox_and_ladder(
         (b, 1, ROWS_START, 0),
         (a2, 1, ROWS_START, 0),
     ]
+
+
+# -- every well-formed Alertmanager notification is taken ---------------------------------
+
+
+def test_truncate_labels_keeps_the_first_and_folds_the_rest() -> None:
+    labels = {f"label_{i:02d}": f"v{i}" for i in range(75)}
+    labels.update(alertname="DiskFull", severity="critical", instance="db-1")
+    kept = truncate_labels(labels)
+    assert len(kept) == MAX_LABELS
+    assert list(kept)[:3] == ["alertname", "severity", "instance"]
+    assert kept["alertname"] == "DiskFull" and kept["severity"] == "critical"
+    folded = kept[TRUNCATED_LABEL]
+    assert folded.startswith("15 more: label_60=v60, label_61=v61")
+    # Nothing dropped silently: every label is either kept or named in the fold.
+    for key, value in labels.items():
+        assert kept.get(key) == value or f"{key}={value}" in folded
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"a": "1"}, {"a": "1"}),
+        ({f"k{i}": "v" for i in range(64)}, {f"k{i}": "v" for i in range(64)}),
+        ({"k": "x" * 1001}, {"k": "x" * 999 + "\u2026"}),
+        ({"k" * 201: "v"}, {"k" * 199 + "\u2026": "v"}),
+    ],
+)
+def test_truncate_labels_table(labels: dict[str, str], expected: dict[str, str]) -> None:
+    assert truncate_labels(labels) == expected
+
+
+def test_truncate_labels_bounds_the_fold() -> None:
+    labels = {f"k{i:03d}": "x" * 500 for i in range(100)}
+    kept = truncate_labels(labels)
+    assert len(kept) == MAX_LABELS
+    assert len(kept[TRUNCATED_LABEL]) <= MAX_LABEL_VALUE
+    assert kept[TRUNCATED_LABEL].startswith("37 more: k063=")
+
+
+@pytest.mark.parametrize(
+    ("annotations", "labels", "fingerprint", "title"),
+    [
+        ({"summary": " Disk full "}, {"alertname": "DiskFull"}, "f", "Disk full"),
+        ({}, {"alertname": "DiskFull"}, "f", "DiskFull"),
+        ({"summary": "  "}, {"alertname": " "}, "f1", "Alert a=1 b=2 c=3 (+1 more labels)"),
+        ({}, {"job": "api", "severity": "critical"}, "f", "Alert job=api"),
+        ({}, {"severity": "critical"}, "c0ffee", "Alertmanager alert c0ffee"),
+        ({}, {}, "", "Alertmanager alert without labels"),
+        ({"summary": "x" * 600}, {}, "", "x" * 499 + "\u2026"),
+    ],
+)
+def test_alertmanager_title(
+    annotations: dict[str, str], labels: dict[str, str], fingerprint: str, title: str
+) -> None:
+    if labels.get("alertname") == " ":
+        labels = {**labels, "a": "1", "b": "2", "c": "3", "d": "4"}
+    assert alertmanager_title(annotations, labels, fingerprint) == title
+
+
+def test_alertmanager_takes_75_labels_and_no_alertname() -> None:
+    labels = {f"label_{i:02d}": f"value {i}" for i in range(75)}
+    alert = {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {"description": "too many labels"},
+        "fingerprint": "0a1b2c",
+    }
+    batch = parse_alertmanager({"version": "4", "alerts": [alert]})
+    [taken] = batch.firing
+    assert (
+        taken.title == "Alert label_00=value 0 label_01=value 1 label_02=value 2 (+72 more labels)"
+    )
+    assert taken.dedup_key == "am:0a1b2c"
+    assert len(taken.labels) == MAX_LABELS
+    assert taken.labels[TRUNCATED_LABEL].startswith("12 more: label_63=value 63")
+    # Without a fingerprint the key comes from every label as sent, not the shortened ones.
+    other = {**labels, "label_74": "another"}
+    first = parse_alertmanager({"alerts": [{"status": "firing", "labels": labels}]})
+    second = parse_alertmanager({"alerts": [{"status": "firing", "labels": other}]})
+    assert first.firing[0].dedup_key != second.firing[0].dedup_key
+
+
+def test_truncated_alerts_are_recorded_on_each_incident() -> None:
+    payload = {
+        "version": "4",
+        "groupKey": '{}:{alertname="SSEConnectionDropRate"}',
+        "truncatedAlerts": 1998,
+        "alerts": [am_alert(), {**am_alert("resolved"), "fingerprint": "dead"}],
+    }
+    batch = parse_alertmanager(payload)
+    assert batch.truncated_alerts == 1998
+    assert batch.group_key == '{}:{alertname="SSEConnectionDropRate"}'
+    [firing] = batch.firing
+    assert firing.labels["truncated_alerts"] == "1998"
+    assert "left 1998 more alert(s) of this group out" in firing.description
+    assert parse_alertmanager({"alerts": []}).truncated_alerts == 0
+    # JSON has one number type: 3.0 is three alerts.
+    assert parse_alertmanager({"alerts": [], "truncatedAlerts": 3.0}).truncated_alerts == 3
+
+
+# Grafana alerting's webhook contact point, as Grafana sends it (the payload of Grafana's
+# webhook notifier documentation, with the fields Grafana 10/11 adds: version "1", orgId,
+# state, title, message, values).
+GRAFANA_PAYLOAD = {
+    "receiver": "sunflow-ops",
+    "status": "firing",
+    "orgId": 1,
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "High memory usage",
+                "grafana_folder": "SunFlow",
+                "team": "blue",
+                "zone": "us-1",
+            },
+            "annotations": {
+                "description": "The system has high memory usage",
+                "runbook_url": "https://myrunbook.com/runbook/1234",
+                "summary": "This alert was triggered for zone us-1",
+            },
+            "startsAt": "2021-10-12T09:51:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/1afz29v7z/edit",
+            "fingerprint": "c6eadffa33fcdf37",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new?alertmanager=grafana"
+            "&matchers=alertname%3DT2%2Cteam%3Dblue%2Czone%3Dus-1",
+            "dashboardURL": "",
+            "panelURL": "",
+            "values": {"B": 44.23943737541908, "C": 1},
+            "valueString": "[ var='B' labels={} value=44.23943737541908 ], "
+            "[ var='C' labels={} value=1 ]",
+        },
+        {
+            "status": "resolved",
+            "labels": {"alertname": "High CPU usage", "team": "blue", "zone": "eu-1"},
+            "annotations": {
+                "description": "The system has high CPU usage",
+                "runbook_url": "https://myrunbook.com/runbook/1234",
+                "summary": "This alert was triggered for zone eu-1",
+            },
+            "startsAt": "2021-10-12T09:56:03.157076+02:00",
+            "endsAt": "2021-10-12T10:01:03.157076+02:00",
+            "generatorURL": "https://play.grafana.org/alerting/d1rdpdv7k/edit",
+            "fingerprint": "bc97ff14869b13e3",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new?alertmanager=grafana"
+            "&matchers=alertname%3DT1%2Cteam%3Dblue%2Czone%3Deu-1",
+            "dashboardURL": "https://play.grafana.org/d/abcd?orgId=1",
+            "panelURL": "https://play.grafana.org/d/abcd?orgId=1&viewPanel=efgh",
+            "values": None,
+            "valueString": "",
+        },
+    ],
+    "groupLabels": {},
+    "commonLabels": {"team": "blue"},
+    "commonAnnotations": {},
+    "externalURL": "https://play.grafana.org/",
+    "version": "1",
+    "groupKey": '{}:{alertname="High memory usage"}',
+    "truncatedAlerts": 0,
+    "title": "[FIRING:1, RESOLVED:1]  (blue)",
+    "state": "alerting",
+    "message": "**Firing**\n\nLabels:\n - alertname = High memory usage\n",
+}
+
+
+def test_grafana_webhook_payload() -> None:
+    batch = parse_alertmanager(GRAFANA_PAYLOAD)
+    [firing] = batch.firing
+    assert batch.source == "grafana" and firing.source == "grafana"
+    assert firing.title == "This alert was triggered for zone us-1"
+    assert firing.dedup_key == "am:c6eadffa33fcdf37"
+    assert firing.severity is Severity.P2  # no severity label: the documented default
+    assert firing.labels["grafana_folder"] == "SunFlow"
+    assert firing.description.splitlines() == [
+        "The system has high memory usage",
+        "Values: B=44.23943737541908, C=1",
+        "Silence: " + GRAFANA_PAYLOAD["alerts"][0]["silenceURL"],  # type: ignore[index]
+    ]
+    assert batch.resolved == ["am:bc97ff14869b13e3"]
+    # Grafana's version "1" is only Grafana's: without orgId it is refused.
+    without = {k: v for k, v in GRAFANA_PAYLOAD.items() if k != "orgId"}
+    with pytest.raises(InvalidInput):
+        parse_alertmanager(without)

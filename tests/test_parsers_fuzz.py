@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiogram.filters import CommandObject
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from bot.filters import COMMAND_ROLES, Role, button_role, command_name, required_role
 from bot.routers.incidents import Usage, parse_args, parse_id
 from services.durations import MAX_DURATION, format_duration, parse_duration
 from services.errors import InvalidInput
-from services.intake import parse_alertmanager, parse_generic
+from services.heartbeats import HeartbeatState, state_at
+from services.intake import MAX_LABEL_VALUE, MAX_LABELS, parse_alertmanager, parse_generic
+from services.pagerduty import InvalidEvent, parse_event
 from services.policy import PolicyError, parse_policy
 from services.severity import Severity, parse_severity
 from services.sse import check_job_id, parse_last_event_id
+from services.web.auth import header_text, secret_matches, token_matches
+from services.web.body import parse_json
+from services.web.errors import JSONError
 from tests.test_bot import Harness, harness  # noqa: F401 (the fixture)
 
 FUZZ = settings(max_examples=300, deadline=None)
@@ -326,3 +332,165 @@ async def test_every_command_answers_any_arguments(
     reply = await harness.say(role, f"/{command} {args}")
     assert reply.strip(), f"/{command} {args!r} as {role.name}: no answer"
     assert "Traceback" not in reply
+
+
+# -- request bodies and headers (issue 17): malformed is a 400 with a reason, never a 5xx --
+
+_DEPTH = st.integers(min_value=1, max_value=3000)
+
+
+@st.composite
+def hostile_bodies(draw: st.DrawFn) -> bytes:
+    """What the fuzzers never made: deep nesting (past orjson's 1,024 and the recursion
+    limit), integers past int()'s 4,300 digits, bytes in other encodings, and mixes."""
+    kind = draw(st.sampled_from(["deep", "digits", "encoding", "bytes", "mixed"]))
+    if kind == "deep":
+        depth = draw(_DEPTH)
+        opener, closer = draw(st.sampled_from([(b"[", b"]"), (b'{"a":', b"}")]))
+        leaf = draw(st.sampled_from([b"1", b'"x"', b"1" * 25, b"[]", b"{}"]))
+        return opener * depth + leaf + closer * depth
+    if kind == "digits":
+        digits = draw(st.integers(min_value=1, max_value=6000))
+        sign = draw(st.sampled_from([b"", b"-"]))
+        return b'{"title": "x", "labels": {"n": ' + sign + b"7" * digits + b"}}"
+    if kind == "encoding":
+        text = json.dumps(draw(json_values), ensure_ascii=False)
+        codec = draw(st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-32", "latin-1"]))
+        raw = text.encode(codec, errors="replace")
+        cut = draw(st.integers(min_value=0, max_value=3))
+        return raw[: len(raw) - cut] if cut else raw
+    if kind == "bytes":
+        return draw(st.binary(max_size=300))
+    inner = draw(json_values)
+    depth = draw(st.integers(min_value=500, max_value=1100))
+    return b"[" * depth + json.dumps(inner).encode() + b"]" * depth
+
+
+@FUZZ
+@given(hostile_bodies())
+@example(b"[" * 1025 + b"]" * 1025)
+@example(b"[" * 100_000 + b"]" * 100_000)
+@example(b'{"update_id": ' + b"1" * 4301 + b"}")
+@example(b"\xff\xfe\x00")
+def test_any_body_is_json_or_a_400_with_a_reason(raw: bytes) -> None:
+    try:
+        value = parse_json(raw)
+    except JSONError as exc:
+        assert exc.status == 400 and exc.error == "invalid_json"
+        assert isinstance(exc.detail, dict)
+        clear(exc.detail["message"])
+        return
+    # What is taken can be written again by the encoders downstream.
+    json.dumps(value)
+
+
+@FUZZ
+@given(st.binary(max_size=60).map(lambda b: b.decode("utf-8", "surrogateescape")), st.text())
+def test_any_header_value_is_compared_or_refused(given_value: str, secret: str) -> None:
+    """aiohttp hands undecodable header bytes over as lone surrogates; they never match."""
+    matched = secret_matches(given_value, secret)
+    assert isinstance(matched, bool)
+    if header_text(given_value) is None:
+        assert matched is False
+    assert token_matches(given_value, SecretStr(secret)) is matched
+
+
+many_labels = st.dictionaries(
+    st.text(min_size=1, max_size=30), st.text(max_size=60), min_size=0, max_size=120
+)
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"status": st.sampled_from(["firing", "resolved"]), "labels": many_labels},
+            optional={
+                "annotations": st.dictionaries(label_keys, st.text(max_size=60), max_size=4),
+                "fingerprint": st.text(max_size=20),
+            },
+        ),
+        max_size=5,
+    ),
+    st.integers(min_value=0, max_value=10**6),
+)
+def test_well_formed_notifications_are_taken_whatever_their_labels(
+    alerts: list[dict[str, Any]], truncated: int
+) -> None:
+    """Any number of labels, an alertname or none, truncatedAlerts: all taken."""
+    batch = parse_alertmanager({"version": "4", "truncatedAlerts": truncated, "alerts": alerts})
+    assert len(batch.firing) + len(batch.resolved) == len(alerts)
+    assert batch.truncated_alerts == truncated
+    for alert in batch.firing:
+        assert alert.title.strip() and len(alert.title) <= 500
+        assert len(alert.labels) <= MAX_LABELS + 2  # + generator_url, truncated_alerts
+        assert all(len(v) <= MAX_LABEL_VALUE for v in alert.labels.values())
+
+
+@FUZZ
+@given(
+    json_values
+    | st.fixed_dictionaries(
+        {
+            "routing_key": st.text(max_size=10) | json_values,
+            "event_action": st.sampled_from(["trigger", "acknowledge", "resolve", "x"])
+            | json_values,
+        },
+        optional={
+            "dedup_key": st.text(max_size=300) | json_values,
+            "payload": st.fixed_dictionaries(
+                {},
+                optional={
+                    "summary": st.text(max_size=40) | json_values,
+                    "source": st.text(max_size=40) | json_values,
+                    "severity": st.sampled_from(["critical", "error", "warning", "info", "P1"])
+                    | json_values,
+                    "custom_details": json_values,
+                },
+            )
+            | json_values,
+            "links": json_values,
+            "images": json_values,
+        },
+    )
+)
+def test_pagerduty_events_parse_or_list_their_errors(body: Any) -> None:
+    try:
+        event = parse_event(body)
+    except InvalidEvent as exc:
+        assert exc.errors
+        for error in exc.errors:
+            clear(error)
+        return
+    assert event.action in {"trigger", "acknowledge", "resolve"}
+    assert event.dedup_key and len(event.dedup_key) <= 255
+    if event.action == "trigger":
+        assert event.alert is not None and event.alert.title.strip()
+
+
+@FUZZ
+@given(
+    st.integers(min_value=60, max_value=10**6),
+    st.integers(min_value=0, max_value=7 * 86400),
+    st.none() | st.integers(min_value=0, max_value=10**6),
+    st.lists(st.integers(min_value=0, max_value=3 * 10**6), min_size=2, max_size=8),
+)
+def test_a_heartbeat_only_moves_on_towards_down(
+    every: int, grace: int, ping_after: int | None, offsets: list[int]
+) -> None:
+    """Without a new ping, time only moves a heartbeat from waiting/up to late to down."""
+    start = datetime(2026, 11, 21, tzinfo=UTC)
+    last = start + timedelta(seconds=ping_after) if ping_after is not None else None
+    order = {HeartbeatState.WAITING: 0, HeartbeatState.UP: 0, HeartbeatState.LATE: 1}
+    order[HeartbeatState.DOWN] = 2
+    seen = [
+        state_at(
+            created_at=start,
+            last_ping_at=last,
+            every=timedelta(seconds=every),
+            grace=timedelta(seconds=grace),
+            now=(last or start) + timedelta(seconds=offset),
+        )
+        for offset in sorted(offsets)
+    ]
+    assert [order[s] for s in seen] == sorted(order[s] for s in seen)

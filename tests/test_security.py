@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import io
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -35,6 +36,12 @@ AUTH: dict[tuple[str, str], str] = {
     ("POST", "/api/generation/jobs/{job_id}/events"): "intake",
     ("POST", "/api/alerts"): "intake",
     ("POST", "/api/alerts/alertmanager"): "intake",
+    # PagerDuty Events API v2: the credential is the body's routing_key (INTAKE_TOKEN).
+    ("POST", "/v2/enqueue"): "routing_key",
+    ("POST", "/api/integrations/pagerduty/v2/enqueue"): "routing_key",
+    ("POST", "/api/heartbeats/{name}/ping"): "intake",
+    ("GET", "/api/heartbeats/{name}/ping"): "intake",
+    ("GET", "/api/heartbeats"): "local",
     ("GET", "/api/incidents"): "local",
     ("GET", "/api/incidents/{id}"): "local",
     ("GET", "/api/incidents/{id}/postmortem"): "local",
@@ -54,15 +61,16 @@ AUTH: dict[tuple[str, str], str] = {
     ("POST", "/api/admin/connections/reset"): "admin",
     ("POST", "/api/admin/sse/broadcast-reconnect"): "admin",
 }
-FILL = {"{id}": "1", "{job_id}": "job-1"}
+FILL = {"{id}": "1", "{job_id}": "job-1", "{name}": "nightly-backup"}
 BODIES = {
     "/api/alerts": {"severity": "P3", "title": "matrix"},
     "/api/alerts/alertmanager": {"version": "4", "alerts": []},
     "/api/generation/jobs/{job_id}/events": {"type": "progress", "data": 1},
     "/api/admin/token/expiry": {"days": 60},
 }
-TOKEN_OF = {"admin": ADMIN, "intake": INTAKE, "local": ADMIN}
-OTHER = {"admin": INTAKE, "intake": ADMIN, "local": INTAKE}  # the other real token is wrong too
+TOKEN_OF = {"admin": ADMIN, "intake": INTAKE, "local": ADMIN, "routing_key": INTAKE}
+# The other real token is wrong too.
+OTHER = {"admin": INTAKE, "intake": ADMIN, "local": INTAKE, "routing_key": ADMIN}
 REMOTE = {"X-Forwarded-For": "203.0.113.9"}  # a request relayed from elsewhere
 
 
@@ -109,8 +117,20 @@ def build(path: str) -> str:
     return path
 
 
-async def call(client: Client, method: str, path: str, headers: dict[str, str]) -> int:
-    body = BODIES.get(path)
+def pd_event(routing_key: str | None) -> dict[str, object]:
+    event: dict[str, object] = {
+        "event_action": "trigger",
+        "payload": {"summary": "matrix", "source": "test", "severity": "info"},
+    }
+    if routing_key is not None:
+        event["routing_key"] = routing_key
+    return event
+
+
+async def call(
+    client: Client, method: str, path: str, headers: dict[str, str], body: object = None
+) -> int:
+    body = BODIES.get(path) if body is None else body
     async with client.request(
         method, build(path), json=body, headers=headers, allow_redirects=False
     ) as response:
@@ -130,10 +150,18 @@ async def test_route_token_matrix(app_client: Client, method: str, path: str, to
         headers["Authorization"] = f"Bearer {TOKEN_OF[kind]}"
     if path.endswith("/events") and method == "GET":
         headers["Accept"] = "application/json"  # a stream would stay open; the status is enough
-    status = await call(app_client, method, path, headers)
+    body = None
+    if kind == "routing_key":
+        # No header at all: PagerDuty senders put the credential in the event.
+        given = {"wrong": "not-the-token-at-all", "other": OTHER[kind], "right": INTAKE}
+        body, headers = pd_event(given.get(token)), {}
+    status = await call(app_client, method, path, headers, body)
     assert status < 500
     refused = token != "right" and kind != "open"
-    if refused:
+    if kind == "routing_key":
+        # PagerDuty answers a missing or wrong routing key with 400 and a list of errors.
+        assert status == (400 if refused else 202), (method, path, token, status)
+    elif refused:
         assert status == 401, (method, path, token, status)
     else:
         assert status not in {401, 403}, (method, path, token, status)
@@ -148,6 +176,8 @@ async def test_no_configured_token_refuses_with_403(migrated_url: str, tmp_path:
                 if kind in {"admin", "intake"}:
                     bearer = {"Authorization": f"Bearer {ADMIN}"}
                     assert await call(client, method, path, bearer) == 403, path
+                elif kind == "routing_key":
+                    assert await call(client, method, path, {}, pd_event(ADMIN)) == 403, path
 
 
 # -- tokens are compared in constant time ---------------------------------------------------
@@ -194,26 +224,39 @@ def test_secrets_are_compared_in_constant_time() -> None:
 # -- body limits -----------------------------------------------------------------------------
 
 
+MIB = 1024 * 1024
+
+
 @pytest.mark.parametrize(
-    "path",
+    ("path", "limit"),
     [
-        "/api/alerts",
-        "/api/alerts/alertmanager",
-        "/api/generation/jobs/job-1/events",
-        "/api/admin/token/expiry",
-        "/api/incidents/1/resolve",
+        ("/api/alerts", MIB),
+        # Alertmanager sends a whole group in one body and never retries a 413.
+        ("/api/alerts/alertmanager", 16 * MIB),
+        ("/v2/enqueue", MIB),
+        ("/api/generation/jobs/job-1/events", MIB),
+        ("/api/admin/token/expiry", MIB),
+        ("/api/incidents/1/resolve", MIB),
     ],
 )
-async def test_every_post_body_has_the_limit(app_client: Client, path: str) -> None:
+async def test_every_post_body_has_the_limit(app_client: Client, path: str, limit: int) -> None:
     token = ADMIN if "/admin/" in path or "/incidents/" in path else INTAKE
-    big = b'{"title": "' + b"x" * (1024 * 1024 + 10) + b'"}'
-    response = await app_client.post(
-        path,
-        data=io.BytesIO(big),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    assert response.status == 413
-    assert (await response.json())["error"] == "body_too_large"
+    big = b'{"title": "' + b"x" * (limit + 10) + b'"}'
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 256 * 1024):
+            yield big[start : start + 256 * 1024]
+
+    for sized in (True, False):  # with Content-Length, and chunked without it
+        response = await app_client.post(
+            path,
+            data=io.BytesIO(big) if sized else chunked(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert response.status == 413, (sized, await response.text())
+        body = await response.json()
+        assert body["error"] == "body_too_large"
+        assert f"{limit:,}" in body["detail"]
 
 
 # -- the SSE connection limit under a connect flood ----------------------------------------
@@ -303,3 +346,92 @@ async def _more(response: aiohttp.ClientResponse, first: bytes) -> bytes:
         return await asyncio.wait_for(response.content.readuntil(b"\n\n"), 0.5)
     except TimeoutError:
         return b""
+
+
+# -- header values that are not text -------------------------------------------------------
+
+
+async def raw_status(port: int, request: bytes) -> int:
+    """Send `request` byte for byte (clients refuse to send such headers) and read the
+    status code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+    return int(line.split()[1])
+
+
+NOT_TEXT = [b"\xff\xfe", b"caf\xe9", b"\xed\xa0\x80", b"\xc0\xaf", b"\x80" * 64]
+
+
+@pytest.mark.parametrize("junk", NOT_TEXT)
+async def test_token_headers_that_are_not_text_are_wrong_tokens(
+    migrated_url: str, tmp_path: Path, junk: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that are not UTF-8 in Authorization, the board cookie, the board stream's
+    Bearer or the Telegram secret header are a wrong token: 401/403, never a 500 (which
+    anyone could use to fill the log with tracebacks)."""
+    settings = local_settings(
+        migrated_url,
+        tmp_path,
+        board_token="board-test-token-89",
+        telegram_webhook_url="https://ops.example.test/telegram/hook",
+    )
+    async with open_services(settings) as services:
+
+        async def feed(update: dict[str, object]) -> None:
+            raise AssertionError("no update may get through")
+
+        services.telegram_updates = feed
+        services.telegram_webhook_secret = "s3cret-Token_1"
+        async with TestClient(TestServer(create_app(settings, services))) as client:
+            assert client.port is not None
+            body = b'{"severity": "P3", "title": "x"}'
+            cases = [
+                (b"POST /api/alerts", b"Authorization: Bearer " + junk, body, 401),
+                (b"POST /api/alerts/alertmanager", b"Authorization: " + junk, body, 401),
+                (b"POST /api/admin/sse/restart", b"Authorization: Bearer " + junk, b"", 401),
+                (
+                    b"GET /api/incidents",
+                    b"X-Forwarded-For: 203.0.113.9\r\nAuthorization: Bearer " + junk,
+                    b"",
+                    401,
+                ),
+                (b"GET /", b"Cookie: sunflow_board=" + junk, b"", 401),
+                (
+                    b"GET /api/generation/jobs/board/events",
+                    b"Accept: application/json\r\nAuthorization: Bearer " + junk,
+                    b"",
+                    401,
+                ),
+                (b"POST /api/heartbeats/nightly/ping", b"Authorization: Bearer " + junk, b"", 401),
+                (
+                    b"POST /telegram/hook",
+                    b"X-Telegram-Bot-Api-Secret-Token: " + junk,
+                    b'{"update_id": 1}',
+                    403,
+                ),
+            ]
+            for start, header, payload, expected in cases:
+                request = (
+                    start
+                    + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    + header
+                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(payload)).encode()
+                    + b"\r\nConnection: close\r\n\r\n"
+                    + payload
+                )
+                status = await raw_status(client.port, request)
+                assert status == expected, (start, header, status)
+            # ?token= with bytes that are not UTF-8 after percent-decoding.
+            status = await raw_status(
+                client.port,
+                b"GET /api/heartbeats/nightly/ping?token=%FF%FE HTTP/1.1\r\nHost: x\r\n"
+                b"Connection: close\r\n\r\n",
+            )
+            assert status == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -1,4 +1,8 @@
 import io
+import json
+import logging
+
+import pytest
 
 from tests.conftest import ADMIN, Client, intake_headers
 
@@ -105,8 +109,10 @@ async def test_token_required(client: Client) -> None:
 
 
 async def test_alertmanager_batch_is_all_or_nothing(client: Client) -> None:
+    """A body that is not an Alertmanager notification (a label that is not a string, which
+    Alertmanager never sends) is refused whole: 400 naming the field, nothing written."""
     good = {"status": "firing", "labels": {"alertname": "A"}, "fingerprint": "1"}
-    bad = {"status": "firing", "labels": {}, "fingerprint": "2"}
+    bad = {"status": "firing", "labels": {"alertname": 5}, "fingerprint": "2"}
     resp = await client.post(
         "/api/alerts/alertmanager",
         json={"version": "4", "alerts": [good, bad]},
@@ -149,3 +155,130 @@ async def test_bodies_only_the_standard_library_reads_are_read_as_before(client:
         expected = {"nan": "nan", "big": str(2**70), "utf16": "한", "huge": "inf"}
         expected["low"] = str(-(2**63) - 1)
         assert incident["labels"]["x"] == expected[name]
+
+
+def sse_rule_alert(i: int, status: str = "firing") -> dict[str, object]:
+    """One alert of the SSE rules' shape, as Alertmanager sends it (about 630 bytes)."""
+    return {
+        "status": status,
+        "labels": {
+            "alertname": "SSEConnectionDropRate",
+            "severity": "warning",
+            "job": "generation-service",
+            "instance": f"gen-{i:04d}.internal:8002",
+            "job_id": f"job-{i:06d}",
+        },
+        "annotations": {
+            "summary": f"SSE reconnects too high on gen-{i:04d}",
+            "description": "sse_reconnect_count rose faster than 10/min for 5 minutes; "
+            "clients are dropping their streams. See the SSE runbook, step 1.",
+        },
+        "startsAt": "2026-11-21T03:00:00.000Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.local:9090/graph?g0.expr=rate%28sse_reconnect_count"
+        "%5B5m%5D%29+%3E+10&g0.tab=1",
+        "fingerprint": f"{i:016x}",
+    }
+
+
+async def test_alertmanager_group_over_a_mebibyte_is_taken(client: Client) -> None:
+    """2,000 alerts in one group (about 1.3 MB, past the 1 MiB that other bodies get) were
+    answered 413 and lost for good; now the whole group is committed."""
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "sunflow-ops",
+        "groupKey": '{}:{alertname="SSEConnectionDropRate"}',
+        "truncatedAlerts": 0,
+        "alerts": [sse_rule_alert(i) for i in range(2000)],
+    }
+    raw = json.dumps(payload).encode()
+    assert len(raw) > 1024 * 1024
+    resp = await client.post(
+        "/api/alerts/alertmanager",
+        data=io.BytesIO(raw),
+        headers={**intake_headers(), "Content-Type": "application/json"},
+    )
+    assert resp.status == 202, await resp.text()
+    created = (await resp.json())["created"]
+    assert len(set(created)) == 2000
+    last = await (await client.get(f"/api/incidents/{max(created)}")).json()
+    assert last["title"].startswith("SSE reconnects too high on gen-")
+
+
+async def test_truncated_alerts_in_answer_incident_log_and_metric(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = {
+        "version": "4",
+        "groupKey": '{}:{alertname="SSEConnectionDropRate"}',
+        "truncatedAlerts": 1998,
+        "alerts": [sse_rule_alert(1), sse_rule_alert(2)],
+    }
+    with caplog.at_level(logging.WARNING, logger="services.intake"):
+        for _ in range(2):  # Alertmanager re-sends the group every group_interval
+            resp = await client.post(
+                "/api/alerts/alertmanager", json=payload, headers=intake_headers()
+            )
+            assert resp.status == 202
+            answer = await resp.json()
+            assert answer["truncated_alerts"] == 1998
+    lines = [r.getMessage() for r in caplog.records if "max_alerts" in r.getMessage()]
+    assert len(lines) == 1, lines  # logged once per group, not per notification
+    assert "1998" in lines[0] and "SSEConnectionDropRate" in lines[0]
+    incident = await (await client.get(f"/api/incidents/{answer['deduplicated'][0]}")).json()
+    assert incident["labels"]["truncated_alerts"] == "1998"
+    assert "left 1998 more alert(s)" in incident["description"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'sunflow_alerts_truncated_total{source="alertmanager"} 3996.0' in metrics
+    assert 'sunflow_alerts_truncated_total{source="grafana"} 0.0' in metrics
+
+
+async def test_alertmanager_alert_with_75_labels_and_no_alertname_is_taken(
+    client: Client,
+) -> None:
+    labels = {f"label_{i:02d}": f"value {i}" for i in range(75)}
+    payload = {
+        "version": "4",
+        "alerts": [
+            {"status": "firing", "labels": {**labels, "severity": "critical"}, "fingerprint": "a"},
+            {"status": "firing", "labels": {"job": "cron"}, "fingerprint": "b"},
+            {"status": "firing", "labels": {"alertname": "Plain"}, "fingerprint": "c"},
+        ],
+    }
+    resp = await client.post("/api/alerts/alertmanager", json=payload, headers=intake_headers())
+    assert resp.status == 202, await resp.text()
+    first, second, third = (await resp.json())["created"]
+    wide = await (await client.get(f"/api/incidents/{first}")).json()
+    assert wide["severity"] == "P0"
+    assert len(wide["labels"]) == 64
+    # 76 labels: alertname-less, severity kept first, 62 more by name, 13 folded.
+    assert wide["labels"]["severity"] == "critical"
+    assert wide["labels"]["truncated_labels"].startswith("13 more: label_62=value 62")
+    assert (await (await client.get(f"/api/incidents/{second}")).json())["title"] == (
+        "Alert job=cron"
+    )
+    assert (await (await client.get(f"/api/incidents/{third}")).json())["title"] == "Plain"
+
+
+async def test_grafana_webhook_opens_and_resolves(client: Client) -> None:
+    from tests.test_intake import GRAFANA_PAYLOAD
+
+    resp = await client.post(
+        "/api/alerts/alertmanager", json=GRAFANA_PAYLOAD, headers=intake_headers()
+    )
+    assert resp.status == 202, await resp.text()
+    [opened] = (await resp.json())["created"]
+    incident = await (await client.get(f"/api/incidents/{opened}")).json()
+    assert incident["source"] == "grafana"
+    assert incident["title"] == "This alert was triggered for zone us-1"
+    resolved = {
+        **GRAFANA_PAYLOAD,
+        "status": "resolved",
+        "state": "ok",
+        "alerts": [{**GRAFANA_PAYLOAD["alerts"][0], "status": "resolved"}],  # type: ignore[index]
+    }
+    resp = await client.post("/api/alerts/alertmanager", json=resolved, headers=intake_headers())
+    assert (await resp.json())["resolved"] == [opened]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'sunflow_alerts_received_total{outcome="created",source="grafana"} 1.0' in metrics

@@ -174,4 +174,21 @@ MESSAGES: dict[str, str] = {
     "postmortem.complete": "Post-mortem of #{id}: every field is filled.",
     "postmortem.set": "📝 #{id}: {field} recorded by {actor}",
     "report.caption": "Incidents this week",
+    # -- heartbeats (issue 17) --
+    "cmd.heartbeats": "dead-man's switches: last ping and state",
+    "heartbeats.none": (
+        "No heartbeats yet. Add one from the server: "
+        "<code>sunflow-ops heartbeat add NAME --every 1h --grace 10m</code>"
+    ),
+    "heartbeats.title": "<b>Heartbeats ({count})</b>",
+    "heartbeats.line": (
+        "{badge} <b>{name}</b> · {state} · every {every} (grace {grace}) · {severity}\n"
+        "    last ping {last} · due {due}"
+    ),
+    "heartbeats.ago": "{delta} ago",
+    "heartbeats.never": "never",
+    "heartbeats.state.up": "on time",
+    "heartbeats.state.waiting": "waiting for its first ping",
+    "heartbeats.state.late": "late (in grace)",
+    "heartbeats.state.down": "missed",
 }

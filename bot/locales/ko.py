@@ -171,4 +171,21 @@ MESSAGES: dict[str, str] = {
     "postmortem.complete": "#{id} 사후 분석: 모든 항목이 채워졌습니다.",
     "postmortem.set": "📝 #{id}: {field} 기록 — {actor}",
     "report.caption": "이번 주 장애",
+    # -- heartbeats (issue 17) --
+    "cmd.heartbeats": "하트비트(데드맨 스위치): 마지막 핑과 상태",
+    "heartbeats.none": (
+        "등록된 하트비트가 없습니다. 서버에서 추가하세요: "
+        "<code>sunflow-ops heartbeat add NAME --every 1h --grace 10m</code>"
+    ),
+    "heartbeats.title": "<b>하트비트 ({count})</b>",
+    "heartbeats.line": (
+        "{badge} <b>{name}</b> · {state} · 주기 {every} (유예 {grace}) · {severity}\n"
+        "    마지막 핑 {last} · 기한 {due}"
+    ),
+    "heartbeats.ago": "{delta} 전",
+    "heartbeats.never": "없음",
+    "heartbeats.state.up": "정상",
+    "heartbeats.state.waiting": "첫 핑 대기 중",
+    "heartbeats.state.late": "지연 (유예 중)",
+    "heartbeats.state.down": "누락",
 }

@@ -7,7 +7,19 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from services.web import alerts, board, faults, health, incidents, metrics, openapi, pipeline, sse
+from services.web import (
+    alerts,
+    board,
+    faults,
+    health,
+    heartbeats,
+    incidents,
+    metrics,
+    openapi,
+    pagerduty,
+    pipeline,
+    sse,
+)
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 from services.web.telegram import add_webhook_route, openapi_for
 
@@ -24,7 +36,18 @@ def create_app(settings: Settings, services: Services) -> web.Application:
     )
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = services
-    for module in (health, alerts, incidents, metrics, sse, pipeline, openapi, board):
+    for module in (
+        health,
+        alerts,
+        pagerduty,
+        heartbeats,
+        incidents,
+        metrics,
+        sse,
+        pipeline,
+        openapi,
+        board,
+    ):
         app.add_routes(module.routes)
     if settings.fault_injection:
         app.add_routes(faults.routes)

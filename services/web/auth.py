@@ -11,18 +11,42 @@ from pydantic import SecretStr
 from services.web.errors import JSONError
 
 
+def header_text(value: str | None) -> str | None:
+    """A header (or cookie) value as text, or None when its bytes were not UTF-8.
+
+    aiohttp keeps undecodable bytes as lone surrogates (surrogateescape); such a value is
+    never decoded further or compared: it is simply not the right token.
+    """
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    header = header_text(request.headers.get("Authorization")) or ""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
 
 
-def token_matches(given: str | None, expected: SecretStr | None) -> bool:
-    if given is None or expected is None:
+def secret_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of text from a request with a secret; text that is not
+    valid UTF-8 (see `header_text`) never matches."""
+    given = header_text(given)
+    if given is None:
         return False
-    return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def token_matches(given: str | None, expected: SecretStr | None) -> bool:
+    if expected is None:
+        return False
+    return secret_matches(given, expected.get_secret_value())
 
 
 def require_token(request: web.Request, expected: SecretStr | None, setting: str) -> None:

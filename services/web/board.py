@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from services.board import BOARD_EVENT, BOARD_JOB, BoardIncident, BoardSnapshot, as_utc
 from services.models import IncidentState
 from services.severity import MEANINGS, Severity
-from services.web.auth import bearer_token, token_matches
+from services.web.auth import bearer_token, secret_matches, token_matches
 from services.web.errors import JSONError
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 
@@ -90,10 +90,7 @@ def board_access(request: web.Request) -> bool:
     expected: SecretStr | None = request.app[SETTINGS_KEY].board_token
     if expected is None:
         return True
-    cookie = request.cookies.get(COOKIE)
-    if cookie is not None and hmac.compare_digest(
-        cookie.encode(), session_value(expected).encode()
-    ):
+    if secret_matches(request.cookies.get(COOKIE), session_value(expected)):
         return True
     for given in (bearer_token(request), request.query.get("token")):
         if token_matches(given, expected):

@@ -60,7 +60,10 @@ def error_for(request: web.Request, exc: Exception) -> web.Response:
         code = _REASONS.get(exc.status_code, exc.reason.lower().replace(" ", "_"))
         detail = exc.text if exc.text and not exc.text.startswith(str(exc.status_code)) else None
         if exc.status_code == 413:
-            detail = "the request body is larger than the server accepts (1 MiB)"
+            detail = (
+                "the request body is larger than this endpoint accepts "
+                f"({request.client_max_size:,} bytes)"
+            )
         return error_response(exc.status_code, code, detail, headers=_keep_headers(exc))
     log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed; see its log")

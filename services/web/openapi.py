@@ -7,7 +7,17 @@ from typing import Any
 from aiohttp import web
 
 from services.severity import ALIASES, Severity
-from services.web import alerts, board, health, incidents, metrics, pipeline, sse
+from services.web import (
+    alerts,
+    board,
+    health,
+    heartbeats,
+    incidents,
+    metrics,
+    pagerduty,
+    pipeline,
+    sse,
+)
 
 routes = web.RouteTableDef()
 
@@ -68,17 +78,34 @@ SCHEMAS: dict[str, Any] = {
     "AlertmanagerPayload": {
         "type": "object",
         "required": ["alerts"],
+        "description": "Alertmanager's webhook (version 4), or Grafana alerting's webhook "
+        "contact point (version 1 with orgId). Any number of labels is taken (beyond 64 "
+        "they are kept shortened in a truncated_labels label); an alert without alertname "
+        "gets its title from summary, other labels or the fingerprint.",
         "properties": {
-            "version": {"type": "string", "enum": ["4"]},
+            "version": {
+                "type": "string",
+                "enum": ["4", "1"],
+                "description": '"1" only with orgId (Grafana)',
+            },
             # Sent by Alertmanager, read per alert instead, so any value is accepted.
             "status": {"description": "ignored: each alert's own status counts"},
             "receiver": {"description": "ignored"},
-            "groupKey": {"description": "ignored"},
+            "groupKey": {"description": "names the group in the log line of a truncation"},
             "groupLabels": {"description": "ignored"},
             "commonLabels": {"description": "ignored"},
             "commonAnnotations": {"description": "ignored"},
             "externalURL": {"description": "ignored"},
-            "truncatedAlerts": {"description": "ignored"},
+            "truncatedAlerts": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "description": "alerts the sender left out (max_alerts): recorded on the "
+                "incidents, in the answer, the log and sunflow_alerts_truncated_total",
+            },
+            "orgId": {"description": "Grafana: marks the payload as Grafana's"},
+            "title": {"description": "Grafana: ignored (each alert has its own)"},
+            "state": {"description": "Grafana: ignored"},
+            "message": {"description": "Grafana: ignored"},
             "alerts": {
                 "type": "array",
                 "items": {
@@ -87,10 +114,7 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {
                         "status": {"type": "string", "enum": ["firing", "resolved"]},
                         "labels": {
-                            "type": "object",
-                            "required": ["alertname"],
-                            "maxProperties": 64,
-                            "properties": {"alertname": {"type": "string", "pattern": "\\S"}},
+                            "type": ["object", "null"],
                             "additionalProperties": {"type": "string"},
                         },
                         "annotations": {
@@ -101,8 +125,84 @@ SCHEMAS: dict[str, Any] = {
                         "endsAt": {"type": ["string", "null"]},
                         "generatorURL": {"type": ["string", "null"]},
                         "fingerprint": {"type": ["string", "null"]},
+                        "values": {"description": "Grafana: shown in the description"},
+                        "valueString": {"description": "Grafana: ignored"},
+                        "silenceURL": {"type": ["string", "null"]},
+                        "dashboardURL": {"type": ["string", "null"]},
+                        "panelURL": {"type": ["string", "null"]},
+                        "imageURL": {"type": ["string", "null"]},
                     },
                 },
+            },
+        },
+    },
+    "PagerDutyEvent": {
+        "type": "object",
+        "required": ["routing_key", "event_action"],
+        "description": "An Events API v2 alert event. payload (summary, source, severity) "
+        "is required for a trigger; dedup_key for acknowledge and resolve.",
+        "properties": {
+            "routing_key": {"type": "string", "minLength": 1, "description": "INTAKE_TOKEN"},
+            "event_action": {"type": "string", "enum": ["trigger", "acknowledge", "resolve"]},
+            "dedup_key": {"type": "string", "maxLength": 255},
+            "payload": {
+                "type": "object",
+                "required": ["summary", "source", "severity"],
+                "properties": {
+                    "summary": {"type": "string", "pattern": "\\S"},
+                    "source": {"type": "string", "pattern": "\\S"},
+                    "severity": {
+                        "type": "string",
+                        "enum": ["critical", "error", "warning", "info"],
+                        "description": "P0, P1, P2, P3",
+                    },
+                    "timestamp": {"type": "string"},
+                    "component": {"type": "string"},
+                    "group": {"type": "string"},
+                    "class": {"type": "string"},
+                    "custom_details": {},
+                },
+            },
+            "client": {"type": "string"},
+            "client_url": {"type": "string"},
+            "links": {"type": "array", "items": {"type": "object"}},
+            "images": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "PagerDutyAccepted": {
+        "type": "object",
+        "required": ["status", "message", "dedup_key"],
+        "properties": {
+            "status": {"type": "string", "enum": ["success"]},
+            "message": {"type": "string", "enum": ["Event processed"]},
+            "dedup_key": {"type": "string"},
+        },
+    },
+    "PagerDutyError": {
+        "type": "object",
+        "required": ["status", "message", "errors"],
+        "properties": {
+            "status": {"type": "string"},
+            "message": {"type": "string"},
+            "errors": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "HeartbeatPing": {
+        "type": "object",
+        "required": ["name", "state", "every", "grace", "severity", "due_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "state": {"type": "string", "enum": ["waiting", "up", "late", "down"]},
+            "every": {"type": "string"},
+            "grace": {"type": "string"},
+            "severity": {"$ref": "#/components/schemas/Severity"},
+            "last_ping_at": {"type": ["string", "null"], "format": "date-time"},
+            "due_at": {"type": "string", "format": "date-time"},
+            "down_since": {"type": ["string", "null"], "format": "date-time"},
+            "set_by": {"type": "string"},
+            "resolved_incident": {
+                "type": ["integer", "null"],
+                "description": "the incident of the miss this ping ended",
             },
         },
     },
@@ -114,6 +214,10 @@ SCHEMAS: dict[str, Any] = {
             "deduplicated": {"type": "array", "items": {"type": "integer"}},
             "resolved": {"type": "array", "items": {"type": "integer"}},
             "resolved_unknown": {"type": "array", "items": {"type": "string"}},
+            "truncated_alerts": {
+                "type": "integer",
+                "description": "alerts the sender left out of this notification",
+            },
             "incidents": {"type": "array", "items": {"type": "object"}},
         },
     },
@@ -181,11 +285,33 @@ RESPONSES: dict[str, Any] = {
     "Disabled": {"description": "the token for this endpoint is not configured", **_ERROR},
     "NotFound": {"description": "no such object", **_ERROR},
     "Conflict": {"description": "the transition is not allowed in this state", **_ERROR},
-    "TooLarge": {"description": "the body is over the size limit (1 MiB)", **_ERROR},
+    "TooLarge": {
+        "description": "the body is over the size limit (MAX_BODY_BYTES, 1 MiB; "
+        "ALERTMANAGER_MAX_BODY_BYTES, 16 MiB, on /api/alerts/alertmanager)",
+        **_ERROR,
+    },
+    "TooSlow": {
+        "description": "the body did not fully arrive within REQUEST_BODY_TIMEOUT_SECONDS",
+        **_ERROR,
+    },
+    "Unavailable": {
+        "description": "the database refused the write; nothing was committed, retry",
+        **_ERROR,
+    },
 }
 
 # Route modules that describe themselves; a test checks every registered route appears.
-MODULES: list[Any] = [health, alerts, incidents, metrics, sse, pipeline, board]
+MODULES: list[Any] = [
+    health,
+    alerts,
+    pagerduty,
+    heartbeats,
+    incidents,
+    metrics,
+    sse,
+    pipeline,
+    board,
+]
 
 
 def build_document(extra: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:

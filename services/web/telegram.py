@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from aiohttp import web
 
+from services.web.auth import secret_matches
+from services.web.body import read_json
 from services.web.keys import SERVICES_KEY
+
+# Telegram's update ids are positive and fit 32 bits today; the table holds 64-bit ones.
+MAX_UPDATE_ID = 2**63 - 1
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
@@ -18,19 +22,20 @@ async def receive_update(request: web.Request) -> web.Response:
     expected = services.telegram_webhook_secret
     if feed is None or expected is None:
         return web.json_response({"error": "unavailable", "detail": "bot not running"}, status=503)
-    given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not secret_matches(request.headers.get(SECRET_HEADER), expected):
         return web.json_response({"error": "forbidden", "detail": "bad secret token"}, status=403)
-    try:
-        update: Any = await request.json()
-    except ValueError:
-        return web.json_response({"error": "bad_request", "detail": "not JSON"}, status=400)
+    update: Any = await read_json(request)  # every malformed body: 400 invalid_json
     if not isinstance(update, dict):
         return web.json_response({"error": "bad_request", "detail": "not an object"}, status=400)
     update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool):
+    if (
+        not isinstance(update_id, int)
+        or isinstance(update_id, bool)
+        or not 0 <= update_id <= MAX_UPDATE_ID
+    ):
         return web.json_response(
-            {"error": "bad_request", "detail": "update_id must be an integer"}, status=400
+            {"error": "bad_request", "detail": "update_id must be an integer from 0 to 2**63-1"},
+            status=400,
         )
     # Telegram retries an update it got no answer for, and behind a round-robin proxy the
     # retry may reach another instance: the first to claim the id handles it.
@@ -70,7 +75,13 @@ def openapi_for(path: str) -> dict[str, dict[str, Any]]:
                         "description": "accepted and handled in the background, or a "
                         "duplicate (an update id already taken in, by any instance)"
                     },
-                    "400": {"description": "not a JSON object with an update_id", **error},
+                    "400": {
+                        "description": "not a JSON object with an update_id (invalid_json "
+                        "names what is malformed)",
+                        **error,
+                    },
+                    "408": {"description": "the body did not arrive in time", **error},
+                    "413": {"description": "the body is over MAX_BODY_BYTES", **error},
                     "403": {"description": "missing or wrong secret token", **error},
                     "503": {"description": "the bot is not running", **error},
                 },
