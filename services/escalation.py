@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Table, bindparam, case, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -552,22 +552,20 @@ class EscalationService:
 
     async def earliest_wakeup(self, *, overdue_before: datetime) -> tuple[datetime | None, int]:
         """The soonest wake-up in the database, and how many are older than
-        `overdue_before` (one indexed read; the gauge is set from it)."""
+        `overdue_before` (the gauge is set from it). Index reads only: the timer asks this
+        every turn, on every instance."""
         async with self._db.read() as session:
-            row = (
-                await session.execute(
-                    select(
-                        func.min(_LADDERS.c.next_wake_at),
-                        func.coalesce(
-                            func.sum(case((_LADDERS.c.next_wake_at < overdue_before, 1), else_=0)),
-                            0,
-                        ),
-                    ).where(_LADDERS.c.next_wake_at.is_not(None))
+            soonest = await session.scalar(select(func.min(EscalationLadder.next_wake_at)))
+            count = 0
+            if soonest is not None and soonest < overdue_before:
+                count = int(
+                    await session.scalar(
+                        select(func.count()).where(EscalationLadder.next_wake_at < overdue_before)
+                    )
+                    or 0
                 )
-            ).one()
-        count = int(row[1])
         self._metrics.overdue.set(count)
-        return row[0], count
+        return soonest, count
 
     async def overdue(self, *, before: datetime) -> Overdue:
         async with self._db.read() as session:
