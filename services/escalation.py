@@ -202,7 +202,9 @@ class EscalationService:
     # -- the hook: every incident write keeps its ladder and wake-up current ----------------
 
     def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        opened = {c.incident.id: c for c in changes if c.kind is ChangeKind.TRIGGERED}
+        opened = {
+            c.incident.id: (c.incident, c.at, 1) for c in changes if c.kind is ChangeKind.TRIGGERED
+        }
         if opened:
             self._start(session, list(opened.values()), new=True)
         moved: set[int] = set()
@@ -261,19 +263,19 @@ class EscalationService:
             deadline=incident.response_deadline,
         )
 
-    def _start(self, session: Session, changes: Sequence[IncidentChange], *, new: bool) -> None:
-        """Start a ladder run for each change (a new incident, or a reopened one whose row
-        the caller has already moved to the next epoch). The steps due at once that are the
-        alert itself (0 s, to the team chat) are recorded as fired here: the alert's card
-        and its `triggered` (or `reopened`) entry are that step, so it has no timeline entry
-        or message of its own. Anything else due at once is left to the timer, which this
-        commit wakes."""
+    def _start(
+        self, session: Session, runs: Sequence[tuple[IncidentView, datetime, int]], *, new: bool
+    ) -> None:
+        """Start a ladder run (incident, at, epoch) for each: a new incident's, or a reopened
+        one's whose ladder row the caller has moved to the next epoch. The steps due at once
+        that are the alert itself (0 s, to the team chat) are recorded as fired here: the
+        alert's card and its `triggered` (or `reopened`) entry are that step, so it has no
+        timeline entry or message of its own. Anything else due at once is left to the
+        timer, which this commit wakes."""
         firings: list[dict[str, Any]] = []
         ladders: list[dict[str, Any]] = []
         wakes: list[dict[str, Any]] = []
-        for change in changes:
-            incident, at = change.incident, change.at
-            epoch = 1 if new else int(change.details.get("epoch", 1))
+        for incident, at, epoch in runs:
             state = self._started(incident, at)
             for index, seq in state.fired.items():
                 step = self.policy.ladder(incident.severity)[index]
@@ -323,11 +325,7 @@ class EscalationService:
             ladder.paused_at = None
             ladder.deadline_missed_at = None
             session.flush()
-            self._start(
-                session,
-                [replace(change, details={**change.details, "epoch": ladder.epoch})],
-                new=False,
-            )
+            self._start(session, [(incident, change.at, ladder.epoch)], new=False)
         elif kind is ChangeKind.ACKNOWLEDGED:
             # Only a timed acknowledgement will come back; remember where the ladder stood.
             ladder.paused_at = change.at
