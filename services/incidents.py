@@ -748,6 +748,7 @@ _INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
 _TIMELINE: Table = TimelineEvent.__table__  # type: ignore[assignment]
 _MUTABLE = (
     "severity",
+    "title",
     "occurrence_count",
     "last_seen_at",
     "response_deadline",
@@ -810,6 +811,10 @@ def _absorb(row: dict[str, Any], alert: AlertIn, now: datetime) -> dict[str, Any
         row["response_deadline"] = min(
             row["response_deadline"], now + alert.severity.response_time
         )
+        if alert.title != row["title"]:
+            # The title said what the first, milder alert saw ("warning: 10 days left").
+            details["title"] = {"from": row["title"], "to": alert.title}
+            row["title"] = alert.title
     if alert.description and alert.description != row["description"]:
         details["description"] = alert.description[:500]
     return details

@@ -197,6 +197,10 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
         title = (annotations.get("summary") or "").strip() or alertname
         if generator:
             labels = {**labels, "generator_url": generator}
+        # The rule's runbook link becomes a button on the card (services/runbooks.py).
+        for name in ("runbook_url", "runbook"):
+            if annotations.get(name, "").strip():
+                labels = {**labels, name: annotations[name].strip()[:500]}
         batch.firing.append(
             AlertIn(
                 severity=alertmanager_severity(labels),

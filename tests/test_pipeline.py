@@ -88,6 +88,7 @@ async def test_dry_run_reports_every_problem_and_posts_nothing(
         assert not report.ok
         assert {c.name: c.ok for c in report.checks} == {
             "token": False,
+            "guards": True,
             "images": False,
             "caption": False,
             "cloudinary": False,
