@@ -119,7 +119,8 @@ def with_open_incidents(
             adjusted.append(c)
             continue
         severity, incident_id = found
-        detail = f"{c.detail}; open {severity} incident #{incident_id}".lstrip("; ")
+        named = f"#{incident_id}" in c.detail
+        detail = c.detail if named else f"{c.detail}; open P0 incident #{incident_id}".lstrip("; ")
         figures = {**c.figures, "incident": incident_id, "incident_severity": severity}
         adjusted.append(ComponentHealth(c.name, Status.DOWN, detail, figures, c.elapsed_ms))
     return adjusted

@@ -27,7 +27,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Libraries whose routine lines would bury ours: shown only with LOG_LEVEL=DEBUG (APScheduler
 # says "Running job"/"executed successfully" for every tick of every job).
-CHATTY = ("apscheduler",)
+CHATTY = ("apscheduler", "alembic")
 
 
 class RedactingFilter(logging.Filter):

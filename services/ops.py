@@ -307,7 +307,10 @@ def add_jobs(services: Services) -> None:
             next_run_time=now + timedelta(seconds=first),
         )
 
-    every("retry-due", ops.retry.run_due, RETRY_TICK_SECONDS, 5)
+    # Due retries are looked for every 30 s, or twice per shortest delay when the delays are
+    # shorter (RETRY_DELAYS=10s,30s,60s for a rehearsal): never much later than due.
+    shortest = min(d.total_seconds() for d in ops.retry.delays)
+    every("retry-due", ops.retry.run_due, min(RETRY_TICK_SECONDS, max(1.0, shortest / 2)), 5)
     every("token-check", ops.tokens.check, 86400, 10)
     scheduler.add_job(
         _logged("token-weekly", ops.tokens.weekly_post),

@@ -191,16 +191,19 @@ class PublicationService:
         `PublishRefused` saying why not."""
         now = self._clock.now()
         day = day_of(now, self.zone)
+        async with self._db.write() as session:
+            # A claim nobody settled belongs to a run that died: said so for good, even if
+            # this claim is refused.
+            await session.execute(
+                update(Publication)
+                .where(
+                    Publication.state == PublicationState.POSTING.value,
+                    Publication.claimed_at < now - STALE_CLAIM,
+                )
+                .values(state=PublicationState.INTERRUPTED.value)
+            )
         try:
             async with self._db.write() as session:
-                await session.execute(
-                    update(Publication)
-                    .where(
-                        Publication.state == PublicationState.POSTING.value,
-                        Publication.claimed_at < now - STALE_CLAIM,
-                    )
-                    .values(state=PublicationState.INTERRUPTED.value)
-                )
                 busy = await session.scalar(
                     select(Publication).where(Publication.state == PublicationState.POSTING.value)
                 )

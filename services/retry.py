@@ -513,6 +513,7 @@ class RetryService:
             # Each step's success resolves its own incident (the flows do it); a job whose
             # runner named no incident had the job's own.
             await self._incidents.resolve_by_dedup_key(view.dedup_key, actor="retry")
+            await self._tell(view, f"job #{view.id} ({view.work}) succeeded")
             return view
         if failure.defer_until is not None:
             log.info(
@@ -522,9 +523,24 @@ class RetryService:
                 failure.defer_until.isoformat(),
                 failure.error,
             )
+            await self._tell(
+                view,
+                f"job #{view.id} ({view.work}) waits until "
+                f"{failure.defer_until:%Y-%m-%d %H:%M} UTC: {failure.error}",
+            )
             return view
         exhausted_now = armed and view.state is JobState.EXHAUSTED
         return await self._heard(view, failure, exhausted_now=exhausted_now)
+
+    async def _tell(self, view: JobView, text: str) -> None:
+        """A job's run ended without failing while its incident stays open (fal.ai still
+        down after an archive fallback, a deferral): a note on the incident, so its card
+        shows the job's new state instead of the retry it was running."""
+        if view.incident_id is None:
+            return
+        if not (await self._incidents.get(view.incident_id)).incident.is_open:
+            return
+        await self._incidents.annotate(view.incident_id, actor="retry", text=text)
 
     async def _heard(self, view: JobView, failure: JobFailed, *, exhausted_now: bool) -> JobView:
         """A failure of the job's work: its incident now, the log line, the provider's state;

@@ -192,3 +192,62 @@ async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> 
             await world.services.sse.stop()
             world.services.scheduler.shutdown()
             await server.close()
+
+
+async def test_token_status_asks_the_running_service(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        await world.services.ops.tokens.set_expiry(60, actor="test")
+        server = TestServer(create_app(world.settings, world.services), host="127.0.0.1")
+        await server.start_server()
+        try:
+            port = str(server.port)
+            ok = await cli(world, "token", "status", "--json", HTTP_PORT=port)
+            assert ok.returncode == 0, ok.stderr
+            assert json.loads(ok.stdout)["source"] == "service"
+            # .env edited under the running service: the CLI process would read the new
+            # token, but it tells what the service runs with, and that a restart is needed.
+            world.instagram.valid_tokens.add("IGQVJ-renewed-0002")
+            world.settings.env_file_path.write_text(
+                'INSTAGRAM_ACCESS_TOKEN="IGQVJ-renewed-0002"\n'
+            )
+            stale = await cli(
+                world,
+                "token",
+                "status",
+                HTTP_PORT=port,
+                INSTAGRAM_ACCESS_TOKEN="IGQVJ-renewed-0002",
+            )
+            assert stale.returncode == 1
+            assert "restart needed: .env holds another INSTAGRAM_ACCESS_TOKEN" in stale.stdout
+            assert "IGQVJ-renewed-0002" not in stale.stdout
+            health = await cli(world, "health", HTTP_PORT=port)
+            assert "restart needed" in health.stdout
+        finally:
+            await server.close()
+        # No service: the CLI says so and reads .env itself.
+        alone = await cli(world, "token", "status")
+        assert "(the service is not running: this is the token .env holds)" in alone.stdout
+
+
+async def test_publish_guards_on_the_command_line(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        world.add_topic("daisy")
+        nothing = await cli(world, "publish", "daisy", "--retry")
+        assert nothing.returncode == 1 and nothing.stdout == ""
+        assert nothing.stderr.startswith("sunflow-ops: nothing to retry: no failed publish")
+        assert nothing.stderr.count("\n") == 1
+        first = await cli(world, "publish", "daisy")
+        assert first.returncode == 0, first.stderr
+        again = await cli(world, "publish", "daisy")
+        assert again.returncode == 1
+        assert again.stderr.startswith("sunflow-ops: daisy is already posted (media ")
+        dry = await cli(world, "publish", "daisy", "--dry-run")
+        assert dry.returncode == 1 and "[!!] guards: daisy is already posted" in dry.stdout
+        forced = await cli(world, "publish", "daisy", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert len(world.instagram.published) == 2
+        fresh = await cli(world, "publish", "test_topic", "--dry-run")
+        assert "[ok] caption: built-in test caption (test_topic)" in fresh.stdout
+        # The command's lines are in LOG_DIR beside the service's (no scheduler chatter).
+        assert world.settings.log_dir is not None
+        assert "published daisy" in (world.settings.log_dir / "sunflow-ops.log").read_text()

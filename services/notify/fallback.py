@@ -199,7 +199,7 @@ class FallbackService:
                 return None
             pending, oldest, error = await self._backlog()
             kind = "down"
-            subject = "[SunFlow Ops] Telegram is failing: alerts are not reaching the team chat"
+            subject = "[SunFlow Ops] Telegram failing: alerts do not reach the chat"
             body = "\n".join(
                 [
                     f"Telegram has not accepted a message since {failing.isoformat()} "
