@@ -125,7 +125,7 @@ def test_an_sse_card_has_the_runbook_button_and_sse_reset(language: str) -> None
     view = incident()
     runbook = runbook_for(labels=view.labels, dedup_key=view.dedup_key)
     assert runbook is not None
-    payload = {"last": None, "runbook": runbook.to_json(), "retries": []}
+    payload: dict[str, Any] = {"last": None, "runbook": runbook.to_json(), "retries": []}
     rendered = TelegramRenderer(Catalogue(language)).render(Op.CARD, payload, view, NOW)
     assert check_html(rendered.html) is None
     assert "🛠 /sse_reset" in rendered.html
