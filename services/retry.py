@@ -599,11 +599,18 @@ class RetryService:
         self._incidents.published([change])
 
     async def jobs_for_incident(self, incident_id: int) -> builtins.list[JobView]:
-        """The jobs whose failures count into this incident, oldest first."""
+        """The jobs whose failures count into this incident, oldest first.
+
+        The job that opened it is named by its `job_id` label too: the link on the job is
+        written just after the incident commits, and its card may be rendered in between.
+        """
         async with self._db.read() as session:
+            incident = await session.get(Incident, incident_id)
+            raw = incident.labels.get("job_id") if incident is not None else None
+            opener = int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else 0
             rows = await session.scalars(
                 select(PipelineJob)
-                .where(PipelineJob.incident_id == incident_id)
+                .where((PipelineJob.incident_id == incident_id) | (PipelineJob.id == opener))
                 .order_by(PipelineJob.id)
             )
             return [JobView.of(r) for r in rows]
