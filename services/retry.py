@@ -203,6 +203,10 @@ class RetrySummary:
         return {"done": self.done, "text": self.text(), "jobs": [j.to_json() for j in self.jobs]}
 
 
+# The built-in ladders' text for the step (services/policy.py), replaced when it fires.
+DEFAULT_STEP_MESSAGE = "30 min: status of the automatic retries"
+
+
 def retry_step_message(summary: RetrySummary) -> str:
     """The ladder's 30-minute step as it is posted: what the retries have done by now.
 
@@ -650,4 +654,11 @@ async def describe_retries(
 ) -> dict[str, Any]:
     """For the escalation ladder's 30-minute step: its message, where the retries stand."""
     summary = await retry.status_for_incident(incident_id)
-    return {"message": retry_step_message(summary), "retries": summary.to_json()}
+    base = str(details.get("message") or "")
+    if not base or base == DEFAULT_STEP_MESSAGE:
+        message = retry_step_message(summary)
+    else:
+        # A policy file's own words for the step come first, then what is true now.
+        status = summary.text() if summary.jobs else "still open and not acknowledged"
+        message = f"{base}: {status}"
+    return {"message": message, "retries": summary.to_json()}

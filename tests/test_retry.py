@@ -310,3 +310,23 @@ async def test_an_incident_without_retries_never_hears_of_them(settings: Setting
         [step] = [e for e in detail.timeline if e.details.get("step") == "retries_done"]
         assert step.details["message"] == "30 min: still open and not acknowledged"
         assert "retr" not in step.details["message"]
+
+
+async def test_a_policy_files_own_words_come_first(settings: Settings) -> None:
+    from services.policy import PLAYBOOK_LADDERS
+    from services.retry import DEFAULT_STEP_MESSAGE
+
+    for steps in PLAYBOOK_LADDERS.values():
+        assert all(s.message == DEFAULT_STEP_MESSAGE for s in steps if s.name == "retries_done")
+    async with open_services(settings, clock=FrozenClock(T0)) as services:
+        retry = services.ops.retry
+        job = await retry.record_failure("publish", "lily", error="500")
+        assert job.incident_id is not None
+        custom = await describe_retries(retry, job.incident_id, {"message": "(rehearsal) 30 min"})
+        assert custom["message"] == (
+            f"(rehearsal) 30 min: job #{job.id} publish lily: automatic retries 0/3 done, "
+            "next at 09:05 UTC (3 left)"
+        )
+        opened = await services.incidents.trigger(AlertIn(Severity.P2, "SSE slow", "sse", "t"))
+        other = await describe_retries(retry, opened.incident.id, {"message": "halfway"})
+        assert other["message"] == "halfway: still open and not acknowledged"
