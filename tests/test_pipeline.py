@@ -232,3 +232,40 @@ async def test_the_playbooks_dry_run_works_on_a_fresh_install(
         assert world.instagram.published == [] and world.cloudinary.uploads == {}
         # Any other topic without content is still not ready.
         assert not (await world.services.ops.pipeline.dry_run("other")).ok
+
+
+async def test_a_lost_publish_answer_is_never_posted_twice(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path, integration_timeout_seconds=0.3) as world:
+        ops, clock = world.services.ops, world.clock
+        world.add_topic("daisy")
+        world.instagram.fault = "lost"  # Instagram posts, the answer never arrives in time
+        result = await ops.pipeline.publish("daisy")
+        assert not result.ok and len(world.instagram.published) == 1
+        [claim] = await ops.publications.of_topic("daisy")
+        assert claim.state.value == "interrupted"
+        world.instagram.fault = None
+        clock.advance(minutes=5)
+        [job] = await ops.retry.run_due()  # the retry does not post again ...
+        assert job.state is JobState.EXHAUSTED
+        assert "whether Instagram posted it is unknown" in job.last_error
+        assert job.incident_id is not None  # ... and a person is asked to look
+        incident = (await world.services.incidents.get(job.incident_id)).incident
+        assert incident.dedup_key == "publish:daisy" and incident.severity.value == "P1"
+        with pytest.raises(PublishRefused, match="interrupted"):
+            await ops.pipeline.publish("daisy")
+        assert len(world.instagram.published) == 1
+        # Checked on the account: it was not there (say), so the person forces it.
+        assert (await ops.pipeline.publish("daisy", force=True)).ok
+        assert len(world.instagram.published) == 2
+
+
+async def test_publishing_blocked_is_p0(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        world.add_topic("daisy")
+        world.instagram.fault = "403"
+        result = await world.services.ops.pipeline.publish("daisy")
+        assert result.job is not None and result.job.incident_id is not None
+        incident = (await world.services.incidents.get(result.job.incident_id)).incident
+        assert incident.dedup_key == "instagram:blocked" and incident.severity.value == "P0"

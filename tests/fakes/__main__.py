@@ -39,7 +39,8 @@ REHEARSAL = {
     "ESCALATION_POLICY_FILE": "deploy/escalation.rehearsal.toml",
 }
 FAULTS = {
-    "instagram": "401 (every call), expire (the token stops working), 429, 403, 500",
+    "instagram": "401 (every call), expire (the token stops working), 429, 403, 500, "
+    "lost (media_publish posts, its answer never comes in time)",
     "cloudinary": "500, 401",
     "fal": "500, stuck (never completes)",
     "telegram": "down (every call 502), 429 (every call, with Retry-After)",
@@ -179,7 +180,7 @@ class Kit:
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 86400:
             return _error(400, "retry_after", "1 to 86400 seconds")
         retry_after = int(raw)
-        if name == "instagram" and mode in {"401", "429", "403", "500"}:
+        if name == "instagram" and mode in {"401", "429", "403", "500", "lost"}:
             self.instagram.fault = mode
             self.instagram.retry_after = retry_after if mode == "429" else None
         elif name == "instagram" and mode == "expire":
