@@ -2,7 +2,7 @@
 
 Every run is one trace. A failed run is heard at once: its incident (the playbook's severity
 for the step that failed: image generation P1, Cloudinary P0, the token P0, a 429 P1) opens or
-counts in as the run fails, and its job retries 5 -> 15 -> 30 min; each step's success
+counts in as the run fails, and its job retries (5 -> 15 -> 30 min); each step's success
 resolves its incident. A publish claims its topic first (services/publications.py): a topic
 is posted once and at most PUBLISH_DAILY_LIMIT posts go out a day, unless --force.
 """
@@ -104,14 +104,17 @@ def images_in(directory: Path) -> list[Path]:
 # -- the playbook's incident for each failing step -------------------------------------------
 
 
-def fal_alert(error: str, *, fallback: str = "") -> AlertIn:
+PLAYBOOK_SCHEDULE = "5m -> 15m -> 30m"
+
+
+def fal_alert(error: str, *, fallback: str = "", schedule: str = PLAYBOOK_SCHEDULE) -> AlertIn:
     return AlertIn(
         severity=Severity.P1,
         title="Image generation failing (FLUX.2 on fal.ai)",
         dedup_key=FAL_KEY,
         source="pipeline",
         description=(
-            f"fal.ai: {error}. The job retries 5 -> 15 -> 30 min; the last retry posts an "
+            f"fal.ai: {error}. The job retries {schedule}; the last retry posts an "
             f"image from content/images/<topic>/archive/ if there is one. Check the fal.ai "
             f"status page; retry: sunflow-ops generate <topic> --retry.{fallback}"
         ),
@@ -134,7 +137,12 @@ def cloudinary_alert(error: str, path: Path) -> AlertIn:
 
 
 def instagram_failure(
-    exc: InstagramError, *, operation: str, tokens: TokenService, trace_id: str
+    exc: InstagramError,
+    *,
+    operation: str,
+    tokens: TokenService,
+    trace_id: str,
+    schedule: str = PLAYBOOK_SCHEDULE,
 ) -> JobFailed:
     """The playbook's reading of a Graph API refusal: 401 is the token (P0), 403 publishing
     blocked for the account (P0), 429 the rate limit (P1), anything else an API error (P1)."""
@@ -150,7 +158,7 @@ def instagram_failure(
             dedup_key=RATE_LIMIT_KEY,
             source="pipeline",
             description=(
-                f"{exc}.{wait} The retries back off 5 min -> 15 min -> 30 min (longer when "
+                f"{exc}.{wait} The retries back off {schedule} (longer when "
                 f"Instagram asks); keep to one post a day (PUBLISH_DAILY_LIMIT)."
             ),
             labels={"component": "instagram"},
@@ -171,7 +179,7 @@ def instagram_failure(
         title="Instagram API error",
         dedup_key=INSTAGRAM_API_KEY,
         source="pipeline",
-        description=f"{exc}. The job retries 5 -> 15 -> 30 min.",
+        description=f"{exc}. The job retries {schedule}.",
         labels={"component": "instagram"},
     )
     return JobFailed(str(exc), alert=alert, call=call)
@@ -448,7 +456,11 @@ class PipelineService:
         )
         error = failed.call.error if failed.call else failed.error
         await self._count_in(
-            fal_alert(error, fallback=f" Used the archive image {chosen} for this post."),
+            fal_alert(
+                error,
+                fallback=f" Used the archive image {chosen} for this post.",
+                schedule=self._retry.schedule,
+            ),
             failed.call,
             run,
             note=f"{failed.error}; the archive image {chosen} is used for this post",
@@ -471,7 +483,7 @@ class PipelineService:
             raise JobFailed(
                 f"{GENERATION_FAILED}: {error}",
                 trace_id=run.id,
-                alert=fal_alert(error),
+                alert=fal_alert(error, schedule=self._retry.schedule),
                 call=CallFailure("fal", "generate", exc.status, error),
             ) from None
         await self._providers.ok("fal", "generate")
@@ -537,7 +549,11 @@ class PipelineService:
                 # An answer (any HTTP status) means it did not publish; no answer may mean it did.
                 posting.maybe_published = posting.calling and not exc.status
                 raise instagram_failure(
-                    exc, operation=operation, tokens=self._tokens, trace_id=run.id
+                    exc,
+                    operation=operation,
+                    tokens=self._tokens,
+                    trace_id=run.id,
+                    schedule=self._retry.schedule,
                 ) from None
             except BaseException:
                 posting.maybe_published = posting.calling

@@ -261,6 +261,11 @@ class RetryService:
         self.delays = list(delays)
         self._runners: dict[str, Runner] = {}
 
+    @property
+    def schedule(self) -> str:
+        """The retry delays as the texts say them: `5m -> 15m -> 30m`."""
+        return " -> ".join(format_duration(d) for d in self.delays)
+
     def register(self, kind: str, runner: Runner) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")

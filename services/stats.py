@@ -123,7 +123,9 @@ class StatsService:
             status = exc.status or None if isinstance(exc, InstagramError) else None
             failed = JobFailed(
                 error,
-                alert=stats_alert(error),
+                alert=stats_alert(
+                    error, self.retry.schedule if self.retry else "5m -> 15m -> 30m"
+                ),
                 call=CallFailure("instagram", operation, status, error)
                 if isinstance(exc, InstagramError)
                 else None,
@@ -239,13 +241,13 @@ class RestartResult:
         }
 
 
-def stats_alert(error: str) -> AlertIn:
+def stats_alert(error: str, schedule: str = "5m -> 15m -> 30m") -> AlertIn:
     return AlertIn(
         severity=Severity.P2,
         title="Instagram stats collection failing",
         dedup_key=STATS_KEY,
         source="stats_collector",
         description=f"{error}. Recover: sunflow-ops stats collect --force; sunflow-ops stats "
-        "restart. The collect_stats job retries 5 -> 15 -> 30 min.",
+        f"restart. The collect_stats job retries {schedule}.",
         labels={"component": "stats"},
     )

@@ -258,6 +258,7 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         assert incident is not None and incident.severity is Severity.P1
         card = await sc.card(incident.id, "Retry 1/3 of job #1 (publish lily) at 09:05 UTC")
         assert card.text.startswith(BADGE[Severity.P1])
+        assert "The job retries 5m -&gt; 15m -&gt; 30m" in card.text  # RETRY_DELAYS
         # health and the dry run say fal.ai is failing, though its probe answers.
         fal = {c.name: c for c in (await world.services.health.run()).components}["fal"]
         assert fal.status is Status.DOWN and "HTTP 500" in fal.detail
