@@ -456,7 +456,9 @@ async def test_scenario_6_telegram_notification_failure(migrated_url: str, tmp_p
         # 1. the token is right; 2. the bot is back; 3. the test message, twice.
         sc.chat.down = False
         await sc.card(incident.id, "Health check: telegram is down")
-        assert sender.failing_since is None
+        # The sender marks the success once Telegram's answer is in (just after the fake
+        # stored the message).
+        await sc.chat.wait_for(lambda: sender.failing_since is None)
         assert await fallback.announce() == "up"
         assert await fallback.announce() is None
         assert [r["event"] for r in received] == ["telegram_down", "telegram_up"]
