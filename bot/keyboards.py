@@ -27,8 +27,11 @@ from services.retry import JobView
 SNOOZE_CHOICES = (30, 60, 240)
 
 
-def incident_keyboard(view: IncidentView, catalogue: Catalogue) -> InlineKeyboardMarkup:
-    """The buttons that make sense in the incident's state; Details always."""
+def incident_keyboard(
+    view: IncidentView, catalogue: Catalogue, *, runbook_url: str | None = None
+) -> InlineKeyboardMarkup:
+    """The buttons that make sense in the incident's state; Details always; the alert's
+    runbook as a link when it has one."""
     builder = InlineKeyboardBuilder()
     t = catalogue.t
     if view.state is IncidentState.TRIGGERED:
@@ -58,7 +61,13 @@ def incident_keyboard(view: IncidentView, catalogue: Catalogue) -> InlineKeyboar
                     action=IncidentAction.SNOOZE, incident_id=view.id, minutes=minutes
                 ),
             )
-    builder.adjust(first_row, len(SNOOZE_CHOICES))
+    rows = [first_row]
+    if view.is_open:
+        rows.append(len(SNOOZE_CHOICES))
+    if runbook_url is not None:
+        builder.button(text=t("button.runbook"), url=runbook_url)
+        rows.append(1)
+    builder.adjust(*rows)
     return builder.as_markup()
 
 
@@ -99,11 +108,13 @@ def sse_keyboard(catalogue: Catalogue, confirm: SSEAction | None = None) -> Inli
     return builder.as_markup()
 
 
-def incident_keyboard_json(view: IncidentView, catalogue: Catalogue) -> dict[str, Any]:
+def incident_keyboard_json(
+    view: IncidentView, catalogue: Catalogue, *, runbook_url: str | None = None
+) -> dict[str, Any]:
     """The same keyboard as Bot API JSON, for the outbox sender."""
-    markup: dict[str, Any] = incident_keyboard(view, catalogue).model_dump(
-        mode="json", exclude_none=True
-    )
+    markup: dict[str, Any] = incident_keyboard(
+        view, catalogue, runbook_url=runbook_url
+    ).model_dump(mode="json", exclude_none=True)
     return markup
 
 

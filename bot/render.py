@@ -19,6 +19,7 @@ from services.notify.outbox import Op
 from services.notify.sender import Rendered
 from services.retry import JobView
 from services.severity import Severity
+from services.stats import RestartResult
 from services.tokens import TokenStatus
 from services.traces import TraceView
 
@@ -227,10 +228,51 @@ class TelegramRenderer:
                     when=when,
                 )
             )
+        for job in facts.get("retries") or []:
+            if isinstance(job, dict):
+                lines.append(self.retry_line(job, now))
+        runbook = facts.get("runbook")
+        if isinstance(runbook, dict):
+            if runbook.get("path"):
+                lines.append(self.t("card.runbook", where=f"<code>{esc(runbook['path'])}</code>"))
+            elif runbook.get("url"):
+                lines.append(self.t("card.runbook", where=esc(runbook["url"])))
+            commands = [str(c) for c in runbook.get("commands") or []]
+            if commands and view.is_open:
+                lines.append(self.t("card.commands", commands=esc(" · ".join(commands))))
         unticked = int(facts.get("checklist_open") or 0)
         if view.state is IncidentState.RESOLVED and unticked:
             lines.append(self.t("card.checklist_open", count=unticked))
         return lines
+
+    def retry_line(self, job: dict[str, Any], now: datetime) -> str:
+        """One job behind the incident: its next retry, or how its retries ended."""
+        values: dict[str, Any] = {
+            "id": esc(job.get("id", "?")),
+            "work": esc(f"{job.get('kind', '')} {job.get('topic', '')}".strip()),
+            "done": job.get("attempts", 0),
+            "n": int(job.get("attempts") or 0) + 1,
+            "total": job.get("max_attempts", 0),
+            "left": job.get("left", 0),
+        }
+        state = job.get("state")
+        updated = _parse_at(job.get("updated_at"))
+        if state == "succeeded":
+            return self.t("card.retry.succeeded", at=hhmm(updated) if updated else "?", **values)
+        if state == "running":
+            return self.t("card.retry.running", **values)
+        due = _parse_at(job.get("next_retry_at"))
+        if state == "failed" and due is not None:
+            left = due - now
+            when = (
+                self.t("card.next.in", delta=age(left))
+                if left > timedelta(0)
+                else self.t("card.next.due")
+            )
+            return self.t("card.retry.next", at=hhmm(due), when=when, **values)
+        if int(job.get("attempts") or 0) == 0:
+            return self.t("card.retry.refused", **values)
+        return self.t("card.retry.exhausted", **values)
 
     def card(
         self,
@@ -315,7 +357,9 @@ class TelegramRenderer:
             return Rendered(
                 text,
                 html_to_plain(text),
-                reply_markup=incident_keyboard_json(incident, self.catalogue),
+                reply_markup=incident_keyboard_json(
+                    incident, self.catalogue, runbook_url=_runbook_url(payload)
+                ),
                 full_text=html_to_plain(full) if trimmed else None,
             )
         if op == Op.REPLY:
@@ -481,9 +525,26 @@ class TelegramRenderer:
             detail=esc(component.detail),
         )
 
-    def stats_restarted(self, next_run: datetime | None) -> str:
-        when = at(next_run) if next_run else self.t("stats.not_scheduled")
+    def stats_restarted(self, result: RestartResult) -> str:
+        when = at(result.next_run) if result.next_run else self.t("stats.not_scheduled")
+        if not result.ok:
+            return self.t("stats.restart_failed", next=when, detail=esc(result.collected.detail))
         return self.t("stats.restarted", next=when)
+
+
+def _runbook_url(payload: dict[str, Any]) -> str | None:
+    runbook = payload.get("runbook")
+    url = runbook.get("url") if isinstance(runbook, dict) else None
+    return str(url) if isinstance(url, str) and url.startswith(("http://", "https://")) else None
+
+
+def _parse_at(value: object) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _iso_at(value: object) -> str:

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DomainError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         return 1
-    except (UsageError, PolicyError) as exc:
+    except (UsageError, PolicyError, SettingsError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

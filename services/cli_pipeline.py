@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from services.models import MAX_ID
 
 if TYPE_CHECKING:
     from services.main import Services
+    from services.tokens import TokenStatus
 
 
 class UsageError(Exception):
@@ -52,10 +54,23 @@ def add_pipeline_commands(sub: Any) -> None:
     restore = backup_sub.add_parser("restore", help="restore a backup (snapshots first)")
     restore.add_argument("id")
 
-    publish = sub.add_parser("publish", help="images, upload, caption and post, under one trace")
+    publish = sub.add_parser(
+        "publish",
+        help="images, upload, caption and post, under one trace (once per topic; "
+        "PUBLISH_DAILY_LIMIT a day)",
+    )
     publish.add_argument("topic")
-    publish.add_argument("--retry", action="store_true", help="retry the topic's failed job")
+    publish.add_argument(
+        "--retry",
+        action="store_true",
+        help="run the topic's failed job now; refused when nothing failed or it is posted",
+    )
     publish.add_argument("--dry-run", action="store_true", help="check everything, post nothing")
+    publish.add_argument(
+        "--force",
+        action="store_true",
+        help="post even if the topic is already posted or the daily limit is reached",
+    )
     publish.add_argument("--json", action="store_true")
 
     generate = sub.add_parser("generate", help="generate the topic's images on fal.ai")
@@ -94,8 +109,12 @@ def _dump(value: Any) -> None:
 
 
 def run_with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
+    from services.logs import configure_logging
     from services.main import migrate, open_services
 
+    # What a command does (a publish failing with 429...) lands in LOG_DIR's files beside the
+    # service's own lines, where the playbook's greps look; its result is what it prints.
+    configure_logging(settings, console=False, rotate=False)
     migrate(settings)
 
     async def main() -> int:
@@ -112,6 +131,13 @@ def _actor() -> str:
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """`token status` and `set-expiry` ask the running service when there is one, so they
+    tell what `health` tells (the service's own token, not the one .env holds now)."""
+    if args.token_command in {"status", "set-expiry"}:
+        answered = _token_from_service(args, settings)
+        if answered is not None:
+            return answered
+
     async def work(services: Services) -> int:
         tokens = services.ops.tokens
         if args.token_command == "guide":
@@ -124,12 +150,45 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         status = await tokens.status()
         if args.json:
-            _dump(status.to_json())
+            _dump({**status.to_json(), "source": "local"})
         else:
             print(status.text())
-        return 0 if status.state.value in {"ok", "warning"} else 1
+            print("(the service is not running: this is the token .env holds)")
+        return _token_exit(status)
 
     return run_with_services(settings, work)
+
+
+def _token_exit(status: TokenStatus) -> int:
+    ok = status.state.value in {"ok", "warning"} and not status.restart_needed
+    return 0 if ok else 1
+
+
+def _token_from_service(args: argparse.Namespace, settings: Settings) -> int | None:
+    from services.tokens import TokenStatus
+
+    if args.token_command == "status":
+        answer = _call_service(settings, "GET", "/api/token")
+    else:
+        if settings.admin_token is None:
+            return None  # set locally; the service reads the same database
+        body = {"days": args.days} if args.days is not None else {}
+        answer = _call_service(settings, "POST", "/api/admin/token/expiry", body=body)
+    if answer is None:
+        return None
+    code, data = answer
+    if code >= 400:
+        raise DomainError(_error_text(code, data))
+    status = TokenStatus.from_json(data)
+    if args.token_command == "set-expiry":
+        print(f"expiry set: {status.expires_at:%Y-%m-%d} ({status.days_left} days)")
+        print(status.text())
+        return 0
+    if args.json:
+        _dump({**data, "source": "service"})
+    else:
+        print(status.text())
+    return _token_exit(status)
 
 
 def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,7 +277,9 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(report.text())
             return 0 if report.ok else 1
-        result = await pipeline.publish(args.topic, retry=args.retry)
+        result = await pipeline.publish(
+            args.topic, retry=args.retry, force=args.force, actor=_actor()
+        )
         if args.json:
             _dump(result.to_json())
         else:
@@ -248,7 +309,17 @@ def _cmd_upload(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     if args.stats_command == "restart":
-        return _ask_service(settings, "POST", "/api/admin/stats/restart")
+        # The daemon restart works only if the collection it runs at once works: exit 1 if not.
+        body = _ask_service(settings, "POST", "/api/admin/stats/restart")
+        if body.get("ok"):
+            print(f"stats collector restarted and collected now; next run {body['next_run_time']}")
+            return 0
+        print(
+            f"stats collector re-armed (next run {body.get('next_run_time')}), but collecting "
+            f"now failed: {body.get('detail')}",
+            file=sys.stderr,
+        )
+        return 1
 
     async def work(services: Services) -> int:
         result = await services.ops.stats.collect(force=args.force)
@@ -272,36 +343,59 @@ def _cmd_collect_logs(args: argparse.Namespace, settings: Settings) -> int:
     return run_with_services(settings, work)
 
 
-def _ask_service(settings: Settings, method: str, path: str) -> int:
-    """Work only the running service can do (its scheduler): an admin HTTP call to it."""
+def _service_url(settings: Settings, path: str) -> str:
+    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
+    return f"http://{host}:{settings.http_port}{path}"
+
+
+def _call_service(
+    settings: Settings, method: str, path: str, *, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]] | None:
+    """One HTTP call to the running service (with ADMIN_TOKEN when set); None when nothing
+    answers there (the service is not running)."""
     import aiohttp
 
-    host = "127.0.0.1" if settings.http_host in {"0.0.0.0", "::", ""} else settings.http_host
-    url = f"http://{host}:{settings.http_port}{path}"
-    if settings.admin_token is None:
-        raise DomainError("ADMIN_TOKEN is not set, so the running service cannot be asked")
-    headers = {"Authorization": f"Bearer {settings.admin_token.get_secret_value()}"}
+    url = _service_url(settings, path)
+    headers = {}
+    if settings.admin_token is not None:
+        headers["Authorization"] = f"Bearer {settings.admin_token.get_secret_value()}"
 
     async def call() -> tuple[int, dict[str, Any]]:
         timeout = aiohttp.ClientTimeout(total=30)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.request(method, url, headers=headers) as resp,
+            session.request(method, url, headers=headers, json=body) as resp,
         ):
-            body = await resp.json(content_type=None)
-            return resp.status, body if isinstance(body, dict) else {}
+            data = await resp.json(content_type=None)
+            return resp.status, data if isinstance(data, dict) else {}
 
     try:
-        status, body = asyncio.run(call())
+        return asyncio.run(call())
+    except aiohttp.ClientConnectionError:
+        return None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise DomainError(f"the service at {url} did not answer ({type(exc).__name__})") from None
+
+
+def _ask_service(settings: Settings, method: str, path: str) -> dict[str, Any]:
+    """Work only the running service can do (its scheduler): an admin HTTP call to it."""
+    if settings.admin_token is None:
+        raise DomainError("ADMIN_TOKEN is not set, so the running service cannot be asked")
+    answer = _call_service(settings, method, path)
+    if answer is None:
+        raise DomainError(
+            f"the service at {_service_url(settings, path)} is not running (sunflow-ops serve)"
+        )
+    status, body = answer
     if status >= 400:
-        detail = body.get("detail")
-        message = detail.get("message") if isinstance(detail, dict) else detail
-        raise DomainError(f"{body.get('error', status)}: {message}")
-    for key, value in body.items():
-        print(f"{key}: {value}")
-    return 0
+        raise DomainError(_error_text(status, body))
+    return body
+
+
+def _error_text(status: int, body: dict[str, Any]) -> str:
+    detail = body.get("detail")
+    message = detail.get("message") if isinstance(detail, dict) else detail
+    return f"{body.get('error', status)}: {message}"
 
 
 PIPELINE_COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -168,8 +168,47 @@ class Settings(BaseSettings):
     retry_delays: str = "5m,15m,30m"
     health_interval_seconds: float = Field(default=60, gt=0)
     backup_dir: Path = Path("data/backups")
-    log_dir: Path = Path("config/logs")
+    # Rotating sunflow-ops.log (everything at LOG_LEVEL) and sunflow-ops_stderr.log (errors
+    # only), and traces/SF-*.json; empty: no files (journald keeps the logs under systemd).
+    log_dir: Path | None = Path("logs")
     env_file_path: Path = Path(".env")
+    # The playbook's "one post a day": posts per calendar day (in PUBLISH_TIMEZONE) that
+    # `publish` allows without --force; the retry jobs wait for the next day.
+    publish_daily_limit: int = Field(default=1, ge=1, le=100)
+    publish_timezone: str = "UTC"
+    # Where a card's `runbook` link points when the alert gives a relative path
+    # (docs/sse.md#...): e.g. https://github.com/ORG/sunflow-ops/blob/main/ ; unset: the
+    # path is shown as text.
+    runbook_base_url: str | None = None
+
+    @field_validator("log_dir", mode="before")
+    @classmethod
+    def _log_dir_empty_is_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    @field_validator("publish_timezone")
+    @classmethod
+    def _check_publish_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name (e.g. UTC or Asia/Seoul)") from None
+        return value.strip()
+
+    @field_validator("runbook_base_url", mode="before")
+    @classmethod
+    def _check_runbook_base_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                return None
+            if not value.startswith(("http://", "https://")):
+                raise ValueError("must start with http:// or https://")
+        return value
 
     @field_validator(
         "instagram_user_id", "instagram_app_id", "instagram_app_secret", mode="before"

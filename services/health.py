@@ -50,6 +50,9 @@ class HealthReport:
 
 
 Check = Callable[[], Awaitable[ComponentHealth]]
+# The open incidents that name a component (label `component`): its worst severity first,
+# as (severity "P0".."P3", incident id) per component name.
+OpenIncidents = Callable[[], Awaitable[dict[str, tuple[str, int]]]]
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,27 @@ class HealthService:
     def __init__(self, *, default_timeout: float = 3.0) -> None:
         self._checks: list[_Registered] = []
         self._default_timeout = default_timeout
+        # Set by the composition root: a component with an open P0 is down, whatever its
+        # probe says (the outage is real until the incident is resolved).
+        self.open_incidents: OpenIncidents | None = None
 
     def register(
         self, name: str, check: Check, *, critical: bool = False, timeout: float | None = None
     ) -> None:
         self._checks.append(_Registered(name, check, critical, timeout or self._default_timeout))
 
-    async def run(self) -> HealthReport:
-        results = await asyncio.gather(*(self._run_one(c) for c in self._checks))
-        return HealthReport(
-            overall(results, {c.name for c in self._checks if c.critical}), results
-        )
+    async def run(self, *, with_incidents: bool = True) -> HealthReport:
+        """Every check at once. With `with_incidents`, the open incidents naming a component
+        weigh in (`with_open_incidents`); the health watch runs without them, so that it
+        resolves what the probes say has recovered."""
+        results = list(await asyncio.gather(*(self._run_one(c) for c in self._checks)))
+        if with_incidents and self.open_incidents is not None:
+            results = with_open_incidents(results, await self.open_incidents())
+        return HealthReport(overall(results, self.critical), results)
+
+    @property
+    def critical(self) -> set[str]:
+        return {c.name for c in self._checks if c.critical}
 
     async def _run_one(self, registered: _Registered) -> ComponentHealth:
         started = time.perf_counter()
@@ -94,10 +107,38 @@ class HealthService:
         )
 
 
+def with_open_incidents(
+    components: list[ComponentHealth], open_incidents: dict[str, tuple[str, int]]
+) -> list[ComponentHealth]:
+    """A component with an open P0 incident is down, whatever its probe says: the playbook's
+    "service down" lasts until someone resolves it (P1-P3 leave the probe's verdict)."""
+    adjusted = []
+    for c in components:
+        found = open_incidents.get(c.name)
+        if found is None or found[0] != "P0":
+            adjusted.append(c)
+            continue
+        severity, incident_id = found
+        named = f"#{incident_id}" in c.detail
+        detail = c.detail if named else f"{c.detail}; open P0 incident #{incident_id}".lstrip("; ")
+        figures = {**c.figures, "incident": incident_id, "incident_severity": severity}
+        adjusted.append(ComponentHealth(c.name, Status.DOWN, detail, figures, c.elapsed_ms))
+    return adjusted
+
+
 def overall(components: list[ComponentHealth], critical: set[str]) -> Status:
-    """Down if a critical component is down; degraded if anything is not healthy."""
-    if any(c.status is Status.DOWN and c.name in critical for c in components):
-        return Status.DOWN
+    """Down if a component that the service cannot do without is down (registered critical,
+    or P0 in the playbook: database, Cloudinary, the token, or any with an open P0 incident);
+    degraded if anything is not healthy."""
+    for c in components:
+        if c.status is not Status.DOWN:
+            continue
+        if (
+            c.name in critical
+            or COMPONENT_SEVERITY.get(c.name) == "P0"
+            or c.figures.get("incident_severity") == "P0"
+        ):
+            return Status.DOWN
     if any(c.status is not Status.HEALTHY for c in components):
         return Status.DEGRADED
     return Status.HEALTHY
@@ -123,14 +164,28 @@ COMPONENT_SEVERITY: dict[str, str] = {
 
 
 # Components whose service raises and resolves its own incidents (the token monitor's
-# `token:instagram` and `instagram:unauthorized`): the watch would only page twice.
-OWN_INCIDENTS = frozenset({"instagram_token"})
+# `token:instagram` and `instagram:unauthorized`, the pipeline's Instagram incidents): the
+# watch would only page twice.
+OWN_INCIDENTS = frozenset({"instagram_token", "instagram"})
+
+# Components whose outage the pipeline pages for under its own key the moment a real call
+# fails: the watch uses the same key, so one outage is one incident whoever notices first.
+SHARED_KEYS: dict[str, str] = {
+    "cloudinary": "cloudinary:upload",
+    "fal": "fal:generate",
+    "stats": "stats:collector",
+}
+
+
+def incident_key(component: str) -> str:
+    return SHARED_KEYS.get(component, f"health:{component}")
 
 
 class HealthWatch:
-    """The scheduled health run: a component down raises `health:<name>`; recovery resolves.
+    """The scheduled health run: a component down raises its incident; recovery resolves.
 
-    Degraded (not configured, a warning) neither raises nor resolves.
+    Degraded (not configured, a warning) neither raises nor resolves. An incident already
+    open is not triggered again each minute (its card would be edited every run).
     """
 
     def __init__(self, health: HealthService, incidents: Any) -> None:
@@ -141,32 +196,46 @@ class HealthWatch:
         from services.incidents import AlertIn
         from services.severity import Severity
 
-        report = await self._health.run()
+        report = await self._health.run(with_incidents=False)
+        down: dict[str, ComponentHealth] = {}
         healthy = []
         for component in report.components:
             if component.name in OWN_INCIDENTS:
                 continue
-            key = f"health:{component.name}"
+            key = incident_key(component.name)
             if component.status is Status.DOWN:
-                await self._incidents.trigger(
-                    AlertIn(
-                        severity=Severity(COMPONENT_SEVERITY.get(component.name, "P2")),
-                        title=f"Health check: {component.name} is down",
-                        dedup_key=key,
-                        source="health_check",
-                        description=component.detail,
-                        labels={"component": component.name},
-                    ),
-                    actor="health_check",
-                )
+                down[key] = component
             elif component.status is Status.HEALTHY:
                 healthy.append(key)
         # Nearly every run finds everything healthy and nothing open: one read instead of a
         # write transaction per component. Read, not remembered, so that an incident raised
         # before a restart, by another instance or reopened by hand is resolved all the same.
+        already = await self._incidents.open_dedup_keys(sorted(down)) if down else set()
+        for key, component in sorted(down.items()):
+            if key in already:
+                continue
+            await self._incidents.trigger(
+                AlertIn(
+                    severity=Severity(COMPONENT_SEVERITY.get(component.name, "P2")),
+                    title=f"Health check: {component.name} is down",
+                    dedup_key=key,
+                    source="health_check",
+                    description=component.detail,
+                    labels={"component": component.name},
+                ),
+                actor="health_check",
+            )
         for key in sorted(await self._incidents.open_dedup_keys(healthy)):
             await self._incidents.resolve_by_dedup_key(key, actor="health_check")
-        return report
+        return await self._health_report(report)
+
+    async def _health_report(self, report: HealthReport) -> HealthReport:
+        """The report as `health` shows it (open incidents weighing in), for the callers."""
+        opened = self._health.open_incidents
+        if opened is None:
+            return report
+        components = with_open_incidents(report.components, await opened())
+        return HealthReport(overall(components, self._health.critical), components)
 
     def card(self, report: HealthReport) -> str:
         return health_card(report)

@@ -650,6 +650,7 @@ _INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
 _TIMELINE: Table = TimelineEvent.__table__  # type: ignore[assignment]
 _MUTABLE = (
     "severity",
+    "title",
     "occurrence_count",
     "last_seen_at",
     "response_deadline",
@@ -713,6 +714,10 @@ def _absorb(
         details["severity_raised"] = {"from": row["severity"], "to": alert.severity.value}
         row["severity"] = alert.severity.value
         row["response_deadline"] = min(row["response_deadline"], now + deadline_after)
+        if alert.title != row["title"]:
+            # The title said what the first, milder alert saw ("warning: 10 days left").
+            details["title"] = {"from": row["title"], "to": alert.title}
+            row["title"] = alert.title
     if alert.description and alert.description != row["description"]:
         details["description"] = alert.description[:500]
     return details

@@ -332,6 +332,10 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
         kept = truncate_labels(labels)
         if generator:
             kept = {**kept, "generator_url": shorten(generator, MAX_LABEL_VALUE)}
+        # The rule's runbook link becomes a button on the card (services/runbooks.py).
+        for name in ("runbook_url", "runbook"):
+            if annotations.get(name, "").strip():
+                kept = {**kept, name: shorten(annotations[name].strip(), MAX_LABEL_VALUE)}
         if truncated:
             kept = {**kept, "truncated_alerts": str(truncated)}
         description = "\n".join([annotations.get("description", ""), *extra]).strip() + note

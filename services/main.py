@@ -37,13 +37,14 @@ from services.leader import (
 from services.metrics import Metrics
 from services.notify.service import NotifyService
 from services.oncall import OncallService
-from services.ops import PipelineOps, add_jobs, open_pipeline_ops
+from services.ops import PipelineOps, add_jobs, open_incidents_by_component, open_pipeline_ops
 from services.pagerduty import PagerDutyService
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.probe import CHECK_TIMEOUT, DatabaseProbe
 from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
+from services.runbooks import runbook_for
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 from services.sse_redis import RedisRelay
@@ -202,6 +203,8 @@ async def open_services(
     )
     services.probe.deliver = services.notify.fallback.deliver
     health.register("database", services.probe.check, critical=True, timeout=CHECK_TIMEOUT)
+    # A component with an open P0 is down in the report (a Cloudinary outage: health down).
+    health.open_incidents = partial(open_incidents_by_component, incidents)
     services.heartbeats = HeartbeatService(database, clock, incidents)
     health.register("heartbeats", services.heartbeats.health)
     services.pagerduty = PagerDutyService(database, services.intake, incidents)
@@ -243,10 +246,21 @@ async def open_services(
 
 
 async def card_facts(services: Services, incident_id: int) -> dict[str, Any]:
-    """What the incident card shows beyond the incident's row, as JSON for the renderer."""
+    """What the incident card shows beyond the incident's row, as JSON for the renderer:
+    the next escalation step, unticked checklist items, the retry plan of the jobs behind
+    it, and its runbook (a link and the chat commands that act on it)."""
     upcoming = await services.escalation.next_step_for(incident_id)
     checklist = await services.checklists.state(incident_id)
+    jobs = await services.ops.retry.jobs_for_incident(incident_id)
+    view = (await services.incidents.get(incident_id)).incident
+    runbook = runbook_for(
+        labels=view.labels,
+        dedup_key=view.dedup_key,
+        base_url=services.settings.runbook_base_url,
+    )
     return {
+        "retries": [{**job.to_json(), "plan": job.plan()} for job in jobs[-MAX_CARD_JOBS:]],
+        "runbook": runbook.to_json() if runbook else None,
         "next_step": {
             "name": upcoming.name,
             "target": upcoming.target,
@@ -257,6 +271,9 @@ async def card_facts(services: Services, incident_id: int) -> dict[str, Any]:
         "checklist_open": len(checklist.open_items()),
     }
 
+
+# The jobs a card lists (the newest; an incident of a provider outage may gather many).
+MAX_CARD_JOBS = 3
 
 # The weekly report goes to the team chat on Monday at 09:00 UTC.
 WEEKLY_REPORT_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 0}
@@ -480,7 +497,7 @@ async def serve(
         gc.collect()
         gc.freeze()
         log.info("serving on http://%s:%s", settings.http_host, port)
-        _retitle(f"sunflow-ops serve (generation-service) http://{settings.http_host}:{port}")
+        _retitle(process_title(instance_id(settings), settings.http_host, port))
         if ready is not None:
             await ready(port)
         try:
@@ -490,6 +507,12 @@ async def serve(
             await runner.cleanup()
             gc.unfreeze()
     log.info("stopped")
+
+
+def process_title(instance: str, host: str, port: int) -> str:
+    """`pgrep -f generation-service` (the SSE runbook) finds every instance; with the
+    instance id in the title, `pgrep -f 'generation-service ops-a:8002'` finds one."""
+    return f"sunflow-ops serve (generation-service {instance}) http://{host}:{port}"
 
 
 def _retitle(title: str) -> None:

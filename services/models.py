@@ -457,3 +457,62 @@ class HealthProbe(Base):
 
     instance: Mapped[str] = mapped_column(String(200), primary_key=True)
     written_at: Mapped[datetime]
+
+
+# -- The playbook's guards: one post per topic and day, and each provider's last real call ---
+
+
+class PublicationState(enum.StrEnum):
+    POSTING = "posting"  # claimed: the Instagram calls are under way
+    POSTED = "posted"
+    FAILED = "failed"  # the run failed before anything was published
+    # A claim left by a crashed run: whether Instagram published is unknown, so the topic
+    # counts as posted until a person checks the account and publishes with --force.
+    INTERRUPTED = "interrupted"
+
+
+class Publication(Base):
+    """A publish of a topic: claimed before the Instagram calls, settled after them."""
+
+    __tablename__ = "publications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(64), index=True)
+    # The calendar day of the claim in PUBLISH_TIMEZONE, YYYY-MM-DD: the daily limit's unit.
+    day: Mapped[str] = mapped_column(String(10), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    claimed_at: Mapped[datetime]
+    posted_at: Mapped[datetime | None] = mapped_column(default=None)
+    media_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    trace_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    job_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (
+        # One publish in flight at a time: the daily limit and "already posted" are checked
+        # and claimed in one step, so two runs racing cannot both post.
+        Index(
+            "uq_publications_posting",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'posting'"),
+            postgresql_where=text("state = 'posting'"),
+        ),
+    )
+
+
+class ProviderCall(Base):
+    """The last real call to a provider (fal.ai, Cloudinary, Instagram) and how it went."""
+
+    __tablename__ = "provider_calls"
+
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_ok_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    operation: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str] = mapped_column(Text, default="")
+    trace_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # Failures in a row since the last success.
+    failures: Mapped[int] = mapped_column(Integer, default=0)

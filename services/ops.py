@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -28,7 +29,10 @@ from services.integrations.cloudinary import (
 from services.integrations.fal import FalClient, FalError
 from services.integrations.instagram import InstagramClient
 from services.logs import secret_values
+from services.models import IncidentState
 from services.pipeline import PipelineService
+from services.providers import ProviderCalls, ProviderState
+from services.publications import PublicationService
 from services.retry import JobFailed, JobView, RetryService
 from services.scheduler import SchedulerService
 from services.stats import StatsService
@@ -58,6 +62,8 @@ class PipelineOps:
     backups: BackupService
     bundles: BundleService
     watch: HealthWatch
+    publications: PublicationService
+    providers: ProviderCalls
 
 
 def _secret(value: object) -> str | None:
@@ -107,8 +113,12 @@ async def open_pipeline_ops(
             model=settings.fal_model,
             timeout=settings.fal_timeout_seconds,
         )
-        traces = TraceService(db, clock, export_dir=settings.log_dir / "traces")
-        retry = RetryService(db, clock, incidents, delays=settings.retry_schedule)
+        export = settings.log_dir / "traces" if settings.log_dir is not None else None
+        traces = TraceService(db, clock, export_dir=export)
+        providers = ProviderCalls(db, clock)
+        retry = RetryService(
+            db, clock, incidents, delays=settings.retry_schedule, providers=providers
+        )
         warning_days, critical_days = settings.token_alert_thresholds
         tokens = TokenService(
             db,
@@ -122,6 +132,14 @@ async def open_pipeline_ops(
             app_id=settings.instagram_app_id,
             app_secret=_secret(settings.instagram_app_secret),
             language=settings.bot_language,
+            token=_secret(settings.instagram_access_token),
+            env_file=settings.env_file_path,
+        )
+        publications = PublicationService(
+            db,
+            clock,
+            zone=ZoneInfo(settings.publish_timezone),
+            daily_limit=settings.publish_daily_limit,
         )
         pipeline = PipelineService(
             content_dir=settings.content_dir,
@@ -132,6 +150,8 @@ async def open_pipeline_ops(
             instagram=instagram,
             cloudinary=cloudinary,
             fal=fal,
+            publications=publications,
+            providers=providers,
         )
         stats = StatsService(
             db,
@@ -146,6 +166,7 @@ async def open_pipeline_ops(
         )
 
         stats.retry = retry
+        stats.providers = providers
 
         async def collect_job(_job: JobView) -> str | None:
             result = await stats.collect(force=True, from_job=True)
@@ -164,6 +185,7 @@ async def open_pipeline_ops(
             log_dir=settings.log_dir,
             out_dir=settings.backup_dir.parent / "bundles",
             secrets=secrets,
+            retry=retry,
         )
         ops = PipelineOps(
             instagram=instagram,
@@ -177,11 +199,23 @@ async def open_pipeline_ops(
             backups=BackupService(settings, clock),
             bundles=bundles,
             watch=HealthWatch(health, incidents),
+            publications=publications,
+            providers=providers,
         )
         register_checks(health, ops, settings, session)
         yield ops
     finally:
         await session.close()
+
+
+def with_last_call(component: ComponentHealth, state: ProviderState | None) -> ComponentHealth:
+    """A probe's verdict weighed with the last real call: the probe answering does not make
+    a provider healthy while the work it does for us keeps failing."""
+    if state is None or not state.failing:
+        return component
+    figures = {**component.figures, "last_call": state.to_json()}
+    detail = f"{state.describe()} (probe: {component.detail})"
+    return ComponentHealth(component.name, Status.DOWN, detail, figures)
 
 
 def register_checks(
@@ -195,8 +229,10 @@ def register_checks(
         try:
             await ops.cloudinary.ping()
         except CloudinaryError as exc:
-            return ComponentHealth("cloudinary", Status.DOWN, str(exc))
-        return ComponentHealth("cloudinary", Status.HEALTHY, "reachable")
+            probe = ComponentHealth("cloudinary", Status.DOWN, str(exc))
+        else:
+            probe = ComponentHealth("cloudinary", Status.HEALTHY, "reachable")
+        return with_last_call(probe, await ops.providers.get("cloudinary"))
 
     async def fal() -> ComponentHealth:
         if not ops.fal.configured:
@@ -204,18 +240,53 @@ def register_checks(
         try:
             await ops.fal.reachable()
         except FalError as exc:
-            return ComponentHealth("fal", Status.DOWN, str(exc))
-        return ComponentHealth("fal", Status.HEALTHY, f"{ops.fal.model} reachable")
+            probe = ComponentHealth("fal", Status.DOWN, str(exc))
+        else:
+            probe = ComponentHealth("fal", Status.HEALTHY, f"{ops.fal.model} reachable")
+        return with_last_call(probe, await ops.providers.get("fal"))
+
+    async def instagram() -> ComponentHealth:
+        """The Graph API as the last real call found it (429 degrades, other errors down)."""
+        state = await ops.providers.get("instagram")
+        if state is None or not state.failing:
+            when = (
+                f"last call ok at {state.last_ok_at:%H:%M} UTC"
+                if state and state.last_ok_at
+                else "no call yet"
+            )
+            return ComponentHealth("instagram", Status.HEALTHY, when)
+        status = Status.DEGRADED if state.status == 429 else Status.DOWN
+        return ComponentHealth(
+            "instagram", status, state.describe(), {"last_call": state.to_json()}
+        )
 
     # A component is checked once its setting is set: a bare install reports healthy, and
     # an integration that is not used never pages anyone.
     if ops.tokens.configured:
         health.register("instagram_token", ops.tokens.health, critical=True)
+        health.register("instagram", instagram)
         health.register("stats", ops.stats.health)
     if ops.cloudinary.configured:
         health.register("cloudinary", cloudinary)
     if ops.fal.configured:
         health.register("fal", fal)
+
+
+async def open_incidents_by_component(incidents: IncidentService) -> dict[str, tuple[str, int]]:
+    """For `health`: the most urgent open incident naming each component (label)."""
+    found: dict[str, tuple[str, int]] = {}
+    views = await incidents.list(
+        states=[IncidentState.TRIGGERED, IncidentState.ACKNOWLEDGED], limit=500
+    )
+    for view in sorted(views, key=lambda v: (v.severity.rank, v.id)):
+        component = view.labels.get("component")
+        if isinstance(component, str) and component not in found:
+            found[component] = (view.severity.value, view.id)
+    return found
+
+
+# The weekly token status: Monday 09:00 UTC, whenever the service (re)started.
+TOKEN_WEEKLY_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 0}
 
 
 def add_jobs(services: Services) -> None:
@@ -227,14 +298,8 @@ def add_jobs(services: Services) -> None:
     def every(
         job_id: str, func: Callable[[], Awaitable[object]], seconds: float, first: float
     ) -> None:
-        async def run() -> None:
-            try:
-                await func()
-            except Exception:
-                log.exception("scheduled job %s failed", job_id)
-
         scheduler.add_job(
-            run,
+            _logged(job_id, func),
             "interval",
             seconds=seconds,
             id=job_id,
@@ -242,8 +307,28 @@ def add_jobs(services: Services) -> None:
             next_run_time=now + timedelta(seconds=first),
         )
 
-    every("retry-due", ops.retry.run_due, RETRY_TICK_SECONDS, 5)
+    # Due retries are looked for every 30 s, or twice per shortest delay when the delays are
+    # shorter (RETRY_DELAYS=10s,30s,60s for a rehearsal): never much later than due.
+    shortest = min(d.total_seconds() for d in ops.retry.delays)
+    every("retry-due", ops.retry.run_due, min(RETRY_TICK_SECONDS, max(1.0, shortest / 2)), 5)
     every("token-check", ops.tokens.check, 86400, 10)
-    every("token-weekly", ops.tokens.weekly_post, 7 * 86400, 7 * 86400)
+    scheduler.add_job(
+        _logged("token-weekly", ops.tokens.weekly_post),
+        "cron",
+        id="token-weekly",
+        replace_existing=True,
+        **TOKEN_WEEKLY_CRON,
+    )
     every("health-watch", ops.watch.run, settings.health_interval_seconds, 15)
     ops.stats.schedule()
+
+
+def _logged(job_id: str, func: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        try:
+            await func()
+        except Exception:
+            log.exception("scheduled job %s failed", job_id)
+
+    run.__qualname__ = f"{job_id}:{getattr(func, '__qualname__', func)}"
+    return run

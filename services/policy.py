@@ -72,15 +72,33 @@ class Policy:
 
 PLAYBOOK_LADDER: tuple[Step, ...] = (
     Step("team", timedelta(0), "team", "Automatic alert to the team chat"),
-    Step(
-        "retries_done",
-        timedelta(minutes=30),
-        "team",
-        "30 min: the three automatic retries are done; check /retry and the traces",
-    ),
+    # The message is replaced when the step fires: how the incident's automatic retries
+    # stand at that moment ("2/3 done, next at 09:50 UTC"), or that it is still open.
+    Step("retries_done", timedelta(minutes=30), "team", "30 min: status of the automatic retries"),
     Step("pd", timedelta(hours=1), "pd", "1 h: paging the PD"),
     Step("manual", timedelta(hours=4), "team", "4 h: manual intervention required"),
 )
+
+# P2 (respond within 4 h) and P3 (24 h) follow the same ladder stretched to their response
+# time: the PD is not paged before the response time has passed.
+P2_LADDER: tuple[Step, ...] = (
+    Step("team", timedelta(0), "team", "Automatic alert to the team chat"),
+    Step("retries_done", timedelta(minutes=30), "team", "30 min: status of the automatic retries"),
+    Step("pd", timedelta(hours=4), "pd", "4 h: the P2 response time has passed; paging the PD"),
+    Step("manual", timedelta(hours=8), "team", "8 h: manual intervention required"),
+)
+P3_LADDER: tuple[Step, ...] = (
+    Step("team", timedelta(0), "team", "Automatic alert to the team chat"),
+    Step("pd", timedelta(hours=24), "pd", "24 h: the P3 response time has passed; paging the PD"),
+)
+
+# The built-in ladder of each severity (README and docs/operations.md show them as a table).
+PLAYBOOK_LADDERS: dict[Severity, tuple[Step, ...]] = {
+    Severity.P0: PLAYBOOK_LADDER,
+    Severity.P1: PLAYBOOK_LADDER,
+    Severity.P2: P2_LADDER,
+    Severity.P3: P3_LADDER,
+}
 
 # "Deadline missed" fires when nobody acknowledged by then. P0's deadline is "immediately";
 # missing it is counted after 5 minutes, so the step means something.
@@ -94,7 +112,7 @@ DEFAULT_DEADLINE_AFTER: dict[Severity, timedelta] = {
 
 def default_policy() -> Policy:
     return Policy(
-        ladders=dict.fromkeys(Severity, PLAYBOOK_LADDER),
+        ladders=dict(PLAYBOOK_LADDERS),
         deadline_after=dict(DEFAULT_DEADLINE_AFTER),
     )
 
@@ -145,8 +163,11 @@ def _parse_ladders(table: object, source: str) -> dict[Severity, tuple[Step, ...
         raise PolicyError(f"{source}: [ladder] must be a table of step lists")
     _only_keys(table, {"default", *Severity.__members__}, f"{source}: [ladder]")
     parsed = {key: _parse_steps(value, f"{source}: ladder {key}") for key, value in table.items()}
-    default = parsed.get("default", PLAYBOOK_LADDER)
-    return {sev: parsed.get(sev.value, default) for sev in Severity}
+    default = parsed.get("default")
+    return {
+        sev: parsed.get(sev.value, default if default is not None else PLAYBOOK_LADDERS[sev])
+        for sev in Severity
+    }
 
 
 def _parse_steps(value: object, where: str) -> tuple[Step, ...]:

@@ -1,11 +1,11 @@
-"""Failed pipeline jobs and their retries: 5 min -> 15 min -> 30 min, then a P1 incident."""
+"""Failed pipeline jobs and their retries (5 min -> 15 min -> 30 min), each heard at once."""
 
 from __future__ import annotations
 
 import builtins
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,8 +16,16 @@ from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
 from services.errors import InvalidInput, InvalidTransition, NotFound
-from services.incidents import AlertIn, IncidentService
+from services.incidents import (
+    AlertIn,
+    ChangeKind,
+    IncidentChange,
+    IncidentService,
+    IncidentView,
+    IncidentWrite,
+)
 from services.models import Incident, JobState, PipelineJob
+from services.providers import CallFailure, ProviderCalls
 from services.severity import Severity
 
 log = logging.getLogger(__name__)
@@ -27,7 +35,13 @@ KINDS = ("publish", "generate_images", "upload", "collect_stats")
 
 
 class JobFailed(Exception):
-    """A pipeline run failed; raised by runners so the retry ladder can move on."""
+    """A pipeline run failed; raised by runners so the retry ladder can move on.
+
+    `alert` is the playbook's incident for this failure (image generation P1, Cloudinary P0,
+    ...), opened or counted into at once; `call` names the provider call that failed, for the
+    log line and the health report; `defer_until` reschedules without spending a retry (the
+    daily post limit is reached: not a failure of the work).
+    """
 
     def __init__(
         self,
@@ -36,12 +50,18 @@ class JobFailed(Exception):
         trace_id: str | None = None,
         retry_after: timedelta | None = None,
         retryable: bool = True,
+        alert: AlertIn | None = None,
+        call: CallFailure | None = None,
+        defer_until: datetime | None = None,
     ) -> None:
         super().__init__(error)
         self.error = error
         self.trace_id = trace_id
         self.retry_after = retry_after
         self.retryable = retryable
+        self.alert = alert
+        self.call = call
+        self.defer_until = defer_until
 
 
 def next_retry_at(
@@ -79,10 +99,21 @@ class JobView:
     incident_id: int | None
     created_at: datetime
     updated_at: datetime
+    # Set for one run by `retry_now(..., force=True)`: the runner may override its guards
+    # (the publish guards: already posted, the daily limit). Never stored.
+    forced: bool = False
 
     @property
     def dedup_key(self) -> str:
+        """The incident key of a failure whose runner named no incident of its own."""
         return f"job:{self.id}"
+
+    @property
+    def left(self) -> int:
+        """Automatic retries still to come."""
+        if self.state is not JobState.FAILED or self.next_retry_at is None:
+            return 0
+        return max(0, self.max_attempts - self.attempts)
 
     @classmethod
     def of(cls, row: PipelineJob) -> JobView:
@@ -109,6 +140,7 @@ class JobView:
             "state": self.state.value,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
+            "left": self.left,
             "last_error": self.last_error,
             "trace_id": self.trace_id,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
@@ -117,49 +149,105 @@ class JobView:
             "updated_at": self.updated_at.isoformat(),
         }
 
+    @property
+    def work(self) -> str:
+        return f"{self.kind} {self.topic}".strip()
+
     def line(self, now: datetime) -> str:
-        """One line for a list: `#7 publish sunflower failed 1/3 next in 14m ...`."""
+        """One line for a list: `#7 publish sunflower failed 1/3 next in 14m ...`; a job that
+        succeeded shows no error (the old one is history, not the outcome)."""
         when = ""
         if self.state is JobState.FAILED and self.next_retry_at is not None:
             when = f" next in {format_duration(self.next_retry_at - now)}"
         trace = f" {self.trace_id}" if self.trace_id else ""
-        return (
+        head = (
             f"#{self.id} {self.kind} {self.topic or '-'} {self.state.value} "
-            f"{self.attempts}/{self.max_attempts}{when}{trace}: {self.last_error[:120]}"
+            f"{self.attempts}/{self.max_attempts}{when}{trace}"
+        )
+        if self.state is JobState.SUCCEEDED:
+            return head
+        return f"{head}: {self.last_error[:120]}"
+
+    def plan(self) -> str:
+        """Where its automatic retries stand, in words (the card and the 30-minute step)."""
+        done = f"{self.attempts}/{self.max_attempts}"
+        if self.state is JobState.SUCCEEDED:
+            return f"job #{self.id} {self.work}: succeeded at {self.updated_at:%H:%M} UTC"
+        if self.state is JobState.RUNNING:
+            return f"job #{self.id} {self.work}: retry {self.attempts + 1} running"
+        if self.state is JobState.FAILED and self.next_retry_at is not None:
+            return (
+                f"job #{self.id} {self.work}: automatic retries {done} done, next at "
+                f"{self.next_retry_at:%H:%M} UTC ({self.left} left)"
+            )
+        if self.attempts == 0:
+            return (
+                f"job #{self.id} {self.work}: not retried automatically "
+                f"({self.last_error[:120]}); fix it, then /retry {self.id}"
+            )
+        return (
+            f"job #{self.id} {self.work}: the automatic retries are done, {done} failed; "
+            f"retry by hand: /retry {self.id}"
         )
 
 
 @dataclass(frozen=True)
 class RetrySummary:
-    """What the escalation ladder's 30-minute step says about an incident's retries."""
+    """The retry state of the jobs behind an incident."""
 
     jobs: list[JobView]
 
     @property
     def done(self) -> bool:
-        return all(j.state is not JobState.FAILED for j in self.jobs)
+        """No automatic retry is still to come (each succeeded, was exhausted or refused)."""
+        return all(j.left == 0 and j.state is not JobState.RUNNING for j in self.jobs)
 
     def text(self) -> str:
         if not self.jobs:
             return "no automatic retries belong to this incident"
-        parts = []
-        for job in self.jobs:
-            parts.append(
-                f"job #{job.id} {job.kind} {job.topic}: {job.attempts}/{job.max_attempts} "
-                f"retries, {job.state.value}"
-            )
-        return "; ".join(parts)
+        return "; ".join(job.plan() for job in self.jobs)
 
     def to_json(self) -> dict[str, Any]:
         return {"done": self.done, "text": self.text(), "jobs": [j.to_json() for j in self.jobs]}
+
+
+# The built-in ladders' text for the step (services/policy.py), replaced when it fires.
+DEFAULT_STEP_MESSAGE = "30 min: status of the automatic retries"
+
+
+def retry_step_message(summary: RetrySummary) -> str:
+    """The ladder's 30-minute step as it is posted: what the retries have done by now.
+
+    The playbook writes "30 min: the three automatic retries are done", but with 5, 15 and
+    30 minutes between them the third comes at about 50 minutes: the text says where they
+    stand instead of claiming it. An incident with no retries behind it never hears of them.
+    """
+    if not summary.jobs:
+        return "30 min: still open and not acknowledged"
+    return f"30 min: {summary.text()}"
 
 
 # A runner returns the trace id of its run, or raises JobFailed.
 Runner = Callable[[JobView], Awaitable[str | None]]
 
 
+def default_alert(job: JobView, error: str) -> AlertIn:
+    """The incident of a failure whose runner named none: the job's own, P1."""
+    return AlertIn(
+        severity=Severity.P1,
+        title=f"{job.work} failing",
+        dedup_key=job.dedup_key,
+        source="retry",
+        description=error[:2000],
+    )
+
+
 class RetryService:
     """Stores failed jobs; runs their retries when due or when a person asks, never twice at once.
+
+    Every failure is heard at once: the failure's incident (the playbook's severity for the
+    step that failed) is opened or counted into the moment a run fails, the job is linked to
+    it, and the card shows the job's retry plan; the last failed retry escalates it.
 
     A run is claimed by an UPDATE that only matches a job that is not running, so a manual
     retry racing the scheduler (or a second `/retry`) finds the claim taken and is refused.
@@ -172,12 +260,19 @@ class RetryService:
         incidents: IncidentService,
         *,
         delays: Sequence[timedelta] = PLAYBOOK_DELAYS,
+        providers: ProviderCalls | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._incidents = incidents
+        self._providers = providers
         self.delays = list(delays)
         self._runners: dict[str, Runner] = {}
+
+    @property
+    def schedule(self) -> str:
+        """The retry delays as the texts say them: `5m -> 15m -> 30m`."""
+        return " -> ".join(format_duration(d) for d in self.delays)
 
     def register(self, kind: str, runner: Runner) -> None:
         if kind not in KINDS:
@@ -193,34 +288,72 @@ class RetryService:
         trace_id: str | None = None,
         retry_after: timedelta | None = None,
         retryable: bool = True,
+        alert: AlertIn | None = None,
+        call: CallFailure | None = None,
     ) -> JobView:
-        """A first run failed: store the job with its first retry armed (unless not retryable)."""
+        """A run outside the retries failed: store its job with the first retry armed (unless
+        not retryable) and open its incident now. The same work failing again while its job
+        is open counts into that job and its incident instead of arming a second job."""
+        return await self.failed(
+            kind,
+            topic,
+            JobFailed(
+                error,
+                trace_id=trace_id,
+                retry_after=retry_after,
+                retryable=retryable,
+                alert=alert,
+                call=call,
+            ),
+        )
+
+    async def failed(self, kind: str, topic: str, failure: JobFailed) -> JobView:
+        """`record_failure` for a `JobFailed` as a runner raised it."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}")
         now = self._clock.now()
         async with self._db.write() as session:
-            row = PipelineJob(
-                kind=kind,
-                topic=topic,
-                state=JobState.FAILED.value,
-                attempts=0,
-                max_attempts=len(self.delays),
-                last_error=error[:2000],
-                trace_id=trace_id,
-                next_retry_at=None,
-                created_at=now,
-                updated_at=now,
-            )
-            if retryable:
-                row.next_retry_at = next_retry_at(
-                    failed_at=now, attempts=0, delays=self.delays, retry_after=retry_after
+            row = await session.scalar(
+                select(PipelineJob)
+                .where(
+                    PipelineJob.kind == kind,
+                    PipelineJob.topic == topic,
+                    PipelineJob.state.in_([JobState.FAILED.value, JobState.EXHAUSTED.value]),
                 )
+                .order_by(PipelineJob.id.desc())
+                .limit(1)
+            )
+            if row is not None:
+                # Its retries keep their schedule: a manual run failing is one more failure.
+                row.last_error = failure.error[:2000]
+                row.trace_id = failure.trace_id or row.trace_id
+                row.updated_at = now
             else:
-                row.state = JobState.EXHAUSTED.value
-            session.add(row)
+                row = PipelineJob(
+                    kind=kind,
+                    topic=topic,
+                    state=JobState.FAILED.value,
+                    attempts=0,
+                    max_attempts=len(self.delays),
+                    last_error=failure.error[:2000],
+                    trace_id=failure.trace_id,
+                    next_retry_at=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+                if failure.retryable:
+                    row.next_retry_at = next_retry_at(
+                        failed_at=now,
+                        attempts=0,
+                        delays=self.delays,
+                        retry_after=failure.retry_after,
+                    )
+                else:
+                    row.state = JobState.EXHAUSTED.value
+                session.add(row)
             await session.flush()
             view = JobView.of(row)
-        if not retryable:
-            view = await self._raise_incident(view)
-        return view
+        return await self._heard(view, failure, exhausted_now=False)
 
     async def get(self, job_id: int) -> JobView:
         async with self._db.read() as session:
@@ -231,7 +364,7 @@ class RetryService:
 
     async def list(
         self, *, states: Sequence[JobState] | None = None, limit: int = 50
-    ) -> list[JobView]:
+    ) -> builtins.list[JobView]:
         """Failed, running and exhausted jobs by default, newest first."""
         wanted = states or (JobState.FAILED, JobState.RUNNING, JobState.EXHAUSTED)
         query = (
@@ -259,7 +392,36 @@ class RetryService:
             row = await session.scalar(query)
             return JobView.of(row) if row else None
 
-    async def retry_now(self, job_id: int, *, actor: str) -> JobView:
+    async def settle(self, kind: str, topic: str, *, actor: str) -> builtins.list[JobView]:
+        """The work of these jobs was done another way (a manual upload, `stats collect
+        --force`, a publish): they succeed without running, so no armed retry repeats it."""
+        now = self._clock.now()
+        async with self._db.write() as session:
+            rows = list(
+                await session.scalars(
+                    select(PipelineJob).where(
+                        PipelineJob.kind == kind,
+                        PipelineJob.topic == topic,
+                        PipelineJob.state.in_([JobState.FAILED.value, JobState.EXHAUSTED.value]),
+                    )
+                )
+            )
+            for row in rows:
+                row.state = JobState.SUCCEEDED.value
+                row.next_retry_at = None
+                row.updated_at = now
+            views = [JobView.of(r) for r in rows]
+        for view in views:
+            log.info(
+                "job #%s %s settled by %s: the work was done another way",
+                view.id,
+                view.work,
+                actor,
+            )
+            await self._incidents.resolve_by_dedup_key(view.dedup_key, actor=actor)
+        return views
+
+    async def retry_now(self, job_id: int, *, actor: str, force: bool = False) -> JobView:
         """Run the job now (`/retry 7`, `sunflow-ops retry 7`); refused if it is running."""
         if job_id < 1:
             raise InvalidInput(f"{job_id} is not a job number")
@@ -270,7 +432,7 @@ class RetryService:
                 raise InvalidTransition(f"job #{job_id} is already running; not started twice")
             raise InvalidTransition(f"job #{job_id} has already succeeded")
         log.info("job #%s retried now by %s", job_id, actor)
-        return await self._run(job_id)
+        return await self._run(job_id, manual=True, force=force)
 
     async def run_due(self) -> builtins.list[JobView]:
         """The scheduler's tick: run every job whose retry time has come."""
@@ -288,7 +450,7 @@ class RetryService:
         results = []
         for job_id in due:
             if await self._claim(job_id, only_due=True):
-                results.append(await self._run(job_id))
+                results.append(await self._run(job_id, manual=False, force=False))
         return results
 
     async def recover_interrupted(self) -> int:
@@ -318,8 +480,8 @@ class RetryService:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def _run(self, job_id: int) -> JobView:
-        job = await self.get(job_id)
+    async def _run(self, job_id: int, *, manual: bool, force: bool) -> JobView:
+        job = replace(await self.get(job_id), forced=force)
         runner = self._runners.get(job.kind)
         failure: JobFailed | None = None
         trace_id: str | None = None
@@ -337,17 +499,24 @@ class RetryService:
         async with self._db.write() as session:
             row = await session.get(PipelineJob, job_id)
             assert row is not None
-            row.attempts += 1
+            armed = row.next_retry_at is not None
             row.updated_at = now
             if failure is None:
+                row.attempts += 1
                 row.state = JobState.SUCCEEDED.value
                 row.next_retry_at = None
                 row.trace_id = trace_id or row.trace_id
+            elif failure.defer_until is not None:
+                # Not a failure of the work: the same retry runs later, none is spent.
+                row.state = JobState.FAILED.value
+                row.next_retry_at = failure.defer_until
+                row.last_error = failure.error[:2000]
             else:
+                row.attempts += 1
                 row.last_error = failure.error[:2000]
                 row.trace_id = failure.trace_id or row.trace_id
                 when = None
-                if failure.retryable:
+                if failure.retryable and (not manual or row.next_retry_at is not None):
                     when = next_retry_at(
                         failed_at=now,
                         attempts=row.attempts,
@@ -358,75 +527,156 @@ class RetryService:
                 row.state = JobState.FAILED.value if when else JobState.EXHAUSTED.value
             view = JobView.of(row)
         if failure is None:
+            # Each step's success resolves its own incident (the flows do it); a job whose
+            # runner named no incident had the job's own.
             await self._incidents.resolve_by_dedup_key(view.dedup_key, actor="retry")
-        elif view.state is JobState.EXHAUSTED:
-            view = await self._raise_incident(view)
-        return view
+            await self._tell(view, f"job #{view.id} ({view.work}) succeeded")
+            return view
+        if failure.defer_until is not None:
+            log.info(
+                "job #%s %s deferred to %s: %s",
+                view.id,
+                view.work,
+                failure.defer_until.isoformat(),
+                failure.error,
+            )
+            await self._tell(
+                view,
+                f"job #{view.id} ({view.work}) waits until "
+                f"{failure.defer_until:%Y-%m-%d %H:%M} UTC: {failure.error}",
+            )
+            return view
+        exhausted_now = armed and view.state is JobState.EXHAUSTED
+        return await self._heard(view, failure, exhausted_now=exhausted_now)
 
-    async def _raise_incident(self, view: JobView) -> JobView:
-        labels = {"job_id": str(view.id), "kind": view.kind, "topic": view.topic}
-        if view.trace_id:
-            labels["trace_id"] = view.trace_id
-        result = await self._incidents.trigger(
-            AlertIn(
-                severity=Severity.P1,
-                title=f"{view.kind} {view.topic} failed after {view.attempts} retries".strip(),
-                dedup_key=view.dedup_key,
-                source="retry",
-                description=(
-                    f"The automatic retries are done. Last error: {view.last_error[:500]}. "
-                    f"Retry by hand with /retry {view.id} or `sunflow-ops retry {view.id}`."
-                ),
-                labels=labels,
-            ),
-            actor="retry",
-        )
+    async def _tell(self, view: JobView, text: str) -> None:
+        """A job's run ended without failing while its incident stays open (fal.ai still
+        down after an archive fallback, a deferral): a note on the incident, so its card
+        shows the job's new state instead of the retry it was running."""
+        if view.incident_id is None:
+            return
+        if not (await self._incidents.get(view.incident_id)).incident.is_open:
+            return
+        await self._incidents.annotate(view.incident_id, actor="retry", text=text)
+
+    async def _heard(self, view: JobView, failure: JobFailed, *, exhausted_now: bool) -> JobView:
+        """A failure of the job's work: its incident now, the log line, the provider's state;
+        the last automatic retry failing escalates the incident."""
+        alert = failure.alert or default_alert(view, failure.error)
+        labels = {**alert.labels, "job_id": str(view.id), "kind": view.kind}
+        if view.topic:
+            labels["topic"] = view.topic
+        if failure.trace_id or view.trace_id:
+            labels["trace_id"] = str(failure.trace_id or view.trace_id)
+        result = await self._incidents.trigger(replace(alert, labels=labels), actor="pipeline")
+        incident = result.incident
         async with self._db.write() as session:
             row = await session.get(PipelineJob, view.id)
             assert row is not None
-            row.incident_id = result.incident.id
-            return JobView.of(row)
+            row.incident_id = incident.id
+            view = JobView.of(row)
+        if failure.call is not None and self._providers is not None:
+            await self._providers.failed(failure.call, trace_id=failure.trace_id)
+        log_failure(view, failure, incident.id)
+        if exhausted_now:
+            await self._escalate(view, incident.id, retryable=failure.retryable)
+        return view
+
+    async def _escalate(self, view: JobView, incident_id: int, *, retryable: bool) -> None:
+        """The automatic retries are spent: a step on the incident's ladder, posted in its
+        thread at once (the retry status the playbook's 30-minute step promises)."""
+        by_hand = f"Retry by hand: /retry {view.id} or `sunflow-ops retry {view.id}`"
+        if retryable:
+            message = (
+                f"automatic retries done: {view.attempts}/{view.max_attempts} failed for job "
+                f"#{view.id} ({view.work}); last error: {view.last_error[:300]}. {by_hand}"
+            )
+        else:
+            message = (
+                f"job #{view.id} ({view.work}) cannot succeed by retrying: "
+                f"{view.last_error[:300]}. Fix it, then: {by_hand}"
+            )
+        details = {
+            "step": "retries_exhausted",
+            "target": "team",
+            "message": message,
+            "user_ids": [],
+            "job_id": view.id,
+        }
+
+        def record(write: IncidentWrite) -> None:
+            row = write.session.get(Incident, incident_id)
+            if row is None or not row.is_open:
+                return
+            change = IncidentChange(
+                ChangeKind.ESCALATED, IncidentView.of(row), "retry", write.now, details
+            )
+            write.record([change])
+
+        await self._incidents.write(record)
+
+    async def jobs_for_incident(self, incident_id: int) -> builtins.list[JobView]:
+        """The jobs whose failures count into this incident, oldest first."""
+        async with self._db.read() as session:
+            return await session.run_sync(jobs_for_incident, incident_id)
 
     async def status_for_incident(self, incident_id: int) -> RetrySummary:
         """The retry state of the jobs behind an incident (for the ladder's 30-minute step)."""
-        async with self._db.read() as session:
-            return await session.run_sync(retry_summary, incident_id)
+        return RetrySummary(await self.jobs_for_incident(incident_id))
 
 
-def retry_summary(session: Session, incident_id: int) -> RetrySummary:
-    """The jobs behind an incident, read with the caller's (sync) session: its `job:<id>`
-    key, its `job_id` label, jobs that raised it, and a pipeline run's jobs of its kind and
-    topic."""
+def log_failure(job: JobView, failure: JobFailed, incident_id: int) -> None:
+    """One line per failure that the playbook's greps find: provider, operation, HTTP status,
+    trace and incident; at ERROR (`*_stderr.log`), a 429 at WARNING (it is throttling)."""
+    call = failure.call
+    plan = (
+        f"retry {job.attempts + 1}/{job.max_attempts} at {job.next_retry_at:%H:%M} UTC"
+        if job.state is JobState.FAILED and job.next_retry_at is not None
+        else f"no automatic retry left ({job.attempts}/{job.max_attempts})"
+    )
+    level = logging.WARNING if call is not None and call.status == 429 else logging.ERROR
+    log.log(
+        level,
+        "%s failed: provider=%s operation=%s status=%s trace=%s incident=#%s job=#%s %s: %s",
+        job.work,
+        call.provider if call else "-",
+        call.operation if call else "-",
+        call.status_text if call else "-",
+        failure.trace_id or job.trace_id or "-",
+        incident_id,
+        job.id,
+        plan,
+        failure.error[:500],
+    )
+
+
+def jobs_for_incident(session: Session, incident_id: int) -> list[JobView]:
+    """The jobs whose failures count into this incident, oldest first, read with the
+    caller's (sync) session. The job that opened it is named by its `job_id` label too: the
+    link on the job is written just after the incident commits, and its card may be
+    rendered in between."""
     incident = session.get(Incident, incident_id)
-    if incident is None:
-        return RetrySummary([])
-    labels = dict(incident.labels or {})
-    job_ids = set()
-    if incident.dedup_key.startswith("job:"):
-        job_ids.add(int(incident.dedup_key.split(":", 1)[1]))
-    raw = labels.get("job_id")
-    if isinstance(raw, str | int) and (str(raw).isascii() and str(raw).isdigit()):
-        job_ids.add(int(raw))
-    related = (PipelineJob.incident_id == incident_id) | PipelineJob.id.in_(job_ids or {0})
-    kind, topic = labels.get("kind"), labels.get("topic")
-    if isinstance(kind, str) and isinstance(topic, str):
-        # A pipeline incident (429, Cloudinary...): the jobs of that run's kind and topic.
-        related |= (
-            (PipelineJob.kind == kind)
-            & (PipelineJob.topic == topic)
-            & (PipelineJob.created_at >= incident.first_seen_at - timedelta(minutes=1))
-        )
-    rows = session.scalars(select(PipelineJob).where(related).order_by(PipelineJob.id))
-    return RetrySummary([JobView.of(r) for r in rows])
+    raw = incident.labels.get("job_id") if incident is not None else None
+    opener = int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else 0
+    rows = session.scalars(
+        select(PipelineJob)
+        .where((PipelineJob.incident_id == incident_id) | (PipelineJob.id == opener))
+        .order_by(PipelineJob.id)
+    )
+    return [JobView.of(r) for r in rows]
 
 
 def describe_retries(
     session: Session, incident_id: int, details: dict[str, Any]
 ) -> dict[str, Any]:
-    """For the escalation ladder's 30-minute step, in its firing's transaction: its message
-    with the retry state appended."""
-    summary = retry_summary(session, incident_id)
-    message = str(details.get("message", ""))
-    if summary.jobs:
-        message = f"{message} ({summary.text()})" if message else summary.text()
+    """For the escalation ladder's 30-minute step, in its firing's own transaction: its
+    message, where the retries stand."""
+    summary = RetrySummary(jobs_for_incident(session, incident_id))
+    base = str(details.get("message") or "")
+    if not base or base == DEFAULT_STEP_MESSAGE:
+        message = retry_step_message(summary)
+    else:
+        # A policy file's own words for the step come first, then what is true now.
+        status = summary.text() if summary.jobs else "still open and not acknowledged"
+        message = f"{base}: {status}"
     return {"message": message, "retries": summary.to_json()}

@@ -19,7 +19,8 @@ from services.health import ComponentHealth, Status
 from services.incidents import AlertIn, IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
 from services.models import StatsSnapshot
-from services.retry import RetryService
+from services.providers import CallFailure, ProviderCalls
+from services.retry import JobFailed, RetryService
 from services.scheduler import SchedulerService
 from services.severity import Severity
 from services.tokens import TokenService
@@ -31,7 +32,8 @@ JOB_ID = "stats-collector"
 
 
 def is_stale(*, last_updated: datetime | None, now: datetime, stale_after: timedelta) -> bool:
-    return last_updated is None or now - last_updated > stale_after
+    """Past the freshness limit: at the limit itself the data is stale already."""
+    return last_updated is None or now - last_updated >= stale_after
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class StatsService:
         self.stale_after = stale_after
         # Set by the composition root: a failed collection becomes a `collect_stats` job.
         self.retry: RetryService | None = None
+        self.providers: ProviderCalls | None = None
 
     async def last_updated(self) -> datetime | None:
         async with self._db.read() as session:
@@ -92,7 +95,12 @@ class StatsService:
             return dict(row.data) if row else None
 
     async def collect(self, *, force: bool = False, from_job: bool = False) -> CollectResult:
-        """Collect now unless the last collection is younger than the interval (or `force`)."""
+        """Collect now unless the last collection is younger than the interval (or `force`).
+
+        A failure is heard at once (the P2 `stats:collector` incident, counted into while it
+        is open) and retried by a `collect_stats` job; a success resolves the incident and
+        settles that job, so a manual `stats collect --force` leaves no retry behind.
+        """
         now = self._clock.now()
         last = await self.last_updated()
         if not force and last is not None and now - last < self.interval:
@@ -101,32 +109,34 @@ class StatsService:
             return CollectResult(
                 False, last, "INSTAGRAM_ACCESS_TOKEN or INSTAGRAM_USER_ID not set"
             )
+        operation = "account"
         try:
             account = await self._instagram.account()
+            operation = "insights"
             insights = await self._instagram.account_insights()
+            operation = "media"
             media = await self._instagram.recent_media(limit=10)
         except (InstagramError, Unavailable) as exc:
             error = exc.message if isinstance(exc, Unavailable) else str(exc)
             if isinstance(exc, InstagramUnauthorized):
                 await self._tokens.unauthorized(where="stats collection")
-            await self._incidents.trigger(
-                AlertIn(
-                    severity=Severity.P2,
-                    title="Instagram stats collection failing",
-                    dedup_key=STATS_KEY,
-                    source="stats_collector",
-                    description=f"{error}. Recover: sunflow-ops stats collect --force; "
-                    "sunflow-ops stats restart.",
-                    labels={"component": "stats"},
+            status = exc.status or None if isinstance(exc, InstagramError) else None
+            failed = JobFailed(
+                error,
+                alert=stats_alert(
+                    error, self.retry.schedule if self.retry else "5m -> 15m -> 30m"
                 ),
-                actor="stats_collector",
+                call=CallFailure("instagram", operation, status, error)
+                if isinstance(exc, InstagramError)
+                else None,
+                retryable=isinstance(exc, InstagramError),
             )
-            if (
-                self.retry is not None
-                and not from_job
-                and await self.retry.open_job_for("collect_stats", "") is None
-            ):
-                await self.retry.record_failure("collect_stats", "", error=error)
+            if from_job:
+                raise failed from None
+            if self.retry is not None:
+                await self.retry.failed("collect_stats", "", failed)
+            else:
+                await self._incidents.trigger(stats_alert(error), actor="stats_collector")
             return CollectResult(False, last, error)
         data = {
             "last_updated": now.isoformat(),
@@ -137,7 +147,11 @@ class StatsService:
         async with self._db.write() as session:
             session.add(StatsSnapshot(collected_at=now, data=data))
         self._write_file(data)
+        if self.providers is not None:
+            await self.providers.ok("instagram", "insights")
         await self._incidents.resolve_by_dedup_key(STATS_KEY, actor="stats_collector")
+        if self.retry is not None:
+            await self.retry.settle("collect_stats", "", actor="stats collect")
         return CollectResult(True, now, f"{len(media)} media, {len(insights)} insights")
 
     def _write_file(self, data: dict[str, Any]) -> None:
@@ -161,12 +175,13 @@ class StatsService:
         when: datetime | None = job.next_run_time
         return when
 
-    async def restart(self) -> datetime | None:
-        """The playbook's "daemon restart": re-arm the job and collect at once."""
+    async def restart(self) -> RestartResult:
+        """The playbook's "daemon restart": re-arm the job and collect at once. It worked only
+        if that collection did (the exit status and the chat say which)."""
         self.schedule()
-        await self.collect(force=True)
+        collected = await self.collect(force=True)
         job = self._scheduler.scheduler.get_job(JOB_ID)
-        return job.next_run_time if job else None
+        return RestartResult(job.next_run_time if job else None, collected)
 
     async def _scheduled(self) -> None:
         try:
@@ -175,15 +190,64 @@ class StatsService:
             log.exception("stats collection crashed")
 
     async def health(self) -> ComponentHealth:
+        """Down past the freshness limit (STATS_STALE_HOURS); degraded while the collection
+        is failing (a `collect_stats` job is open) even if the data is still fresh."""
         now = self._clock.now()
         last = await self.last_updated()
+        failing = await self.retry.open_job_for("collect_stats", "") if self.retry else None
+        why = ""
+        if failing is not None:
+            why = f"; collection failing since {failing.created_at:%Y-%m-%d %H:%M} UTC: "
+            why += failing.last_error[:120]
         if last is None:
-            return ComponentHealth("stats", Status.DEGRADED, "never collected", {"age_s": None})
+            status = Status.DOWN if failing is not None else Status.DEGRADED
+            return ComponentHealth("stats", status, f"never collected{why}", {"age_s": None})
         age = now - last
-        figures = {"last_updated": last.isoformat(), "age_s": int(age.total_seconds())}
+        figures = {
+            "last_updated": last.isoformat(),
+            "age_s": int(age.total_seconds()),
+            "failing": failing is not None,
+        }
         if is_stale(last_updated=last, now=now, stale_after=self.stale_after):
             hours = age.total_seconds() / 3600
-            return ComponentHealth("stats", Status.DOWN, f"stale: {hours:.1f} h old", figures)
-        return ComponentHealth(
-            "stats", Status.HEALTHY, f"{int(age.total_seconds() // 60)} min old", figures
-        )
+            limit = self.stale_after.total_seconds() / 3600
+            return ComponentHealth(
+                "stats", Status.DOWN, f"stale: {hours:.1f} h old (limit {limit:g} h){why}", figures
+            )
+        minutes = int(age.total_seconds() // 60)
+        if failing is not None:
+            return ComponentHealth("stats", Status.DEGRADED, f"{minutes} min old{why}", figures)
+        return ComponentHealth("stats", Status.HEALTHY, f"{minutes} min old", figures)
+
+
+@dataclass(frozen=True)
+class RestartResult:
+    next_run: datetime | None
+    collected: CollectResult
+
+    @property
+    def ok(self) -> bool:
+        return self.collected.collected
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "next_run_time": self.next_run.isoformat() if self.next_run else None,
+            "collected": self.collected.collected,
+            "last_updated": self.collected.last_updated.isoformat()
+            if self.collected.last_updated
+            else None,
+            "detail": self.collected.detail,
+        }
+
+
+def stats_alert(error: str, schedule: str = "5m -> 15m -> 30m") -> AlertIn:
+    return AlertIn(
+        severity=Severity.P2,
+        title="Instagram stats collection failing",
+        dedup_key=STATS_KEY,
+        source="stats_collector",
+        description=f"{error}. Recover: sunflow-ops stats collect --force; sunflow-ops stats "
+        f"restart. The collect_stats job retries {schedule}.",
+        labels={"component": "stats"},
+    )

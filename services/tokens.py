@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from dotenv import dotenv_values
 from sqlalchemy import select
 
 from services.clock import Clock
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 TOKEN_NAME = "instagram"
 EXPIRY_KEY = "token:instagram"
 UNAUTHORIZED_KEY = "instagram:unauthorized"
+ENV_NAME = "INSTAGRAM_ACCESS_TOKEN"
 
 
 class TokenState(enum.StrEnum):
@@ -77,6 +81,12 @@ class LiveCheck:
         }
 
 
+RESTART_TEXT = (
+    "restart needed: .env holds another INSTAGRAM_ACCESS_TOKEN than the one this service "
+    "runs with; restart sunflow-ops serve (systemctl restart 'sunflow-ops@*')"
+)
+
+
 @dataclass(frozen=True)
 class TokenStatus:
     configured: bool
@@ -86,6 +96,14 @@ class TokenStatus:
     set_at: datetime | None
     set_by: str | None
     live: LiveCheck | None
+    # The open "Graph API answered 401" incident, if any: the last real call's verdict.
+    unauthorized_incident: int | None = None
+    # The token in .env is not the one this process loaded (edited under a running service).
+    restart_needed: bool = False
+
+    @property
+    def restart_text(self) -> str:
+        return RESTART_TEXT
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,12 +114,42 @@ class TokenStatus:
             "set_at": self.set_at.isoformat() if self.set_at else None,
             "set_by": self.set_by,
             "live": self.live.to_json() if self.live else None,
+            "unauthorized_incident": self.unauthorized_incident,
+            "restart_needed": self.restart_needed,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenStatus:
+        """The status a running service answered (`GET /api/token`)."""
+
+        def when(value: object) -> datetime | None:
+            return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+        live = data.get("live")
+        return cls(
+            configured=bool(data.get("configured")),
+            state=TokenState(str(data.get("state", "unknown"))),
+            expires_at=when(data.get("expires_at")),
+            days_left=data.get("days_left") if isinstance(data.get("days_left"), int) else None,
+            set_at=when(data.get("set_at")),
+            set_by=data.get("set_by") if isinstance(data.get("set_by"), str) else None,
+            live=LiveCheck(
+                bool(live.get("valid")), when(live.get("expires_at")), str(live.get("detail", ""))
+            )
+            if isinstance(live, dict)
+            else None,
+            unauthorized_incident=data.get("unauthorized_incident")
+            if isinstance(data.get("unauthorized_incident"), int)
+            else None,
+            restart_needed=bool(data.get("restart_needed")),
+        )
 
     def text(self) -> str:
         if not self.configured:
             return "Instagram token: INSTAGRAM_ACCESS_TOKEN is not set"
         lines = [f"Instagram token: {self.state.value}"]
+        if self.restart_needed:
+            lines.append(self.restart_text)
         if self.expires_at is not None:
             lines.append(
                 f"expires {self.expires_at:%Y-%m-%d %H:%M} UTC ({self.days_left} days left)"
@@ -112,6 +160,11 @@ class TokenStatus:
             lines.append(f"live check: {'valid' if self.live.valid else 'INVALID'}")
             if self.live.detail:
                 lines.append(f"  {self.live.detail}")
+        if self.unauthorized_incident is not None:
+            lines.append(
+                f"the Graph API answered 401 (incident #{self.unauthorized_incident} open "
+                f"until a call succeeds)"
+            )
         return "\n".join(lines)
 
 
@@ -153,6 +206,8 @@ class TokenService:
         app_id: str | None = None,
         app_secret: str | None = None,
         language: str = "ko",
+        token: str | None = None,
+        env_file: Path | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -164,6 +219,9 @@ class TokenService:
         self.lifetime_days = lifetime_days
         self._app = (app_id, app_secret) if app_id and app_secret else None
         self.language = language
+        # The token this process runs with, and the .env a restart would read it from.
+        self._token = token
+        self._env_file = env_file
         # Where the weekly status goes; the bot sets its outbox here. Unset: logged.
         self.post: Callable[[str], Awaitable[None]] | None = None
 
@@ -195,7 +253,21 @@ class TokenService:
             detail = str(error.get("message", "")) if isinstance(error, dict) else "not valid"
         return LiveCheck(valid, expires_at, detail[:200])
 
+    def restart_needed(self) -> bool:
+        """.env names another token than the one loaded (a restart would change it)."""
+        if self._env_file is None or self._token is None or ENV_NAME in os.environ:
+            return False
+        try:
+            values = dotenv_values(self._env_file)
+        except OSError:
+            return False
+        written = {k.upper(): v for k, v in values.items()}.get(ENV_NAME)
+        return written is not None and written.strip().strip('"') != self._token
+
     async def status(self, *, live: bool = True) -> TokenStatus:
+        """The token as this service uses it: its registered expiry, the live check, the open
+        401 incident, and whether .env changed under it (the CLI asks the service for this,
+        so `token status` and `health` tell one story)."""
         now = self._clock.now()
         record = await self._record()
         expires_at = record.expires_at if record else None
@@ -210,6 +282,10 @@ class TokenService:
         )
         if live_result is not None and not live_result.valid:
             state = TokenState.EXPIRED
+        unauthorized = await self._open(UNAUTHORIZED_KEY)
+        if unauthorized is not None and live_result is None:
+            # No live check to ask: the last real call's 401 is the best evidence.
+            state = TokenState.EXPIRED
         left = None
         if expires_at is not None:
             # Rounded up: a token set to last 60 days says 60 until a whole day has passed.
@@ -222,6 +298,8 @@ class TokenService:
             set_at=record.set_at if record else None,
             set_by=record.set_by if record else None,
             live=live_result,
+            unauthorized_incident=unauthorized,
+            restart_needed=self.configured and self.restart_needed(),
         )
 
     async def set_expiry(self, days: int | None = None, *, actor: str) -> TokenStatus:
@@ -244,6 +322,8 @@ class TokenService:
         """The daily check: raise (or raise the severity of) or resolve the expiry incident."""
         status = await self.status()
         severity = ALERT_SEVERITY.get(status.state)
+        if status.state is TokenState.EXPIRED and status.unauthorized_incident is not None:
+            severity = None  # the open 401 incident already pages P0 for this token
         if severity is not None and status.configured:
             when = f"{status.days_left} days left" if status.days_left is not None else ""
             await self._incidents.trigger(
@@ -264,22 +344,26 @@ class TokenService:
                 await self._incidents.resolve_by_dedup_key(UNAUTHORIZED_KEY, actor="token_monitor")
         return status
 
-    async def unauthorized(self, *, where: str, trace_id: str | None = None) -> None:
+    def unauthorized_alert(self, *, where: str, trace_id: str | None = None) -> AlertIn:
         """Any Instagram call answered 401: the token is expired or revoked (P0)."""
         labels = {"component": "instagram_token"}
         if trace_id:
             labels["trace_id"] = trace_id
-        await self._incidents.trigger(
-            AlertIn(
-                severity=Severity.P0,
-                title="Instagram token expired: the Graph API answers 401",
-                dedup_key=UNAUTHORIZED_KEY,
-                source="instagram",
-                description=f"{where} was refused (401 Unauthorized).\n\n{self.guide('en')}",
-                labels=labels,
-            ),
-            actor="instagram",
+        return AlertIn(
+            severity=Severity.P0,
+            title="Instagram token expired: the Graph API answers 401",
+            dedup_key=UNAUTHORIZED_KEY,
+            source="instagram",
+            description=f"{where} was refused (401 Unauthorized).\n\n{self.guide('en')}",
+            labels=labels,
         )
+
+    async def unauthorized(self, *, where: str, trace_id: str | None = None) -> int:
+        """Open (or count into) the P0 token incident; its id."""
+        result = await self._incidents.trigger(
+            self.unauthorized_alert(where=where, trace_id=trace_id), actor="instagram"
+        )
+        return result.incident.id
 
     async def authorized(self) -> None:
         """An Instagram call succeeded: a 401 incident is over."""
@@ -301,21 +385,30 @@ class TokenService:
         if not self.configured:
             return ComponentHealth("instagram_token", Status.DEGRADED, "not configured")
         status = await self.status()
-        figures = {"state": status.state.value, "days_left": status.days_left}
+        figures = {
+            "state": status.state.value,
+            "days_left": status.days_left,
+            "restart_needed": status.restart_needed,
+        }
         detail = (
             f"{status.days_left} days left" if status.days_left is not None else "expiry unknown"
         )
-        if await self._open(UNAUTHORIZED_KEY):
-            return ComponentHealth(
-                "instagram_token", Status.DOWN, "the Graph API answered 401", figures
-            )
+        if status.restart_needed:
+            detail = f"{detail}; {RESTART_TEXT}"
         if status.state is TokenState.EXPIRED:
-            return ComponentHealth("instagram_token", Status.DOWN, "expired", figures)
-        if status.state in {TokenState.OK}:
+            why = "expired"
+            if status.unauthorized_incident is not None:
+                why = f"the Graph API answered 401 (incident #{status.unauthorized_incident})"
+            elif status.live is not None and not status.live.valid:
+                why = f"expired: {status.live.detail or 'debug_token says invalid'}"
+            if status.restart_needed:
+                why = f"{why}; {RESTART_TEXT}"
+            return ComponentHealth("instagram_token", Status.DOWN, why, figures)
+        if status.state is TokenState.OK and not status.restart_needed:
             return ComponentHealth("instagram_token", Status.HEALTHY, detail, figures)
         return ComponentHealth("instagram_token", Status.DEGRADED, detail, figures)
 
-    async def _open(self, dedup_key: str) -> bool:
+    async def _open(self, dedup_key: str) -> int | None:
         from services.models import Incident, IncidentState
 
         async with self._db.read() as session:
@@ -325,4 +418,4 @@ class TokenService:
                     Incident.state != IncidentState.RESOLVED.value,
                 )
             )
-            return found is not None
+            return int(found) if found is not None else None

@@ -210,6 +210,7 @@ async def test_health_is_a_compact_card(chat: tuple[World, Harness]) -> None:
 async def test_details_offer_the_logs_as_a_document(chat: tuple[World, Harness]) -> None:
     world, harness = chat
     logs = world.settings.log_dir
+    assert logs is not None
     logs.mkdir(parents=True)
     (logs / "pipeline.log").write_text("INFO fine\nERROR upload failed: 500\n", "utf-8")
     incident_id = await harness.incident("Cloudinary upload failing")

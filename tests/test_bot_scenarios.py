@@ -188,7 +188,7 @@ async def test_scenario_3_image_generation_failure_recovered_from_the_chat(
         running_fake() as fake,
         pipeline_world(migrated_url, tmp_path, **chat_overrides(fake)) as world,
     ):
-        # No images and no archive: nothing to fall back to, so the job itself pages (P1).
+        # No images and no archive: nothing to fall back to; image generation pages (P1).
         world.add_topic("sunflower", images=0)
         async with served(fake, world.services) as services:
             ops, clock = services.ops, world.clock
@@ -208,9 +208,12 @@ async def test_scenario_3_image_generation_failure_recovered_from_the_chat(
             incident_id = job.incident_id
 
             incident = (await services.incidents.get(incident_id)).incident
-            assert incident.severity is Severity.P1 and incident.dedup_key == f"job:{job_id}"
+            # Heard from the first failure under image generation's own P1; the card says
+            # the retries are spent and how to retry by hand.
+            assert incident.severity is Severity.P1 and incident.dedup_key == "fal:generate"
             card = await alert_card(fake, incident_id, Severity.P1)
-            assert "publish sunflower failed after 3 retries" in card.text
+            assert "Image generation failing (FLUX.2 on fal.ai)" in card.text
+            await fake.wait_for(lambda: "automatic retries done, 3/3 failed" in card.text)
 
             # Diagnosis from the chat: the failed runs in /traces, the job in /retry.
             traces = await say(fake, VIEWER, "/traces", "publish")

@@ -8,12 +8,13 @@ from pathlib import Path
 from aiohttp.test_utils import TestServer
 
 from services.web.app import create_app
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, free_port
 from tests.fakes.cloudinary import API_SECRET
 from tests.fakes.fal import PNG
 from tests.fakes.world import BOT_TOKEN, TOKEN, World, pipeline_world
 
 SECRETS = (TOKEN, API_SECRET, BOT_TOKEN, ADMIN)
+CLOSED_PORT = free_port()
 
 
 def env_for(world: World, **extra: str) -> dict[str, str]:
@@ -33,6 +34,9 @@ def env_for(world: World, **extra: str) -> dict[str, str]:
         "BACKUP_DIR": str(s.backup_dir),
         "LOG_DIR": str(s.log_dir),
         "ENV_FILE_PATH": str(s.env_file_path),
+        # Nothing listens there unless a test serves it: commands that ask the running
+        # service (token status, stats restart) must never reach another one on this host.
+        "HTTP_PORT": str(CLOSED_PORT),
         **extra,
     }
     return {**os.environ, **values}
@@ -69,14 +73,15 @@ async def test_publish_fail_retry_trace_and_logs(migrated_url: str, tmp_path: Pa
         failed = await cli(world, "publish", "sunflower")
         assert failed.returncode == 1
         assert "publish sunflower: FAILED" in failed.stdout
-        assert "retry job #1: failed" in failed.stdout
+        assert "incident #1; job #1 publish sunflower: automatic retries 0/3 done" in failed.stdout
         listing = await cli(world, "retry", "--list")
         assert listing.stdout.startswith("#1 publish sunflower failed 0/3 next in ")
 
         world.cloudinary.fault = None
         dry = await cli(world, "publish", "sunflower", "--dry-run")
         assert dry.returncode == 0, dry.stdout
-        assert "[ok] cloudinary: reachable" in dry.stdout
+        # Reachable again; the failed upload is named until one succeeds.
+        assert "[ok] cloudinary: reachable now, but the last real call (upload at" in dry.stdout
         retried = await cli(world, "retry", "1")
         assert retried.returncode == 0, retried.stdout + retried.stderr
         assert "#1 publish sunflower succeeded 1/3" in retried.stdout
@@ -137,7 +142,12 @@ async def test_stats_restart_asks_the_running_service(migrated_url: str, tmp_pat
         try:
             done = await cli(world, "stats", "restart", HTTP_PORT=str(server.port))
             assert done.returncode == 0, done.stderr
-            assert "next_run_time:" in done.stdout
+            assert "stats collector restarted and collected now; next run 20" in done.stdout
+            # The restart's exit status says whether collection works.
+            world.instagram.fault = "500"
+            failing = await cli(world, "stats", "restart", HTTP_PORT=str(server.port))
+            assert failing.returncode == 1
+            assert "but collecting now failed: Graph API" in failing.stderr
             refused = await cli(
                 world, "stats", "restart", HTTP_PORT=str(server.port), ADMIN_TOKEN="wrong-token"
             )
@@ -161,11 +171,20 @@ async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> 
             port = str(server.port)
             healthy = await cli(world, "health", HTTP_PORT=port)
             assert healthy.returncode == 0, healthy.stdout
-            world.cloudinary.fault = "500"
+            # Image generation failing (P1): its probe answers, the real call does not.
+            world.fal.fault = "500"
+            assert not (await world.services.ops.pipeline.generate_images("x")).ok
             degraded = await cli(world, "health", "--json", HTTP_PORT=port)
-            assert degraded.returncode == 1
+            assert degraded.returncode == 1, degraded.stdout
             body = json.loads(degraded.stdout)
-            assert body["components"]["cloudinary"]["status"] == "down"
+            assert body["components"]["fal"]["status"] == "down"
+            assert "HTTP 500" in body["components"]["fal"]["detail"]
+            # Cloudinary is P0 in the playbook: down is the whole service down.
+            world.cloudinary.fault = "500"
+            down = await cli(world, "health", "--json", HTTP_PORT=port)
+            assert down.returncode == 2
+            assert json.loads(down.stdout)["components"]["cloudinary"]["status"] == "down"
+            world.cloudinary.fault = None
             world.instagram.valid_tokens.clear()  # the live check says the token is invalid
             down = await cli(world, "health", HTTP_PORT=port)
             assert down.returncode == 2
@@ -175,3 +194,62 @@ async def test_health_exit_codes_for_cron(migrated_url: str, tmp_path: Path) -> 
             await world.services.timer.stop()
             world.services.scheduler.shutdown()
             await server.close()
+
+
+async def test_token_status_asks_the_running_service(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        await world.services.ops.tokens.set_expiry(60, actor="test")
+        server = TestServer(create_app(world.settings, world.services), host="127.0.0.1")
+        await server.start_server()
+        try:
+            port = str(server.port)
+            ok = await cli(world, "token", "status", "--json", HTTP_PORT=port)
+            assert ok.returncode == 0, ok.stderr
+            assert json.loads(ok.stdout)["source"] == "service"
+            # .env edited under the running service: the CLI process would read the new
+            # token, but it tells what the service runs with, and that a restart is needed.
+            world.instagram.valid_tokens.add("IGQVJ-renewed-0002")
+            world.settings.env_file_path.write_text(
+                'INSTAGRAM_ACCESS_TOKEN="IGQVJ-renewed-0002"\n'
+            )
+            stale = await cli(
+                world,
+                "token",
+                "status",
+                HTTP_PORT=port,
+                INSTAGRAM_ACCESS_TOKEN="IGQVJ-renewed-0002",
+            )
+            assert stale.returncode == 1
+            assert "restart needed: .env holds another INSTAGRAM_ACCESS_TOKEN" in stale.stdout
+            assert "IGQVJ-renewed-0002" not in stale.stdout
+            health = await cli(world, "health", HTTP_PORT=port)
+            assert "restart needed" in health.stdout
+        finally:
+            await server.close()
+        # No service: the CLI says so and reads .env itself.
+        alone = await cli(world, "token", "status")
+        assert "(the service is not running: this is the token .env holds)" in alone.stdout
+
+
+async def test_publish_guards_on_the_command_line(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        world.add_topic("daisy")
+        nothing = await cli(world, "publish", "daisy", "--retry")
+        assert nothing.returncode == 1 and nothing.stdout == ""
+        assert nothing.stderr.startswith("sunflow-ops: nothing to retry: no failed publish")
+        assert nothing.stderr.count("\n") == 1
+        first = await cli(world, "publish", "daisy")
+        assert first.returncode == 0, first.stderr
+        again = await cli(world, "publish", "daisy")
+        assert again.returncode == 1
+        assert again.stderr.startswith("sunflow-ops: daisy is already posted (media ")
+        dry = await cli(world, "publish", "daisy", "--dry-run")
+        assert dry.returncode == 1 and "[!!] guards: daisy is already posted" in dry.stdout
+        forced = await cli(world, "publish", "daisy", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert len(world.instagram.published) == 2
+        fresh = await cli(world, "publish", "test_topic", "--dry-run")
+        assert "[ok] caption: built-in test caption (test_topic)" in fresh.stdout
+        # The command's lines are in LOG_DIR beside the service's (no scheduler chatter).
+        assert world.settings.log_dir is not None
+        assert "published daisy" in (world.settings.log_dir / "sunflow-ops.log").read_text()

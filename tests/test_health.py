@@ -2,8 +2,19 @@ import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
+import pytest
+
 from services.config import Settings
-from services.health import ComponentHealth, HealthReport, HealthWatch, Status, health_card
+from services.health import (
+    SHARED_KEYS,
+    ComponentHealth,
+    HealthReport,
+    HealthWatch,
+    Status,
+    health_card,
+    overall,
+    with_open_incidents,
+)
 from services.main import open_services
 from services.models import IncidentState
 from services.severity import Severity
@@ -36,11 +47,12 @@ async def test_watch_raises_per_component_and_resolves(settings: Settings) -> No
         services.scheduler.start()  # otherwise the scheduler check is down too
         await services.sse.start()  # and the SSE hub's
         await watch.run()
-        await watch.run()  # a repeat absorbs into the same incident
+        await watch.run()  # still down: the open incident is left alone (no card edit)
         [incident] = await services.incidents.list(states=[IncidentState.TRIGGERED])
-        assert incident.dedup_key == "health:cloudinary"
+        # The pipeline's key: a failed upload and the probe page as one incident.
+        assert incident.dedup_key == "cloudinary:upload"
         assert incident.severity is Severity.P0
-        assert incident.occurrence_count == 2
+        assert incident.occurrence_count == 1
         state["status"] = Status.DEGRADED  # degraded neither raises nor resolves
         await watch.run()
         assert len(await services.incidents.list(states=[IncidentState.TRIGGERED])) == 1
@@ -102,3 +114,45 @@ async def test_watch_writes_only_when_there_is_something_to_resolve(settings: Se
         assert writes == []
         await services.sse.stop()
         services.scheduler.shutdown()
+
+
+H, D, X = Status.HEALTHY, Status.DEGRADED, Status.DOWN
+
+
+@pytest.mark.parametrize(
+    ("components", "critical", "expected"),
+    [
+        ([("database", H), ("fal", H)], set(), H),
+        ([("database", H), ("fal", X)], set(), D),  # fal down is P1: degraded
+        ([("database", H), ("cloudinary", X)], set(), X),  # Cloudinary is P0: down
+        ([("instagram_token", X)], {"instagram_token"}, X),
+        ([("sse", D)], set(), D),
+        ([("stats", X)], set(), D),
+    ],
+)
+def test_overall(
+    components: list[tuple[str, Status]], critical: set[str], expected: Status
+) -> None:
+    assert overall([ComponentHealth(n, s) for n, s in components], critical) is expected
+
+
+def test_an_open_p0_makes_its_component_and_the_whole_down() -> None:
+    components = [
+        ComponentHealth("stats", Status.HEALTHY, "5 min old"),
+        ComponentHealth("fal", Status.HEALTHY, "reachable"),
+        ComponentHealth("sse", Status.HEALTHY, "ok"),
+    ]
+    adjusted = with_open_incidents(components, {"stats": ("P0", 7), "fal": ("P1", 8)})
+    by_name = {c.name: c for c in adjusted}
+    assert by_name["stats"].status is Status.DOWN
+    assert by_name["stats"].detail == "5 min old; open P0 incident #7"
+    assert by_name["fal"].status is Status.HEALTHY  # P1-P3 leave the probe's verdict
+    assert by_name["sse"].status is Status.HEALTHY
+    assert overall(adjusted, set()) is Status.DOWN
+
+
+def test_shared_keys_are_the_pipelines() -> None:
+    from services.pipeline import CLOUDINARY_KEY, FAL_KEY
+    from services.stats import STATS_KEY
+
+    assert SHARED_KEYS == {"cloudinary": CLOUDINARY_KEY, "fal": FAL_KEY, "stats": STATS_KEY}

@@ -1,10 +1,12 @@
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from services.errors import InvalidInput, NotFound
-from services.models import JobState
+from services.errors import InvalidInput, InvalidTransition, NotFound
+from services.models import IncidentState, JobState
 from services.pipeline import caption_problems, check_topic
+from services.publications import PublishRefused
 from tests.fakes.fal import PNG
 from tests.fakes.world import pipeline_world
 
@@ -88,6 +90,7 @@ async def test_dry_run_reports_every_problem_and_posts_nothing(
         assert not report.ok
         assert {c.name: c.ok for c in report.checks} == {
             "token": False,
+            "guards": True,
             "images": False,
             "caption": False,
             "cloudinary": False,
@@ -127,3 +130,142 @@ async def test_failed_manual_upload_is_retried(migrated_url: str, tmp_path: Path
         done = await ops.retry.retry_now(failed.job.id, actor="test")
         assert done.state is JobState.SUCCEEDED
         assert "sunflow/sunflower/sunflower-1" in world.cloudinary.uploads
+
+
+async def test_a_topic_is_posted_once_unless_forced(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path, publish_daily_limit=5) as world:
+        pipeline = world.services.ops.pipeline
+        world.add_topic("daisy")
+        assert (await pipeline.publish("daisy")).ok
+        for _ in range(2):
+            with pytest.raises(PublishRefused, match="nothing to retry: daisy is already posted"):
+                await pipeline.publish("daisy", retry=True)
+            with pytest.raises(PublishRefused, match="daisy is already posted"):
+                await pipeline.publish("daisy")
+        assert len(world.instagram.published) == 1
+        forced = await pipeline.publish("daisy", force=True)
+        assert forced.ok
+        assert len(world.instagram.published) == 2
+        world.add_topic("rose")
+        with pytest.raises(InvalidTransition, match="nothing to retry: no failed publish of rose"):
+            await pipeline.publish("rose", retry=True)
+        assert len(world.instagram.published) == 2
+
+
+async def test_the_daily_limit_holds_and_the_retry_waits_for_tomorrow(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        ops, clock = world.services.ops, world.clock
+        world.add_topic("daisy")
+        world.add_topic("rose")
+        world.instagram.fault = "429"
+        failed = await ops.pipeline.publish("daisy")
+        assert failed.job is not None
+        world.instagram.fault = None
+        assert (await ops.pipeline.publish("rose")).ok  # the day's one post
+        clock.advance(minutes=5)
+        [waiting] = await ops.retry.run_due()
+        assert waiting.state is JobState.FAILED and waiting.attempts == 0
+        assert waiting.next_retry_at == datetime(2026, 1, 31, tzinfo=UTC)
+        assert waiting.last_error.startswith("the daily limit is reached: 1 of")
+        # rose's post showed the rate limit is over: its incident is resolved already.
+        assert waiting.incident_id is not None
+        incident = (await world.services.incidents.get(waiting.incident_id)).incident
+        assert incident.state is IncidentState.RESOLVED
+        assert len(world.instagram.published) == 1
+        clock.set(datetime(2026, 1, 31, 0, 0, 30, tzinfo=UTC))
+        [posted] = await ops.retry.run_due()
+        assert posted.state is JobState.SUCCEEDED
+        assert [p["caption"][:7] for p in world.instagram.published] == ["Sunflow", "Sunflow"]
+        assert len(world.instagram.published) == 2
+
+
+async def test_a_manual_publish_settles_the_waiting_job(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        ops, clock = world.services.ops, world.clock
+        world.add_topic("daisy")
+        world.cloudinary.fault = "500"
+        failed = await ops.pipeline.publish("daisy")
+        assert failed.job is not None and failed.job.incident_id is not None
+        world.cloudinary.fault = None
+        assert (await ops.pipeline.publish("daisy")).ok
+        assert (await ops.retry.get(failed.job.id)).state is JobState.SUCCEEDED
+        incident = (await world.services.incidents.get(failed.job.incident_id)).incident
+        assert incident.state is IncidentState.RESOLVED
+        for minutes in (5, 15, 30):
+            clock.advance(minutes=minutes)
+            assert await ops.retry.run_due() == []
+        assert len(world.instagram.published) == 1
+
+
+async def test_a_failure_records_the_provider_and_health_tells_it(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        ops = world.services.ops
+        world.fal.fault = "500"
+        failed = await ops.pipeline.generate_images("lily")
+        assert not failed.ok and failed.job is not None
+        state = await ops.providers.get("fal")
+        assert state is not None and state.failing and state.status == 500
+        assert state.operation == "generate" and state.trace_id == failed.trace_id
+        # The probe still answers; the health report says what the real call said.
+        fal = {c.name: c for c in (await world.services.health.run()).components}["fal"]
+        assert fal.status.value == "down"
+        assert fal.detail.startswith("last real call (generate at 09:00 UTC) failed, HTTP 500")
+        world.fal.fault = None
+        assert (await ops.pipeline.generate_images("lily", retry=True)).ok
+        state = await ops.providers.get("fal")
+        assert state is not None and not state.failing
+        fal = {c.name: c for c in (await world.services.health.run()).components}["fal"]
+        assert fal.status.value == "healthy"
+
+
+async def test_the_playbooks_dry_run_works_on_a_fresh_install(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        await world.services.ops.tokens.set_expiry(60, actor="test")
+        report = await world.services.ops.pipeline.dry_run("test_topic")
+        assert report.ok, report.text()
+        assert world.instagram.published == [] and world.cloudinary.uploads == {}
+        # Any other topic without content is still not ready.
+        assert not (await world.services.ops.pipeline.dry_run("other")).ok
+
+
+async def test_a_lost_publish_answer_is_never_posted_twice(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path, integration_timeout_seconds=0.3) as world:
+        ops, clock = world.services.ops, world.clock
+        world.add_topic("daisy")
+        world.instagram.fault = "lost"  # Instagram posts, the answer never arrives in time
+        result = await ops.pipeline.publish("daisy")
+        assert not result.ok and len(world.instagram.published) == 1
+        [claim] = await ops.publications.of_topic("daisy")
+        assert claim.state.value == "interrupted"
+        world.instagram.fault = None
+        clock.advance(minutes=5)
+        [job] = await ops.retry.run_due()  # the retry does not post again ...
+        assert job.state is JobState.EXHAUSTED
+        assert "whether Instagram posted it is unknown" in job.last_error
+        assert job.incident_id is not None  # ... and a person is asked to look
+        incident = (await world.services.incidents.get(job.incident_id)).incident
+        assert incident.dedup_key == "publish:daisy" and incident.severity.value == "P1"
+        with pytest.raises(PublishRefused, match="interrupted"):
+            await ops.pipeline.publish("daisy")
+        assert len(world.instagram.published) == 1
+        # Checked on the account: it was not there (say), so the person forces it.
+        assert (await ops.pipeline.publish("daisy", force=True)).ok
+        assert len(world.instagram.published) == 2
+
+
+async def test_publishing_blocked_is_p0(migrated_url: str, tmp_path: Path) -> None:
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        world.add_topic("daisy")
+        world.instagram.fault = "403"
+        result = await world.services.ops.pipeline.publish("daisy")
+        assert result.job is not None and result.job.incident_id is not None
+        incident = (await world.services.incidents.get(result.job.incident_id)).incident
+        assert incident.dedup_key == "instagram:blocked" and incident.severity.value == "P0"

@@ -5,6 +5,7 @@ import pytest
 
 from services.policy import (
     PLAYBOOK_LADDER,
+    PLAYBOOK_LADDERS,
     Override,
     Person,
     PolicyError,
@@ -46,19 +47,44 @@ target = "team"
 """
 
 
-def test_default_policy_is_the_playbook_ladder() -> None:
+def test_default_policy_is_the_playbook_ladder_per_severity() -> None:
     policy = default_policy()
-    for severity in Severity:
-        steps = policy.ladder(severity)
-        assert [(s.name, s.after, s.target) for s in steps] == [
+    playbook = [
+        ("team", timedelta(0), "team"),
+        ("retries_done", timedelta(minutes=30), "team"),
+        ("pd", timedelta(hours=1), "pd"),
+        ("manual", timedelta(hours=4), "team"),
+    ]
+    expected = {
+        Severity.P0: playbook,
+        Severity.P1: playbook,
+        Severity.P2: [
             ("team", timedelta(0), "team"),
             ("retries_done", timedelta(minutes=30), "team"),
-            ("pd", timedelta(hours=1), "pd"),
-            ("manual", timedelta(hours=4), "team"),
-        ]
+            ("pd", timedelta(hours=4), "pd"),
+            ("manual", timedelta(hours=8), "team"),
+        ],
+        Severity.P3: [("team", timedelta(0), "team"), ("pd", timedelta(hours=24), "pd")],
+    }
+    for severity, steps in expected.items():
+        assert [(s.name, s.after, s.target) for s in policy.ladder(severity)] == steps
     assert policy.deadline_after[Severity.P1] == timedelta(hours=1)
     assert policy.deadline_after[Severity.P0] == timedelta(minutes=5)
     assert load_policy(None) == policy
+
+
+@pytest.mark.parametrize("severity", list(Severity))
+def test_no_built_in_ladder_pages_the_pd_before_the_response_time(severity: Severity) -> None:
+    for step in default_policy().ladder(severity):
+        if step.target == "pd":
+            assert step.after >= severity.response_time, (severity, step)
+
+
+def test_the_built_in_retry_step_claims_nothing_it_cannot_know() -> None:
+    # The step's text is filled in when it fires; its default must not say "done".
+    for steps in PLAYBOOK_LADDERS.values():
+        for step in steps:
+            assert "done" not in step.message
 
 
 def test_parse_full_policy(tmp_path: Path) -> None:
@@ -77,6 +103,7 @@ def test_parse_full_policy(tmp_path: Path) -> None:
 def test_missing_severity_falls_back_to_the_playbook() -> None:
     policy = parse_policy('[[ladder.P0]]\nname = "x"\nafter = "1m"\ntarget = "pd"\n')
     assert policy.ladder(Severity.P1) == PLAYBOOK_LADDER
+    assert policy.ladder(Severity.P2) == PLAYBOOK_LADDERS[Severity.P2]
     assert policy.ladder(Severity.P0)[0].name == "x"
 
 

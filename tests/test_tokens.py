@@ -6,8 +6,8 @@ import pytest
 from services.errors import InvalidInput
 from services.models import IncidentState
 from services.severity import Severity
-from services.tokens import EXPIRY_KEY, TokenState, token_state
-from tests.fakes.world import pipeline_world
+from services.tokens import EXPIRY_KEY, TokenState, TokenStatus, token_state
+from tests.fakes.world import TOKEN, pipeline_world
 
 NOW = datetime(2026, 1, 30, 9, 0, tzinfo=UTC)
 D = timedelta(days=1)
@@ -58,6 +58,14 @@ async def test_daily_check_raises_p2_p1_p0_then_renewal_resolves(
         ]
         assert open_incident.dedup_key == EXPIRY_KEY
         assert open_incident.occurrence_count == 4  # one incident, raised in severity
+        # Its title follows the severity: not "warning: 14 days left" at P0.
+        assert open_incident.title == "Instagram token expired"
+        timeline = (await incidents.get(open_incident.id)).timeline
+        renamed = [e.details.get("title") for e in timeline if e.kind == "deduplicated"]
+        assert [t["to"] for t in renamed if isinstance(t, dict)] == [
+            "Instagram token critical: 3 days left",
+            "Instagram token expired",
+        ]
         assert "set-expiry 60" in (await incidents.get(open_incident.id)).incident.description
         # Renewed: set-expiry resolves it.
         await tokens.set_expiry(60, actor="test")
@@ -94,3 +102,46 @@ async def test_guide_follows_the_playbook() -> None:
     for text in GUIDE.values():
         for needle in ("developers.facebook.com", ".env", "set-expiry 60", "--retry"):
             assert needle in text
+
+
+async def test_restart_needed_when_env_changes_under_the_service(
+    migrated_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("INSTAGRAM_ACCESS_TOKEN", raising=False)
+    async with pipeline_world(migrated_url, tmp_path) as world:
+        tokens = world.services.ops.tokens
+        env = world.settings.env_file_path
+        assert not (await tokens.status()).restart_needed  # no .env at all
+        env.write_text(f"FAL_KEY=x\ninstagram_access_token='{TOKEN}'\n")
+        assert not (await tokens.status()).restart_needed  # the same token
+        env.write_text('INSTAGRAM_ACCESS_TOKEN="IGQVJ-renewed-0002"\n')
+        status = await tokens.status()
+        assert status.restart_needed
+        assert status.to_json()["restart_needed"] is True
+        assert "IGQVJ-renewed-0002" not in status.text() + str(status.to_json())
+        health = await tokens.health()
+        assert health.status.value == "degraded" and "restart needed" in health.detail
+        # The CLI reads the service's answer back as the same status.
+        assert TokenStatus.from_json(status.to_json()) == status
+
+
+async def test_a_401_with_no_live_check_is_expired_for_status_and_health(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    async with pipeline_world(migrated_url, tmp_path, instagram_app_id=None) as world:
+        tokens = world.services.ops.tokens
+        await tokens.set_expiry(60, actor="test")
+        incident_id = await tokens.unauthorized(where="publishing")
+        status = await tokens.status()
+        assert status.state is TokenState.EXPIRED
+        assert status.unauthorized_incident == incident_id
+        assert f"incident #{incident_id}" in status.text()
+        health = await tokens.health()
+        assert health.status.value == "down" and f"incident #{incident_id}" in health.detail
+        # The daily check opens no second P0 for the same token.
+        await tokens.check()
+        open_keys = {
+            v.dedup_key
+            for v in await world.services.incidents.list(states=[IncidentState.TRIGGERED])
+        }
+        assert open_keys == {"instagram:unauthorized"}

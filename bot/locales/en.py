@@ -124,6 +124,8 @@ MESSAGES: dict[str, str] = {
     "backup.restored": "♻️ {text}",
     "stats.status": "{badge} <b>Stats collector</b> — {status}: {detail}",
     "stats.restarted": "🔄 Stats collector restarted and collected now; next run {next}",
+    "stats.restart_failed": "⚠️ Stats collector re-armed (next run {next}), but collecting "
+    "now failed: {detail}",
     "stats.not_scheduled": "not scheduled",
     "logs.caption": "📦 Logs of incident #{id}: {traces} trace(s), {lines} error line(s)",
     "logs.sent": "Logs of #{id} sent",
@@ -147,6 +149,16 @@ MESSAGES: dict[str, str] = {
     "card.next": "⏭ Next: {step} → {target} at {at}, {when}",
     "card.next.in": "in {delta}",
     "card.next.due": "due now",
+    "card.retry.next": "🔁 Retry {n}/{total} of job #{id} ({work}) at {at}, {when} · {left} left",
+    "card.retry.running": "🔁 Job #{id} ({work}): retry {n}/{total} running",
+    "card.retry.exhausted": "⛔ Job #{id} ({work}): automatic retries done, {done}/{total} "
+    "failed — /retry {id}",
+    "card.retry.refused": "⛔ Job #{id} ({work}): not retried automatically — fix it, then "
+    "/retry {id}",
+    "card.retry.succeeded": "✅ Job #{id} ({work}) succeeded at {at}",
+    "card.runbook": "📖 Runbook: {where}",
+    "card.commands": "🛠 {commands}",
+    "button.runbook": "📖 Runbook",
     "card.checklist_open": "☐ {count} checklist items are still unticked",
     "button.checklist": "☑ Checklist",
     "button.snooze_for": "💤 {duration}",

@@ -17,7 +17,22 @@ from services.errors import InvalidInput, Unavailable
 
 
 class CloudinaryError(Exception):
-    """An upload or ping failed; the message never holds the key or secret."""
+    """An upload or ping failed; the message never holds the key or secret. `status` is the
+    HTTP status Cloudinary answered with, when the SDK tells it."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _status_of(exc: Exception) -> int | None:
+    """The SDK raises one exception class per HTTP status (its EXCEPTION_CODES)."""
+    from cloudinary.api_client.execute_request import EXCEPTION_CODES
+
+    for status, kind in sorted(EXCEPTION_CODES.items()):
+        if type(exc) is kind:
+            return int(status)
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,8 @@ class CloudinaryClient:
             result = await asyncio.to_thread(call)
         except Exception as exc:
             raise CloudinaryError(
-                self._clean(f"upload of {path.name} failed: {type(exc).__name__}: {exc}")
+                self._clean(f"upload of {path.name} failed: {type(exc).__name__}: {exc}"),
+                status=_status_of(exc),
             ) from None
         return Uploaded(
             public_id=str(result.get("public_id", "")),
@@ -125,7 +141,7 @@ class CloudinaryClient:
             result = await asyncio.to_thread(call)
         except Exception as exc:
             raise CloudinaryError(
-                self._clean(f"ping failed: {type(exc).__name__}: {exc}")
+                self._clean(f"ping failed: {type(exc).__name__}: {exc}"), status=_status_of(exc)
             ) from None
         if str(dict(result).get("status")) != "ok":
             raise CloudinaryError("ping answered without status ok")

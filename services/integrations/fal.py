@@ -13,7 +13,12 @@ from services.errors import Unavailable
 
 
 class FalError(Exception):
-    """Generation failed or timed out; the message never holds the key."""
+    """Generation failed or timed out; the message never holds the key. `status` is the
+    HTTP status fal.ai answered with, when it answered."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,10 @@ class FalClient:
                 body = await resp.json(content_type=None)
                 if resp.status >= 400:
                     detail = body.get("detail") if isinstance(body, dict) else None
-                    raise FalError(f"fal.ai answered {resp.status}: {str(detail or '')[:200]}")
+                    raise FalError(
+                        f"fal.ai answered {resp.status}: {str(detail or '')[:200]}",
+                        status=resp.status,
+                    )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise FalError(f"fal.ai {method} failed: {type(exc).__name__}") from None
         if not isinstance(body, dict):
@@ -108,7 +116,7 @@ class FalClient:
         try:
             async with self._session.get(url, timeout=timeout) as resp:
                 if resp.status >= 400:
-                    raise FalError(f"image download answered {resp.status}")
+                    raise FalError(f"image download answered {resp.status}", status=resp.status)
                 content = await resp.read()
                 kind = resp.headers.get("Content-Type", "image/jpeg").split(";")[0].strip()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -130,5 +138,5 @@ class FalClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise FalError(f"fal.ai unreachable: {type(exc).__name__}") from None
         if status >= 500 or status in {401, 403}:
-            raise FalError(f"fal.ai answered {status}")
+            raise FalError(f"fal.ai answered {status}", status=status)
         return status

@@ -1,4 +1,6 @@
-"""The fallback channel (playbook scenario 6): P0/P1 alerts by e-mail and JSON webhook."""
+"""The fallback channel (playbook scenario 6): P0/P1 alerts by e-mail and JSON webhook, and
+Telegram's own outage: one message when it has failed for TELEGRAM_FALLBACK_AFTER, one when
+it delivers again, whatever the severities waiting."""
 
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from services.incidents import IncidentView
 from services.models import Incident, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
+
+# A fallback channel that failed to take an announcement is tried again after this.
+ANNOUNCE_RETRY = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class FallbackService:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.sent = 0
+        # The outage announced (its start), and when to try again if announcing failed.
+        self.outage_announced: datetime | None = None
+        self._announce_after: datetime | None = None
+        self.announcements: list[str] = []
 
     @property
     def channels(self) -> list[str]:
@@ -174,10 +183,80 @@ class FallbackService:
             return f"not delivered to Telegram within {self._settings.telegram_fallback_after}"
         return None
 
+    async def announce(self) -> str | None:
+        """Say on the fallback channel that Telegram has been failing for
+        TELEGRAM_FALLBACK_AFTER (once per outage), and that it delivers again when it does;
+        "down" or "up" when one went out."""
+        if not self.channels or self._settings.telegram_bot_token is None:
+            return None
+        now = self._clock.now()
+        if self._announce_after is not None and now < self._announce_after:
+            return None
+        failing = self._failing_since()
+        announced = self.outage_announced
+        if failing is not None and announced is None:
+            if now - failing < self._settings.fallback_after:
+                return None
+            pending, oldest, error = await self._backlog()
+            kind = "down"
+            subject = "[SunFlow Ops] Telegram failing: alerts do not reach the chat"
+            body = "\n".join(
+                [
+                    f"Telegram has not accepted a message since {failing.isoformat()} "
+                    f"({int((now - failing).total_seconds() // 60)} min).",
+                    f"{pending} message(s) wait in the outbox"
+                    + (f", the oldest from {oldest.isoformat()}" if oldest else "")
+                    + "; P0/P1 alerts come here as well until Telegram delivers again.",
+                    f"Last error: {error or 'unknown'}",
+                    "",
+                    "Playbook scenario 6: sunflow-ops health (telegram component), check "
+                    "TELEGRAM_BOT_TOKEN, restart the service, sunflow-ops notify test.",
+                ]
+            )
+            data = {
+                "event": "telegram_down",
+                "failing_since": failing.isoformat(),
+                "pending": pending,
+                "last_error": error,
+            }
+        elif failing is None and announced is not None:
+            kind = "up"
+            subject = "[SunFlow Ops] Telegram delivers again"
+            body = (
+                f"Telegram accepts messages again (failing from {announced.isoformat()} "
+                f"to about {now.isoformat()}); the outbox backlog is being delivered."
+            )
+            data = {"event": "telegram_up", "failing_since": announced.isoformat()}
+        else:
+            return None
+        results = await self.deliver(subject, body, data)
+        if not any(r.ok for r in results):
+            log.warning("fallback announcement (%s) failed: %s", kind, results)
+            self._announce_after = now + ANNOUNCE_RETRY
+            return None
+        self._announce_after = None
+        self.outage_announced = failing if kind == "down" else None
+        self.announcements.append(kind)
+        log.warning("announced on the fallback channel: Telegram %s", kind)
+        return kind
+
+    async def _backlog(self) -> tuple[int, datetime | None, str | None]:
+        async with self._db.read() as session:
+            rows = (
+                await session.execute(
+                    select(OutboxMessage.created_at, OutboxMessage.last_error)
+                    .where(OutboxMessage.status == OutboxStatus.PENDING.value)
+                    .order_by(OutboxMessage.id)
+                )
+            ).all()
+        errors = [r[1] for r in rows if r[1]]
+        return len(rows), rows[0][0] if rows else None, errors[-1] if errors else None
+
     async def step(self) -> int:
         """Fall back for every stuck P0/P1 alert; return how many went out."""
         if not self.channels:
             return 0
+        await self.announce()
         now = self._clock.now()
         async with self._db.read() as session:
             rows = (

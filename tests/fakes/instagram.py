@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +20,10 @@ class FakeInstagram(FakeServer):
         super().__init__()
         self.valid_tokens = {token}
         self.token_expires_at = 0  # what debug_token reports (epoch seconds)
-        # Fault injection: None, "401", "429" or "500".
+        # Fault injection: None, "401", "403", "429" or "500" on every call; "lost" publishes
+        # on media_publish but answers only after `lost_for` seconds (a lost answer).
         self.fault: str | None = None
+        self.lost_for = 2.0
         self.retry_after: int | None = None
         self.containers: dict[str, dict[str, str]] = {}
         self.published: list[dict[str, str]] = []
@@ -53,6 +56,8 @@ class FakeInstagram(FakeServer):
             return params, self._error(429, "Application request limit reached", 4, headers)
         if self.fault == "500":
             return params, self._error(500, "An unexpected error has occurred", 2)
+        if self.fault == "403":
+            return params, self._error(403, "Application does not have permission", 10)
         if self.fault == "401" or params.get("access_token") not in self.valid_tokens:
             return params, self._error(401, "Error validating access token", 190)
         if request.match_info.get("user", USER_ID) != USER_ID:
@@ -86,6 +91,8 @@ class FakeInstagram(FakeServer):
             return self._error(400, "unknown creation_id", 100)
         media_id = str(18000000000000000 + len(self.published))
         self.published.append({"id": media_id, **container})
+        if self.fault == "lost":
+            await asyncio.sleep(self.lost_for)
         return web.json_response({"id": media_id})
 
     async def media_list(self, request: web.Request) -> web.Response:

@@ -2,68 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiohttp import web
-
 from services.clock import FrozenClock
 from services.config import Settings
 from services.main import Services, open_services
-from tests.conftest import make_settings
-from tests.fakes import FakeServer
+from tests.conftest import free_port, make_settings
 from tests.fakes.cloudinary import FakeCloudinary
 from tests.fakes.fal import KEY as FAL_KEY
 from tests.fakes.fal import MODEL, PNG, FakeFal
 from tests.fakes.instagram import APP_ID, APP_SECRET, USER_ID, VERSION, FakeInstagram
+from tests.fakes.telegram import FakeTelegram
 
 TOKEN = "IGQVJ-fake-instagram-token-0001"
 BOT_TOKEN = "123456:fake-telegram-bot-token"
 START = datetime(2026, 1, 30, 9, 0, tzinfo=UTC)
 CAPTION = "Sunflowers at dawn. #sunflower #garden @sunflow"
-
-
-class FakeTelegram(FakeServer):
-    """Only `getMe`, which the health check calls; `fault` makes it answer 401."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fault = False
-        app = web.Application()
-        app.router.add_get("/bot{token}/getMe", self.get_me)
-        app.router.add_post("/bot{token}/getMe", self.get_me)
-        # Enough for a polling bot to idle against it: no updates, every call accepted.
-        app.router.add_route("*", "/bot{token}/{method}", self.other)
-        self.app = app
-
-    async def other(self, request: web.Request) -> web.Response:
-        self.requests.append(request.match_info["method"])
-        if request.match_info["method"] == "getUpdates":
-            await asyncio.sleep(1)
-            return web.json_response({"ok": True, "result": []})
-        return web.json_response({"ok": True, "result": True})
-
-    async def get_me(self, request: web.Request) -> web.Response:
-        self.requests.append("getMe")
-        if self.fault or request.match_info["token"] != BOT_TOKEN:
-            return web.json_response(
-                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
-            )
-        return web.json_response(
-            {
-                "ok": True,
-                "result": {
-                    "id": 123456,
-                    "is_bot": True,
-                    "first_name": "SunFlow Ops",
-                    "username": "sunflow_ops_bot",
-                },
-            }
-        )
 
 
 @dataclass
@@ -115,7 +73,7 @@ def world_settings(
         "fal_model": MODEL,
         "fal_timeout_seconds": 2,
         "telegram_bot_token": BOT_TOKEN,
-        "telegram_api_base": telegram.base_url,
+        "telegram_api_base": telegram.base,
         "content_dir": root / "content",
         "stats_file": root / "config" / "data" / "instagram_stats.json",
         "backup_dir": root / "data" / "backups",
@@ -127,6 +85,17 @@ def world_settings(
 
 
 @asynccontextmanager
+async def running_telegram() -> AsyncIterator[FakeTelegram]:
+    """The fake Bot API the tests' bots talk to (it answers as the Bot API does)."""
+    fake = FakeTelegram(BOT_TOKEN)
+    await fake.start(free_port())
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@asynccontextmanager
 async def pipeline_world(
     database_url: str, root: Path, **overrides: object
 ) -> AsyncIterator[World]:
@@ -134,7 +103,7 @@ async def pipeline_world(
         FakeInstagram(token=TOKEN) as ig,
         FakeCloudinary() as cl,
         FakeFal() as fal,
-        FakeTelegram() as tg,
+        running_telegram() as tg,
     ):
         settings = world_settings(
             database_url, root, instagram=ig, cloudinary=cl, fal=fal, telegram=tg, **overrides
