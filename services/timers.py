@@ -178,9 +178,9 @@ class EscalationTimer:
         now = self._clock.now()
         overdue = await self._escalation.overdue(before=now - self.slack)
         figures: dict[str, Any] = {"overdue": overdue.count, "fired": self.fired}
-        if not self.running:
-            return ComponentHealth("escalation", Status.DEGRADED, "timer not running", figures)
         if overdue.count == 0:
+            # Whether this process runs the timer or not (a CLI process, a test harness),
+            # the database says nothing is late: that is what the component reports.
             return ComponentHealth("escalation", Status.HEALTHY, "no step overdue", figures)
         assert overdue.oldest_due_at is not None
         late = (now - overdue.oldest_due_at).total_seconds()

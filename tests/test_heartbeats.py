@@ -207,12 +207,14 @@ async def test_serve_never_logs_the_token_of_a_ping(tmp_path: Path, settings: Se
         INTAKE_TOKEN=INTAKE,
         LOG_LEVEL="DEBUG",
     )
+    # The log goes to a file: at DEBUG a pipe nobody reads fills up and stalls the server.
+    log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
     try:
@@ -232,7 +234,9 @@ async def test_serve_never_logs_the_token_of_a_ping(tmp_path: Path, settings: Se
                 assert response.status == 404
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        log.close()
+    stderr = (tmp_path / "serve.log").read_text()
     assert "DEBUG" in stderr  # the log was on, at its most talkative
     assert INTAKE not in stderr and "wrong-token-value" not in stderr
 

@@ -403,10 +403,7 @@ async def test_scenario_5_stats_collection_failure(migrated_url: str, tmp_path: 
         clock.advance(hours=1)
         await world.services.escalation.fire_due()
         timeline = (await incidents.get(incident.id)).timeline
-        assert [e.details["step"] for e in timeline if e.kind == "escalated"] == [
-            "team",
-            "retries_done",
-        ]
+        assert [e.details["step"] for e in timeline if e.kind == "escalated"] == ["retries_done"]
 
         # 1. collect --force and 2. the daemon restart, each twice, once Instagram is back.
         world.instagram.fault = None
