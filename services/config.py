@@ -97,9 +97,10 @@ class Settings(BaseSettings):
     bot_language: Literal["ko", "en"] = "ko"
 
     escalation_policy_file: Path | None = None
-    # How often (at most) the escalation timer re-reads the database's wake-ups; a step is
-    # overdue (health degraded) when twice this late.
-    escalation_sweep_seconds: float = Field(default=1.0, ge=0.1, le=30)
+    # How often the escalation timer re-reads the database's wake-ups at the latest (a write
+    # in this process, or a NOTIFY from another, wakes it at once); a step is overdue
+    # (health degraded) when twice this late.
+    escalation_sweep_seconds: float = Field(default=5.0, ge=0.1, le=60)
     # Test-only faults over the admin API (POST /api/admin/faults/block-loop): never in
     # production; the fault tests (tests/faults/) turn it on.
     fault_injection: bool = False

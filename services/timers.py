@@ -2,10 +2,11 @@
 
 Written by hand rather than as APScheduler jobs: an in-memory job that comes due while the
 previous run is still going is dropped (`max_instances`), and a job skipped while this
-instance briefly did not lead is never run again; this loop keeps no such state. Each turn
-it reads the soonest wake-up from the database, fires what is due, and sleeps until the
-next one or at most `sweep` seconds (a pause, a blocked loop or a lost lease therefore costs
-at most one sweep once the process runs again).
+instance briefly did not lead is never run again; this loop keeps no such state. It
+sleeps until the soonest wake-up the database holds, a write's hint that one came earlier, or
+a sweep (a few seconds); then it fires what is due and reads the next. A loop frozen or
+blocked past a wake-up runs the moment the process runs again (its sleep is long over); a
+lease that looked expired meanwhile is checked in memory four times a second until renewed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # Every wake-up is re-derived from the database at least this often on the leader.
 REPAIR_SECONDS = 300.0
+# How often a process that does not fire checks, in memory, whether it may now.
+LEADERSHIP_POLL = 0.25
 
 
 class Gate(Protocol):
@@ -53,15 +56,26 @@ class Alarm:
         if at is None or self.planned is None or at < self.planned:
             self._event.set()
 
-    async def wait(self, seconds: float) -> None:
-        """Until a hint, or `seconds` at most. (Not `asyncio.wait_for`: on Python 3.11 a
-        cancel that meets its timeout can leave the wait hanging.)"""
-        timeout = asyncio.get_running_loop().call_later(max(0.0, seconds), self._event.set)
+    async def wait(self, seconds: float) -> bool:
+        """Until a hint (True), or `seconds` at most (False). (Not `asyncio.wait_for`: on
+        Python 3.11 a cancel that meets its timeout can leave the wait hanging.)"""
+        if self._event.is_set():
+            self._event.clear()
+            return True
+        timed_out = False
+
+        def timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            self._event.set()
+
+        handle = asyncio.get_running_loop().call_later(max(0.0, seconds), timeout)
         try:
             await self._event.wait()
         finally:
-            timeout.cancel()
+            handle.cancel()
             self._event.clear()
+        return not timed_out
 
 
 class EscalationTimer:
@@ -76,7 +90,7 @@ class EscalationTimer:
         clock: Clock,
         *,
         gate: Gate | None = None,
-        sweep_seconds: float = 1.0,
+        sweep_seconds: float = 5.0,
     ) -> None:
         self._escalation = escalation
         self._alarm = alarm
@@ -85,6 +99,8 @@ class EscalationTimer:
         self.sweep = sweep_seconds
         self._task: asyncio.Task[None] | None = None
         self._repair_at = 0.0  # monotonic time of the next full repair (0: at once)
+        self._next_read = 0.0  # monotonic time of the next sweep's read of the wake-ups
+        self._led = False  # whether the last turn could fire
         self.last_turn: float | None = None  # monotonic end of the last turn
         self.fired = 0
 
@@ -125,40 +141,59 @@ class EscalationTimer:
             yield
 
     async def _run(self) -> None:
+        hinted = True
         while True:
-            delay = self.sweep
+            delay = LEADERSHIP_POLL
             try:
-                delay = await self.turn()
+                delay = await self.turn(hinted=hinted)
             except asyncio.CancelledError:
                 raise
             except LeaseLost as exc:
                 log.info("escalation timer: %s; firing stops until this instance leads", exc)
             except Exception:
                 log.exception("escalation timer turn failed; trying again in %.0f s", self.sweep)
+                delay = self.sweep
             self.last_turn = time.monotonic()
-            await self._alarm.wait(delay)
+            hinted = await self._alarm.wait(delay)
 
-    async def turn(self) -> float:
-        """One turn: repair if it is time, fire what is due (when leading), and return how
-        long to sleep before the next."""
-        if self._leads():
-            with self._fenced():
-                if time.monotonic() >= self._repair_at:
-                    self._repair_at = time.monotonic() + REPAIR_SECONDS
-                    wrong = await self._escalation.rewake_all()
-                    if wrong:
-                        log.info(
-                            "escalation timer: %s wake-ups re-derived from the database", wrong
-                        )
-                self.fired += len(await self._escalation.fire_due())
+    async def turn(self, *, hinted: bool = True) -> float:
+        """One turn: read the soonest wake-up from the database when something may have
+        changed (a hint, a wake-up come due, this instance just able to fire again, or a
+        sweep gone by); when leading, repair if it is time and fire what is due. Returns how
+        long to sleep before the next turn."""
+        mono = time.monotonic()
+        leads = self._leads()
+        if leads and not self._led:
+            # Took the lead, or the lease is valid again after a pause: read at once.
+            hinted = True
+        self._led = leads
         now = self._clock.now()
-        soonest, overdue = await self._escalation.earliest_wakeup(overdue_before=now - self.slack)
-        if overdue:
-            log.debug("escalation: %s wake-ups overdue; %s", overdue, self.explain())
-        self._alarm.planned = soonest
-        if soonest is None:
-            return self.sweep
-        return min(self.sweep, max(0.0, (soonest - now).total_seconds()))
+        planned = self._alarm.planned
+        if hinted or mono >= self._next_read or (planned is not None and planned <= now):
+            if leads:
+                with self._fenced():
+                    if mono >= self._repair_at:
+                        self._repair_at = mono + REPAIR_SECONDS
+                        wrong = await self._escalation.rewake_all()
+                        if wrong:
+                            log.info("escalation timer: %s wake-ups re-derived", wrong)
+                    self.fired += len(await self._escalation.fire_due())
+            now = self._clock.now()
+            soonest, overdue = await self._escalation.earliest_wakeup(
+                overdue_before=now - self.slack
+            )
+            if overdue:
+                log.debug("escalation: %s wake-ups overdue; %s", overdue, self.explain())
+            self._alarm.planned = planned = soonest
+            self._next_read = time.monotonic() + self.sweep
+        delay = self._next_read - time.monotonic()
+        if planned is not None:
+            delay = min(delay, (planned - now).total_seconds())
+        if not leads:
+            # Leadership is checked in memory, often: a lease renewed after a pause, or
+            # taken over, is noticed within this; the database is read once a sweep.
+            delay = min(delay, LEADERSHIP_POLL)
+        return max(0.0, delay)
 
     def explain(self) -> str:
         """Why something might be overdue: who leads, and how long ago the loop turned."""
