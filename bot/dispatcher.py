@@ -27,7 +27,7 @@ from bot.routers import (
 )
 
 if TYPE_CHECKING:
-    from services.main import Services
+    from services.container import Services
 
 
 def create_dispatcher(

@@ -29,7 +29,7 @@ from services.notify.limits import TelegramLimits
 from services.notify.telegram import TelegramClient
 
 if TYPE_CHECKING:
-    from services.main import Services
+    from services.container import Services
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
         storage = fsm_storage(settings)
         dispatcher = create_dispatcher(services, catalogue=catalogue, storage=storage)
         client = TelegramClient(settings.telegram_api_base, token)
-        services.notify.start_telegram(client, TelegramRenderer(catalogue))
+        services.notify.start_telegram(client, TelegramRenderer(catalogue), services.card_facts)
         secret: str | None = None
         pending: set[asyncio.Task[Any]] = set()
         if settings.telegram_webhook_url:

@@ -114,6 +114,22 @@ class BoardSnapshot:
         return {"seq": self.seq, "now": self.now.isoformat(), **self.content()}
 
 
+class BoardChanges:
+    """The incidents' hook for the board: a committed change it shows marks the board to be
+    published again. Built before the incidents (which the board reads), it is one of the
+    hooks the composition root gives them."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
+        return None
+
+    def committed(self, changes: Sequence[IncidentChange]) -> None:
+        if any(change.kind not in _IGNORED for change in changes):
+            self.event.set()
+
+
 class BoardService:
     """Builds board snapshots and publishes them on the hub's `board` job.
 
@@ -126,6 +142,7 @@ class BoardService:
     def __init__(
         self,
         *,
+        changes: BoardChanges,
         incidents: IncidentService,
         escalation: EscalationService,
         health: HealthService,
@@ -146,7 +163,7 @@ class BoardService:
         self.debounce = debounce
         self.limit = limit
         self._seq = 0
-        self._dirty = asyncio.Event()
+        self._dirty = changes.event
         self._health_cache: dict[str, Any] | None = None
         self._health_at = 0.0
         self._health_lock = asyncio.Lock()
@@ -169,15 +186,6 @@ class BoardService:
         """Board streams open in this process."""
         job = self._hub.jobs.get(BOARD_JOB)
         return len(job.streams) if job is not None else 0
-
-    # -- incident hook --------------------------------------------------------------------
-
-    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None:
-        return None
-
-    def committed(self, changes: Sequence[IncidentChange]) -> None:
-        if any(change.kind not in _IGNORED for change in changes):
-            self._dirty.set()
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from services.cli_common import UsageError, actor, run_with_services
 from services.cli_heartbeats import HEARTBEAT_COMMANDS, add_heartbeat_commands
-from services.cli_pipeline import (
-    PIPELINE_COMMANDS,
-    UsageError,
-    add_pipeline_commands,
-    run_with_services,
-)
+from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
@@ -94,13 +89,6 @@ def _incident_id(value: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
         raise argparse.ArgumentTypeError(f"{value!r} is not an incident number (e.g. 42)")
     return int(text)
-
-
-def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 def _age(view: IncidentView, now: datetime) -> str:

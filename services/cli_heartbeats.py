@@ -7,14 +7,14 @@ import json
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from services.cli_pipeline import run_with_services
+from services.cli_common import actor, run_with_services
 from services.config import Settings
 from services.durations import format_duration, parse_duration
 from services.heartbeats import NAME, NAME_RULE
 from services.severity import Severity, parse_severity
 
 if TYPE_CHECKING:
-    from services.main import Services
+    from services.container import Services
 
 
 def add_heartbeat_commands(sub: Any) -> None:
@@ -65,7 +65,6 @@ def ping_command(settings: Settings, name: str) -> str:
 
 
 def _cmd_heartbeat(args: argparse.Namespace, settings: Settings) -> int:
-    from services.cli import actor
 
     async def work(services: Services) -> int:
         heartbeats = services.heartbeats

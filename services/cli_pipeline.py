@@ -6,21 +6,18 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.cli_common import UsageError, actor, run_with_services
 from services.config import Settings
 from services.errors import DomainError
 from services.models import MAX_ID
 
 if TYPE_CHECKING:
-    from services.main import Services
+    from services.container import Services
     from services.tokens import TokenStatus
-
-
-class UsageError(Exception):
-    """Bad command-line input; printed as one line, exit status 2."""
 
 
 def add_pipeline_commands(sub: Any) -> None:
@@ -108,28 +105,6 @@ def _dump(value: Any) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
-def run_with_services(settings: Settings, work: Callable[[Services], Awaitable[int]]) -> int:
-    from services.logs import configure_logging
-    from services.main import migrate, open_services
-
-    # What a command does (a publish failing with 429...) lands in LOG_DIR's files beside the
-    # service's own lines, where the playbook's greps look; its result is what it prints.
-    configure_logging(settings, console=False, rotate=False)
-    migrate(settings)
-
-    async def main() -> int:
-        async with open_services(settings) as services:
-            return await work(services)
-
-    return asyncio.run(main())
-
-
-def _actor() -> str:
-    from services.cli import actor
-
-    return actor()
-
-
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     """`token status` and `set-expiry` ask the running service when there is one, so they
     tell what `health` tells (the service's own token, not the one .env holds now)."""
@@ -144,7 +119,7 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
             print(tokens.guide())
             return 0
         if args.token_command == "set-expiry":
-            status = await tokens.set_expiry(args.days, actor=_actor())
+            status = await tokens.set_expiry(args.days, actor=actor())
             print(f"expiry set: {status.expires_at:%Y-%m-%d} ({status.days_left} days)")
             print(status.text())
             return 0
@@ -208,7 +183,7 @@ def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
                 for job in jobs:
                     print(job.line(now))
             return 0
-        job = await retry.retry_now(args.job_id, actor=_actor())
+        job = await retry.retry_now(args.job_id, actor=actor())
         if args.json:
             _dump(job.to_json())
         else:
@@ -257,10 +232,10 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
                 print("no backups")
             return 0
         if args.backup_command == "create":
-            info = await backups.create(actor=_actor(), note=args.note)
+            info = await backups.create(actor=actor(), note=args.note)
             print(f"backup {info.id} created: {', '.join(info.files)}")
             return 0
-        result = await backups.restore(args.id, actor=_actor())
+        result = await backups.restore(args.id, actor=actor())
         print(result.text())
         return 0
 
@@ -278,7 +253,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
                 print(report.text())
             return 0 if report.ok else 1
         result = await pipeline.publish(
-            args.topic, retry=args.retry, force=args.force, actor=_actor()
+            args.topic, retry=args.retry, force=args.force, actor=actor()
         )
         if args.json:
             _dump(result.to_json())

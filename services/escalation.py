@@ -30,6 +30,7 @@ from services.incidents import (
     IncidentService,
     IncidentView,
     IncidentWrite,
+    lapse_acknowledgements,
 )
 from services.ladder import (
     DueStep,
@@ -183,7 +184,6 @@ class EscalationService:
         db: Database,
         *,
         clock: Clock,
-        incidents: IncidentService,
         policy: Policy,
         oncall: OncallService,
         metrics: Metrics,
@@ -192,7 +192,6 @@ class EscalationService:
     ) -> None:
         self._db = db
         self._clock = clock
-        self._incidents = incidents
         self.policy = policy
         self._oncall = oncall
         self._metrics = EscalationMetrics(metrics)
@@ -415,9 +414,10 @@ class EscalationService:
 
     # -- firing: what the timer calls ---------------------------------------------------------
 
-    async def fire_due(self) -> list[IncidentChange]:
-        """Fire everything the database says is due now, a few incidents per transaction;
-        each step at most once, ever (its row's unique key is the claim)."""
+    async def fire_due(self, incidents: IncidentService) -> list[IncidentChange]:
+        """Fire everything the database says is due now, a few incidents per transaction
+        through the incidents' one write path; each step at most once, ever (its row's
+        unique key is the claim)."""
         fired: list[IncidentChange] = []
         seen: set[int] = set()
         while True:
@@ -439,11 +439,13 @@ class EscalationService:
                 return fired
             seen.update(ids)
             for start in range(0, len(ids), FIRE_GROUP):
-                fired += await self._fire_group(ids[start : start + FIRE_GROUP])
+                fired += await self._fire_group(incidents, ids[start : start + FIRE_GROUP])
 
-    async def _fire_group(self, incident_ids: list[int]) -> list[IncidentChange]:
+    async def _fire_group(
+        self, incidents: IncidentService, incident_ids: list[int]
+    ) -> list[IncidentChange]:
         try:
-            return await self._incidents.write(lambda w: self._fire(w, incident_ids))
+            return await incidents.write(lambda w: self._fire(w, incident_ids))
         except IntegrityError:
             if len(incident_ids) == 1:
                 # Another instance claimed this step first; it has been (or will be) sent once.
@@ -451,13 +453,13 @@ class EscalationService:
                 return []
         fired: list[IncidentChange] = []
         for incident_id in incident_ids:  # find the one claimed elsewhere; fire the rest
-            fired += await self._fire_group([incident_id])
+            fired += await self._fire_group(incidents, [incident_id])
         return fired
 
     def _fire(self, write: IncidentWrite, incident_ids: Sequence[int]) -> list[IncidentChange]:
         """Inside `write`: lapse run-out acknowledgements, claim the due steps and missed
         deadlines of these incidents, record them, and store each one's next wake-up."""
-        self._incidents.lapse_acknowledgements(write, incident_ids)
+        lapse_acknowledgements(write, incident_ids)
         session, now = write.session, write.now
         runs = self._runs(session, incident_ids, lock=True)
         claims: list[dict[str, Any]] = []

@@ -66,12 +66,14 @@ class _Registered:
 class HealthService:
     """Runs the registered checks; a critical component that is down makes the whole down."""
 
-    def __init__(self, *, default_timeout: float = 3.0) -> None:
+    def __init__(
+        self, *, default_timeout: float = 3.0, open_incidents: OpenIncidents | None = None
+    ) -> None:
         self._checks: list[_Registered] = []
         self._default_timeout = default_timeout
-        # Set by the composition root: a component with an open P0 is down, whatever its
-        # probe says (the outage is real until the incident is resolved).
-        self.open_incidents: OpenIncidents | None = None
+        # A component with an open P0 is down, whatever its probe says (the outage is real
+        # until the incident is resolved).
+        self.open_incidents = open_incidents
 
     def register(
         self, name: str, check: Check, *, critical: bool = False, timeout: float | None = None

@@ -281,15 +281,15 @@ class IncidentService:
         clock: Clock,
         *,
         deadlines: Mapping[Severity, timedelta] = DEFAULT_DEADLINE_AFTER,
+        hooks: Sequence[IncidentHook] = (),
     ) -> None:
         self._db = db
         self._clock = clock
         # How long each severity has before its response deadline (the policy's [deadlines]).
         self._deadlines = dict(deadlines)
-        self._hooks: list[IncidentHook] = []
-
-    def add_hook(self, hook: IncidentHook) -> None:
-        self._hooks.append(hook)
+        # Told of every write, in this order: in its transaction (`apply`), then once it
+        # has committed (`committed`). The composition root lists them.
+        self._hooks = tuple(hooks)
 
     def deadline_after(self, severity: Severity) -> timedelta:
         return self._deadlines[severity]
@@ -516,33 +516,6 @@ class IncidentService:
             }
 
         return await self.transition(incident_id, ChangeKind.SNOOZED, actor, apply)
-
-    def lapse_acknowledgements(self, write: IncidentWrite, incident_ids: Sequence[int]) -> None:
-        """Inside `write`: un-acknowledge those of these incidents whose timed
-        acknowledgement has run out (escalation resumes where it stood)."""
-        rows = write.session.scalars(
-            select(Incident)
-            .where(
-                Incident.id.in_(list(incident_ids)),
-                Incident.state == IncidentState.ACKNOWLEDGED.value,
-                Incident.ack_expires_at <= write.now,
-            )
-            .order_by(Incident.id)
-            .with_for_update(key_share=True)
-        ).all()
-        changes = []
-        for row in rows:
-            details = {"acknowledged_by": row.acknowledged_by}
-            row.state = IncidentState.TRIGGERED.value
-            row.acknowledged_at = None
-            row.acknowledged_by = None
-            row.ack_expires_at = None
-            changes.append(
-                IncidentChange(
-                    ChangeKind.UNACKNOWLEDGED, IncidentView.of(row), "timer", write.now, details
-                )
-            )
-        write.record(changes)
 
     async def annotate(self, incident_id: int, *, actor: str, text: str) -> IncidentView:
         text = text.strip()
@@ -776,3 +749,31 @@ def _open_by_dedup_key(session: Session, dedup_key: str) -> Incident | None:
         .with_for_update(key_share=True)
     )
     return session.scalar(query)
+
+
+def lapse_acknowledgements(write: IncidentWrite, incident_ids: Sequence[int]) -> None:
+    """Inside `write`: un-acknowledge those of these incidents whose timed
+    acknowledgement has run out (escalation resumes where it stood)."""
+    rows = write.session.scalars(
+        select(Incident)
+        .where(
+            Incident.id.in_(list(incident_ids)),
+            Incident.state == IncidentState.ACKNOWLEDGED.value,
+            Incident.ack_expires_at <= write.now,
+        )
+        .order_by(Incident.id)
+        .with_for_update(key_share=True)
+    ).all()
+    changes = []
+    for row in rows:
+        details = {"acknowledged_by": row.acknowledged_by}
+        row.state = IncidentState.TRIGGERED.value
+        row.acknowledged_at = None
+        row.acknowledged_by = None
+        row.ack_expires_at = None
+        changes.append(
+            IncidentChange(
+                ChangeKind.UNACKNOWLEDGED, IncidentView.of(row), "timer", write.now, details
+            )
+        )
+    write.record(changes)

@@ -8,7 +8,6 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -17,10 +16,12 @@ from aiohttp import web
 
 from services import db as dbmod
 from services.audit import AuditService
-from services.board import BoardService
+from services.board import BOARD_JOB, BoardChanges, BoardService
+from services.cards import CardFacts
 from services.checklists import ChecklistService
 from services.clock import Clock, SystemClock
 from services.config import Settings
+from services.container import Services
 from services.db import Database
 from services.escalation import EscalationService
 from services.health import HealthService
@@ -37,14 +38,13 @@ from services.leader import (
 from services.metrics import Metrics
 from services.notify.service import NotifyService
 from services.oncall import OncallService
-from services.ops import PipelineOps, add_jobs, open_incidents_by_component, open_pipeline_ops
+from services.ops import add_jobs, open_incidents_by_component, open_pipeline_ops
 from services.pagerduty import PagerDutyService
 from services.policy import load_policy
 from services.postmortem import PostmortemService
 from services.probe import CHECK_TIMEOUT, DatabaseProbe
 from services.reports import ReportService, chart_png, summary_text
 from services.retry import describe_retries
-from services.runbooks import runbook_for
 from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 from services.sse_redis import RedisRelay
@@ -56,62 +56,17 @@ log = logging.getLogger("sunflow_ops")
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
-@dataclass
-class Services:
-    """Everything the edges (HTTP, bot, CLI, scheduler) call into."""
-
-    settings: Settings
-    clock: Clock
-    db: Database
-    metrics: Metrics
-    incidents: IncidentService
-    intake: IntakeService
-    health: HealthService
-    scheduler: SchedulerService
-    sse: SSEHub
-    escalation: EscalationService
-    # The escalation timer (the leader fires; every instance watches for overdue steps),
-    # and the alarm that writes use to wake it sooner.
-    timer: EscalationTimer
-    alarm: Alarm
-    oncall: OncallService
-    checklists: ChecklistService
-    postmortems: PostmortemService
-    reports: ReportService
-    # Pipeline operations (issue 6): tokens, retries, traces, integrations, stats, backups.
-    ops: PipelineOps
-    notify: NotifyService
-    audit: AuditService
-    # Several instances: who runs the scheduled work (one at a time, fenced), and the
-    # Telegram updates taken in by any of them (webhook mode).
-    leader: Leadership
-    updates: UpdateLog
-    # Set by the bot in webhook mode: hands one Telegram update (JSON) to the dispatcher.
-    telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    telegram_webhook_secret: str | None = None
-    # The live board (GET /): snapshots published on the SSE hub's `board` job.
-    board: BoardService = field(init=False)
-    # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
-    sse_relay: RedisRelay | None = None
-    # Intake beyond the generic API (issue 17): PagerDuty events, heartbeats, and the
-    # database health check's write probe.
-    pagerduty: PagerDutyService = field(init=False)
-    heartbeats: HeartbeatService = field(init=False)
-    probe: DatabaseProbe = field(init=False)
-
-
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, clock: Clock | None = None
 ) -> AsyncIterator[Services]:
-    """Build every service over one database; nothing runs in the background yet."""
+    """Build every service over one database, each from the ones before it; nothing runs in
+    the background yet. The path of an alert: intake -> incidents (one write path) -> its
+    hooks (escalation, outbox, board, follower wake-up) -> the outbox sender -> Telegram."""
     clock = clock or SystemClock()
     policy = load_policy(settings.escalation_policy_file)
     database = Database(settings.database_url)
     metrics = Metrics()
-    incidents = IncidentService(database, clock, deadlines=policy.deadline_after)
-    scheduler = SchedulerService()
-    health = HealthService()
     instance = instance_id(settings)
     leadership = Leadership(
         LeaseStore(
@@ -122,7 +77,9 @@ async def open_services(
             ttl=timedelta(seconds=settings.leader_lease_seconds),
         )
     )
-    checklists = ChecklistService(database, clock, incidents)
+    scheduler = SchedulerService()
+    sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
+    # What every incident write tells, in its transaction and after it commits.
     alarm = Alarm()
     oncall = OncallService(
         database, clock, rotation=policy.rotation, pd_user_ids=settings.pd_user_ids
@@ -130,7 +87,6 @@ async def open_services(
     escalation = EscalationService(
         database,
         clock=clock,
-        incidents=incidents,
         policy=policy,
         oncall=oncall,
         metrics=metrics,
@@ -138,9 +94,27 @@ async def open_services(
         # The ladder's 30-minute step says how the incident's automatic retries went.
         step_details={"retries_done": describe_retries},
     )
-    incidents.add_hook(escalation)
-    sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
+    notify = NotifyService(settings, database, clock, registry=metrics.registry)
+    board_changes = BoardChanges()
+    incidents = IncidentService(
+        database,
+        clock,
+        deadlines=policy.deadline_after,
+        hooks=[
+            escalation,  # the ladder and its next wake-up
+            notify.hook,  # the chat messages, in the outbox before they are sent
+            board_changes,  # the live board publishes again
+            FollowerHook(leadership, database),  # on a follower: NOTIFY wakes the leader
+        ],
+    )
+    health = HealthService(open_incidents=partial(open_incidents_by_component, incidents))
+    intake = IntakeService(incidents)
+    checklists = ChecklistService(database, clock, incidents)
     stack = AsyncExitStack()
+
+    async def post_token_status(text: str) -> None:
+        await notify.post_text(text, key="token-weekly")
+
     ops = await stack.enter_async_context(
         open_pipeline_ops(
             settings,
@@ -149,25 +123,62 @@ async def open_services(
             incidents=incidents,
             scheduler=scheduler,
             health=health,
+            post_to_team=post_token_status,
         )
     )
+    timer = EscalationTimer(
+        escalation,
+        incidents,
+        alarm,
+        clock,
+        gate=leadership,
+        sweep_seconds=settings.escalation_sweep_seconds,
+    )
+    # A real write within a short timeout, not SELECT 1 (services/probe.py).
+    probe = DatabaseProbe(
+        database,
+        clock,
+        incidents,
+        instance=instance,
+        interval=settings.health_interval_seconds,
+        deliver=notify.fallback.deliver,
+    )
+    heartbeats = HeartbeatService(database, clock, incidents)
+    health.register("database", probe.check, critical=True, timeout=CHECK_TIMEOUT)
+    health.register("heartbeats", heartbeats.health)
+    health.register("scheduler", scheduler.check)
+    health.register("leader", leadership.health)
+    health.register("escalation", timer.check)
+    if settings.telegram_bot_token is not None:
+        # With the bot off by choice there is no Telegram component to be unhealthy.
+        health.register("telegram", notify.check)
+    health.register("sse", sse.check)
+    relay: RedisRelay | None = None
+    if settings.redis_url is not None:
+        relay = RedisRelay(
+            sse,
+            settings.redis_url,
+            instance_id=instance,
+            prefix=settings.redis_key_prefix,
+            # The board is this instance's own, never shared.
+            local_jobs=frozenset({BOARD_JOB}),
+            registry=metrics.registry,
+        )
+        sse.relay = relay
+        stack.push_async_callback(relay.close)
+        health.register("redis", relay.check)
     services = Services(
         settings=settings,
         clock=clock,
         db=database,
         metrics=metrics,
         incidents=incidents,
-        intake=IntakeService(incidents),
+        intake=intake,
         health=health,
         scheduler=scheduler,
+        sse=sse,
         escalation=escalation,
-        timer=EscalationTimer(
-            escalation,
-            alarm,
-            clock,
-            gate=leadership,
-            sweep_seconds=settings.escalation_sweep_seconds,
-        ),
+        timer=timer,
         alarm=alarm,
         oncall=oncall,
         checklists=checklists,
@@ -175,105 +186,37 @@ async def open_services(
             database, clock, incidents, checklists, language=settings.bot_language
         ),
         reports=ReportService(database, clock),
-        notify=NotifyService(settings, database, clock, incidents, registry=metrics.registry),
-        audit=AuditService(database, clock),
-        sse=sse,
         ops=ops,
+        notify=notify,
+        card_facts=CardFacts(
+            incidents=incidents,
+            escalation=escalation,
+            checklists=checklists,
+            retry=ops.retry,
+            runbook_base_url=settings.runbook_base_url,
+        ),
+        audit=AuditService(database, clock),
         leader=leadership,
         updates=UpdateLog(database, clock, instance=instance),
+        board=BoardService(
+            changes=board_changes,
+            incidents=incidents,
+            escalation=escalation,
+            health=health,
+            hub=sse,
+            clock=clock,
+        ),
+        pagerduty=PagerDutyService(database, intake, incidents),
+        heartbeats=heartbeats,
+        probe=probe,
+        sse_relay=relay,
     )
-    # On a follower, a committed change wakes the leader (PostgreSQL NOTIFY).
-    incidents.add_hook(FollowerHook(leadership, database))
-
-    # The weekly token status goes to the team chat through the outbox.
-    async def post_token_status(text: str) -> None:
-        await services.notify.post_text(text, key="token-weekly")
-
-    ops.tokens.post = post_token_status
-    # The card shows the next escalation step and unticked checklist items (issues 4, 7).
-    services.notify.card_facts = partial(card_facts, services)
-
-    # A real write within a short timeout, not SELECT 1 (services/probe.py).
-    services.probe = DatabaseProbe(
-        database,
-        clock,
-        incidents,
-        instance=instance,
-        interval=settings.health_interval_seconds,
-    )
-    services.probe.deliver = services.notify.fallback.deliver
-    health.register("database", services.probe.check, critical=True, timeout=CHECK_TIMEOUT)
-    # A component with an open P0 is down in the report (a Cloudinary outage: health down).
-    health.open_incidents = partial(open_incidents_by_component, incidents)
-    services.heartbeats = HeartbeatService(database, clock, incidents)
-    health.register("heartbeats", services.heartbeats.health)
-    services.pagerduty = PagerDutyService(database, services.intake, incidents)
-    health.register("scheduler", scheduler.check)
-    health.register("leader", leadership.health)
-    health.register("escalation", services.timer.check)
-    if settings.telegram_bot_token is not None:
-        # With the bot off by choice there is no Telegram component to be unhealthy.
-        health.register("telegram", services.notify.check)
-    health.register("sse", sse.check)
-    services.board = BoardService(
-        incidents=incidents,
-        escalation=services.escalation,
-        health=health,
-        hub=sse,
-        clock=clock,
-    )
-    incidents.add_hook(services.board)
-    if settings.redis_url is not None:
-        # Imported here: BOARD_JOB is this instance's own board, never shared.
-        from services.board import BOARD_JOB
-
-        relay = RedisRelay(
-            sse,
-            settings.redis_url,
-            instance_id=instance_id(settings),
-            prefix=settings.redis_key_prefix,
-            local_jobs=frozenset({BOARD_JOB}),
-            registry=metrics.registry,
-        )
-        sse.relay = services.sse_relay = relay
-        stack.push_async_callback(relay.close)
-        health.register("redis", relay.check)
     try:
         yield services
     finally:
         await stack.aclose()
         await database.dispose()
 
-
-async def card_facts(services: Services, incident_id: int) -> dict[str, Any]:
-    """What the incident card shows beyond the incident's row, as JSON for the renderer:
-    the next escalation step, unticked checklist items, the retry plan of the jobs behind
-    it, and its runbook (a link and the chat commands that act on it)."""
-    upcoming = await services.escalation.next_step_for(incident_id)
-    checklist = await services.checklists.state(incident_id)
-    jobs = await services.ops.retry.jobs_for_incident(incident_id)
-    view = (await services.incidents.get(incident_id)).incident
-    runbook = runbook_for(
-        labels=view.labels,
-        dedup_key=view.dedup_key,
-        base_url=services.settings.runbook_base_url,
-    )
-    return {
-        "retries": [{**job.to_json(), "plan": job.plan()} for job in jobs[-MAX_CARD_JOBS:]],
-        "runbook": runbook.to_json() if runbook else None,
-        "next_step": {
-            "name": upcoming.name,
-            "target": upcoming.target,
-            "due_at": upcoming.due_at.isoformat(),
-        }
-        if upcoming is not None
-        else None,
-        "checklist_open": len(checklist.open_items()),
-    }
-
-
-# The jobs a card lists (the newest; an incident of a provider outage may gather many).
-MAX_CARD_JOBS = 3
 
 # The weekly report goes to the team chat on Monday at 09:00 UTC.
 WEEKLY_REPORT_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 0}
@@ -321,7 +264,12 @@ async def lead(services: Services) -> None:
             await services.ops.retry.recover_interrupted()
     except Exception:  # the timers and the outbox matter more: start them regardless
         log.exception("could not mark interrupted retries; they wait for the next takeover")
-    add_jobs(services)
+    add_jobs(
+        services.ops,
+        services.scheduler,
+        now=services.clock.now(),
+        health_interval=services.settings.health_interval_seconds,
+    )
     services.scheduler.add_job(
         post_weekly_report,
         "cron",

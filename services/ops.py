@@ -6,8 +6,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -38,9 +38,6 @@ from services.scheduler import SchedulerService
 from services.stats import StatsService
 from services.tokens import TokenService
 from services.traces import TraceService
-
-if TYPE_CHECKING:
-    from services.main import Services
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +89,7 @@ async def open_pipeline_ops(
     incidents: IncidentService,
     scheduler: SchedulerService,
     health: HealthService,
+    post_to_team: Callable[[str], Awaitable[None]] | None = None,
 ) -> AsyncIterator[PipelineOps]:
     session = aiohttp.ClientSession()
     try:
@@ -134,6 +132,7 @@ async def open_pipeline_ops(
             language=settings.bot_language,
             token=_secret(settings.instagram_access_token),
             env_file=settings.env_file_path,
+            post=post_to_team,
         )
         publications = PublicationService(
             db,
@@ -153,6 +152,10 @@ async def open_pipeline_ops(
             publications=publications,
             providers=providers,
         )
+        # The retry service runs each kind of job with the service that owns it.
+        retry.register("publish", pipeline.run_publish_job)
+        retry.register("generate_images", pipeline.run_generate_job)
+        retry.register("upload", pipeline.run_upload_job)
         stats = StatsService(
             db,
             clock,
@@ -163,10 +166,9 @@ async def open_pipeline_ops(
             stats_file=settings.stats_file,
             interval=timedelta(minutes=settings.stats_interval_minutes),
             stale_after=timedelta(hours=settings.stats_stale_hours),
+            retry=retry,
+            providers=providers,
         )
-
-        stats.retry = retry
-        stats.providers = providers
 
         async def collect_job(_job: JobView) -> str | None:
             result = await stats.collect(force=True, from_job=True)
@@ -289,11 +291,10 @@ async def open_incidents_by_component(incidents: IncidentService) -> dict[str, t
 TOKEN_WEEKLY_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 0}
 
 
-def add_jobs(services: Services) -> None:
+def add_jobs(
+    ops: PipelineOps, scheduler: SchedulerService, *, now: datetime, health_interval: float
+) -> None:
     """The pipeline's periodic jobs; the database stays the source of truth for each."""
-    ops, settings = services.ops, services.settings
-    scheduler = services.scheduler
-    now = services.clock.now()
 
     def every(
         job_id: str, func: Callable[[], Awaitable[object]], seconds: float, first: float
@@ -319,7 +320,7 @@ def add_jobs(services: Services) -> None:
         replace_existing=True,
         **TOKEN_WEEKLY_CRON,
     )
-    every("health-watch", ops.watch.run, settings.health_interval_seconds, 15)
+    every("health-watch", ops.watch.run, health_interval, 15)
     ops.stats.schedule()
 
 

@@ -297,9 +297,6 @@ class PipelineService:
         self._fal = fal
         self.publications = publications
         self._providers = providers
-        retry.register("publish", self._run_publish_job)
-        retry.register("generate_images", self._run_generate_job)
-        retry.register("upload", self._run_upload_job)
 
     # -- paths ------------------------------------------------------------------------------
 
@@ -356,7 +353,7 @@ class PipelineService:
             return RunResult("publish", topic, failed.trace_id or "", False, failed.error, job)
         return RunResult("publish", topic, trace_id, True, "published", outputs=outputs)
 
-    async def _run_publish_job(self, job: JobView) -> str | None:
+    async def run_publish_job(self, job: JobView) -> str | None:
         try:
             trace_id, _ = await self._publish_flow(
                 job.topic, job=job, force=job.forced, actor=f"retry job #{job.id}"
@@ -757,7 +754,7 @@ class PipelineService:
             detail += f"; post them: sunflow-ops publish {topic} --retry"
         return RunResult("generate_images", topic, trace_id, True, detail, outputs=outputs)
 
-    async def _run_generate_job(self, job: JobView) -> str:
+    async def run_generate_job(self, job: JobView) -> str:
         return (await self._generate_flow(job.topic, job=job))[0]
 
     async def _generate_flow(
@@ -775,7 +772,7 @@ class PipelineService:
         await run.finish()
         return run.id, {"images": [str(p) for p in saved]}
 
-    async def _run_upload_job(self, job: JobView) -> str:
+    async def run_upload_job(self, job: JobView) -> str:
         topic, _, name = job.topic.partition("/")
         result = await self.upload(self.topic_dir(topic) / name, topic=topic, job=job)
         return result.trace_id

@@ -59,14 +59,15 @@ class DatabaseProbe:
         *,
         instance: str,
         interval: float = 60.0,
+        deliver: Deliver | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._incidents = incidents
         self._instance = instance[:200]
         self._interval = interval
-        # The fallback channel's delivery (NotifyService.fallback.deliver), set by main.
-        self.deliver: Deliver | None = None
+        # The fallback channel's delivery (NotifyService.fallback.deliver).
+        self.deliver = deliver
         self._down_since: datetime | None = None
         self._alarmed_at: datetime | None = None
         self._alarm: asyncio.Task[str] | None = None

@@ -39,12 +39,12 @@ class SchedulerService:
     writes are fenced by the lease; without one (a bare service in tests), jobs just run.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, gate: Gate | None = None) -> None:
         self.scheduler = AsyncIOScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.gate: Gate | None = None
+        self.gate = gate
 
     @property
     def running(self) -> bool:

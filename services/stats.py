@@ -65,6 +65,8 @@ class StatsService:
         stats_file: Path,
         interval: timedelta,
         stale_after: timedelta,
+        retry: RetryService | None = None,
+        providers: ProviderCalls | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -75,9 +77,9 @@ class StatsService:
         self.stats_file = stats_file
         self.interval = interval
         self.stale_after = stale_after
-        # Set by the composition root: a failed collection becomes a `collect_stats` job.
-        self.retry: RetryService | None = None
-        self.providers: ProviderCalls | None = None
+        # A failed collection becomes a `collect_stats` job; calls are recorded per provider.
+        self.retry = retry
+        self.providers = providers
 
     async def last_updated(self) -> datetime | None:
         async with self._db.read() as session:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from services.clock import Clock
 from services.escalation import EscalationService
 from services.health import ComponentHealth, Status
+from services.incidents import IncidentService
 from services.leader import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class EscalationTimer:
     def __init__(
         self,
         escalation: EscalationService,
+        incidents: IncidentService,
         alarm: Alarm,
         clock: Clock,
         *,
@@ -93,6 +95,7 @@ class EscalationTimer:
         sweep_seconds: float = 5.0,
     ) -> None:
         self._escalation = escalation
+        self._incidents = incidents
         self._alarm = alarm
         self._clock = clock
         self._gate = gate
@@ -177,7 +180,7 @@ class EscalationTimer:
                         wrong = await self._escalation.rewake_all()
                         if wrong:
                             log.info("escalation timer: %s wake-ups re-derived", wrong)
-                    self.fired += len(await self._escalation.fire_due())
+                    self.fired += len(await self._escalation.fire_due(self._incidents))
             now = self._clock.now()
             soonest, overdue = await self._escalation.earliest_wakeup(
                 overdue_before=now - self.slack

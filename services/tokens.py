@@ -208,6 +208,7 @@ class TokenService:
         language: str = "ko",
         token: str | None = None,
         env_file: Path | None = None,
+        post: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -222,8 +223,8 @@ class TokenService:
         # The token this process runs with, and the .env a restart would read it from.
         self._token = token
         self._env_file = env_file
-        # Where the weekly status goes; the bot sets its outbox here. Unset: logged.
-        self.post: Callable[[str], Awaitable[None]] | None = None
+        # Where the weekly status goes (the team chat's outbox). Unset: logged.
+        self.post = post
 
     def guide(self, language: str | None = None) -> str:
         return GUIDE.get(language or self.language, GUIDE["en"])

@@ -21,7 +21,8 @@ from sqlalchemy.engine import Engine
 
 from services import db
 from services.config import Settings
-from services.main import Services, background_contexts, open_services
+from services.container import Services
+from services.main import background_contexts, open_services
 from services.web.app import create_app
 
 INTAKE = "intake-test-token-0123"

@@ -15,7 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.main import Services, open_services
+from services.container import Services
+from services.main import open_services
 from services.models import IncidentState
 from services.web.app import create_app
 from tests.conftest import INTAKE, Client, free_port, require_program

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.config import Settings
-from services.main import Services
+from services.container import Services
 from services.web.app import create_app
 from tests.conftest import ADMIN, INTAKE, Client, admin_headers, intake_headers
 

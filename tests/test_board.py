@@ -9,10 +9,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from services.board import BOARD_JOB
+from services.container import Services
 from services.errors import InvalidInput
 from services.incidents import AlertIn
 from services.logs import secret_values
-from services.main import Services, background_contexts, open_services
+from services.main import background_contexts, open_services
 from services.severity import Severity
 from services.web.app import create_app
 from services.web.board import COOKIE, fmt_span, session_value

@@ -21,8 +21,9 @@ from bot.dispatcher import bot_commands, create_dispatcher
 from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role, button_role, command_name, required_role
 from bot.locales import Catalogue
 from bot.runtime import make_bot
+from services.container import Services
 from services.incidents import AlertIn
-from services.main import Services, open_services
+from services.main import open_services
 from services.models import IncidentState
 from services.severity import Severity
 from tests.botkit import (

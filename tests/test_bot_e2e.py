@@ -24,8 +24,9 @@ from bot.callbacks import (
     SSEAction,
     SSECallback,
 )
+from services.container import Services
 from services.incidents import ChangeKind, IncidentChange
-from services.main import Services, background_contexts, open_services, post_weekly_report
+from services.main import background_contexts, open_services, post_weekly_report
 from services.models import IncidentState
 from services.web.app import create_app
 from tests.botkit import (

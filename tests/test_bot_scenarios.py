@@ -21,7 +21,8 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 from apscheduler.jobstores.base import JobLookupError
 
-from services.main import Services, background_contexts
+from services.container import Services
+from services.main import background_contexts
 from services.models import IncidentState, JobState
 from services.severity import Severity
 from services.web.app import create_app

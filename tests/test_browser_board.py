@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.main import Services, background_contexts, open_services
+from services.container import Services
+from services.main import background_contexts, open_services
 from services.web.app import create_app
 from tests.conftest import Client, admin_headers, intake_headers, make_settings, require_program
 from tests.test_browser_sse import CHROMIUM_ARGS

@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 import pytest
 
 from services.checklists import CHECKLISTS, label
+from services.container import Services
 from services.errors import InvalidInput, NotFound
 from services.incidents import AlertIn
-from services.main import Services
 from services.severity import Severity
 
 

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from services.clock import FrozenClock
+from services.container import Services
 from services.incidents import AlertIn
-from services.main import Services, open_services
+from services.main import open_services
 from services.models import EscalationFiring, EscalationLadder, IncidentState
 from services.severity import Severity
 from services.timers import EscalationTimer
@@ -60,14 +61,14 @@ async def trigger(services: Services, key: str = "k", severity: Severity = Sever
 
 async def test_steps_fire_once_each(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc)
-    await svc.escalation.fire_due()
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
+    await svc.escalation.fire_due(svc.incidents)
     assert await escalations(svc, incident_id) == []  # the alert itself is the 0 s step
     clock.set(T0 + 30 * M)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     clock.set(T0 + H)
-    changes = await svc.escalation.fire_due()
-    await svc.escalation.fire_due()
+    changes = await svc.escalation.fire_due(svc.incidents)
+    await svc.escalation.fire_due(svc.incidents)
     assert await escalations(svc, incident_id) == [("retries_done", False), ("pd", False)]
     [pd] = [c for c in changes if c.kind.value == "escalated"]
     assert pd.details["user_ids"] == [900, 901]
@@ -79,27 +80,27 @@ async def test_steps_fire_once_each(svc: Services, clock: FrozenClock) -> None:
 
 async def test_ack_stops_and_resolve_stops(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     await svc.incidents.acknowledge(incident_id, actor="alice")
     clock.set(T0 + 5 * H)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     assert await escalations(svc, incident_id) == []
     assert await svc.escalation.next_step_for(incident_id) is None
     assert await stored_wake(svc, incident_id) is None
     other = await trigger(svc, "other")
     await svc.incidents.resolve(other, actor="bob")
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     assert await escalations(svc, other) == []
 
 
 async def test_reopen_starts_the_ladder_again(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc)
     clock.set(T0 + 31 * M)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     await svc.incidents.resolve(incident_id, actor="a")
     clock.set(T0 + 2 * H)
     await svc.incidents.reopen(incident_id, actor="a")
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     steps = await escalations(svc, incident_id)
     assert [s for s, _ in steps] == ["retries_done"]
     info = await svc.escalation.next_step_for(incident_id)
@@ -109,17 +110,17 @@ async def test_reopen_starts_the_ladder_again(svc: Services, clock: FrozenClock)
 
 async def test_snooze_moves_the_next_step(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     clock.set(T0 + 20 * M)
     await svc.incidents.snooze(incident_id, actor="bob", duration=H)
     info = await svc.escalation.next_step_for(incident_id)
     assert info is not None
     assert (info.name, info.due_at) == ("retries_done", T0 + 80 * M)
     clock.set(T0 + 79 * M)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     assert [s for s, _ in await escalations(svc, incident_id)] == []
     clock.set(T0 + 80 * M)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     assert [s for s, _ in await escalations(svc, incident_id)] == ["retries_done"]
     info = await svc.escalation.next_step_for(incident_id)
     assert info is not None
@@ -128,12 +129,12 @@ async def test_snooze_moves_the_next_step(svc: Services, clock: FrozenClock) -> 
 
 async def test_expiring_ack_resumes_where_it_stopped(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     clock.set(T0 + 20 * M)
     await svc.incidents.acknowledge(incident_id, actor="alice", duration=30 * M)
     assert await stored_wake(svc, incident_id) == T0 + 50 * M
     clock.set(T0 + 50 * M)
-    await svc.escalation.fire_due()  # the ack lapses; nothing is due yet
+    await svc.escalation.fire_due(svc.incidents)  # the ack lapses; nothing is due yet
     detail = await svc.incidents.get(incident_id)
     assert detail.incident.state is IncidentState.TRIGGERED
     assert [e.kind for e in detail.timeline][-1] == "unacknowledged"
@@ -146,9 +147,9 @@ async def test_expiring_ack_resumes_where_it_stopped(svc: Services, clock: Froze
 async def test_deadline_missed_once(svc: Services, clock: FrozenClock) -> None:
     incident_id = await trigger(svc, severity=Severity.P1)
     clock.set(T0 + H)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     clock.set(T0 + 2 * H)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     detail = await svc.incidents.get(incident_id)
     missed = [e for e in detail.timeline if e.kind == "deadline_missed"]
     assert len(missed) == 1
@@ -163,7 +164,7 @@ async def test_acknowledged_in_time_is_no_miss(svc: Services, clock: FrozenClock
     clock.set(T0 + 59 * M)
     await svc.incidents.acknowledge(incident_id, actor="alice")
     clock.set(T0 + 2 * H)
-    await svc.escalation.fire_due()
+    await svc.escalation.fire_due(svc.incidents)
     detail = await svc.incidents.get(incident_id)
     assert not [e for e in detail.timeline if e.kind == "deadline_missed"]
 
@@ -178,7 +179,7 @@ async def test_oncall_override(svc: Services, clock: FrozenClock) -> None:
     assert info.overridden_until == T0 + 8 * H
     await trigger(svc)
     clock.set(T0 + H)
-    changes = await svc.escalation.fire_due()
+    changes = await svc.escalation.fire_due(svc.incidents)
     pd = [c for c in changes if c.details.get("step") == "pd"]
     assert pd[0].details["user_ids"] == [77, 900, 901]
     clock.set(T0 + 9 * H)
@@ -218,7 +219,9 @@ async def wait_for_steps(services: Services, incident_id: int, count: int) -> li
 @asynccontextmanager
 async def timer_running(services: Services) -> AsyncIterator[None]:
     """The escalation timer as `serve` runs it (a lone instance: no lease to compete for)."""
-    timer = EscalationTimer(services.escalation, services.alarm, services.clock, sweep_seconds=0.2)
+    timer = EscalationTimer(
+        services.escalation, services.incidents, services.alarm, services.clock, sweep_seconds=0.2
+    )
     timer.start()
     try:
         yield
@@ -242,14 +245,14 @@ async def test_restart_fires_a_missed_step_once_marked_late(migrated_url: str) -
     settings = make_settings(migrated_url)
     async with open_services(settings, clock=clock) as services:
         incident_id = await trigger(services)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
     # Down from before 30 min until 45 min: the 'retries_done' step came due meanwhile.
     clock.set(T0 + 45 * M)
     for _ in range(2):  # two restarts: the step fires at the first and never again
         async with open_services(settings, clock=clock) as services, timer_running(services):
             steps = await wait_for_steps(services, incident_id, 1)
             # The timer and a second caller race for the same step: still one firing.
-            await services.escalation.fire_due()
+            await services.escalation.fire_due(services.incidents)
             await asyncio.sleep(0.3)
         assert steps == ["retries_done"]
     async with open_services(settings, clock=clock) as services:
@@ -281,7 +284,7 @@ async def test_an_opened_incident_records_its_first_step_with_the_alert(svc: Ser
     for incident_id in ids:  # no wait: already committed with the alert
         assert await escalations(svc, incident_id) == []
         assert await stored_wake(svc, incident_id) == T0 + 30 * M
-    assert await svc.escalation.fire_due() == []  # nothing more is due; nothing twice
+    assert await svc.escalation.fire_due(svc.incidents) == []  # nothing more is due; nothing twice
 
 
 async def test_the_stored_wakeup_follows_every_write(svc: Services, clock: FrozenClock) -> None:
@@ -291,7 +294,8 @@ async def test_the_stored_wakeup_follows_every_write(svc: Services, clock: Froze
     await svc.incidents.acknowledge(incident_id, actor="alice", duration=15 * M)
     assert await stored_wake(svc, incident_id) == T0 + 25 * M
     clock.set(T0 + 25 * M)
-    await svc.escalation.fire_due()  # lapses: 15 min acknowledged move the ladder on by 15
+    # lapses: 15 min acknowledged move the ladder on by 15
+    await svc.escalation.fire_due(svc.incidents)
     assert await stored_wake(svc, incident_id) == T0 + 45 * M
     await svc.incidents.snooze(incident_id, actor="bob", duration=H)
     assert await stored_wake(svc, incident_id) == T0 + 85 * M
@@ -317,9 +321,9 @@ async def test_the_deadline_comes_from_the_policy_and_the_miss_says_who_is_next(
         assert view_p1.response_deadline == T0 + timedelta(seconds=8)
         assert (await services.incidents.get(p0)).incident.response_deadline == T0 + 3 * S
         clock.set(T0 + S)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         clock.set(T0 + 3 * S)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         detail = await services.incidents.get(p0)
     [missed] = [e for e in detail.timeline if e.kind == "deadline_missed"]
     assert missed.details["severity"] == "P0"

@@ -22,9 +22,10 @@ from bot.dispatcher import create_dispatcher
 from bot.runtime import make_bot
 from services.clock import FrozenClock
 from services.config import Settings
+from services.container import Services
 from services.errors import InvalidInput, NotFound
 from services.heartbeats import HeartbeatState, dedup_key, state_at, watch_own_jobs
-from services.main import Services, background_contexts, open_services
+from services.main import background_contexts, open_services
 from services.models import IncidentState
 from services.severity import Severity
 from services.web.app import create_app

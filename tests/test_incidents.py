@@ -9,7 +9,13 @@ from sqlalchemy.orm import Session
 from services.clock import FrozenClock
 from services.db import Database
 from services.errors import InvalidInput, InvalidTransition, NotFound
-from services.incidents import AlertIn, ChangeKind, IncidentChange, IncidentService
+from services.incidents import (
+    AlertIn,
+    ChangeKind,
+    IncidentChange,
+    IncidentService,
+    lapse_acknowledgements,
+)
 from services.models import IncidentState
 from services.policy import DEFAULT_DEADLINE_AFTER
 from services.severity import Severity
@@ -255,18 +261,20 @@ class RecordingHook:
         self.done.extend(change.kind for change in changes)
 
 
-async def test_hooks_run_inside_and_after_the_transaction(incidents: IncidentService) -> None:
+async def test_hooks_run_inside_and_after_the_transaction(
+    db: Database, clock: FrozenClock
+) -> None:
     hook = RecordingHook()
-    incidents.add_hook(hook)
+    incidents = IncidentService(db, clock, hooks=[hook])
     view = (await incidents.trigger(alert())).incident
     await incidents.acknowledge(view.id, actor="a")
     assert hook.seen == [("tx", ChangeKind.TRIGGERED), ("tx", ChangeKind.ACKNOWLEDGED)]
     assert hook.done == [ChangeKind.TRIGGERED, ChangeKind.ACKNOWLEDGED]
 
 
-async def test_failing_hook_rolls_back_the_change(incidents: IncidentService) -> None:
+async def test_failing_hook_rolls_back_the_change(db: Database, clock: FrozenClock) -> None:
     hook = RecordingHook(fail_on=ChangeKind.ACKNOWLEDGED)
-    incidents.add_hook(hook)
+    incidents = IncidentService(db, clock, hooks=[hook])
     view = (await incidents.trigger(alert())).incident
     with pytest.raises(RuntimeError):
         await incidents.acknowledge(view.id, actor="a")
@@ -294,10 +302,10 @@ async def test_timed_ack_expires(incidents: IncidentService, clock: FrozenClock)
     acked = await incidents.acknowledge(view.id, actor="alice", duration=timedelta(minutes=30))
     assert acked.ack_expires_at == T0 + timedelta(minutes=30)
     clock.advance(minutes=29)
-    await incidents.write(lambda w: incidents.lapse_acknowledgements(w, [view.id]))
+    await incidents.write(lambda w: lapse_acknowledgements(w, [view.id]))
     assert (await incidents.get(view.id)).incident.state is IncidentState.ACKNOWLEDGED
     clock.advance(minutes=1)
-    await incidents.write(lambda w: incidents.lapse_acknowledgements(w, [view.id]))
+    await incidents.write(lambda w: lapse_acknowledgements(w, [view.id]))
     detail = await incidents.get(view.id)
     assert detail.incident.state is IncidentState.TRIGGERED
     assert detail.incident.acknowledged_by is None

@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import select
 
 from services.clock import FrozenClock
+from services.container import Services
 from services.errors import InvalidInput
 from services.intake import (
     MAX_LABEL_VALUE,
@@ -18,7 +19,7 @@ from services.intake import (
     parse_generic,
     truncate_labels,
 )
-from services.main import Services, open_services
+from services.main import open_services
 from services.models import EscalationLadder, Incident, OutboxMessage, TimelineEvent
 from services.notify.outbox import Op
 from services.severity import Severity

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.clock import FrozenClock
+from services.container import Services
 from services.errors import InvalidTransition
 from services.incidents import AlertIn, ChangeKind, IncidentChange
-from services.main import Services, open_services
+from services.main import open_services
 from services.models import OutboxMessage
 from services.notify.limits import SlidingWindow, TelegramLimits
 from services.notify.outbox import Op, Target, add_row

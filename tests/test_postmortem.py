@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from services.clock import FrozenClock
+from services.container import Services
 from services.errors import InvalidInput
 from services.incidents import AlertIn
-from services.main import Services, open_services
+from services.main import open_services
 from services.severity import Severity
 from tests.conftest import Client, make_settings
 
@@ -33,7 +34,7 @@ async def story(migrated_url: str) -> int:
         clock.advance(minutes=5)
         await services.incidents.trigger(alert)
         clock.advance(minutes=70)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         await services.incidents.acknowledge(incident_id, actor="tg:1 (Kim)", note="on it")
         await services.checklists.set(
             incident_id, "during", "health_check", done=True, actor="tg:1 (Kim)"

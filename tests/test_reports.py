@@ -43,7 +43,7 @@ async def test_weekly_report(migrated_url: str) -> None:
         clock.set(T0 + timedelta(days=2))
         await services.incidents.trigger(AlertIn(Severity.P0, "token expired", "tok"))
         clock.advance(minutes=6)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         clock.set(T0 - timedelta(days=3))  # outside the week
         await services.incidents.trigger(AlertIn(Severity.P3, "old", "old"))
         clock.set(T0 + timedelta(days=6))

@@ -285,9 +285,9 @@ async def test_the_ladder_30_minute_step_reports_the_retries(settings: Settings)
             "publish", "sunflower", error="caption too long", retryable=False
         )
         assert job.incident_id is not None
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         clock.advance(minutes=30)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         detail = await services.incidents.get(job.incident_id)
         [step] = [
             e
@@ -306,9 +306,9 @@ async def test_an_incident_without_retries_never_hears_of_them(settings: Setting
     async with open_services(settings, clock=clock) as services:
         opened = await services.incidents.trigger(AlertIn(Severity.P1, "SSE down", "sse", "t"))
         incident_id = opened.incident.id
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         clock.advance(minutes=30)
-        await services.escalation.fire_due()
+        await services.escalation.fire_due(services.incidents)
         detail = await services.incidents.get(incident_id)
         [step] = [e for e in detail.timeline if e.details.get("step") == "retries_done"]
         assert step.details["message"] == "30 min: still open and not acknowledged"

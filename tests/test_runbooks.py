@@ -13,7 +13,7 @@ from bot.locales import Catalogue
 from bot.render import TelegramRenderer
 from services.incidents import IncidentView
 from services.intake import parse_alertmanager
-from services.main import card_facts, open_services
+from services.main import open_services
 from services.models import IncidentState
 from services.notify.outbox import Op
 from services.runbooks import SSE_SECTION, Runbook, runbook_for
@@ -186,7 +186,7 @@ async def test_card_facts_carry_the_jobs_and_the_runbook(
     async with open_services(settings) as services:
         job = await services.ops.retry.record_failure("publish", "lily", error="500")
         assert job.incident_id is not None
-        facts = await card_facts(services, job.incident_id)
+        facts = await services.card_facts(job.incident_id)
         [shown] = facts["retries"]
         assert shown["id"] == job.id and shown["left"] == 3
         assert shown["plan"].startswith(f"job #{job.id} publish lily: automatic retries 0/3")

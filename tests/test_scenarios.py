@@ -118,7 +118,9 @@ async def scene(url: str, root: Path, **overrides: object) -> AsyncIterator[Scen
         pipeline_world(url, root, **{**chat_overrides(chat), **overrides}) as world,
     ):
         client = TelegramClient(chat.base, SecretStr(TOKEN))
-        world.services.notify.start_telegram(client, TelegramRenderer(Catalogue("en")))
+        world.services.notify.start_telegram(
+            client, TelegramRenderer(Catalogue("en")), world.services.card_facts
+        )
         # Running, as under `serve` (their health components say so); no periodic jobs are
         # added: the test runs retries, collections and the watch at the moments it means.
         world.services.scheduler.start()
@@ -272,7 +274,7 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         assert "status=500" in tail[-1] and f"trace={first.trace_id}" in tail[-1]
 
         # 2. the automatic retries: 5 min -> 15 min -> 30 min; the card follows them.
-        await world.services.escalation.fire_due()
+        await world.services.escalation.fire_due(world.services.incidents)
         clock.advance(minutes=5)
         [one] = await ops.retry.run_due()
         assert one.attempts == 1 and one.next_retry_at == clock.now() + timedelta(minutes=15)
@@ -282,7 +284,7 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         assert two.next_retry_at == clock.now() + timedelta(minutes=30)
         # The ladder's 30-minute step says where the retries stand, not that they are done.
         clock.advance(minutes=10)
-        await world.services.escalation.fire_due()
+        await world.services.escalation.fire_due(world.services.incidents)
         step = await sc.reply("retries_done")
         assert "automatic retries 2/3 done, next at 09:50 UTC (1 left)" in step.text
         clock.advance(minutes=20)
@@ -399,9 +401,9 @@ async def test_scenario_5_stats_collection_failure(migrated_url: str, tmp_path: 
         stale = await ops.stats.health()
         assert stale.status is Status.DOWN and "stale" in stale.detail
         # P2 responds within 4 h: the ladder does not page the PD at 1 h.
-        await world.services.escalation.fire_due()
+        await world.services.escalation.fire_due(world.services.incidents)
         clock.advance(hours=1)
-        await world.services.escalation.fire_due()
+        await world.services.escalation.fire_due(world.services.incidents)
         timeline = (await incidents.get(incident.id)).timeline
         assert [e.details["step"] for e in timeline if e.kind == "escalated"] == ["retries_done"]
 

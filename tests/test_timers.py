@@ -70,7 +70,12 @@ async def test_an_overdue_step_shows_in_health_and_metrics_until_it_fires(
             )
         )
         timer = EscalationTimer(
-            services.escalation, services.alarm, services.clock, gate=leadership, sweep_seconds=0.3
+            services.escalation,
+            services.incidents,
+            services.alarm,
+            services.clock,
+            gate=leadership,
+            sweep_seconds=0.3,
         )
 
         async def gained() -> None:

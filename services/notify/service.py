@@ -17,7 +17,6 @@ from services.clock import Clock
 from services.config import Settings
 from services.db import Database
 from services.health import ComponentHealth, Status
-from services.incidents import IncidentService
 from services.models import OutboxMessage, OutboxStatus
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.limits import TelegramLimits
@@ -42,7 +41,6 @@ class NotifyService:
         settings: Settings,
         db: Database,
         clock: Clock,
-        incidents: IncidentService,
         *,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -58,13 +56,12 @@ class NotifyService:
             else None
         )
         self._target = target
+        # The incidents' hook that puts each change's messages in the outbox (the
+        # composition root gives it to IncidentService).
         self.hook = OutboxHook(target, self._wake)
-        incidents.add_hook(self.hook)
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
         # Kept here, not in the sender, so the counters survive a bot restart.
         self.stats = SenderStats()
-        # Set by the composition root: what the card shows beyond the incident's own row.
-        self.card_facts: CardFacts | None = None
         # Several instances (services/leader.py): only the leader drains the outbox and runs
         # the fallback, so each chat has one sender and nothing goes out twice.
         self.gate: Gate | None = None
@@ -94,7 +91,9 @@ class NotifyService:
             group_per_minute=s.telegram_rate_group_per_minute,
         )
 
-    def start_telegram(self, client: TelegramClient, renderer: Renderer) -> OutboxSender:
+    def start_telegram(
+        self, client: TelegramClient, renderer: Renderer, card_facts: CardFacts | None = None
+    ) -> OutboxSender:
         """Start draining the outbox to Telegram (called by the bot when it starts)."""
         if self.sender is not None:
             raise RuntimeError("the Telegram sender is already running")
@@ -106,7 +105,7 @@ class NotifyService:
             self.limits,
             max_backoff=self._settings.telegram_retry_max_seconds,
             stats=self.stats,
-            card_facts=self.card_facts,
+            card_facts=card_facts,
             gate=self.gate,
         )
         if self._leading:

@@ -13,7 +13,7 @@ from services.web.body import read_json
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
 
 if TYPE_CHECKING:
-    from services.main import Services
+    from services.container import Services
 
 routes = web.RouteTableDef()
 

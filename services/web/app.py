@@ -25,7 +25,7 @@ from services.web.telegram import add_webhook_route, openapi_for
 
 if TYPE_CHECKING:
     from services.config import Settings
-    from services.main import Services
+    from services.container import Services
 
 
 def create_app(settings: Settings, services: Services) -> web.Application:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from services.config import Settings
-    from services.main import Services
+    from services.container import Services
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings")
 SERVICES_KEY: web.AppKey[Services] = web.AppKey("services")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from services.clock import FrozenClock
 from services.config import Settings
-from services.main import Services, open_services
+from services.container import Services
+from services.main import open_services
 from tests.conftest import free_port, make_settings
 from tests.fakes.cloudinary import FakeCloudinary
 from tests.fakes.fal import KEY as FAL_KEY

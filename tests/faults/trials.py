@@ -10,6 +10,7 @@ run side by side (their processes are idle or stopped most of the time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -372,17 +373,32 @@ async def until_true(check: Callable[[], Awaitable[bool]], timeout: float) -> bo
 
 
 async def run_side_by_side(
-    trials: Sequence[Callable[[], Awaitable[Result]]], parallel: int = PARALLEL
+    trials: Sequence[tuple[Callable[[list[Served]], Awaitable[Result]], asyncio.Semaphore | None]],
+    served_factory: list[Served],
+    parallel: int = PARALLEL,
 ) -> list[Result]:
-    """Run trials with at most `parallel` at a time, starts staggered (imports are CPU)."""
+    """Run trials with at most `parallel` at a time (and at most what a trial's own gate
+    allows, e.g. PostgreSQL's connections), starts staggered (imports are CPU). Each trial's
+    processes are stopped as soon as it ends; the fixture's list still stops them on a failure."""
     gate = asyncio.Semaphore(parallel)
 
-    async def one(i: int, trial: Callable[[], Awaitable[Result]]) -> Result:
-        async with gate:
-            await asyncio.sleep(0.5 * (i % parallel))
-            return await trial()
+    async def one(i: int, trial: Callable[[list[Served]], Awaitable[Result]]) -> Result:
+        mine: list[Served] = []
+        try:
+            return await trial(mine)
+        finally:
+            served_factory.extend(mine)
+            for served in mine:
+                await served.stop()
 
-    return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(trials))))
+    async def slot(
+        i: int, trial: Callable[[list[Served]], Awaitable[Result]], own: asyncio.Semaphore | None
+    ) -> Result:
+        async with own or contextlib.nullcontext(), gate:
+            await asyncio.sleep(0.5 * (i % parallel))
+            return await one(i, trial)
+
+    return list(await asyncio.gather(*(slot(i, t, g) for i, (t, g) in enumerate(trials))))
 
 
 def summary(results: Sequence[Result]) -> str:
