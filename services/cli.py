@@ -16,7 +16,7 @@ from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incidents import IncidentView
-from services.models import MAX_ID, IncidentState
+from services.models import IncidentState, parse_id
 from services.policy import PolicyError
 from services.severity import parse_severity
 
@@ -85,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _incident_id(value: str) -> int:
-    text = value.lstrip("#")
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
+    number = parse_id(value)
+    if number is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not an incident number (e.g. 42)")
-    return int(text)
+    return number
 
 
 def _age(view: IncidentView, now: datetime) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from services.cli_common import UsageError, actor, run_with_services
 from services.config import Settings
 from services.errors import DomainError
-from services.models import MAX_ID
+from services.models import parse_id
 
 if TYPE_CHECKING:
     from services.container import Services
@@ -95,10 +95,10 @@ def _positive_int(value: str) -> int:
 
 
 def _job_id(value: str) -> int:
-    text = value.lstrip("#")
-    if not (text.isascii() and text.isdigit()) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
+    number = parse_id(value)
+    if number is None:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number (e.g. 7)")
-    return int(text)
+    return number
 
 
 def _dump(value: Any) -> None:

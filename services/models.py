@@ -28,6 +28,15 @@ from sqlalchemy.types import TypeDecorator
 MAX_ID = 2**31 - 1
 
 
+def parse_id(text: str) -> int | None:
+    """An incident or job number as people write it ("42", "#42"); None when it is not one
+    (not digits, zero, or past what the database's integer column holds)."""
+    raw = text.strip().lstrip("#")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+        return None
+    return int(raw)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores UTC; always hands back an aware datetime (SQLite keeps no zone)."""
 

@@ -51,8 +51,16 @@ async def test_board_lists_open_incidents_by_severity_escaped(
     resp = await client.get("/")
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("text/html")
-    assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
+    # No inline script or style runs: only the board's own files.
+    assert "script-src 'self'; style-src 'self'" in resp.headers["Content-Security-Policy"]
     html = await resp.text()
+    assert '<script src="static/board.js"></script>' in html
+    for name, kind in [("board.js", "text/javascript"), ("board.css", "text/css")]:
+        asset = await client.get(f"/static/{name}")
+        assert asset.status == 200 and asset.content_type == kind
+        assert len(await asset.read()) > 1000
+    missing = await client.get("/static/other.js")
+    assert missing.status == 404 and (await missing.json())["error"] == "not_found"
     # Alert content shows literally; none of it becomes markup.
     assert "&lt;b&gt;x&lt;/b&gt; &amp; &lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)" not in html

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # admin / intake: that Bearer token. A new route without an entry fails the test below.
 AUTH: dict[tuple[str, str], str] = {
     ("GET", "/"): "open",
+    ("GET", "/static/{name}"): "open",
     ("POST", "/"): "open",
     ("GET", "/api/health"): "open",
     ("GET", "/metrics"): "open",

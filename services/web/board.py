@@ -3,12 +3,12 @@ hub's `board` job. Read-only; with BOARD_TOKEN set it asks for the token first."
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 from datetime import datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -72,7 +72,31 @@ OPENAPI: dict[str, dict[str, Any]] = {
                 "401": {"description": "wrong token: the form again", "content": _HTML},
             },
         },
-    }
+    },
+    "/static/{name}": {
+        "get": {
+            "summary": "The board's style and script (board.css, board.js)",
+            "tags": ["board"],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["board.css", "board.js"]},
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "the file",
+                    "content": {
+                        "text/css": {"schema": {"type": "string"}},
+                        "text/javascript": {"schema": {"type": "string"}},
+                    },
+                },
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }
+    },
 }
 
 
@@ -138,6 +162,21 @@ async def board_page(request: web.Request) -> web.Response:
             return _login_page(None)
     snapshot = await request.app[SERVICES_KEY].board.snapshot()
     return _page(render_board(snapshot), status=200)
+
+
+@routes.get("/static/{name}")
+async def board_asset(request: web.Request) -> web.Response:
+    """The board's style and script (public: they hold no data)."""
+    asset = _ASSETS.get(request.match_info["name"])
+    if asset is None:
+        raise JSONError(404, "not_found", "no such file; the board has board.css and board.js")
+    content_type, body = asset
+    return web.Response(
+        body=body,
+        content_type=content_type,
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @routes.post("/")
@@ -279,7 +318,7 @@ def render_board(snapshot: BoardSnapshot) -> str:
     return (
         f"{_HEAD}<title>SunFlow Ops · live board</title></head>"
         f'<body data-seq="{snapshot.seq}" data-now="{escape(now)}" data-stream="{STREAM}" '
-        f'data-event="{BOARD_EVENT}">'
+        f'data-event="{BOARD_EVENT}" data-meanings="{escape(_MEANINGS)}">'
         '<header><h1>SunFlow Ops</h1><span id="live" class="live">connecting…</span></header>'
         f'<div id="summary" class="summary">{_summary(snapshot)}</div>'
         f'<main id="incidents">{_incidents(snapshot)}</main>'
@@ -287,7 +326,7 @@ def render_board(snapshot: BoardSnapshot) -> str:
         f'<section id="sse" class="panel">{_sse(snapshot)}</section>'
         f'<footer>Read-only · updated <span id="updated" data-at="{escape(now)}">'
         f"{escape(snapshot.now.strftime('%H:%M:%S UTC'))}</span></footer>"
-        f"<script>{_SCRIPT}</script></body></html>"
+        '<script src="static/board.js"></script></body></html>'
     )
 
 
@@ -308,10 +347,6 @@ def _login_page(error: str | None) -> web.Response:
     return _page(render_login(error), status=401)
 
 
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
 def _page(body: str, *, status: int) -> web.Response:
     return web.Response(
         status=status,
@@ -328,209 +363,25 @@ def _page(body: str, *, status: int) -> web.Response:
     )
 
 
-_CSS = """
-:root{--bg:#f4f5f7;--fg:#111;--card:#fff;--muted:#555;--line:#d9dce1;
---p0:#c62828;--p1:#e65100;--p2:#b58900;--p3:#1565c0;--ok:#2e7d32;--warn:#b58900;--down:#c62828;
---on-p2:#111;--on-p3:#fff}
-@media (prefers-color-scheme:dark){:root{--bg:#121417;--fg:#f1f1f1;--card:#1d2024;
---muted:#b0b4ba;--line:#33373d;--p2:#e0b000;--p3:#64a4ff;--warn:#e0b000;--on-p3:#111}}
-*{box-sizing:border-box}
-body{margin:0;padding:12px;background:var(--bg);color:var(--fg);
-font:18px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:60rem;margin:auto}
-header{display:flex;align-items:center;justify-content:space-between;gap:8px}
-h1{font-size:1.5rem;margin:.2rem 0}
-h2{font-size:1.15rem;margin:.8rem 0 .4rem}
-.live{font-size:.9rem;padding:.2rem .6rem;border-radius:1rem;background:var(--line)}
-.live.on{background:var(--ok);color:#fff}.live.off{background:var(--down);color:#fff}
-.summary{display:flex;gap:6px;flex-wrap:wrap;margin:.5rem 0}
-.tally{flex:1 1 4rem;text-align:center;padding:.4rem;border-radius:.5rem;color:#fff;
-font-size:1rem}
-.tally b{display:block;font-size:1.6rem}
-.sev-P0.tally{background:var(--p0)}.sev-P1.tally{background:var(--p1)}
-.sev-P2.tally{background:var(--p2);color:var(--on-p2)}
-.sev-P3.tally{background:var(--p3);color:var(--on-p3)}
-.group h2{border-bottom:3px solid var(--line)}
-.group.sev-P0 h2{color:var(--p0);border-color:var(--p0)}
-.group.sev-P1 h2{color:var(--p1);border-color:var(--p1)}
-.group.sev-P2 h2{color:var(--p2);border-color:var(--p2)}
-.group.sev-P3 h2{color:var(--p3);border-color:var(--p3)}
-ul{list-style:none;margin:0;padding:0}
-.incident{background:var(--card);border-left:10px solid var(--line);border-radius:.5rem;
-padding:.6rem .8rem;margin:0 0 .6rem;box-shadow:0 1px 2px rgba(0,0,0,.15)}
-.incident.sev-P0{border-color:var(--p0)}.incident.sev-P1{border-color:var(--p1)}
-.incident.sev-P2{border-color:var(--p2)}.incident.sev-P3{border-color:var(--p3)}
-.title{font-size:1.25rem;font-weight:600;overflow-wrap:anywhere}
-.meta{display:flex;flex-wrap:wrap;gap:.3rem .8rem;color:var(--muted);font-size:1rem}
-.state{font-weight:700;text-transform:uppercase;font-size:.85rem;padding:.05rem .45rem;
-border-radius:.3rem;color:#fff;background:var(--down)}
-.state-acknowledged{background:var(--ok)}
-.ack,.next,.snooze{font-size:1rem;margin-top:.2rem;overflow-wrap:anywhere}
-.ack.late{color:var(--down);font-weight:600}
-.panel{background:var(--card);border-radius:.5rem;padding:.4rem .8rem;margin:.8rem 0}
-.components li{padding:.15rem 0;overflow-wrap:anywhere}
-.dot{display:inline-block;width:.8rem;height:.8rem;border-radius:50%;margin-right:.4rem;
-background:var(--muted)}
-.status-healthy .dot{background:var(--ok)}.status-degraded .dot{background:var(--warn)}
-.status-down .dot{background:var(--down)}
-.detail{color:var(--muted);font-size:.95rem}
-.pill{font-size:.9rem;padding:.1rem .5rem;border-radius:1rem;color:#fff;background:var(--muted)}
-.pill.status-healthy{background:var(--ok)}.pill.status-degraded{background:var(--warn)}
-.pill.status-down{background:var(--down)}
-.empty{font-size:1.3rem;text-align:center;padding:1.5rem;color:var(--ok)}
-footer,.more{color:var(--muted);font-size:.9rem;text-align:center}
-.login{display:flex;flex-direction:column;gap:.6rem;max-width:24rem;margin:2rem auto}
-.login input,.login button{font-size:1.1rem;padding:.6rem}.error{color:var(--down)}
-"""
+# The page's style and script are files beside this module, served at static/ (relative
+# links: the board also works behind a path prefix).
+STATIC = Path(__file__).parent / "static"
+_ASSETS = {
+    "board.css": ("text/css", (STATIC / "board.css").read_bytes()),
+    "board.js": ("text/javascript", (STATIC / "board.js").read_bytes()),
+}
+_MEANINGS = json.dumps({s.value: MEANINGS[s] for s in Severity})
 
 _HEAD = (
     '<!doctype html><html lang="en"><head><meta charset="utf-8">'
     '<meta name="viewport" content="width=device-width, initial-scale=1">'
     '<meta name="referrer" content="no-referrer">'
-    f"<style>{_CSS}</style>"
-)
-
-# Builds the same markup as the Python above with DOM calls and textContent only, so alert
-# text can never become markup.
-_SCRIPT = (
-    """
-"use strict";
-const MEANINGS = __MEANINGS__;
-const SEVERITIES = ["P0", "P1", "P2", "P3"];
-const body = document.body;
-let seq = Number(body.dataset.seq);
-let offset = Date.parse(body.dataset.now) - Date.now();
-const live = document.getElementById("live");
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === "class") node.className = v; else node.setAttribute(k, v);
-  }
-  for (const c of children) {
-    if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
-  }
-  return node;
-}
-function span(seconds) {
-  const s = Math.max(0, Math.floor(seconds));
-  if (s < 60) return s + "s";
-  if (s < 3600) return Math.floor(s / 60) + "m";
-  const pad = (n) => String(n).padStart(2, "0");
-  if (s < 86400) return Math.floor(s / 3600) + "h " + pad(Math.floor((s % 3600) / 60)) + "m";
-  return Math.floor(s / 86400) + "d " + Math.floor((s % 86400) / 3600) + "h";
-}
-const now = () => Date.now() + offset;
-function until(iso) {
-  const d = (Date.parse(iso) - now()) / 1000;
-  return d >= 0 ? "in " + span(d) : span(-d) + " ago";
-}
-function tick() {
-  for (const n of document.querySelectorAll("[data-since]")) {
-    n.textContent = span((now() - Date.parse(n.dataset.since)) / 1000);
-  }
-  for (const n of document.querySelectorAll("[data-due]")) n.textContent = until(n.dataset.due);
-}
-function incident(i) {
-  const meta = el("div", {class: "meta"},
-    el("span", {class: "state state-" + i.state}, i.state),
-    el("span", {class: "age"}, "open ", el("span", {"data-since": i.first_seen_at}, "")),
-    el("span", {class: "num"}, "#" + i.id),
-    i.occurrence_count > 1 ? el("span", {class: "count"}, "\\u00d7" + i.occurrence_count) : null,
-    el("span", {class: "source"}, i.source));
-  let ack;
-  if (i.state === "acknowledged") {
-    ack = el("div", {class: "ack"}, "Acknowledged by ",
-      el("b", {class: "who"}, i.acknowledged_by || "someone"),
-      i.acknowledged_at ? " " : null,
-      i.acknowledged_at ? el("span", {"data-since": i.acknowledged_at}, "") : null,
-      i.acknowledged_at ? " ago" : null);
-  } else {
-    const late = Date.parse(i.response_deadline) < now() ? " late" : "";
-    ack = el("div", {class: "ack none" + late}, "Not acknowledged \\u00b7 deadline ",
-      el("span", {"data-due": i.response_deadline}, ""));
-  }
-  let snooze = null;
-  if (i.snoozed_until && Date.parse(i.snoozed_until) > now()) {
-    snooze = el("div", {class: "snooze"}, "Snoozed, wakes ",
-      el("span", {"data-due": i.snoozed_until}, ""));
-  }
-  let next = null;
-  if (i.next_step) {
-    next = el("div", {class: "next"}, "Next: ", el("b", {}, i.next_step.message),
-      " \\u2192 " + i.next_step.target + " ", el("span", {"data-due": i.next_step.due_at}, ""));
-  }
-  return el("li", {class: "incident sev-" + i.severity, id: "incident-" + i.id,
-    "data-id": String(i.id), "data-state": i.state},
-    el("div", {class: "title"}, i.title), meta, ack, snooze, next);
-}
-function render(snap) {
-  const summary = document.getElementById("summary");
-  summary.replaceChildren(...SEVERITIES.map((s) =>
-    el("span", {class: "tally sev-" + s}, s + " ", el("b", {}, snap.open_counts[s] || 0))));
-  const main = document.getElementById("incidents");
-  const groups = [];
-  for (const s of SEVERITIES) {
-    const items = snap.incidents.filter((i) => i.severity === s);
-    if (!items.length) continue;
-    groups.push(el("section", {class: "group sev-" + s},
-      el("h2", {}, s + " \\u00b7 " + MEANINGS[s] + " ",
-        el("span", {class: "n"}, "(" + (snap.open_counts[s] || items.length) + ")")),
-      el("ul", {}, ...items.map(incident))));
-  }
-  if (!groups.length) groups.push(el("p", {class: "empty"}, "No open incidents."));
-  const total = SEVERITIES.reduce((a, s) => a + (snap.open_counts[s] || 0), 0);
-  if (total > snap.incidents.length) {
-    groups.push(el("p", {class: "more"}, "Showing the " + snap.incidents.length +
-      " most urgent."));
-  }
-  main.replaceChildren(...groups);
-  const h = snap.health;
-  document.getElementById("health").replaceChildren(
-    el("h2", {}, "Health ", el("span", {class: "pill status-" + h.status}, h.status)),
-    el("ul", {class: "components"}, ...h.components.map((c) =>
-      el("li", {class: "status-" + c.status}, el("span", {class: "dot"}),
-        el("span", {class: "name"}, c.name), " ", el("span", {class: "detail"}, c.detail)))));
-  const s = snap.sse;
-  document.getElementById("sse").replaceChildren("SSE streams open: ",
-    el("b", {id: "sse-count"}, s.connections), " of " + s.max_connections +
-    " \\u00b7 board viewers ", el("b", {id: "board-viewers"}, s.board_viewers));
-  const updated = document.getElementById("updated");
-  updated.dataset.at = snap.now;
-  updated.textContent = new Date(snap.now).toLocaleTimeString();
-  tick();
-}
-function status(text, cls) { live.textContent = text; live.className = "live " + cls; }
-const source = new EventSource(body.dataset.stream);
-source.addEventListener("open", () => status("\\u25cf live", "on"));
-source.addEventListener(body.dataset.event, (e) => {
-  const snap = JSON.parse(e.data);
-  if (snap.seq <= seq) return;  // older than what is on the page (a replay)
-  seq = snap.seq;
-  offset = Date.parse(snap.now) - Date.now();
-  render(snap);
-});
-source.addEventListener("overloaded", () => status("server busy, retrying", "off"));
-source.addEventListener("error", () => {
-  if (source.readyState === EventSource.CLOSED) {
-    status("offline", "off");
-    setTimeout(() => location.reload(), 15000);
-  } else {
-    status("reconnecting\\u2026", "off");
-  }
-});
-window.boardSource = source;
-tick();
-setInterval(tick, 1000);
-"""
-).replace(
-    "__MEANINGS__",
-    json.dumps({s.value: MEANINGS[s] for s in Severity}).replace("<", "\\u003c"),
+    '<link rel="stylesheet" href="static/board.css">'
 )
 
 _CSP = (
     "default-src 'none'; "
-    f"script-src {_csp_hash(_SCRIPT)}; "
-    f"style-src {_csp_hash(_CSS)}; "
+    "script-src 'self'; style-src 'self'; "
     "connect-src 'self'; img-src 'self' data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.models import MAX_ID, IncidentState
+from services.models import MAX_ID, IncidentState, parse_id
 from services.severity import Severity
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
@@ -173,11 +173,12 @@ OPENAPI: dict[str, dict[str, Any]] = {
 
 def _incident_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+    number = parse_id(raw)
+    if number is None or not raw.isdigit():  # "#42" is for people, not paths
         raise JSONError(
             400, "invalid_input", {"field": "id", "message": f"{raw!r} is not an incident number"}
         )
-    return int(raw)
+    return number
 
 
 def _csv(request: web.Request, name: str) -> list[str]:

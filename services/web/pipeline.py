@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.models import MAX_ID
+from services.models import MAX_ID, parse_id
 from services.traces import TRACE_ID
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
@@ -195,9 +195,10 @@ async def get_jobs(request: web.Request) -> web.Response:
 async def post_job_retry(request: web.Request) -> web.Response:
     _admin(request)
     raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+    number = parse_id(raw)
+    if number is None or not raw.isdigit():  # "#42" is for people, not paths
         raise JSONError(400, "invalid_input", {"field": "id", "message": "a job number"})
-    job = await request.app[SERVICES_KEY].ops.retry.retry_now(int(raw), actor="api:admin")
+    job = await request.app[SERVICES_KEY].ops.retry.retry_now(number, actor="api:admin")
     return web.json_response(job.to_json())
 
 
