@@ -1,10 +1,8 @@
 """End to end with the real Alertmanager from Debian: its webhook reaches our intake."""
 
-import asyncio
 import io
 import json
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +19,7 @@ from services.models import IncidentState
 from services.web.app import create_app
 from tests.conftest import INTAKE, Client, free_port, require_program
 from tests.test_probe import grant, pg_role, role_settings  # noqa: F401 (pg_role: fixture)
+from tests.waiting import until
 
 CONFIG = """
 route:
@@ -93,15 +92,6 @@ def stop_later() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait(10)
 
 
-async def wait_for(check: object, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
-
-
 async def test_alertmanager_webhook_opens_and_resolves(
     client: Client,
     services: Services,
@@ -127,14 +117,14 @@ async def test_alertmanager_webhook_opens_and_resolves(
             except aiohttp.ClientError:
                 return False
 
-        await wait_for(ready)
+        await until(ready)
         async with session.post(f"{base}/api/v2/alerts", json=[alert]) as resp:
             assert resp.status == 200, await resp.text()
 
         async def opened() -> bool:
             return bool(await services.incidents.list())
 
-        await wait_for(opened)
+        await until(opened)
         [incident] = await services.incidents.list()
         assert incident.severity.value == "P0"
         assert incident.title == "No active SSE connections but requests are coming in"
@@ -148,7 +138,7 @@ async def test_alertmanager_webhook_opens_and_resolves(
             detail = await services.incidents.get(incident.id)
             return detail.incident.state is IncidentState.RESOLVED
 
-        await wait_for(resolved)
+        await until(resolved)
     assert isinstance(client.app, web.Application)
 
 
@@ -160,7 +150,7 @@ async def post_alerts(session: aiohttp.ClientSession, base: str, alerts: Sequenc
         except aiohttp.ClientError:
             return False
 
-    await wait_for(ready)
+    await until(ready)
     raw = io.BytesIO(json.dumps(alerts).encode())
     headers = {"Content-Type": "application/json"}
     async with session.post(f"{base}/api/v2/alerts", data=raw, headers=headers) as resp:
@@ -197,7 +187,7 @@ async def test_a_group_of_2000_alerts_with_75_labels_and_no_alertname(
         async def all_in() -> bool:
             return sum((await services.incidents.count_open()).values()) >= 2000
 
-        await wait_for(all_in, timeout=60)
+        await until(all_in, timeout=60)
     assert sum((await services.incidents.count_open()).values()) == 2000
     [one] = await services.incidents.list(limit=1)
     assert one.source == "alertmanager" and one.title.startswith("Alert label_00=value-0 ")
@@ -232,7 +222,7 @@ async def test_truncated_alerts_from_the_real_alertmanager(
         async def opened() -> bool:
             return len(await services.incidents.list()) >= 2
 
-        await wait_for(opened)
+        await until(opened)
     incidents = await services.incidents.list()
     assert len(incidents) == 2
     assert all(i.labels["truncated_alerts"] == "3" for i in incidents)
@@ -281,7 +271,7 @@ async def test_alertmanager_pagerduty_configs_pointed_here(
         async def opened() -> bool:
             return bool(await services.incidents.list())
 
-        await wait_for(opened)
+        await until(opened)
         [incident] = await services.incidents.list()
         assert incident.source == "pagerduty"
         assert incident.severity.value == "P0"
@@ -298,7 +288,7 @@ async def test_alertmanager_pagerduty_configs_pointed_here(
             detail = await services.incidents.get(incident.id)
             return detail.incident.state is IncidentState.RESOLVED
 
-        await wait_for(resolved)
+        await until(resolved)
     detail = await services.incidents.get(incident.id)
     assert detail.incident.resolved_by == "pagerduty"
 
@@ -350,7 +340,7 @@ async def test_a_503_is_retried_by_alertmanager_until_the_database_takes_it(
             async def refused_twice() -> bool:
                 return answered("503") >= 2
 
-            await wait_for(refused_twice)
+            await until(refused_twice)
             await grant(
                 pg_url,
                 f'GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
@@ -360,7 +350,7 @@ async def test_a_503_is_retried_by_alertmanager_until_the_database_takes_it(
             async def taken() -> bool:
                 return bool(await services.incidents.list())
 
-            await wait_for(taken, timeout=60)
+            await until(taken, timeout=60)
         [incident] = await services.incidents.list()
         assert incident.title == "DiskFull" and incident.severity.value == "P0"
         assert answered("202") >= 1 and answered("400") == 0

@@ -1,4 +1,3 @@
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -9,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from services.main import background_contexts, open_services
 from services.web.app import create_app
 from tests.conftest import Client, admin_headers, intake_headers, make_settings, require_program
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -77,14 +77,6 @@ async def page(service: Client) -> AsyncIterator[Any]:
             yield page
         finally:
             await browser.close()
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        assert loop.time() < deadline, "the page never got there"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ from tests.conftest import (
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.sse_wire import StreamParser
 from tests.test_deploy_nginx import run_nginx
+from tests.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -148,19 +149,6 @@ def environment(
         "ESCALATION_POLICY_FILE": str(policy),
         "BOT_LANGUAGE": "en",
     }
-
-
-async def until(
-    predicate: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(every)
 
 
 def step_replies(fake: FakeTelegram, card: Posted) -> list[str]:

@@ -1,5 +1,4 @@
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from services.models import EscalationFiring, EscalationLadder, IncidentState
 from services.severity import Severity
 from services.timers import EscalationTimer
 from tests.conftest import make_settings
+from tests.waiting import until
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -207,13 +207,12 @@ target = "pd"
 
 
 async def wait_for_steps(services: Services, incident_id: int, count: int) -> list[str]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        steps = [s for s, _ in await escalations(services, incident_id)]
-        if len(steps) >= count:
-            return steps
-        await asyncio.sleep(0.05)
-    return [s for s, _ in await escalations(services, incident_id)]
+    async def steps() -> list[str] | None:
+        fired = [s for s, _ in await escalations(services, incident_id)]
+        return fired if len(fired) >= count else None
+
+    result: list[str] = await until(steps, 10, f"{count} steps of #{incident_id}")
+    return result
 
 
 @asynccontextmanager

@@ -34,16 +34,10 @@ from tests.conftest import (
     require_redis,
 )
 from tests.sse_wire import BufferSink, StreamParser
+from tests.waiting import until
 
 NOW = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
 EVENTS = "/api/generation/jobs/{}/events"
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -184,7 +178,7 @@ async def test_two_publishers_one_order_none_twice(make_node: MakeNode) -> None:
     got_a, got_b = await asyncio.gather(publish(a, "a"), publish(b, "b"))
     assert sorted(got_a + got_b) == list(range(2, 102))
     for sink in sinks:
-        await until(lambda sink=sink: len(ids(sink)) == 101, what="101 events")  # type: ignore[misc]
+        await until(lambda sink=sink: len(ids(sink)) == 101, what="101 events")
         assert ids(sink) == list(range(1, 102))
     # Every instance wrote the same bytes for the same event.
     assert sinks[0].text == sinks[1].text
@@ -207,7 +201,7 @@ async def test_many_clients_arriving_at_once_fetch_the_history_once(
     arriving = asyncio.gather(*(arrive() for _ in range(20)))
     sinks, _ = await asyncio.gather(arriving, publish_more())
     for sink in sinks:
-        await until(lambda sink=sink: len(ids(sink)) == 23, what="23 events")  # type: ignore[misc]
+        await until(lambda sink=sink: len(ids(sink)) == 23, what="23 events")
         assert ids(sink) == list(range(1, 24))
     assert len(b.hub.jobs["job-m"].history) == 23
 
@@ -382,7 +376,7 @@ async def test_redis_down_refuses_publishing_and_recovers(
         # ... health says so, and a client new to the job is told to come back later.
         health = await (await client.get("/api/health")).json()
         assert health["components"]["redis"]["status"] == "down"
-        await until(lambda: not services.sse_relay.subscribed)  # type: ignore[union-attr]
+        await until(lambda: not services.sse_relay.subscribed)
         generation = await (await client.get("/api/generation/health")).json()
         assert (generation["instance"], generation["redis"]["status"]) == ("solo", "down")
         other = await client.get(EVENTS.format("job-new"))
@@ -394,7 +388,7 @@ async def test_redis_down_refuses_publishing_and_recovers(
         # Back (empty: no persistence): the link comes back, ids go on from 2, the open
         # stream gets the next event.
         private_redis.start()
-        await until(lambda: services.sse_relay.subscribed, 10)  # type: ignore[union-attr]
+        await until(lambda: services.sse_relay.subscribed, 10)
         again = await client.post(job, json={"type": "p", "data": 2}, headers=intake_headers())
         assert again.status == 202, await again.text()
         assert (await again.json())["id"] == 2

@@ -1,6 +1,4 @@
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from services.models import Lease
 from services.severity import Severity
 from services.timers import Alarm, EscalationTimer
 from tests.conftest import Client, make_settings
+from tests.waiting import until
 
 POLICY = """
 [[ladder.default]]
@@ -27,15 +26,6 @@ name = "page"
 after = "1s"
 target = "team"
 """
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.1)
-    return False
 
 
 async def test_alarm_wakes_only_for_an_earlier_time() -> None:

@@ -15,6 +15,7 @@ from services.web.app import create_app
 from services.web.keys import SERVICES_KEY
 from tests.conftest import Client, admin_headers, intake_headers, make_settings
 from tests.sse_wire import Received, StreamParser
+from tests.waiting import until
 
 EVENTS = "/api/generation/jobs/{}/events"
 STREAM = {"Accept": "text/event-stream"}
@@ -69,14 +70,6 @@ def _app(client: Client) -> web.Application:
     app = client.app
     assert app is not None
     return app
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def test_stream_headers_retry_and_live_events(client: Client) -> None:
@@ -315,7 +308,7 @@ async def test_a_client_that_goes_away_is_freed(make_client: MakeClient) -> None
     writer.close()
     await writer.wait_closed()
     # Noticed by the one-second liveness sweep, long before the next heartbeat.
-    await eventually(lambda: len(services.sse.connections) == 0, timeout=10)
+    await until(lambda: len(services.sse.connections) == 0, timeout=10)
     metrics = await (await client.get("/metrics")).text()
     assert 'sse_connections_closed_total{reason="client_gone"} 1.0' in metrics
 
@@ -371,14 +364,14 @@ async def test_no_leak_over_10000_connect_disconnect_cycles(make_client: MakeCli
                 await cycle(n)
 
         await asyncio.gather(*(one(n) for n in range(count)))
-        await eventually(lambda: not hub.connections, timeout=30)
+        await until(lambda: not hub.connections, timeout=30)
 
     await run(200)  # warm up: pools, caches, lazily created objects
     await asyncio.sleep(0.2)
     tasks, fds = len(asyncio.all_tasks()), _fd_count()
     await run(10_000)
-    await eventually(lambda: len(asyncio.all_tasks()) <= tasks, timeout=30)
-    await eventually(lambda: _fd_count() <= fds + 2, timeout=30)
+    await until(lambda: len(asyncio.all_tasks()) <= tasks, timeout=30)
+    await until(lambda: _fd_count() <= fds + 2, timeout=30)
     assert hub.connections == {}
     assert hub.jobs["job-12"].streams == {}
     assert hub._pending == 0
