@@ -87,7 +87,7 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
     assert resp.status == 202
     incident_id = (await resp.json())["incidents"][0]["id"]
     card = f"#incident-{incident_id}"
-    await page.wait_for_selector(f'{card}[data-state="triggered"]', timeout=2000)
+    await page.wait_for_selector(f'{card}[data-state="triggered"]', timeout=10_000)
     assert await page.text_content(f"{card} .title") == TITLE
     assert await page.evaluate("window.pwned") is None
     assert await page.text_content("#summary .sev-P0 b") == "1"
@@ -101,7 +101,7 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
         f"/api/incidents/{incident_id}/ack", json={"actor": "alice"}, headers=admin_headers()
     )
     assert ack.status == 200
-    await page.wait_for_selector(f'{card}[data-state="acknowledged"]', timeout=2000)
+    await page.wait_for_selector(f'{card}[data-state="acknowledged"]', timeout=10_000)
     assert await page.text_content(f"{card} .who") == "api:alice"
     assert await page.evaluate("window.notReloaded") is True
 
