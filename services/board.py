@@ -1,5 +1,5 @@
 """The live incident board: a snapshot of open incidents, health and SSE streams, published
-on the hub's `board` job whenever it changes (see README, "The live board")."""
+on the hub's `board` job whenever it changes (see docs/api.md, "The live board")."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     fal_key: SecretStr | None = None
     fal_api_base: str = "https://queue.fal.run"
 
-    # -- notifications (issue 3): outbox, Telegram limits, fallback channel --------------
+    # -- notifications: outbox, Telegram limits, fallback channel --------------
     # How long Telegram may keep failing before P0/P1 alerts also go to the fallback channel.
     telegram_fallback_after: str = "5m"
     # Telegram's limits, as the outbox sender obeys them (lower them for a stricter server).
@@ -152,7 +152,7 @@ class Settings(BaseSettings):
         return parse_duration(self.telegram_fallback_after)
 
     # -- end of notifications ---------------------------------------------------------------
-    # -- Pipeline operations (issue 6): tokens, integrations, retries, stats, backups ------
+    # -- Pipeline operations: tokens, integrations, retries, stats, backups ------
     instagram_user_id: str | None = None
     instagram_graph_version: str = "v21.0"
     instagram_app_id: str | None = None
@@ -243,12 +243,12 @@ class Settings(BaseSettings):
 
     # -- end of pipeline operations ---------------------------------------------------------
 
-    # -- the live board (issue 7): when set, GET / and the board's SSE stream ask for it --
+    # -- the live board: when set, GET / and the board's SSE stream ask for it --
     board_token: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # -- intake at the HTTP edge (issue 17) -------------------------------------------------
+    # -- intake at the HTTP edge -------------------------------------------------
     # Alertmanager sends a whole group in one body (2,000 alerts are about 1.3 MB) and never
     # retries a 413: its route takes this much, streamed into one buffer.
     alertmanager_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)

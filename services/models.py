@@ -255,7 +255,7 @@ class PostmortemField(Base):
     actor: Mapped[str] = mapped_column(String(200))
 
 
-# -- notifications (issue 3): the outbox, each incident's alert message, bot refusals ----------
+# -- notifications: the outbox, each incident's alert message, bot refusals ----------
 
 
 class OutboxStatus(enum.StrEnum):

@@ -46,7 +46,7 @@ RETRY_TICK_SECONDS = 30
 
 @dataclass
 class PipelineOps:
-    """What the bot, the CLI and the HTTP routes call for the pipeline (see README)."""
+    """What the bot, the CLI and the HTTP routes call for the pipeline (see docs/operations.md)."""
 
     instagram: InstagramClient
     cloudinary: CloudinaryClient

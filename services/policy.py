@@ -92,7 +92,7 @@ P3_LADDER: tuple[Step, ...] = (
     Step("pd", timedelta(hours=24), "pd", "24 h: the P3 response time has passed; paging the PD"),
 )
 
-# The built-in ladder of each severity (README and docs/operations.md show them as a table).
+# The built-in ladder of each severity (docs/escalation.md shows them as a table).
 PLAYBOOK_LADDERS: dict[Severity, tuple[Step, ...]] = {
     Severity.P0: PLAYBOOK_LADDER,
     Severity.P1: PLAYBOOK_LADDER,

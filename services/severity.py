@@ -40,7 +40,7 @@ MEANINGS: dict[Severity, str] = {
     Severity.P3: "minor issue",
 }
 
-# Alertmanager-style names, documented in the README.
+# Alertmanager-style names, documented in docs/escalation.md.
 ALIASES: dict[str, Severity] = {
     "critical": Severity.P0,
     "high": Severity.P1,

@@ -296,7 +296,7 @@ def test_command_menu_lists_every_command() -> None:
     assert all(c.description for c in bot_commands(Catalogue("en")))
 
 
-# -- escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7) -------------
+# -- escalation, SSE admin, checklists, post-mortems and reports -------------
 
 
 @pytest.mark.parametrize(

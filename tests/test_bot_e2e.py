@@ -480,7 +480,7 @@ async def test_a_change_while_the_alert_is_in_flight_is_not_lost(migrated_url: s
         assert len(cards(fake)) == 1
 
 
-# -- escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7) -------------
+# -- escalation, SSE admin, checklists, post-mortems and reports -------------
 
 # The playbook's ladder in seconds, with a last step far enough away to be shown as "next".
 SECONDS_LADDER = """

@@ -1,4 +1,4 @@
-"""The playbook's scenarios 1, 2, 3, 5 and 6 played by the team in Telegram (issue 6, item 10).
+"""The playbook's scenarios 1, 2, 3, 5 and 6 played by the team in Telegram.
 
 Each test runs the whole service (HTTP app, outbox, scheduler, escalation and the real bot over
 long polling) against the fake Bot API and the pipeline fakes: the fault is injected in a fake,

@@ -334,7 +334,7 @@ async def test_every_command_answers_any_arguments(
     assert "Traceback" not in reply
 
 
-# -- request bodies and headers (issue 17): malformed is a 400 with a reason, never a 5xx --
+# -- request bodies and headers: malformed is a 400 with a reason, never a 5xx --
 
 _DEPTH = st.integers(min_value=1, max_value=3000)
 

@@ -126,7 +126,7 @@ def test_catalogues_have_the_same_keys_and_placeholders() -> None:
         assert check_html(ko[key].replace("{", "").replace("}", "")) is None, key
 
 
-# -- the card's facts: next escalation step, unticked checklist items (issues 4, 7) ----------
+# -- the card's facts: next escalation step, unticked checklist items ----------
 
 
 @pytest.mark.parametrize(

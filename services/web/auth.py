@@ -80,7 +80,7 @@ def is_local(request: web.Request) -> bool:
 
 
 def require_local_or_token(request: web.Request, expected: SecretStr | None) -> None:
-    """Read endpoints: open on loopback, otherwise the admin token (README: access)."""
+    """Read endpoints: open on loopback, otherwise the admin token (docs/api.md: access)."""
     if is_local(request):
         return
     if token_matches(bearer_token(request), expected):

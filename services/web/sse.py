@@ -304,7 +304,7 @@ def _last_event_id(request: web.Request) -> int | None:
 async def stream_events(request: web.Request) -> web.StreamResponse:
     hub = _hub(request)
     job_id = request.match_info["job_id"]
-    if job_id == BOARD_JOB:  # the live board's stream: BOARD_TOKEN when set (README)
+    if job_id == BOARD_JOB:  # the live board's stream: BOARD_TOKEN when set (docs/api.md)
         require_board_access(request)
     last_id = _last_event_id(request)
     try:
