@@ -1,5 +1,7 @@
 from aiohttp import web
 
+from services.severity import ALIASES, Severity
+from services.web.openapi import WEBHOOK, build_document, load_document
 from tests.conftest import Client
 
 
@@ -15,6 +17,31 @@ async def test_every_route_is_described(client: Client) -> None:
         if route.method.lower() not in doc["paths"].get(path, {}):
             missing.append(f"{route.method} {path}")
     assert missing == []
+
+
+async def test_every_described_route_exists(client: Client) -> None:
+    """The document holds nothing the router does not serve (a route removed, a typo)."""
+    doc = await (await client.get("/api/openapi.json")).json()
+    app: web.Application = client.app
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+    }
+    described = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert described - served == set()
+
+
+def test_the_documented_severities_are_the_parser_s() -> None:
+    alert_in = load_document()["components"]["schemas"]["AlertIn"]
+    names = [*(s.value for s in Severity), *(s.value.lower() for s in Severity), *ALIASES]
+    assert alert_in["properties"]["severity"]["enum"] == names
+
+
+def test_the_webhook_is_described_only_in_webhook_mode() -> None:
+    assert "/hook/abc" not in build_document()["paths"]
+    assert "post" in build_document("/hook/abc")["paths"]["/hook/abc"]
+    assert WEBHOOK not in build_document("/hook/abc")
 
 
 async def test_references_resolve(client: Client) -> None:

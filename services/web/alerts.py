@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,18 +17,6 @@ if TYPE_CHECKING:
 
 routes = web.RouteTableDef()
 
-_INTAKE_RESPONSES = {
-    "202": {
-        "description": "committed: the incidents opened, absorbed or resolved",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IntakeResult"}}},
-    },
-    "400": {"$ref": "#/components/responses/BadRequest"},
-    "401": {"$ref": "#/components/responses/Unauthorized"},
-    "403": {"$ref": "#/components/responses/Disabled"},
-    "408": {"$ref": "#/components/responses/TooSlow"},
-    "413": {"$ref": "#/components/responses/TooLarge"},
-    "503": {"$ref": "#/components/responses/Unavailable"},
-}
 
 # Why each answer of the Alertmanager route is what it is. Alertmanager's webhook notifier
 # (notify/webhook, notify.Retrier) treats 2xx as done, retries 5xx with backoff until the
@@ -46,51 +34,6 @@ ALERTMANAGER_ANSWERS = (
     "413: over ALERTMANAGER_MAX_BODY_BYTES (16 MiB, about 25,000 alerts of a group). "
     "503: the database refused the commit; nothing was written and Alertmanager retries."
 )
-
-OPENAPI: dict[str, dict[str, Any]] = {
-    "/api/alerts": {
-        "post": {
-            "summary": "Raise (or resolve) a generic alert",
-            "tags": ["intake"],
-            "security": [{"intakeToken": []}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "oneOf": [
-                                {"$ref": "#/components/schemas/AlertIn"},
-                                {
-                                    "type": "array",
-                                    "items": {"$ref": "#/components/schemas/AlertIn"},
-                                    "minItems": 1,
-                                },
-                            ]
-                        }
-                    }
-                },
-            },
-            "responses": _INTAKE_RESPONSES,
-        }
-    },
-    "/api/alerts/alertmanager": {
-        "post": {
-            "summary": "Prometheus Alertmanager webhook (payload version 4) or Grafana's",
-            "description": ALERTMANAGER_ANSWERS,
-            "tags": ["intake"],
-            "security": [{"intakeToken": []}],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/AlertmanagerPayload"}
-                    }
-                },
-            },
-            "responses": _INTAKE_RESPONSES,
-        }
-    },
-}
 
 
 def count_received(services: Services, result: IntakeResult, source: str) -> None:

@@ -21,7 +21,7 @@ from services.web import (
     sse,
 )
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
-from services.web.telegram import add_webhook_route, openapi_for
+from services.web.telegram import add_webhook_route
 
 if TYPE_CHECKING:
     from services.config import Settings
@@ -51,12 +51,11 @@ def create_app(settings: Settings, services: Services) -> web.Application:
         app.add_routes(module.routes)
     if settings.fault_injection:
         app.add_routes(faults.routes)
-    extra = []
+    webhook_path = None
     if settings.telegram_webhook_url:
         # Webhook mode: Telegram posts updates to this app, at the path of the URL it was given.
-        path = urlsplit(settings.telegram_webhook_url).path or "/"
-        add_webhook_route(app, path)
-        extra.append(openapi_for(path))
-    app[openapi.DOCUMENT_KEY] = openapi.build_document(extra)
+        webhook_path = urlsplit(settings.telegram_webhook_url).path or "/"
+        add_webhook_route(app, webhook_path)
+    app[openapi.DOCUMENT_KEY] = openapi.build_document(webhook_path)
     app.on_shutdown.append(sse.on_shutdown)
     return app

@@ -9,7 +9,6 @@ import json
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -26,78 +25,6 @@ routes = web.RouteTableDef()
 COOKIE = "sunflow_board"
 COOKIE_MAX_AGE = 30 * 86400
 STREAM = f"api/generation/jobs/{BOARD_JOB}/events"  # relative: works behind a path prefix
-
-_HTML = {"text/html": {"schema": {"type": "string"}}}
-OPENAPI: dict[str, dict[str, Any]] = {
-    "/": {
-        "get": {
-            "summary": "The live incident board (HTML; updates itself over the `board` SSE job)",
-            "tags": ["board"],
-            "parameters": [
-                {
-                    "name": "token",
-                    "in": "query",
-                    "required": False,
-                    "description": "BOARD_TOKEN, when set: answered by a cookie and a redirect "
-                    "to the board without the token in the address",
-                    "schema": {"type": "string"},
-                }
-            ],
-            "responses": {
-                "200": {"description": "the board", "content": _HTML},
-                "303": {"description": "the token was right: a cookie and a redirect to /"},
-                "401": {
-                    "description": "BOARD_TOKEN is set: a form asking for it",
-                    "content": _HTML,
-                },
-            },
-        },
-        "post": {
-            "summary": "The board's token form (only used when BOARD_TOKEN is set)",
-            "tags": ["board"],
-            "requestBody": {
-                # Without BOARD_TOKEN any body (or none) is answered by the redirect.
-                "required": False,
-                "content": {
-                    "application/x-www-form-urlencoded": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"token": {"type": "string"}},
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "303": {"description": "right token (or none needed): a cookie, back to /"},
-                "401": {"description": "wrong token: the form again", "content": _HTML},
-            },
-        },
-    },
-    "/static/{name}": {
-        "get": {
-            "summary": "The board's style and script (board.css, board.js)",
-            "tags": ["board"],
-            "parameters": [
-                {
-                    "name": "name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "enum": ["board.css", "board.js"]},
-                }
-            ],
-            "responses": {
-                "200": {
-                    "description": "the file",
-                    "content": {
-                        "text/css": {"schema": {"type": "string"}},
-                        "text/javascript": {"schema": {"type": "string"}},
-                    },
-                },
-                "404": {"$ref": "#/components/responses/NotFound"},
-            },
-        }
-    },
-}
 
 
 # --- access --------------------------------------------------------------------------------

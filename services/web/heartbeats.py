@@ -46,23 +46,6 @@ _PING: dict[str, Any] = {
     },
 }
 
-OPENAPI: dict[str, dict[str, Any]] = {
-    "/api/heartbeats/{name}/ping": {"post": _PING, "get": _PING},
-    "/api/heartbeats": {
-        "get": {
-            "summary": "Every heartbeat with its state, last ping and due time",
-            "tags": ["heartbeats"],
-            "responses": {
-                "200": {
-                    "description": "the heartbeats, by name",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "401": {"$ref": "#/components/responses/Unauthorized"},
-            },
-        }
-    },
-}
-
 
 def _require_intake(request: web.Request) -> None:
     """INTAKE_TOKEN as a Bearer header or `?token=` (the query is never logged: the access

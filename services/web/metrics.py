@@ -12,21 +12,6 @@ from services.web.keys import SERVICES_KEY
 
 routes = web.RouteTableDef()
 
-OPENAPI: dict[str, dict[str, Any]] = {
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics",
-            "tags": ["meta"],
-            "responses": {
-                "200": {
-                    "description": "Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    }
-}
-
 
 @routes.get("/metrics")
 async def get_metrics(request: web.Request) -> web.Response:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from services.pagerduty import InvalidEvent, parse_event
@@ -27,41 +25,6 @@ def pd_error(status: int, errors: list[str], *, kind: str = "invalid event") -> 
 _ERROR_SCHEMA = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PagerDutyError"}}}
 }
-
-_OPERATION: dict[str, Any] = {
-    "post": {
-        "summary": "PagerDuty Events API v2: trigger, acknowledge or resolve by dedup_key",
-        "description": "The credential is the body's routing_key (= INTAKE_TOKEN); PagerDuty "
-        "senders send no Authorization header. Answers as PagerDuty's /v2/enqueue does: "
-        "202 with the dedup_key, 400 with a list of errors (not retried by senders), 5xx "
-        "(retried).",
-        "tags": ["intake"],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/PagerDutyEvent"}}
-            },
-        },
-        "responses": {
-            "202": {
-                "description": "committed (trigger, resolve) or applied (acknowledge); an "
-                "acknowledge or resolve for a key with no open incident is dropped, as "
-                "PagerDuty drops it",
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": "#/components/schemas/PagerDutyAccepted"}
-                    }
-                },
-            },
-            "400": {"description": "invalid event, or a wrong routing_key", **_ERROR_SCHEMA},
-            "403": {"description": "INTAKE_TOKEN is not set on the server", **_ERROR_SCHEMA},
-            "408": {"$ref": "#/components/responses/TooSlow"},
-            "413": {"$ref": "#/components/responses/TooLarge"},
-        },
-    }
-}
-
-OPENAPI: dict[str, dict[str, Any]] = {path: _OPERATION for path in PATHS}
 
 
 async def enqueue(request: web.Request) -> web.Response:

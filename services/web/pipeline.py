@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 
 from services.models import MAX_ID, parse_id
-from services.traces import TRACE_ID
 from services.web.auth import require_local_or_token, require_token
 from services.web.body import read_json
 from services.web.errors import JSONError
@@ -36,122 +35,6 @@ _JOB_ID = {
     "in": "path",
     "required": True,
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-}
-
-OPENAPI: dict[str, dict[str, Any]] = {
-    "/api/token": {
-        "get": {
-            "summary": "Instagram token status: days left, state, live check",
-            "tags": ["pipeline"],
-            "responses": {"200": _json("the token status"), **_READ},
-        }
-    },
-    "/api/admin/token/expiry": {
-        "post": {
-            "summary": "Register the renewed token's lifetime (body {days}, default 60)",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "responses": {
-                "200": _json("the token status after the change"),
-                "400": {"$ref": "#/components/responses/BadRequest"},
-                **_ADMIN,
-            },
-        }
-    },
-    "/api/jobs": {
-        "get": {
-            "summary": "Failed, running and exhausted pipeline jobs",
-            "tags": ["pipeline"],
-            "responses": {"200": _json("{jobs: [...]}"), **_READ},
-        }
-    },
-    "/api/jobs/{id}/retry": {
-        "post": {
-            "summary": "Retry a job now; 409 when it is already running",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "parameters": [_JOB_ID],
-            "responses": {
-                "200": _json("the job after the run"),
-                "400": {"$ref": "#/components/responses/BadRequest"},
-                "404": {"$ref": "#/components/responses/NotFound"},
-                "409": {"$ref": "#/components/responses/Conflict"},
-                **_ADMIN,
-            },
-        }
-    },
-    "/api/traces": {
-        "get": {
-            "summary": "Recent pipeline traces, newest first",
-            "tags": ["pipeline"],
-            "parameters": [
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "required": False,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
-                }
-            ],
-            "responses": {
-                "200": _json("{traces: [...]}"),
-                "400": {"$ref": "#/components/responses/BadRequest"},
-                **_READ,
-            },
-        }
-    },
-    "/api/traces/{id}": {
-        "get": {
-            "summary": "One trace with its steps (the SF-*.json export format)",
-            "tags": ["pipeline"],
-            "parameters": [
-                {
-                    "name": "id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": TRACE_ID.pattern},
-                }
-            ],
-            "responses": {
-                "200": _json("the trace"),
-                "400": {"$ref": "#/components/responses/BadRequest"},
-                "404": {"$ref": "#/components/responses/NotFound"},
-                **_READ,
-            },
-        }
-    },
-    "/api/admin/backups": {
-        "get": {
-            "summary": "Configuration backups, newest first",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "responses": {"200": _json("{backups: [...]}"), **_ADMIN},
-        },
-        "post": {
-            "summary": "Create a configuration backup (settings and policy, no secrets)",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "responses": {"201": _json("the backup"), **_ADMIN},
-        },
-    },
-    "/api/admin/stats/restart": {
-        "post": {
-            "summary": "Re-arm the stats collector job and collect at once",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "responses": {
-                "200": _json("next_run_time, and ok/collected/detail of the collection"),
-                **_ADMIN,
-            },
-        }
-    },
-    "/api/admin/stats/collect": {
-        "post": {
-            "summary": "Collect Instagram stats now (?force=1 even when fresh)",
-            "tags": ["pipeline"],
-            "security": _ADMIN_SECURITY,
-            "responses": {"200": _json("the collection result"), **_ADMIN},
-        }
-    },
 }
 
 
