@@ -19,7 +19,7 @@ from bot.callbacks import (
 from bot.locales import Catalogue
 from services.checklists import CHECKLISTS, ChecklistState, label
 from services.durations import format_duration
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.models import IncidentState, JobState
 from services.retry import JobView
 

@@ -12,7 +12,7 @@ from bot.locales import Catalogue
 from services.backups import BackupInfo
 from services.durations import format_duration
 from services.health import ComponentHealth, HealthReport, Status, health_card
-from services.incidents import IncidentDetail, IncidentView
+from services.incident_types import IncidentDetail, IncidentView
 from services.models import IncidentState
 from services.notify.fallback import ChannelResult
 from services.notify.outbox import Op

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from services.clock import Clock
 from services.escalation import EscalationService, NextStepInfo
 from services.health import HealthService
-from services.incidents import ChangeKind, IncidentChange, IncidentService, IncidentView
+from services.incident_types import ChangeKind, IncidentChange, IncidentView
+from services.incidents import IncidentService
 from services.models import IncidentState
 from services.severity import Severity
 from services.sse import Job, SSEHub

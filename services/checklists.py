@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 from services.clock import Clock
 from services.db import Database
 from services.errors import InvalidInput, NotFound
-from services.incidents import ChangeKind, IncidentService
+from services.incident_types import ChangeKind
+from services.incidents import IncidentService
 from services.models import ChecklistTick, Incident
 
 # The playbook's "체크리스트", in its order. Keys are stable; labels are per language.

@@ -15,7 +15,7 @@ from services.cli_heartbeats import HEARTBEAT_COMMANDS, add_heartbeat_commands
 from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.models import IncidentState, parse_id
 from services.policy import PolicyError
 from services.severity import parse_severity

@@ -24,14 +24,8 @@ from sqlalchemy.orm import Session
 
 from services.clock import Clock
 from services.db import Database, execute_many
-from services.incidents import (
-    ChangeKind,
-    IncidentChange,
-    IncidentService,
-    IncidentView,
-    IncidentWrite,
-    lapse_acknowledgements,
-)
+from services.incident_types import ChangeKind, IncidentChange, IncidentView
+from services.incidents import IncidentService, IncidentWrite, lapse_acknowledgements
 from services.ladder import (
     DueStep,
     LadderState,

@@ -195,7 +195,7 @@ class HealthWatch:
         self._incidents = incidents
 
     async def run(self) -> HealthReport:
-        from services.incidents import AlertIn
+        from services.incident_types import AlertIn
         from services.severity import Severity
 
         report = await self._health.run(with_incidents=False)

@@ -23,7 +23,8 @@ from services.db import Database
 from services.durations import MAX_DURATION, format_duration
 from services.errors import InvalidInput, NotFound
 from services.health import ComponentHealth, Status
-from services.incidents import AlertIn, IncidentService, IncidentView
+from services.incident_types import AlertIn, IncidentView
+from services.incidents import IncidentService
 from services.models import Heartbeat
 from services.severity import Severity
 

@@ -1,221 +1,39 @@
-"""The incident lifecycle: trigger with deduplication, acknowledge, resolve, reopen, annotate."""
+"""The incident lifecycle: trigger with deduplication, acknowledge, resolve, reopen, annotate;
+the one write path (`IncidentService.write`) every change goes through. Types are in
+incident_types.py, row SQL in incident_rows.py."""
 
 from __future__ import annotations
 
-import enum
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, func, select
-from sqlalchemy import insert as sa_insert
-from sqlalchemy import update as sa_update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services import incident_rows
 from services.clock import Clock
-from services.db import Database, execute_many, plain_sqlite, sqlite_rows
+from services.db import Database, execute_many
 from services.errors import InvalidInput, InvalidTransition, NotFound
+from services.incident_types import (
+    AlertIn,
+    BatchOutcome,
+    ChangeKind,
+    IncidentChange,
+    IncidentDetail,
+    IncidentHook,
+    IncidentView,
+    TimelineEntry,
+    TriggerResult,
+    validate_alert,
+)
 from services.models import Incident, IncidentState, TimelineEvent
 from services.policy import DEFAULT_DEADLINE_AFTER
 from services.severity import Severity
 
 T = TypeVar("T")
-
-MAX_TITLE = 500
-MAX_DEDUP_KEY = 255
-MAX_SOURCE = 100
-MAX_DESCRIPTION = 20_000
-
-
-@dataclass(frozen=True)
-class AlertIn:
-    """One alert as it arrives from any intake: validated, not yet stored."""
-
-    severity: Severity
-    title: str
-    dedup_key: str
-    source: str = "api"
-    description: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-
-    @staticmethod
-    def default_dedup_key(source: str, title: str) -> str:
-        digest = hashlib.sha256(f"{source}\x00{title}".encode()).hexdigest()[:16]
-        return f"{source}:{digest}"
-
-
-class ChangeKind(enum.StrEnum):
-    TRIGGERED = "triggered"
-    DEDUPLICATED = "deduplicated"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-    REOPENED = "reopened"
-    ANNOTATED = "annotated"
-    SNOOZED = "snoozed"
-    # An acknowledgement given for a while ran out; escalation resumes.
-    UNACKNOWLEDGED = "unacknowledged"
-    # Written by other services through `IncidentService.record` in their own transaction.
-    ESCALATED = "escalated"
-    DEADLINE_MISSED = "deadline_missed"
-    # A checklist item ticked or unticked; a post-mortem field filled in.
-    CHECKLIST = "checklist"
-    POSTMORTEM = "postmortem"
-
-
-@dataclass(frozen=True)
-class IncidentView:
-    """An immutable snapshot of an incident, safe to hand outside the transaction."""
-
-    id: int
-    dedup_key: str
-    severity: Severity
-    title: str
-    description: str
-    source: str
-    labels: dict[str, Any]
-    state: IncidentState
-    occurrence_count: int
-    first_seen_at: datetime
-    last_seen_at: datetime
-    response_deadline: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    ack_expires_at: datetime | None = None
-    snoozed_until: datetime | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> IncidentView:
-        """From a Core row mapping of the incidents table."""
-        return cls(
-            id=row["id"],
-            dedup_key=row["dedup_key"],
-            severity=Severity(row["severity"]),
-            title=row["title"],
-            description=row["description"],
-            source=row["source"],
-            labels=dict(row["labels"] or {}),
-            state=IncidentState(row["state"]),
-            occurrence_count=row["occurrence_count"],
-            first_seen_at=row["first_seen_at"],
-            last_seen_at=row["last_seen_at"],
-            response_deadline=row["response_deadline"],
-            acknowledged_at=row["acknowledged_at"],
-            acknowledged_by=row["acknowledged_by"],
-            resolved_at=row["resolved_at"],
-            resolved_by=row["resolved_by"],
-            ack_expires_at=row["ack_expires_at"],
-            snoozed_until=row["snoozed_until"],
-        )
-
-    @classmethod
-    def of(cls, row: Incident) -> IncidentView:
-        return cls(
-            id=row.id,
-            dedup_key=row.dedup_key,
-            severity=Severity(row.severity),
-            title=row.title,
-            description=row.description,
-            source=row.source,
-            labels=dict(row.labels or {}),
-            state=IncidentState(row.state),
-            occurrence_count=row.occurrence_count,
-            first_seen_at=row.first_seen_at,
-            last_seen_at=row.last_seen_at,
-            response_deadline=row.response_deadline,
-            acknowledged_at=row.acknowledged_at,
-            acknowledged_by=row.acknowledged_by,
-            resolved_at=row.resolved_at,
-            resolved_by=row.resolved_by,
-            ack_expires_at=row.ack_expires_at,
-            snoozed_until=row.snoozed_until,
-        )
-
-    @property
-    def is_open(self) -> bool:
-        return self.state is not IncidentState.RESOLVED
-
-    def to_json(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
-
-        return {
-            "id": self.id,
-            "dedup_key": self.dedup_key,
-            "severity": self.severity.value,
-            "title": self.title,
-            "description": self.description,
-            "source": self.source,
-            "labels": self.labels,
-            "state": self.state.value,
-            "occurrence_count": self.occurrence_count,
-            "first_seen_at": iso(self.first_seen_at),
-            "last_seen_at": iso(self.last_seen_at),
-            "response_deadline": iso(self.response_deadline),
-            "acknowledged_at": iso(self.acknowledged_at),
-            "acknowledged_by": self.acknowledged_by,
-            "resolved_at": iso(self.resolved_at),
-            "resolved_by": self.resolved_by,
-            "ack_expires_at": iso(self.ack_expires_at),
-            "snoozed_until": iso(self.snoozed_until),
-        }
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    id: int
-    at: datetime
-    kind: str
-    actor: str
-    details: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at.isoformat(),
-            "kind": self.kind,
-            "actor": self.actor,
-            "details": self.details,
-        }
-
-
-@dataclass(frozen=True)
-class IncidentDetail:
-    incident: IncidentView
-    timeline: list[TimelineEntry]
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.incident.to_json(), "timeline": [e.to_json() for e in self.timeline]}
-
-
-@dataclass(frozen=True)
-class IncidentChange:
-    """What happened to an incident, as seen by hooks inside and after the transaction."""
-
-    kind: ChangeKind
-    incident: IncidentView
-    actor: str
-    at: datetime
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class IncidentHook(Protocol):
-    """Another service's part of every incident write (escalation ladders, outbox rows,
-    the board, waking the leader).
-
-    `apply` runs inside the write transaction, with the changes just recorded (an intake
-    group's, or one transition's), so what it writes commits with them or not at all; it
-    is set-based and synchronous, a few statements per call. `committed` runs after the
-    commit and only wakes things up."""
-
-    def apply(self, session: Session, changes: Sequence[IncidentChange]) -> None: ...
-
-    def committed(self, changes: Sequence[IncidentChange]) -> None: ...
 
 
 class IncidentWrite:
@@ -234,7 +52,7 @@ class IncidentWrite:
         self.session.flush()  # ORM changes first: hooks and the timeline go through Core
         execute_many(
             self.session.connection(),
-            _INSERT_TIMELINE,
+            incident_rows.INSERT_TIMELINE,
             [
                 {
                     "incident_id": c.incident.id,
@@ -253,19 +71,6 @@ class IncidentWrite:
 
 # A transition: checks the incident's row, changes it, returns the timeline details.
 Transition = Callable[[Session, Incident, datetime], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class TriggerResult:
-    incident: IncidentView
-    created: bool
-
-
-@dataclass
-class BatchOutcome:
-    triggered: list[TriggerResult] = field(default_factory=list)
-    resolved: list[IncidentView] = field(default_factory=list)
-    resolved_unknown: list[str] = field(default_factory=list)
 
 
 class IncidentService:
@@ -328,7 +133,7 @@ class IncidentService:
         """Several intake batches in one transaction (group commit); outcomes in order."""
         for firing, _ in batches:
             for alert in firing:
-                _validate_alert(alert)
+                validate_alert(alert)
         for attempt in range(3):
             try:
                 return await self.write(partial(self._apply_batches, batches=batches, actor=actor))
@@ -353,7 +158,7 @@ class IncidentService:
         conn = write.session.connection()
         keys = {a.dedup_key for firing, _ in batches for a in firing}
         keys.update(k for _, resolved in batches for k in resolved)
-        open_rows = _open_rows_by_key(conn, keys)
+        open_rows = incident_rows.open_rows_by_key(conn, keys)
         # (outcome, kind, details, row, snapshot of the row right after this change)
         pending: list[
             tuple[BatchOutcome, ChangeKind, dict[str, Any], dict[str, Any], dict[str, Any]]
@@ -364,7 +169,7 @@ class IncidentService:
             for alert in firing:
                 row = open_rows.get(alert.dedup_key)
                 if row is None:
-                    row = _new_row(alert, now, self._deadlines[alert.severity])
+                    row = incident_rows.new_row(alert, now, self._deadlines[alert.severity])
                     inserts.append(row)
                     open_rows[alert.dedup_key] = row
                     details: dict[str, Any] = {
@@ -374,7 +179,9 @@ class IncidentService:
                     }
                     kind = ChangeKind.TRIGGERED
                 else:
-                    details = _absorb(row, alert, now, self._deadlines[alert.severity])
+                    details = incident_rows.absorb(
+                        row, alert, now, self._deadlines[alert.severity]
+                    )
                     kind = ChangeKind.DEDUPLICATED
                     if row["id"] is not None:
                         updated[row["id"]] = row
@@ -384,25 +191,31 @@ class IncidentService:
                 if row is None:
                     outcome.resolved_unknown.append(key)
                     continue
-                _close_row(row, actor, now)
+                incident_rows.close_row(row, actor, now)
                 if row["id"] is not None:
                     updated[row["id"]] = row
                 pending.append((outcome, ChangeKind.RESOLVED, {"source": "alert"}, row, dict(row)))
         if updated:
             # Updates before inserts: a key resolved and re-opened in one group must not
             # trip the one-open-incident-per-key index.
-            execute_many(conn, _UPDATE_INCIDENT, [_update_params(r) for r in updated.values()])
+            execute_many(
+                conn,
+                incident_rows.UPDATE_INCIDENT,
+                [incident_rows.update_params(r) for r in updated.values()],
+            )
         if inserts:
             params = [{k: v for k, v in r.items() if k != "id"} for r in inserts]
             if len({r["dedup_key"] for r in inserts}) == len(inserts):
                 # Matched by dedup key, not by position: unordered, the group is one multi-row
                 # INSERT ... RETURNING, where SQLite takes a row at a time for ordered ids.
-                new_ids = {key: id_ for key, id_ in conn.execute(_INSERT_INCIDENTS, params)}
+                new_ids = {
+                    key: id_ for key, id_ in conn.execute(incident_rows.INSERT_INCIDENTS, params)
+                }
                 for row in inserts:
                     row["id"] = new_ids[row["dedup_key"]]
             else:  # a key opened, resolved and opened again within the group
                 ordered: list[int] = list(
-                    conn.execute(_INSERT_INCIDENTS_ORDERED, params).scalars()
+                    conn.execute(incident_rows.INSERT_INCIDENTS_ORDERED, params).scalars()
                 )
                 for row, new_id in zip(inserts, ordered, strict=True):
                     row["id"] = new_id
@@ -462,7 +275,7 @@ class IncidentService:
                     f"incident #{row.id} is already resolved by {row.resolved_by}",
                     detail={"id": row.id, "resolved_by": row.resolved_by},
                 )
-            _close(row, actor, now)
+            incident_rows.close(row, actor, now)
             return {"note": note} if note else {}
 
         return await self.transition(incident_id, ChangeKind.RESOLVED, actor, apply)
@@ -481,7 +294,7 @@ class IncidentService:
                     f"incident #{row.id} is not resolved (it is {row.state})",
                     detail={"id": row.id, "state": row.state},
                 )
-            if _open_by_dedup_key(session, row.dedup_key) is not None:
+            if incident_rows.open_by_dedup_key(session, row.dedup_key) is not None:
                 raise InvalidTransition(
                     f"another open incident already has dedup key {row.dedup_key!r}",
                     detail={"id": row.id},
@@ -601,154 +414,6 @@ class IncidentService:
         counts = {s.value: 0 for s in Severity}
         counts.update({sev: n for sev, n in rows})
         return counts
-
-
-def _validate_alert(alert: AlertIn) -> None:
-    if not alert.title.strip():
-        raise InvalidInput("title must not be empty", detail={"field": "title"})
-    limits = (
-        ("title", alert.title, MAX_TITLE),
-        ("dedup_key", alert.dedup_key, MAX_DEDUP_KEY),
-        ("source", alert.source, MAX_SOURCE),
-        ("description", alert.description, MAX_DESCRIPTION),
-    )
-    for name, value, limit in limits:
-        if len(value) > limit:
-            raise InvalidInput(f"{name} is longer than {limit} characters", detail={"field": name})
-    if not alert.dedup_key.strip():
-        raise InvalidInput("dedup_key must not be empty", detail={"field": "dedup_key"})
-
-
-_INCIDENTS: Table = Incident.__table__  # type: ignore[assignment]
-_TIMELINE: Table = TimelineEvent.__table__  # type: ignore[assignment]
-_MUTABLE = (
-    "severity",
-    "title",
-    "occurrence_count",
-    "last_seen_at",
-    "response_deadline",
-    "state",
-    "resolved_at",
-    "resolved_by",
-    "ack_expires_at",
-    "snoozed_until",
-    "description",
-)
-_INSERT_INCIDENTS = sa_insert(_INCIDENTS).returning(_INCIDENTS.c.dedup_key, _INCIDENTS.c.id)
-_INSERT_INCIDENTS_ORDERED = sa_insert(_INCIDENTS).returning(
-    _INCIDENTS.c.id, sort_by_parameter_order=True
-)
-_INSERT_TIMELINE = sa_insert(_TIMELINE)
-_UPDATE_INCIDENT = (
-    sa_update(_INCIDENTS)
-    .where(_INCIDENTS.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}") for name in _MUTABLE})
-)
-
-
-def _update_params(row: dict[str, Any]) -> dict[str, Any]:
-    params = {f"b_{name}": row[name] for name in _MUTABLE}
-    params["b_id"] = row["id"]
-    return params
-
-
-def _new_row(alert: AlertIn, now: datetime, deadline_after: timedelta) -> dict[str, Any]:
-    return {
-        "id": None,
-        "dedup_key": alert.dedup_key,
-        "severity": alert.severity.value,
-        "title": alert.title,
-        "description": alert.description,
-        "source": alert.source,
-        "labels": dict(alert.labels),
-        "state": IncidentState.TRIGGERED.value,
-        "occurrence_count": 1,
-        "first_seen_at": now,
-        "last_seen_at": now,
-        "response_deadline": now + deadline_after,
-        "acknowledged_at": None,
-        "acknowledged_by": None,
-        "resolved_at": None,
-        "resolved_by": None,
-        "ack_expires_at": None,
-        "snoozed_until": None,
-    }
-
-
-def _absorb(
-    row: dict[str, Any], alert: AlertIn, now: datetime, deadline_after: timedelta
-) -> dict[str, Any]:
-    """A repeat of an open incident: count it; a more urgent repeat raises the severity and
-    may bring its response deadline forward (never back)."""
-    row["occurrence_count"] += 1
-    row["last_seen_at"] = now
-    details: dict[str, Any] = {"count": row["occurrence_count"]}
-    if alert.severity.rank < Severity(row["severity"]).rank:
-        details["severity_raised"] = {"from": row["severity"], "to": alert.severity.value}
-        row["severity"] = alert.severity.value
-        row["response_deadline"] = min(row["response_deadline"], now + deadline_after)
-        if alert.title != row["title"]:
-            # The title said what the first, milder alert saw ("warning: 10 days left").
-            details["title"] = {"from": row["title"], "to": alert.title}
-            row["title"] = alert.title
-    if alert.description and alert.description != row["description"]:
-        details["description"] = alert.description[:500]
-    return details
-
-
-def _close_row(row: dict[str, Any], actor: str, now: datetime) -> None:
-    row.update(
-        state=IncidentState.RESOLVED.value,
-        resolved_at=now,
-        resolved_by=actor,
-        ack_expires_at=None,
-        snoozed_until=None,
-    )
-
-
-# FOR NO KEY UPDATE (PostgreSQL): it serialises writers of an incident but, unlike FOR
-# UPDATE, lets other transactions insert rows that reference it (outbox, timeline) meanwhile.
-def _open_rows_by_key(conn: Connection, keys: set[str]) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), 500):
-        chunk = ordered[start : start + 500]
-        if plain_sqlite(conn):
-            where = f"dedup_key IN ({', '.join('?' * len(chunk))}) AND state != ?"
-            found = sqlite_rows(conn, _INCIDENTS, where, [*chunk, IncidentState.RESOLVED.value])
-        else:
-            found = [dict(r) for r in conn.execute(_OPEN_BY_KEYS, {"keys": chunk}).mappings()]
-        for row in found:
-            rows[row["dedup_key"]] = row
-    return rows
-
-
-# Built once: building the IN clause per group cost more than running it.
-_OPEN_BY_KEYS = (
-    select(_INCIDENTS)
-    .where(
-        _INCIDENTS.c.dedup_key.in_(bindparam("keys", expanding=True)),
-        _INCIDENTS.c.state != IncidentState.RESOLVED.value,
-    )
-    .with_for_update(key_share=True)
-)
-
-
-def _close(row: Incident, actor: str, now: datetime) -> None:
-    row.state = IncidentState.RESOLVED.value
-    row.resolved_at = now
-    row.resolved_by = actor
-    row.ack_expires_at = None
-    row.snoozed_until = None
-
-
-def _open_by_dedup_key(session: Session, dedup_key: str) -> Incident | None:
-    query = (
-        select(Incident)
-        .where(Incident.dedup_key == dedup_key, Incident.state != IncidentState.RESOLVED.value)
-        .with_for_update(key_share=True)
-    )
-    return session.scalar(query)
 
 
 def lapse_acknowledgements(write: IncidentWrite, incident_ids: Sequence[int]) -> None:

@@ -14,15 +14,15 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from services.errors import InvalidInput, Unavailable
-from services.incidents import (
+from services.incident_types import (
     MAX_DEDUP_KEY,
     MAX_DESCRIPTION,
     MAX_TITLE,
     AlertIn,
     BatchOutcome,
-    IncidentService,
     IncidentView,
 )
+from services.incidents import IncidentService
 from services.severity import DEFAULT_SEVERITY, Severity, parse_severity
 
 log = logging.getLogger(__name__)

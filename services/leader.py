@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from services.clock import Clock
 from services.db import FENCE, Database
 from services.health import ComponentHealth, Status
-from services.incidents import IncidentChange
+from services.incident_types import IncidentChange
 from services.models import Lease
 
 log = logging.getLogger(__name__)

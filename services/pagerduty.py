@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 
 from services.db import Database
 from services.errors import InvalidTransition
-from services.incidents import MAX_DEDUP_KEY, MAX_DESCRIPTION, MAX_TITLE, AlertIn, IncidentService
+from services.incident_types import MAX_DEDUP_KEY, MAX_DESCRIPTION, MAX_TITLE, AlertIn
+from services.incidents import IncidentService
 from services.intake import (
     MAX_LABEL_VALUE,
     IntakeBatch,

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import InvalidInput, InvalidTransition, NotFound, Unavailable
-from services.incidents import AlertIn, IncidentService
+from services.incident_types import AlertIn
+from services.incidents import IncidentService
 from services.integrations.cloudinary import CloudinaryClient, CloudinaryError, Uploaded
 from services.integrations.fal import FalClient, FalError
 from services.integrations.instagram import (

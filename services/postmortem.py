@@ -15,7 +15,8 @@ from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
 from services.errors import InvalidInput
-from services.incidents import ChangeKind, IncidentDetail, IncidentService, TimelineEntry
+from services.incident_types import ChangeKind, IncidentDetail, TimelineEntry
+from services.incidents import IncidentService
 from services.models import Incident, PostmortemField
 
 # What only people know; everything else comes from the data.

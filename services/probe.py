@@ -24,7 +24,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from services.clock import Clock
 from services.db import FENCE, Database
 from services.health import ComponentHealth, Status
-from services.incidents import AlertIn, IncidentService
+from services.incident_types import AlertIn
+from services.incidents import IncidentService
 from services.models import HealthProbe
 from services.severity import Severity
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
-from services.incidents import ChangeKind
+from services.incident_types import ChangeKind
 from services.models import Incident, TimelineEvent
 from services.severity import Severity
 

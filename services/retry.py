@@ -16,14 +16,8 @@ from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
 from services.errors import InvalidInput, InvalidTransition, NotFound
-from services.incidents import (
-    AlertIn,
-    ChangeKind,
-    IncidentChange,
-    IncidentService,
-    IncidentView,
-    IncidentWrite,
-)
+from services.incident_types import AlertIn, ChangeKind, IncidentChange, IncidentView
+from services.incidents import IncidentService, IncidentWrite
 from services.models import Incident, JobState, PipelineJob
 from services.providers import CallFailure, ProviderCalls
 from services.severity import Severity

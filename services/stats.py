@@ -16,7 +16,8 @@ from services.clock import Clock
 from services.db import Database
 from services.errors import Unavailable
 from services.health import ComponentHealth, Status
-from services.incidents import AlertIn, IncidentService
+from services.incident_types import AlertIn
+from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
 from services.models import StatsSnapshot
 from services.providers import CallFailure, ProviderCalls

@@ -19,7 +19,8 @@ from services.clock import Clock
 from services.db import Database
 from services.errors import InvalidInput
 from services.health import ComponentHealth, Status
-from services.incidents import AlertIn, IncidentService
+from services.incident_types import AlertIn
+from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError
 from services.models import TokenExpiry
 from services.severity import Severity

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from services.board import BOARD_JOB
 from services.container import Services
 from services.errors import InvalidInput
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.logs import secret_values
 from services.main import background_contexts, open_services
 from services.severity import Severity

@@ -22,7 +22,7 @@ from bot.filters import BUTTON_ROLES, COMMAND_ROLES, Role, button_role, command_
 from bot.locales import Catalogue
 from bot.runtime import make_bot
 from services.container import Services
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.models import IncidentState
 from services.severity import Severity

@@ -25,7 +25,7 @@ from bot.callbacks import (
     SSECallback,
 )
 from services.container import Services
-from services.incidents import ChangeKind, IncidentChange
+from services.incident_types import ChangeKind, IncidentChange
 from services.main import background_contexts, open_services, post_weekly_report
 from services.models import IncidentState
 from services.web.app import create_app

@@ -5,7 +5,7 @@ import pytest
 from services.checklists import CHECKLISTS, label
 from services.container import Services
 from services.errors import InvalidInput, NotFound
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.severity import Severity
 
 

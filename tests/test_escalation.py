@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from services.clock import FrozenClock
 from services.container import Services
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.models import EscalationFiring, EscalationLadder, IncidentState
 from services.severity import Severity

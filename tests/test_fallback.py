@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.clock import FrozenClock
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.notify.fallback import ANNOUNCE_RETRY, FallbackService
 from services.severity import Severity

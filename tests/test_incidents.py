@@ -9,13 +9,8 @@ from sqlalchemy.orm import Session
 from services.clock import FrozenClock
 from services.db import Database
 from services.errors import InvalidInput, InvalidTransition, NotFound
-from services.incidents import (
-    AlertIn,
-    ChangeKind,
-    IncidentChange,
-    IncidentService,
-    lapse_acknowledgements,
-)
+from services.incident_types import AlertIn, ChangeKind, IncidentChange
+from services.incidents import IncidentService, lapse_acknowledgements
 from services.models import IncidentState
 from services.policy import DEFAULT_DEADLINE_AFTER
 from services.severity import Severity

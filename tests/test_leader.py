@@ -258,7 +258,7 @@ def test_instance_names() -> None:
 async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) -> None:
     from bot.locales import Catalogue
     from bot.render import TelegramRenderer
-    from services.incidents import AlertIn
+    from services.incident_types import AlertIn
     from services.main import open_services
     from services.notify.sender import OutboxSender
     from services.notify.telegram import TelegramClient
@@ -308,7 +308,7 @@ async def test_a_follower_wakes_the_leader_by_notify_once_per_incident_of_a_writ
         pytest.skip("NOTIFY is PostgreSQL's; on SQLite one instance serves the file")
     import asyncpg
 
-    from services.incidents import ChangeKind, IncidentChange, IncidentView
+    from services.incident_types import ChangeKind, IncidentChange, IncidentView
     from services.leader import CHANNEL, FollowerHook
 
     clock = FrozenClock(T0)

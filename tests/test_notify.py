@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from services.clock import FrozenClock
 from services.container import Services
 from services.errors import InvalidTransition
-from services.incidents import AlertIn, ChangeKind, IncidentChange
+from services.incident_types import AlertIn, ChangeKind, IncidentChange
 from services.main import open_services
 from services.models import OutboxMessage
 from services.notify.limits import SlidingWindow, TelegramLimits

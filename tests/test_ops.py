@@ -52,7 +52,7 @@ def test_the_process_title_names_the_instance() -> None:
 
 
 async def test_health_down_with_an_open_p0(migrated_url: str) -> None:
-    from services.incidents import AlertIn
+    from services.incident_types import AlertIn
     from services.severity import Severity
     from tests.conftest import make_settings
 

@@ -10,7 +10,7 @@ import pytest
 from services.clock import FrozenClock
 from services.container import Services
 from services.errors import InvalidInput
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.severity import Severity
 from tests.conftest import Client, make_settings

@@ -8,7 +8,7 @@ import pytest
 
 from bot.locales import CATALOGUES, Catalogue
 from bot.render import TelegramRenderer, html_to_plain, split_html, tg_len, trim_html
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.models import IncidentState
 from services.notify.outbox import Op
 from services.severity import Severity

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.clock import FrozenClock
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.reports import chart_png, response_stats, summary_text
 from services.severity import Severity

@@ -6,7 +6,7 @@ import pytest
 from services.clock import FrozenClock
 from services.config import Settings
 from services.errors import InvalidTransition, NotFound
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.main import open_services
 from services.models import IncidentState, JobState
 from services.retry import (

@@ -11,7 +11,7 @@ import pytest
 
 from bot.locales import Catalogue
 from bot.render import TelegramRenderer
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.intake import parse_alertmanager
 from services.main import open_services
 from services.models import IncidentState

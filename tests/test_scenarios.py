@@ -26,7 +26,8 @@ from bot.locales import Catalogue
 from bot.render import TelegramRenderer
 from services.errors import InvalidTransition
 from services.health import Status
-from services.incidents import IncidentService, IncidentView
+from services.incident_types import IncidentView
+from services.incidents import IncidentService
 from services.logs import file_handlers, formatter
 from services.models import IncidentState, JobState
 from services.notify.telegram import TelegramClient

@@ -6,7 +6,7 @@ from sqlalchemy import update
 
 from services.clock import SystemClock
 from services.health import Status
-from services.incidents import AlertIn
+from services.incident_types import AlertIn
 from services.leader import Leadership, LeaseStore
 from services.main import open_services
 from services.models import Lease

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from services.clock import Clock
 from services.config import Settings
 from services.db import Database
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.models import Incident, OutboxMessage, OutboxStatus
 
 log = logging.getLogger(__name__)

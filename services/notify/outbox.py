@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from services.incidents import ChangeKind, IncidentChange
+from services.incident_types import ChangeKind, IncidentChange
 from services.models import OutboxMessage, OutboxStatus
 from services.severity import Severity
 

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from services.clock import Clock
 from services.db import FENCE, Database
-from services.incidents import IncidentView
+from services.incident_types import IncidentView
 from services.models import Incident, IncidentMessage, OutboxMessage, OutboxStatus
 from services.notify.limits import TelegramLimits
 from services.notify.outbox import Op, Target, add_row
