@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev
 
 # The long runs: fault trials at full size (20 of each pause, 100 kills, the 120 s outage...).
 soak: $(VENV)/.installed-dev
-	$(PY) -m pytest -m soak $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -m soak $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ Scenario = Callable[[str, str, Path, list[Served]], Awaitable[Result]]
 # PostgreSQL allows 100 connections: at most three two-instance trials on it at a time.
 PG_TRIALS_AT_ONCE = 3
 # The soak pool: processes are idle or stopped most of a trial, so many run side by side.
-SOAK_PARALLEL = 10
+SOAK_PARALLEL = 16
 
 
 async def play(
