@@ -39,17 +39,9 @@ _REASONS = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except Exception as exc:
-        return error_for(request, exc)
-    return response
-
-
 def error_for(request: web.Request, exc: Exception) -> web.Response:
-    """The JSON error answer for an exception out of a route; re-raises redirects (< 400)."""
+    """The JSON error answer for an exception out of a route; re-raises redirects (< 400).
+    The web's one error handler, called by `metrics_middleware` (one middleware layer)."""
     if isinstance(exc, DomainError):
         return error_response(exc.http_status, exc.code, {"message": exc.message, **_dict(exc)})
     if isinstance(exc, JSONError):
