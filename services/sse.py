@@ -12,9 +12,9 @@ import re
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric, UnknownMetricFamily
@@ -45,9 +45,12 @@ SHUTDOWN = "shutdown"
 # The server stops writing at once (the client is not reading or is gone).
 ABORTED_REASONS = frozenset({CLIENT_GONE, SLOW, IDLE})
 
-# Streams the timer's rounds (heartbeats, the tidy-up) go through per event-loop turn: a
-# socket write is a few microseconds, so a slice holds the loop about a millisecond.
-SLICE = 200
+# Streams the timer's rounds (heartbeats, the tidy-up) go through per event-loop turn. A
+# heartbeat write is a socket send, 5-15 us: a slice holds the loop 0.5-1.5 ms.
+SLICE = 100
+# Longest rest between two slices of a round (see `_in_slices`).
+_MAX_REST = 0.02
+_T = TypeVar("_T")
 
 
 class JobFinished(DomainError):
@@ -409,6 +412,21 @@ class _ReconnectCollector(Collector):
         )
 
 
+async def _in_slices(
+    items: list[_T], work: Callable[[list[_T]], object], *, size: int = SLICE
+) -> None:
+    """`work` on `size` items per event-loop turn, resting between two slices as long as the
+    last one took (at most `_MAX_REST`): a round takes at most about half of the loop while
+    it runs, and a request that needs a few loop turns meets one slice, not one per turn."""
+    took = 0.0
+    for start in range(0, len(items), size):
+        if start:
+            await asyncio.sleep(min(took, _MAX_REST))
+        began = time.perf_counter()
+        work(items[start : start + size])
+        took = time.perf_counter() - began
+
+
 class SSEHub:
     """Every open stream of this process and the recent events of every known job."""
 
@@ -648,18 +666,17 @@ class SSEHub:
     async def tidy(self) -> int:
         """`cleanup` a slice of streams per loop turn, so that at 20,000 streams no turn holds
         the loop for more than a fraction of a millisecond; the number of streams closed."""
-        conns = list(self.connections.values())
         closed = 0
-        for start in range(0, len(conns), SLICE):
-            if start:
-                await asyncio.sleep(0)
+
+        def tidy_streams(part: list[Connection]) -> None:
+            nonlocal closed
             now = time.monotonic()
-            part = [c for c in conns[start : start + SLICE] if c.reason is None]
-            closed += self.sweep(now, part) + self.close_idle(now, part)
-        jobs = list(self.jobs.values())
-        for start in range(0, len(jobs), SLICE):
-            await asyncio.sleep(0)
-            self.expire(time.monotonic(), jobs[start : start + SLICE])
+            live = [c for c in part if c.reason is None]  # closed since the list was taken
+            closed += self.sweep(now, live) + self.close_idle(now, live)
+
+        await _in_slices(list(self.connections.values()), tidy_streams)
+        await asyncio.sleep(0)
+        await _in_slices(list(self.jobs.values()), lambda p: self.expire(time.monotonic(), p))
         return closed
 
     def sweep(self, now: float, conns: Iterable[Connection] | None = None) -> int:
@@ -689,9 +706,7 @@ class SSEHub:
 
     async def heartbeat(self, *, batch: int | None = None) -> int:
         """One heartbeat round to every stream, encoded once; the number written. Written
-        `batch` (`SLICE`) streams per loop turn, letting other work in between: a socket write
-        is a few microseconds, so a slice holds the loop about a millisecond."""
-        batch = batch or SLICE
+        `batch` (`SLICE`) streams per loop turn, with rests between (`_in_slices`)."""
         started = time.perf_counter()
         wall = self._clock.now()
         payload = dumps(
@@ -702,15 +717,16 @@ class SSEHub:
             }
         )
         frame = Frame.of(encode_event(payload, event_type="heartbeat"))
-        conns = list(self.connections.values())
         written = attempted = 0
-        for start in range(0, len(conns), batch):
-            if start:
-                await asyncio.sleep(0)
+
+        def beat(part: list[Connection]) -> None:
+            nonlocal written, attempted
             # A stream closed meanwhile may be writing its last chunk: nothing after that.
-            live = [c for c in conns[start : start + batch] if c.reason is None]
+            live = [c for c in part if c.reason is None]
             attempted += len(live)
             written += self._fan_out(live, frame, "heartbeat", time.monotonic())
+
+        await _in_slices(list(self.connections.values()), beat, size=batch or SLICE)
         if written < attempted:
             log.error(
                 "Failed to send SSE heartbeat to %s of %s streams", attempted - written, attempted
