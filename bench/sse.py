@@ -716,6 +716,8 @@ def behind(results: list[Result], plan: Plan) -> list[str]:
     out = []
     for name, mine in lower_is_better(ours, plan).items():
         theirs = [p[name] for p in peers]
+        if mine is None and all(t is None for t in theirs):  # not measured (uvloop: no probe)
+            continue
         if mine is None or any(t is not None and t <= mine for t in theirs):
             out.append(name)
     return out
