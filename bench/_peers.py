@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-PING_SECONDS = 30  # the same period as our SSE_HEARTBEAT_SECONDS default
+# The same period as our SSE_HEARTBEAT_SECONDS (bench/sse.py's --heartbeat sets both).
+PING_SECONDS = float(os.environ.get("BENCH_PING_SECONDS", "30"))
 QUEUE_SIZE = 256
 
 

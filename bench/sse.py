@@ -1,8 +1,12 @@
 """SSE job streams under load: ours against minimal aiohttp-sse and sse-starlette peers.
 
-`python -m bench sse [--quick] [--rounds N] [--servers ours,aiohttp-sse,sse-starlette]`. Each
-server runs in its own process on 127.0.0.1; this process is the load: it holds the streams,
+`python -m bench sse [--quick] [--rounds N] [--servers ours,aiohttp-sse,sse-starlette]
+[--heartbeat S] [--busy DUTY] [--no-pin]`. Each server runs in its own process on 127.0.0.1,
+pinned to the first CPU (the load to the second) and limited to the open files the shipped
+systemd unit allows (`LimitNOFILE`); this process is the load: it holds the streams,
 publishes over HTTP and times every event from the publish call to its arrival on each stream.
+A probe in each server (bench/_looptime.py) times every event-loop turn while the most
+streams are open; `--busy` runs a CPU hog at a fixed duty cycle on the servers' CPU.
 
 The per-job figures are the median of N rounds, interleaved (ours, aiohttp-sse, sse-starlette,
 ours, ...): on a shared VM the host takes CPU in bursts (`steal` in /proc/stat), and one
@@ -22,6 +26,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -37,10 +42,13 @@ from typing import Any
 
 import aiohttp
 
+from bench import _looptime
+
 STAMP = re.compile(rb'"t":\s*(\d+)[,}]')
 SERVERS = ("ours", "aiohttp-sse", "sse-starlette")
 # The checkout this file belongs to: ours runs its code (see `server`).
 CHECKOUT = Path(__file__).resolve().parent.parent
+UNIT = CHECKOUT / "deploy" / "systemd" / "sunflow-ops@.service"
 # `sunflow-ops serve` on uvloop, whichever way the CLI builds its loop.
 UVLOOP_SERVE = (
     "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
@@ -52,7 +60,7 @@ ASYNCIO_SERVE = (
     "from services.cli import main; sys.exit(main(['serve']))"
 )
 TARGETS = {
-    "rss_kib_per_stream": 16.0,
+    "rss_kib_per_stream": 8.0,
     "per_job_p99_ms": 50.0,
     "broadcast_1k_p99_ms": 100.0,
     "broadcast_10k_p99_ms": 500.0,
@@ -62,6 +70,7 @@ TARGETS = {
 @dataclass
 class Plan:
     held: tuple[int, ...] = (1000, 5000, 10_000)
+    hold_max: int = 20_000  # held once more after the per-job window, RSS recorded
     streams_per_job: int = 5
     rate: int = 1000  # per-job events per second, in total
     seconds: float = 5.0
@@ -84,6 +93,7 @@ class Round:
     rate: float  # publishes per second reached
     steal: float | None  # CPU seconds stolen by the host in the window, all CPUs
     load: float  # 1-minute load average when the round's server started
+    loop: dict[str, Any] | None = None  # the server's loop turns (bench/_looptime.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +104,7 @@ class Round:
             "events_per_s": self.rate,
             "steal_s": self.steal,
             "load": self.load,
+            "loop": self.loop,
         }
 
 
@@ -102,6 +113,7 @@ class Result:
     server: str
     held: dict[int, bool] = field(default_factory=dict)  # in every round
     rss_samples: dict[int, list[float]] = field(default_factory=dict)  # KiB, one per round
+    hold_max_rss: list[float] = field(default_factory=list)  # KiB at Plan.hold_max, per round
     rounds: list[Round] = field(default_factory=list)
     broadcast: dict[int, tuple[float, float, int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -118,6 +130,20 @@ class Result:
             return None
         low, high = sizes[0], sizes[-1]
         return (rss[high] - rss[low]) / (high - low)
+
+    @property
+    def loop(self) -> dict[str, Any] | None:
+        """The server's loop turns over every round's window: the longest, those over 5 ms."""
+        windows = [r.loop for r in self.rounds if r.loop is not None]
+        if not windows:
+            return None
+        return {
+            "max_ms": max(w["max_ms"] for w in windows),
+            "over_5ms": sum(_looptime.over(w, 5.0) for w in windows),
+            "over_2ms": sum(_looptime.over(w, 2.0) for w in windows),
+            "turns": sum(w["turns"] for w in windows),
+            "busy_s": sum(w["busy_s"] for w in windows),
+        }
 
     @property
     def per_job(self) -> dict[str, Any] | None:
@@ -268,8 +294,15 @@ async def settle(load: Load, expected: int, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def run_round(  # noqa: PLR0914
-    result: Result, plan: Plan, port: int, pid: int, *, number: int, broadcast: bool
+async def run_round(  # noqa: PLR0914, PLR0915
+    result: Result,
+    plan: Plan,
+    port: int,
+    pid: int,
+    *,
+    number: int,
+    broadcast: bool,
+    loop_file: str | None,
 ) -> None:
     """One fresh server process: the held ramp, the per-job window, then (if asked) broadcast."""
     kind = result.server
@@ -298,8 +331,11 @@ async def run_round(  # noqa: PLR0914
                     f"round {number}: {failed} of {size} streams failed to open or dropped"
                 )
                 break
-        # 2. Per-job events at `rate`/s with every stream open.
+        # 2. Per-job events at `rate`/s with every stream open; the server's loop turns are
+        # timed from here to the end of the window (heartbeats, the service's own timers).
         if ok:
+            if loop_file:
+                os.kill(pid, signal.SIGUSR1)
             load.latencies.clear()
             total = int(plan.rate * plan.seconds)
             expected = total * plan.streams_per_job
@@ -320,6 +356,10 @@ async def run_round(  # noqa: PLR0914
             steal = (
                 None if steal_before is None or steal_after is None else steal_after - steal_before
             )
+            turns = None
+            if loop_file:
+                os.kill(pid, signal.SIGUSR2)
+                turns = _looptime.read(loop_file)
             if lat:
                 figures = {
                     "p50": percentile(lat, 0.5),
@@ -328,7 +368,9 @@ async def run_round(  # noqa: PLR0914
                     "max": max(lat),
                 }
                 result.rounds.append(
-                    Round(number, figures, len(lat), expected, achieved, steal, load_average)
+                    Round(
+                        number, figures, len(lat), expected, achieved, steal, load_average, turns
+                    )
                 )
             print(
                 f"  {kind}: per-job {len(lat)}/{expected} received, ~{achieved:.0f} events/s; "
@@ -337,12 +379,33 @@ async def run_round(  # noqa: PLR0914
                 )
                 + (f", max {max(lat):.1f} ms" if lat else "")
                 + f"; steal {steal_text(steal)}"
+                + (
+                    f"; loop turns > 5 ms: {_looptime.over(turns, 5.0)}, "
+                    f"longest {turns['max_ms']:.1f} ms"
+                    if turns
+                    else ""
+                )
             )
+            # 3. The most streams one process is to hold.
+            failed = await load.open(plan.hold_max - len(load.streams), lambda i: f"j{i % jobs}")
+            await asyncio.sleep(2)
+            held = failed == 0 and load.alive() == plan.hold_max
+            result.held[plan.hold_max] = result.held.get(plan.hold_max, True) and held
+            result.hold_max_rss.append(rss_kib(pid))
+            print(
+                f"  {kind}: {load.alive()}/{plan.hold_max} streams held, "
+                f"RSS {rss_kib(pid) / 1024:.1f} MiB"
+            )
+            if not held:
+                result.notes.append(
+                    f"round {number}: {failed} of {plan.hold_max} streams failed to open "
+                    "or dropped"
+                )
         load.close_all()
         if not broadcast:
             return
         await asyncio.sleep(1)
-        # 3. Broadcast: every stream follows one job.
+        # 4. Broadcast: every stream follows one job.
         for size in plan.broadcast_sizes:
             failed = await load.open(size - len(load.streams), lambda _i: "all")
             if failed or load.alive() < size:
@@ -374,11 +437,80 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+HOG = """\
+import os, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])}) if sys.argv[1] != "-" else None
+busy, idle = float(sys.argv[2]), float(sys.argv[3])
+while True:
+    end = time.perf_counter() + busy
+    while time.perf_counter() < end:
+        pass
+    time.sleep(idle)
+"""
+
+
 @contextmanager
-def server(
-    kind: str, port: int, workdir: Path, *, use_uvloop: bool
-) -> Iterator[subprocess.Popen[bytes]]:
+def hog(duty: float | None, slice_ms: float, cpu: int | None) -> Iterator[None]:
+    """`--busy`: a process on the servers' CPU that spins `slice_ms` then sleeps, `duty` of
+    the time: other work on the same core, the same for every server."""
+    if duty is None:
+        yield
+        return
+    busy = slice_ms / 1000
+    idle = busy * (1 - duty) / duty
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOG, "-" if cpu is None else str(cpu), str(busy), str(idle)]
+    )
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def unit_nofile() -> int:
+    """`LimitNOFILE` of the shipped systemd unit: the open files a deployed server has."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("LimitNOFILE="):
+            return int(line.split("=", 1)[1])
+    raise RuntimeError(f"{UNIT} sets no LimitNOFILE")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How every server of a run is started: the same for all three."""
+
+    use_uvloop: bool = False
+    heartbeat: float = 30.0
+    nofile: int | None = None  # the servers' RLIMIT_NOFILE (the unit's LimitNOFILE)
+    cpu: int | None = None  # the CPU the servers (and the hog) are pinned to
+    loop_dir: Path | None = None  # where the loop-turn probe's sitecustomize is
+
+
+def _confine(setup: Setup) -> None:
+    """In the server's process, before it starts: its CPU and its open-files limit."""
+    if setup.cpu is not None:
+        os.sched_setaffinity(0, {setup.cpu})
+    if setup.nofile is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (setup.nofile, setup.nofile))
+
+
+@contextmanager
+def server(kind: str, port: int, workdir: Path, setup: Setup) -> Iterator[subprocess.Popen[bytes]]:
+    use_uvloop = setup.use_uvloop
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SSE_"))}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p
+        for p in (
+            str(setup.loop_dir) if setup.loop_dir else "",
+            # Every server imports `bench` (the probe) and ours `services` from this checkout
+            # (a worktree benchmarks its own code, not the editable install's).
+            str(CHECKOUT),
+            os.environ.get("PYTHONPATH", ""),
+        )
+        if p
+    )
+    env["BENCH_PING_SECONDS"] = f"{setup.heartbeat:g}"
     if kind == "ours":
         env.update(
             HTTP_HOST="127.0.0.1",
@@ -387,12 +519,9 @@ def server(
             INTAKE_TOKEN="b",
             ADMIN_TOKEN="b",
             MAX_SSE_CONNECTIONS="20000",
+            SSE_HEARTBEAT_SECONDS=f"{setup.heartbeat:g}",
+            SSE_CLEANUP_INTERVAL_SECONDS=f"{setup.heartbeat:g}",
             LOG_LEVEL="WARNING",
-            # Ours runs in a scratch directory: import `services` from this checkout (a
-            # worktree benchmarks its own code, not the editable install's).
-            PYTHONPATH=os.pathsep.join(
-                p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p
-            ),
         )
         subprocess.run(
             [sys.executable, "-m", "services.cli", "db", "upgrade"],
@@ -406,7 +535,14 @@ def server(
         argv = [sys.executable, "-m", "bench._peers", kind, str(port)]
         if use_uvloop:
             argv.append("--uvloop")
-    proc = subprocess.Popen(argv, env=env, cwd=workdir if kind == "ours" else None)
+    if setup.loop_dir is not None:
+        env["BENCH_LOOP_TIME"] = str(workdir / "loop.json")
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=workdir if kind == "ours" else CHECKOUT,
+        preexec_fn=lambda: _confine(setup),  # noqa: PLW1509 (two system calls, then exec)
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -427,9 +563,16 @@ def server(
             proc.wait()
 
 
-def raise_open_files() -> int:
+def raise_open_files(wanted: int = 65536) -> int:
+    """This process's open-files limit, raised as far as allowed towards `wanted` (the
+    hard limit too, where the process may: it holds every stream's client end)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            wanted = hard
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     return wanted
@@ -459,6 +602,19 @@ def table(results: list[Result], plan: Plan) -> str:
             + " |"
         )
     rows.append(
+        f"| streams held: {plan.hold_max:,} | "
+        + " | ".join(
+            ("yes" if r.held.get(plan.hold_max) else "no")
+            + (
+                f" ({statistics.median(r.hold_max_rss) / 1024:.0f} MiB RSS)"
+                if r.hold_max_rss
+                else ""
+            )
+            for r in results
+        )
+        + " |"
+    )
+    rows.append(
         f"| RSS per stream, slope {plan.held[0]:,}→{plan.held[-1]:,} (KiB) | "
         + " | ".join(fmt(r.rss_slope) for r in results)
         + " |"
@@ -475,6 +631,17 @@ def table(results: list[Result], plan: Plan) -> str:
     rows.append(
         f"| per-job window: CPU stolen by the host, median of {rounds} | "
         + " | ".join(steal_text(p["steal_s"]) if p else "—" for p in per_job)
+        + " |"
+    )
+    loops = [r.loop for r in results]
+    rows.append(
+        f"| loop turns over 5 ms / over 2 ms, {plan.held[-1]:,} open, all rounds | "
+        + " | ".join(f"{lp['over_5ms']} / {lp['over_2ms']}" if lp else "—" for lp in loops)
+        + " |"
+    )
+    rows.append(
+        "| longest loop turn, all rounds (ms) | "
+        + " | ".join(fmt(lp["max_ms"], 2) if lp else "—" for lp in loops)
         + " |"
     )
     rows.append(
@@ -532,6 +699,7 @@ def lower_is_better(result: Result, plan: Plan) -> dict[str, float | None]:
     out: dict[str, float | None] = {"RSS per stream": result.rss_slope}
     for label in FIGURES:
         out[f"per-job {label}"] = per_job[label] if per_job else None
+    out["longest loop turn"] = result.loop["max_ms"] if result.loop else None
     for size in plan.broadcast_sizes:
         got = result.broadcast.get(size)
         out[f"broadcast to {size:,} p50"] = got[0] if got else None
@@ -548,6 +716,8 @@ def behind(results: list[Result], plan: Plan) -> list[str]:
     out = []
     for name, mine in lower_is_better(ours, plan).items():
         theirs = [p[name] for p in peers]
+        if mine is None and all(t is None for t in theirs):  # not measured (uvloop: no probe)
+            continue
         if mine is None or any(t is not None and t <= mine for t in theirs):
             out.append(name)
     return out
@@ -557,10 +727,18 @@ def verdicts(result: Result, plan: Plan) -> list[str]:
     out = []
     big = plan.held[-1]
     out.append(f"{big:,} concurrent streams: {'met' if result.held.get(big) else 'MISSED'}")
+    most = plan.hold_max
+    out.append(f"{most:,} concurrent streams: {'met' if result.held.get(most) else 'MISSED'}")
     slope = result.rss_slope
     if slope is not None:
         met = slope <= TARGETS["rss_kib_per_stream"]
-        out.append(f"≤ 16 KiB per stream: {slope:.1f} KiB, {'met' if met else 'MISSED'}")
+        out.append(f"≤ 8 KiB per stream: {slope:.1f} KiB, {'met' if met else 'MISSED'}")
+    if result.loop is not None:
+        met = result.loop["over_5ms"] == 0
+        out.append(
+            f"no loop turn over 5 ms with {big:,} open: {result.loop['over_5ms']} over, "
+            f"longest {result.loop['max_ms']:.1f} ms, {'met' if met else 'MISSED'}"
+        )
     per_job = result.per_job
     if per_job:
         met = per_job["p99"] <= TARGETS["per_job_p99_ms"]
@@ -599,40 +777,93 @@ def main(argv: list[str]) -> int:
         type=int,
         help="per-job rounds per server, interleaved (default 3, 1 with --quick)",
     )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=30.0,
+        help="every server's heartbeat (ping) period in s; ours' tidy-up runs as often "
+        "(default 30, as deployed; 5 puts heartbeat rounds into the timed window)",
+    )
+    parser.add_argument(
+        "--busy",
+        type=float,
+        metavar="DUTY",
+        help="a CPU hog on the servers' CPU, busy this share of the time (0-1), e.g. 0.5",
+    )
+    parser.add_argument(
+        "--busy-slice-ms", type=float, default=1.0, help="the hog's busy slice (default 1 ms)"
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the servers to the first CPU and the load to the second",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.busy is not None and not 0 < args.busy < 1:
+        parser.error("--busy is a share of the time between 0 and 1, e.g. 0.5")
     plan = Plan()
     if args.quick:
         plan = Plan(
             held=(20, 60),
+            hold_max=100,
             rate=100,
             seconds=1.0,
             broadcasts=3,
             broadcast_sizes=(20, 60),
         )
     limit = raise_open_files()
-    if limit < plan.held[-1] + 200:
+    # The servers get the unit's LimitNOFILE, or as much of it as this machine allows; the
+    # most streams held is what fits (a process also needs a few dozen other descriptors).
+    nofile = min(unit_nofile(), limit)
+    plan.hold_max = min(plan.hold_max, nofile - 200)
+    if plan.hold_max < plan.held[-1]:
         print(
             f"bench sse: open-files limit {limit} is below {plan.held[-1] + 200}", file=sys.stderr
         )
         return 2
     servers = [s for s in args.servers.split(",") if s]
-    loop = "uvloop" if args.uvloop else "asyncio"
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = not args.no_pin and len(cpus) >= 2
+    workdir = Path(tempfile.mkdtemp(prefix="bench-sse-"))
+    (workdir / "sitecustomize.py").write_text(_looptime.SITECUSTOMIZE)
+    setup = Setup(
+        use_uvloop=args.uvloop,
+        heartbeat=args.heartbeat,
+        nofile=nofile,
+        cpu=cpus[0] if pin else None,
+        loop_dir=None if args.uvloop else workdir,
+    )
+    if pin:
+        os.sched_setaffinity(0, {cpus[1]})
     print(
-        f"machine: {machine()}; open-files limit {limit}; event loop {loop}; "
-        f"{rounds} per-job round(s) per server"
+        f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}; load's open-files "
+        f"limit {limit}, servers' {setup.nofile} (LimitNOFILE of {UNIT.name}: "
+        f"{unit_nofile()}, as far as this machine allows); event loop "
+        f"{'uvloop' if args.uvloop else 'asyncio'}; "
+        + (f"servers on CPU {cpus[0]}, load on CPU {cpus[1]}; " if pin else "not pinned; ")
+        + f"heartbeat {args.heartbeat:g} s; "
+        + (
+            f"busy: a hog on the servers' CPU {args.busy:.0%} of the time in "
+            f"{args.busy_slice_ms:g} ms slices; "
+            if args.busy is not None
+            else ""
+        )
+        + f"{rounds} per-job round(s) per server"
     )
     results = [Result(kind) for kind in servers]
-    workdir = Path(tempfile.mkdtemp(prefix="bench-sse-"))
     try:
         for number in range(1, rounds + 1):
             for result in results:
                 port = free_port()
                 rundir = workdir / f"{result.server}-{number}"  # ours: a fresh database
                 rundir.mkdir()
-                with server(result.server, port, rundir, use_uvloop=args.uvloop) as proc:
+                with (
+                    server(result.server, port, rundir, setup) as proc,
+                    hog(args.busy, args.busy_slice_ms, setup.cpu),
+                ):
                     print(
                         f"== {result.server} round {number}/{rounds} "
                         f"(pid {proc.pid}, port {port})",
@@ -640,7 +871,15 @@ def main(argv: list[str]) -> int:
                     )
                     asyncio.run(
                         run_round(
-                            result, plan, port, proc.pid, number=number, broadcast=number == 1
+                            result,
+                            plan,
+                            port,
+                            proc.pid,
+                            number=number,
+                            broadcast=number == 1,
+                            loop_file=(
+                                None if setup.loop_dir is None else str(rundir / "loop.json")
+                            ),
                         )
                     )
     finally:
@@ -674,6 +913,8 @@ def main(argv: list[str]) -> int:
                         "held": r.held,
                         "rss_kib": r.rss_kib,
                         "rss_kib_per_stream": r.rss_slope,
+                        "hold_max_rss_kib": r.hold_max_rss,
+                        "loop": r.loop,
                         "per_job": r.per_job,
                         "rounds": [n.to_json() for n in r.rounds],
                         "broadcast": r.broadcast,

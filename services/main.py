@@ -436,6 +436,7 @@ async def serve(
         guard = ConnectionGuard(
             budget=connection_budget(soft, fds_in_use()),
             header_timeout=settings.request_header_timeout_seconds,
+            held=lambda: len(services.sse.connections),
         )
         site = GuardedSite(runner, settings.http_host, settings.http_port, guard=guard)
         await site.start()

@@ -94,9 +94,10 @@ class BufferSink:
         self.unread = 0
         self.gone = False
         self.aborted = False
+        self.ended = False
 
     def send(self, frame: Frame) -> int:
-        if self.gone or self.aborted:
+        if self.gone or self.aborted or self.ended:
             return -1
         data = frame.chunked if self.chunked else frame.raw
         self.chunks.append(data)
@@ -105,10 +106,13 @@ class BufferSink:
         return self.unread
 
     def buffered(self) -> int:
-        return -1 if self.gone or self.aborted else self.unread
+        return -1 if self.gone or self.aborted or self.ended else self.unread
 
     def abort(self) -> None:
         self.aborted = True
+
+    def end(self) -> None:
+        self.ended = True
 
     def drain(self) -> None:
         self.unread = 0

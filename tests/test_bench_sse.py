@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._looptime import Turns, over
 from bench.sse import FIGURES, Plan, Result, Round, behind, steal_seconds
 from tests.benchrun import run_bench
 
@@ -29,6 +30,9 @@ def test_the_sse_benchmark_runs_small(tmp_path: Path) -> None:
         assert (per_job["received"], per_job["rounds"]) == (one["expected"], 1)
         for _p50, _p99, got, wanted in result["broadcast"].values():
             assert got == wanted
+        # Every server's loop turns were timed in the window, by the same probe.
+        assert one["loop"]["turns"] > 0
+        assert result["loop"]["max_ms"] == one["loop"]["max_ms"] > 0
     assert "| RSS per stream" in run.stdout
     assert "| 1 | " in run.stdout  # the per-round table
 
@@ -83,3 +87,16 @@ def test_steal_is_read_from_proc_stat_where_there_is_one() -> None:
         assert steal is not None and steal >= 0
     else:
         assert steal is None
+
+
+def test_loop_turns_are_counted_by_length() -> None:
+    turns = Turns()
+    for ms in (0.05, 0.3, 3.0, 7.0, 60.0):
+        turns.add(ms / 1000)
+    window = turns.to_json()
+    assert window["turns"] == 5
+    assert (over(window, 5.0), over(window, 2.0), over(window, 50.0)) == (2, 3, 1)
+    assert window["max_ms"] == 60.0
+    assert [round(t["ms"], 3) for t in window["longest"]] == [60.0, 7.0, 3.0]
+    turns.clear()
+    assert turns.to_json()["turns"] == 0

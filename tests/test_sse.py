@@ -14,6 +14,7 @@ from services.sse import (
     CLIENT_GONE,
     FINISHED,
     IDLE,
+    SLICE,
     SLOW,
     Frame,
     HubConfig,
@@ -239,8 +240,8 @@ async def test_final_event_closes_and_a_finished_job_replays_then_ends() -> None
     conn = hub.attach("j", sink, None).connection
     assert conn is not None
     hub.publish("j", "done", {"url": "x"}, final=True)
-    assert conn.done.done()
-    assert conn.done.result() == FINISHED
+    assert conn.reason == FINISHED
+    assert sink.ended
     assert not sink.aborted  # a clean end, not a dropped socket
     assert [e.type for e in sink.events()] == ["progress", "done"]
     with pytest.raises(JobFinished):
@@ -266,7 +267,7 @@ async def test_a_slow_client_is_dropped_and_counted_never_waited_on() -> None:
     for n in range(40):
         hub.publish("j", "progress", {"n": n, "pad": "x" * 200})
     assert slow.aborted
-    assert slow_conn.done.result() == SLOW
+    assert slow_conn.reason == SLOW
     assert len(fast.events()) == 40
     assert sample(registry, "sse_connections_closed_total", {"reason": SLOW}) == 1
     assert hub.jobs["j"].streams.keys() == {c.id for c in hub.connections.values()}
@@ -295,7 +296,7 @@ async def test_heartbeat_reaches_every_stream_with_the_runbook_fields() -> None:
 
 
 async def test_the_shared_timer_beats_and_frees_gone_clients() -> None:
-    hub, _ = make_hub(heartbeat_seconds=0.02, liveness_seconds=0.02)
+    hub, _ = make_hub(heartbeat_seconds=0.02, cleanup_interval_seconds=0.02)
     hub.publish("j", "progress", 0)
     sink, gone = BufferSink(), BufferSink()
     hub.attach("j", sink, 1)
@@ -304,17 +305,46 @@ async def test_the_shared_timer_beats_and_frees_gone_clients() -> None:
     tasks_before = len(asyncio.all_tasks())
     await hub.start()
     assert len(asyncio.all_tasks()) == tasks_before + 1  # one timer, not one per stream
-    gone.gone = True
-    await asyncio.wait_for(gone_conn.done, 5)
-    for _ in range(200):
-        if any(e.type == "heartbeat" for e in sink.events()):
+    gone.gone = True  # a sink that could not say so itself: the tidy-up finds it
+    for _ in range(500):
+        if gone_conn.reason is not None and any(e.type == "heartbeat" for e in sink.events()):
             break
         await asyncio.sleep(0.01)
     assert any(e.type == "heartbeat" for e in sink.events())
-    assert gone_conn.done.result() == CLIENT_GONE
+    assert gone_conn.reason == CLIENT_GONE
     assert len(hub.connections) == 1
     await hub.stop()
     assert hub.connections == {}
+    assert sink.ended
+
+
+async def test_rounds_go_through_the_streams_a_slice_per_loop_turn() -> None:
+    hub, registry = make_hub(idle_timeout_seconds=60)
+    hub.publish("j", "progress", 0)
+    sinks = [BufferSink() for _ in range(2 * SLICE + 1)]
+    conns = [hub.attach("j", s, 1).connection for s in sinks]
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    turns = 0
+    assert await hub.heartbeat() == len(sinks)
+    beat_turns, turns = turns, 0
+    sinks[-1].gone = True
+    assert await hub.tidy() == 1
+    tidy_turns = turns
+    counter.cancel()
+    # Three slices of streams each: the counter ran between them.
+    assert beat_turns >= 2
+    assert tidy_turns >= 2
+    assert conns[-1] is not None and conns[-1].reason == CLIENT_GONE
+    assert sample(registry, "sse_connections_closed_total", {"reason": CLIENT_GONE}) == 1
 
 
 async def test_idle_streams_are_closed_by_the_cleanup() -> None:
@@ -330,9 +360,9 @@ async def test_idle_streams_are_closed_by_the_cleanup() -> None:
     later = time.monotonic() + 61
     hub.sweep(later - 1)  # notes that the fine client's write went through
     assert hub.cleanup(later) == 1
-    assert stuck_conn.done.result() == IDLE
+    assert stuck_conn.reason == IDLE
     assert stuck.aborted
-    assert not fine_conn.done.done()
+    assert fine_conn.reason is None
     assert sample(registry, "sse_connections_closed_total", {"reason": IDLE}) == 1
 
 

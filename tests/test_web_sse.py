@@ -307,7 +307,7 @@ async def test_a_client_that_goes_away_is_freed(make_client: MakeClient) -> None
     assert len(services.sse.connections) == 1
     writer.close()
     await writer.wait_closed()
-    # Noticed by the one-second liveness sweep, long before the next heartbeat.
+    # The socket tells the stream's sink at once, long before the next heartbeat.
     await until(lambda: len(services.sse.connections) == 0, timeout=10)
     metrics = await (await client.get("/metrics")).text()
     assert 'sse_connections_closed_total{reason="client_gone"} 1.0' in metrics
@@ -379,3 +379,42 @@ async def test_no_leak_over_10000_connect_disconnect_cycles(make_client: MakeCli
     gone = registry.get_sample_value("sse_connections_closed_total", {"reason": "client_gone"})
     assert gone == 10_200  # every stream opened was noticed closing and freed
     assert registry.get_sample_value("sse_connections_open") == 0
+
+
+async def test_an_open_stream_keeps_no_task_request_or_handler(make_client: MakeClient) -> None:
+    """After its headers a stream is its socket, a sink and the hub's bookkeeping: aiohttp's
+    connection handler, its task, the request and the response are let go."""
+    client = await make_client(sse_heartbeat_seconds=3600)
+    await publish(client, "job-13", data=1)
+    hub = _app(client)[SERVICES_KEY].sse
+    request = (
+        f"GET {EVENTS.format('job-13')} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    streams = []
+    for _ in range(3):  # warm up
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(request)
+        await reader.readuntil(b"data: 1\n")
+        streams.append((reader, writer))
+    await asyncio.sleep(0.05)
+    tasks = len(asyncio.all_tasks())
+    handlers = len(client.server.runner.server.connections)  # type: ignore[union-attr]
+    for _ in range(20):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(request)
+        await reader.readuntil(b"data: 1\n")
+        streams.append((reader, writer))
+    await until(lambda: len(asyncio.all_tasks()) <= tasks)
+    assert len(client.server.runner.server.connections) == handlers  # type: ignore[union-attr]
+    assert len(hub.connections) == 23
+    # ... and it still streams, heartbeats and ends cleanly.
+    await publish(client, "job-13", data=2)
+    await hub.heartbeat()
+    await publish(client, "job-13", "done", data=3, final=True)
+    for reader, writer in streams:
+        body = await asyncio.wait_for(reader.read(), 10)
+        assert b"data: 2\n" in body
+        assert b"event: heartbeat\n" in body
+        assert body.endswith(b"data: 3\n\n\r\n0\r\n\r\n")  # the zero-length chunk
+        writer.close()
+    assert hub.connections == {}

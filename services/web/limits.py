@@ -95,9 +95,14 @@ def _requests_seen(handler: RequestHandler) -> int:
 class ConnectionGuard:
     """Wraps the aiohttp server's protocol factory; see the module's docstring."""
 
-    def __init__(self, *, budget: int, header_timeout: float) -> None:
+    def __init__(
+        self, *, budget: int, header_timeout: float, held: Callable[[], int] = lambda: 0
+    ) -> None:
         self.budget = budget
         self.header_timeout = header_timeout
+        # Connections aiohttp has handed over (an SSE stream owns its socket once its
+        # headers are out): not ours to close, but they take descriptors all the same.
+        self._held = held
         # Oldest first (insertion order); closed ones are dropped lazily.
         self._live: dict[RequestHandler, None] = {}
         self.evicted = 0
@@ -108,7 +113,7 @@ class ConnectionGuard:
 
         def make() -> RequestHandler:
             handler = server()
-            if len(self._live) >= self.budget:
+            if len(self._live) + self._held() >= self.budget:
                 self._make_room()
             self._live[handler] = None
             loop.call_later(self.header_timeout, self._first_request_due, handler)
@@ -120,7 +125,7 @@ class ConnectionGuard:
         for handler in list(self._live):
             if handler.transport is None:
                 del self._live[handler]
-        if len(self._live) < self.budget:
+        if len(self._live) + self._held() < self.budget:
             return
         for handler in self._live:
             if _idle(handler):

@@ -12,9 +12,8 @@ from aiohttp.http import HttpVersion11
 from services.board import BOARD_JOB
 from services.errors import Unavailable
 from services.sse import (
-    ABORTED_REASONS,
     CLIENT_GONE,
-    SHUTDOWN,
+    Connection,
     Frame,
     Overloaded,
     SSEHub,
@@ -48,15 +47,23 @@ _JOB = {
 _EVENT_ID = {"type": "string", "pattern": "^\\s*[0-9]{0,18}\\s*$"}
 
 
-class TransportSink:
-    """Writes straight to the socket's transport: no task and no wake-up per event, and the
-    transport's write buffer is the connection's bounded queue (the hub drops it when full)."""
+class StreamSink(asyncio.Protocol):
+    """A stream's socket once its headers and `retry:` are out. It becomes the socket's
+    protocol and aiohttp lets go of the connection (`_hand_over`): from then on the stream
+    is this object, a `Connection` and the socket, with no request, response, task or
+    parser kept alive for it. The hub writes events straight to the transport (its write
+    buffer is the connection's bounded queue); the client's going away reaches the hub the
+    moment the socket says so."""
 
-    __slots__ = ("_chunked", "_transport")
+    __slots__ = ("_chunked", "_transport", "conn", "hub")
 
     def __init__(self, transport: asyncio.Transport, *, chunked: bool) -> None:
         self._transport = transport
         self._chunked = chunked
+        self.hub: SSEHub | None = None
+        self.conn: Connection | None = None
+
+    # --- services.sse.Sink -------------------------------------------------------------
 
     def send(self, frame: Frame) -> int:
         transport = self._transport
@@ -72,6 +79,52 @@ class TransportSink:
 
     def abort(self) -> None:
         self._transport.abort()
+
+    def end(self) -> None:
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if self._chunked:
+            transport.write(b"0\r\n\r\n")  # the zero-length chunk: a clean end of the body
+        transport.close()  # once the client has taken what is queued
+        if transport.get_write_buffer_size():
+            # A client that stops reading must not keep the socket for ever.
+            asyncio.get_running_loop().call_later(_EOF_TIMEOUT, transport.abort)
+
+    # --- asyncio.Protocol --------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """An event stream's client has nothing more to say; whatever it sends is dropped."""
+
+    def eof_received(self) -> None:
+        """The client closed its side: the transport closes, and `connection_lost` follows."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None and self.hub is not None:
+            self.hub.detach(conn, CLIENT_GONE)
+
+
+class _HandedOver(web.StreamResponse):
+    """The response of a stream whose socket `StreamSink` owns: aiohttp, which finishes a
+    response when its handler returns, must not write the end of the body; the hub does,
+    when the stream ends."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _hand_over(request: web.Request, sink: StreamSink) -> None:
+    """Make `sink` the socket's protocol and tell aiohttp's connection handler that its
+    connection is gone (with its transport unset first, so it does not close the socket):
+    it frees its parser and timers and, once the handler returns, its task, the request and
+    the response. What a stream needs after its headers is the socket alone."""
+    protocol = request.protocol
+    transport = protocol.transport
+    assert transport is not None
+    transport.set_protocol(sink)
+    protocol.transport = None
+    protocol.connection_lost(None)
 
 
 def _hub(request: web.Request) -> SSEHub:
@@ -108,7 +161,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except Overloaded as exc:
         return _refuse(request, hub, exc)
     try:
-        response = web.StreamResponse(status=200, headers=STREAM_HEADERS)
+        response = _HandedOver(status=200, headers=STREAM_HEADERS)
         chunked = request.version >= HttpVersion11
         if chunked:
             response.enable_chunked_encoding()
@@ -119,35 +172,17 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if transport is None or transport.is_closing():
             return response
-        attached = hub.attach(job_id, TransportSink(transport, chunked=chunked), last_id)
+        sink = StreamSink(transport, chunked=chunked)
+        attached = hub.attach(job_id, sink, last_id)
     finally:
         hub.release()
     conn = attached.connection
+    _hand_over(request, sink)
     if conn is None:  # a finished job: the replay ended with its final event
-        await _end(request, response)
-        return response
-    reason = SHUTDOWN
-    try:
-        reason = await conn.done
-    except asyncio.CancelledError:
-        reason = CLIENT_GONE if transport.is_closing() else SHUTDOWN
-        raise
-    finally:
-        hub.detach(conn, reason)
-    if reason not in ABORTED_REASONS:
-        await _end(request, response)
+        sink.end()
+    else:
+        sink.hub, sink.conn = hub, conn
     return response
-
-
-async def _end(request: web.Request, response: web.StreamResponse) -> None:
-    """End the stream cleanly (the zero-length chunk), without waiting long on a client."""
-    try:
-        await asyncio.wait_for(response.write_eof(), _EOF_TIMEOUT)
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.abort()
-    except ConnectionError:
-        pass
 
 
 def _refuse(request: web.Request, hub: SSEHub, exc: Overloaded) -> web.Response:
