@@ -8,6 +8,7 @@ from aiogram import Dispatcher
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.types import BotCommand
 
+from bot.errors import on_error
 from bot.filters import COMMAND_ROLES, RolePolicy
 from bot.locales import Catalogue
 from bot.middlewares import RoleMiddleware
@@ -61,10 +62,11 @@ def create_dispatcher(
     gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
     dispatcher.message.outer_middleware(gate)
     dispatcher.callback_query.outer_middleware(gate)
+    # One error handler for every router: what was wrong, and how to write it.
+    dispatcher.errors.register(on_error)
     dispatcher.include_routers(
         basic.create_router(),
         health.create_router(),
-        # Before incidents: its error handler answers with this router's usage lines.
         pipeline.create_router(),
         incidents.create_router(),
         escalation.create_router(),

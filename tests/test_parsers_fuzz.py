@@ -11,8 +11,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from bot.errors import Usage
 from bot.filters import COMMAND_ROLES, Role, button_role, command_name, required_role
-from bot.routers.incidents import Usage, parse_args, parse_id
+from bot.routers.incidents import parse_args, parse_id
 from services.durations import MAX_DURATION, format_duration, parse_duration
 from services.errors import InvalidInput
 from services.heartbeats import HeartbeatState, state_at

@@ -20,3 +20,7 @@ class Catalogue:
 
     def t(self, key: str, **values: Any) -> str:
         return self._messages[key].format(**values)
+
+    def get(self, key: str) -> str | None:
+        """The message, or None when this catalogue has no such key."""
+        return self._messages.get(key)

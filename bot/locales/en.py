@@ -32,6 +32,7 @@ MESSAGES: dict[str, str] = {
     "role.responder": "responder",
     "role.admin": "admin",
     "error": "⚠️ {message}",
+    "error.internal": "⚠️ That failed on our side; it is logged. Please try again.",
     "status.healthy": "healthy",
     "status.degraded": "degraded",
     "status.down": "down",
@@ -101,7 +102,6 @@ MESSAGES: dict[str, str] = {
         "before token change"
     ),
     "usage.stats": "Usage: /stats [status|restart]",
-    "ops.error": "⚠️ {message}\n{usage}",
     "token.title": "<b>🔑 Instagram token</b>",
     "token.hint": "Renewal steps: /token guide",
     "token.set": "✅ Token expiry registered by {actor}",

@@ -32,6 +32,7 @@ MESSAGES: dict[str, str] = {
     "role.responder": "대응자(responder)",
     "role.admin": "관리자(admin)",
     "error": "⚠️ {message}",
+    "error.internal": "⚠️ 서버 쪽에서 실패했습니다(로그에 기록됨). 다시 시도해 주세요.",
     "status.healthy": "정상",
     "status.degraded": "저하",
     "status.down": "중단",
@@ -100,7 +101,6 @@ MESSAGES: dict[str, str] = {
         "사용법: /backup [list|create [메모]|restore 백업ID] — 예: /backup create 토큰 교체 전"
     ),
     "usage.stats": "사용법: /stats [status|restart]",
-    "ops.error": "⚠️ {message}\n{usage}",
     "token.title": "<b>🔑 인스타그램 토큰</b>",
     "token.hint": "갱신 절차: /token guide",
     "token.set": "✅ 토큰 만료일 등록 — {actor}",

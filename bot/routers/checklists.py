@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters.exception import ExceptionTypeFilter
 from aiogram.types import CallbackQuery, InaccessibleMessage
 
 from bot.callbacks import ChecklistCallback, IncidentAction, IncidentCallback
 from bot.keyboards import checklist_keyboard
 from bot.locales import Catalogue
 from bot.render import esc
-from bot.routers.incidents import Usage, on_domain_error
 from services.checklists import CHECKLISTS, ChecklistService, ChecklistState, label
-from services.errors import DomainError, InvalidInput
+from services.errors import InvalidInput
 
 
 def render_checklists(state: ChecklistState, catalogue: Catalogue) -> str:
@@ -81,5 +79,4 @@ def create_router() -> Router:
         cb_checklist, IncidentCallback.filter(F.action == IncidentAction.CHECKLIST)
     )
     router.callback_query.register(cb_tick, ChecklistCallback.filter())
-    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
     return router

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
-from aiogram.filters.exception import ExceptionTypeFilter
 from aiogram.types import Message
 
+from bot.errors import Usage
 from bot.locales import Catalogue
 from bot.render import at, esc
-from bot.routers.incidents import Usage, on_domain_error
 from services.durations import parse_duration
-from services.errors import DomainError
 from services.oncall import OncallInfo, OncallService
 
 
@@ -65,5 +63,4 @@ def create_router() -> Router:
     """A fresh router each time: a router belongs to one dispatcher."""
     router = Router(name=__name__)
     router.message.register(cmd_oncall, Command("oncall"))
-    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
     return router

@@ -6,26 +6,17 @@ from datetime import timedelta
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.filters.exception import ExceptionTypeFilter
-from aiogram.types import CallbackQuery, ErrorEvent, Message
+from aiogram.types import CallbackQuery, Message
 
 from bot.callbacks import IncidentAction, IncidentCallback
+from bot.errors import Usage
 from bot.keyboards import details_keyboard
 from bot.locales import Catalogue
 from bot.render import TelegramRenderer, at, esc, html_to_plain, split_html
 from services.clock import Clock
 from services.durations import parse_duration
-from services.errors import DomainError
 from services.incidents import IncidentService
 from services.models import MAX_ID, IncidentState
-
-
-class Usage(Exception):
-    """Bad command arguments: the reply is the command's usage line."""
-
-    def __init__(self, command: str) -> None:
-        super().__init__(command)
-        self.command = command
 
 
 def parse_id(text: str, command: str) -> int:
@@ -173,21 +164,6 @@ async def cb_details(
         )
 
 
-async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:
-    """Domain errors and bad arguments become one line in the chat, never a traceback."""
-    exc = event.exception
-    if isinstance(exc, Usage):
-        text = esc(catalogue.t(f"usage.{exc.command}"))
-    else:
-        assert isinstance(exc, DomainError)
-        text = catalogue.t("error", message=esc(exc.message))
-    update = event.update
-    if update.message is not None:
-        await update.message.answer(text)
-    elif update.callback_query is not None:
-        await update.callback_query.answer(html_to_plain(text), show_alert=True)
-
-
 def create_router() -> Router:
     """A fresh router each time: a router belongs to one dispatcher."""
     router = Router(name=__name__)
@@ -205,5 +181,4 @@ def create_router() -> Router:
     router.callback_query.register(
         cb_details, IncidentCallback.filter(F.action == IncidentAction.DETAILS)
     )
-    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
     return router

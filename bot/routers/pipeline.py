@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.filters.exception import ExceptionTypeFilter
-from aiogram.types import CallbackQuery, ErrorEvent, FSInputFile, Message
+from aiogram.types import CallbackQuery, FSInputFile, Message
 
 from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
-from bot.filters import button_role, command_name
+from bot.errors import Usage
 from bot.keyboards import retry_keyboard
 from bot.locales import Catalogue
 from bot.render import TelegramRenderer, esc, html_to_plain, split_html
-from bot.routers.incidents import Usage, parse_id
+from bot.routers.incidents import parse_id
 from services.clock import Clock
-from services.errors import DomainError
 from services.ops import PipelineOps
 
 COMMANDS = ("token", "retry", "traces", "backup", "stats")
@@ -168,35 +166,6 @@ async def cb_logs(
         )
 
 
-def is_ours(event: ErrorEvent) -> bool:
-    """Errors of this router's commands and buttons; the others go to their own routers."""
-    update = event.update
-    if update.message is not None:
-        return command_name(update.message.text) in COMMANDS
-    if update.callback_query is not None:
-        button = button_role(update.callback_query.data or "")
-        return button is not None and button[1] in {"button:retry", "button:logs"}
-    return False
-
-
-async def on_error(event: ErrorEvent, catalogue: Catalogue) -> None:
-    """What was wrong and how to write it: the domain message, then the usage line."""
-    exc = event.exception
-    update = event.update
-    if update.message is not None:
-        name = command_name(update.message.text) or ""
-        usage = esc(catalogue.t(f"usage.{name}"))
-        if isinstance(exc, Usage):
-            text = usage
-        else:
-            assert isinstance(exc, DomainError)
-            text = catalogue.t("ops.error", message=esc(exc.message), usage=usage)
-        await update.message.answer(text)
-    elif update.callback_query is not None:
-        message = exc.message if isinstance(exc, DomainError) else str(exc)
-        await update.callback_query.answer(message[:200], show_alert=True)
-
-
 def create_router() -> Router:
     """A fresh router each time: a router belongs to one dispatcher."""
     router = Router(name=__name__)
@@ -209,5 +178,4 @@ def create_router() -> Router:
     router.callback_query.register(
         cb_logs, IncidentCallback.filter(F.action == IncidentAction.LOGS)
     )
-    router.errors.register(on_error, ExceptionTypeFilter(DomainError, Usage), is_ours)
     return router

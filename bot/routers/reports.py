@@ -6,13 +6,12 @@ import asyncio
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
-from aiogram.filters.exception import ExceptionTypeFilter
 from aiogram.types import BufferedInputFile, Message
 
+from bot.errors import Usage
 from bot.locales import Catalogue
 from bot.render import esc, split_html
-from bot.routers.incidents import Usage, on_domain_error, parse_id
-from services.errors import DomainError
+from bot.routers.incidents import parse_id
 from services.postmortem import FIELDS, PostmortemService
 from services.reports import ReportService, chart_png, summary_text
 
@@ -67,5 +66,4 @@ def create_router() -> Router:
     router = Router(name=__name__)
     router.message.register(cmd_postmortem, Command("postmortem"))
     router.message.register(cmd_report, Command("report"))
-    router.errors.register(on_domain_error, ExceptionTypeFilter(DomainError, Usage))
     return router
