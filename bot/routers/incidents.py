@@ -16,14 +16,16 @@ from bot.render import TelegramRenderer, at, esc, html_to_plain, split_html
 from services.clock import Clock
 from services.durations import parse_duration
 from services.incidents import IncidentService
-from services.models import MAX_ID, IncidentState
+from services.models import IncidentState
+from services.models import parse_id as parse_number
 
 
 def parse_id(text: str, command: str) -> int:
-    raw = text.lstrip("#")
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+    """An incident number as people type it (42, #42); otherwise the command's usage."""
+    number = parse_number(text)
+    if number is None:
         raise Usage(command)
-    return int(raw)
+    return number
 
 
 def parse_args(
