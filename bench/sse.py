@@ -75,7 +75,7 @@ class Plan:
     rate: int = 1000  # per-job events per second, in total
     seconds: float = 5.0
     broadcasts: int = 10
-    broadcast_sizes: tuple[int, ...] = (1000, 10_000)
+    broadcast_sizes: tuple[int, ...] = (1000, 5000, 10_000)
 
 
 # The per-job figures of one round, in ms, and what they are the median of in a report.
@@ -114,6 +114,9 @@ class Result:
     held: dict[int, bool] = field(default_factory=dict)  # in every round
     rss_samples: dict[int, list[float]] = field(default_factory=dict)  # KiB, one per round
     hold_max_rss: list[float] = field(default_factory=list)  # KiB at Plan.hold_max, per round
+    # Server CPU (user + system) over a broadcast window per delivery, µs; the window's idle
+    # time counts too (a few ms per second for any of the three).
+    broadcast_cpu_us: dict[int, float] = field(default_factory=dict)
     rounds: list[Round] = field(default_factory=list)
     broadcast: dict[int, tuple[float, float, int, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -256,6 +259,12 @@ def steal_seconds() -> float | None:
         return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" else None
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used, from /proc (10 ms resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> float:
@@ -415,11 +424,15 @@ async def run_round(  # noqa: PLR0914, PLR0915
             load.latencies.clear()
             expected = plan.broadcasts * size
             with timed_window():
+                cpu = cpu_seconds(pid)
                 for n in range(plan.broadcasts):
                     await publish(session, base, "all", n)
                     await asyncio.sleep(max(0.2, size / 10_000))
                 await settle(load, expected, 15)
+                cpu = cpu_seconds(pid) - cpu
             lat = [v / 1e6 for v in load.latencies]
+            if lat:
+                result.broadcast_cpu_us[size] = cpu / len(lat) * 1e6
             if lat:
                 result.broadcast[size] = (
                     percentile(lat, 0.5),
@@ -660,6 +673,14 @@ def table(results: list[Result], plan: Plan) -> str:
                 + " |"
             )
         rows.append(
+            f"| broadcast to {size:,}: server CPU per delivery (µs) | "
+            + " | ".join(
+                fmt(r.broadcast_cpu_us[size], 1) if size in r.broadcast_cpu_us else "—"
+                for r in results
+            )
+            + " |"
+        )
+        rows.append(
             f"| broadcast to {size:,} received / expected | "
             + " | ".join(
                 f"{r.broadcast[size][2]:,}/{r.broadcast[size][3]:,}"
@@ -704,6 +725,7 @@ def lower_is_better(result: Result, plan: Plan) -> dict[str, float | None]:
         got = result.broadcast.get(size)
         out[f"broadcast to {size:,} p50"] = got[0] if got else None
         out[f"broadcast to {size:,} p99"] = got[1] if got else None
+        out[f"broadcast to {size:,} CPU per delivery"] = result.broadcast_cpu_us.get(size)
     return out
 
 
@@ -918,6 +940,7 @@ def main(argv: list[str]) -> int:
                         "per_job": r.per_job,
                         "rounds": [n.to_json() for n in r.rounds],
                         "broadcast": r.broadcast,
+                        "broadcast_cpu_us": r.broadcast_cpu_us,
                         "notes": r.notes,
                     }
                     for r in results

@@ -30,6 +30,8 @@ def test_the_sse_benchmark_runs_small(tmp_path: Path) -> None:
         assert (per_job["received"], per_job["rounds"]) == (one["expected"], 1)
         for _p50, _p99, got, wanted in result["broadcast"].values():
             assert got == wanted
+        assert set(result["broadcast_cpu_us"]) == set(result["broadcast"])
+        assert all(us >= 0 for us in result["broadcast_cpu_us"].values())
         # Every server's loop turns were timed in the window, by the same probe.
         assert one["loop"]["turns"] > 0
         assert result["loop"]["max_ms"] == one["loop"]["max_ms"] > 0
