@@ -58,7 +58,13 @@ def create_dispatcher(
         reports=services.reports,
         heartbeats=services.heartbeats,
     )
-    gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
+    gate = RoleMiddleware(
+        RolePolicy.from_settings(services.settings),
+        services.audit,
+        catalogue,
+        grants=services.grants,
+        notify=services.notify,
+    )
     dispatcher.message.outer_middleware(gate)
     dispatcher.callback_query.outer_middleware(gate)
     dispatcher.include_routers(

@@ -23,6 +23,7 @@ from services.clock import Clock, SystemClock
 from services.config import Settings
 from services.db import Database
 from services.escalation import EscalationService
+from services.grants import GrantService
 from services.health import HealthService
 from services.heartbeats import CHECK_SECONDS, HeartbeatService, watch_own_jobs
 from services.incidents import IncidentService
@@ -75,6 +76,8 @@ class Services:
     timer: EscalationTimer
     alarm: Alarm
     oncall: OncallService
+    # Whoever is paged for an incident may ack, snooze and resolve it until it resolves.
+    grants: GrantService
     checklists: ChecklistService
     postmortems: PostmortemService
     reports: ReportService
@@ -139,6 +142,8 @@ async def open_services(
         step_details={"retries_done": describe_retries},
     )
     incidents.add_hook(escalation)
+    grants = GrantService(database)
+    incidents.add_hook(grants)
     sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
     stack = AsyncExitStack()
     ops = await stack.enter_async_context(
@@ -170,6 +175,7 @@ async def open_services(
         ),
         alarm=alarm,
         oncall=oncall,
+        grants=grants,
         checklists=checklists,
         postmortems=PostmortemService(
             database, clock, incidents, checklists, language=settings.bot_language

@@ -19,9 +19,18 @@ MESSAGES: dict[str, str] = {
     "cmd.snooze": "hold escalation for a while",
     "cmd.status": "how many incidents are open, by severity",
     "cmd.notify_test": "send a test message on every channel (admin)",
-    "usage.ack": "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m",
-    "usage.resolve": "Usage: /resolve ID [note] — e.g. /resolve 42 token renewed",
-    "usage.snooze": "Usage: /snooze ID DURATION — e.g. /snooze 42 1h",
+    "usage.ack": (
+        "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m; "
+        "or reply to the alert with /ack [DURATION]"
+    ),
+    "usage.resolve": (
+        "Usage: /resolve ID [note] — e.g. /resolve 42 token renewed; "
+        "or reply to the alert with /resolve [note]"
+    ),
+    "usage.snooze": (
+        "Usage: /snooze ID DURATION — e.g. /snooze 42 1h; "
+        "or reply to the alert with /snooze DURATION"
+    ),
     "unknown": "I don't know that command. Send /help for the list.",
     "refused": (
         "Sorry, this needs the {required} role and you are {role} (your id: {user_id}). "
@@ -78,6 +87,10 @@ MESSAGES: dict[str, str] = {
     "done.ack_until": "👀 #{id} acknowledged by {actor} until {until}",
     "done.resolve": "✅ #{id} resolved by {actor}",
     "done.snooze": "💤 #{id} snoozed until {until}",
+    "done.reopen": "🚨 #{id} reopened by {actor}; escalation starts again",
+    "usage.reopen": "Usage: /reopen ID [note] — e.g. /reopen 42 came back",
+    "cmd.reopen": "reopen a resolved incident (escalation starts again)",
+    "button.open_in_group": "💬 Open in group",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "Source: {source} · dedup key: <code>{dedup}</code>",
     "detail.timeline": "<b>Timeline</b>",

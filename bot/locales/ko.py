@@ -19,9 +19,16 @@ MESSAGES: dict[str, str] = {
     "cmd.snooze": "일정 시간 에스컬레이션 보류",
     "cmd.status": "심각도별 진행 중인 장애 수",
     "cmd.notify_test": "모든 채널로 테스트 메시지 전송 (관리자)",
-    "usage.ack": "사용법: /ack ID [기간] — 예: /ack 42 또는 /ack 42 30m",
-    "usage.resolve": "사용법: /resolve ID [메모] — 예: /resolve 42 토큰 갱신 완료",
-    "usage.snooze": "사용법: /snooze ID 기간 — 예: /snooze 42 1h",
+    "usage.ack": (
+        "사용법: /ack ID [기간] — 예: /ack 42 또는 /ack 42 30m; 또는 알림에 답장으로 /ack [기간]"
+    ),
+    "usage.resolve": (
+        "사용법: /resolve ID [메모] — 예: /resolve 42 토큰 갱신 완료; "
+        "또는 알림에 답장으로 /resolve [메모]"
+    ),
+    "usage.snooze": (
+        "사용법: /snooze ID 기간 — 예: /snooze 42 1h; 또는 알림에 답장으로 /snooze 기간"
+    ),
     "unknown": "알 수 없는 명령입니다. /help 로 명령 목록을 확인하세요.",
     "refused": (
         "죄송합니다. 이 명령은 {required} 역할이 필요하며 현재 역할은 {role}입니다 "
@@ -78,6 +85,10 @@ MESSAGES: dict[str, str] = {
     "done.ack_until": "👀 #{id} 확인 — {actor}, {until}까지",
     "done.resolve": "✅ #{id} 해결 — {actor}",
     "done.snooze": "💤 #{id} {until}까지 보류",
+    "done.reopen": "🚨 #{id} 재개 — {actor}; 에스컬레이션을 다시 시작합니다",
+    "usage.reopen": "사용법: /reopen ID [메모] — 예: /reopen 42 다시 발생",
+    "cmd.reopen": "해결된 장애 재개 (에스컬레이션 재시작)",
+    "button.open_in_group": "💬 그룹에서 열기",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "출처: {source} · 중복 키: <code>{dedup}</code>",
     "detail.timeline": "<b>타임라인</b>",

@@ -40,6 +40,8 @@ REPLY_KINDS = frozenset(
         ChangeKind.DEADLINE_MISSED,
         ChangeKind.UNACKNOWLEDGED,
         ChangeKind.SNOOZED,
+        # A resolved incident is back: said in its thread, not only by an edit no one sees.
+        ChangeKind.REOPENED,
     }
 )
 FALLBACK_SEVERITIES = frozenset({Severity.P0, Severity.P1})

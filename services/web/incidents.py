@@ -168,6 +168,16 @@ OPENAPI: dict[str, dict[str, Any]] = {
             "responses": _LIFECYCLE_RESPONSES,
         }
     },
+    "/api/incidents/{id}/reopen": {
+        "post": {
+            "summary": "Reopen a resolved incident (its escalation ladder starts again)",
+            "tags": ["incidents"],
+            "security": [{"adminToken": []}],
+            "parameters": [_ID],
+            "requestBody": _NOTE_BODY,
+            "responses": _LIFECYCLE_RESPONSES,
+        }
+    },
 }
 
 
@@ -303,4 +313,13 @@ async def resolve_incident(request: web.Request) -> web.Response:
     incident_id = _incident_id(request)
     actor, note = await _actor_and_note(request)
     view = await request.app[SERVICES_KEY].incidents.resolve(incident_id, actor=actor, note=note)
+    return web.json_response(view.to_json())
+
+
+@routes.post("/api/incidents/{id}/reopen")
+async def reopen_incident(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    incident_id = _incident_id(request)
+    actor, note = await _actor_and_note(request)
+    view = await request.app[SERVICES_KEY].incidents.reopen(incident_id, actor=actor, note=note)
     return web.json_response(view.to_json())
