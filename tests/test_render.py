@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -145,7 +146,7 @@ def test_visible_length(text: str, limit: int, expected: int) -> None:
 
 def test_a_new_card_has_no_last_line_for_the_step_that_made_it() -> None:
     renderer = TelegramRenderer(Catalogue("en"))
-    initial = {
+    initial: dict[str, Any] = {
         "kind": "escalated",
         "actor": "escalation",
         "at": NOW.isoformat(),
