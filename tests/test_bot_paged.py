@@ -246,3 +246,25 @@ async def test_reopen_from_the_chat_starts_the_ladder_again(
         # Reopening what is open is refused with one line saying why.
         await fake.send_text(RESPONDER, TEAM, f"/reopen {incident_id}")
         await fake.wait_for(lambda: answered(fake, TEAM, "⚠️"))
+
+
+async def test_an_ack_during_a_storm_goes_ahead_of_new_cards(migrated_url: str) -> None:
+    """25 P2 alerts are more than the group's minute of P2 budget (16 of 20): the card edit
+    answering an Ack goes in the urgent tier, ahead of the P2 cards still waiting."""
+    async with running_fake() as fake, live(migrated_url, fake) as (services, client):
+        first = await post_alert(client, "storm 0", "P2")
+        card = await fake.wait_for(lambda: card_for(fake, first))
+        for n in range(1, 25):
+            await post_alert(client, f"storm {n}", "P2")
+        await fake.press(RESPONDER, card, button(IncidentAction.ACK, first))
+        seen: list[int] = []
+
+        def acked() -> bool:
+            if f"tg:{RESPONDER}" in card.text:
+                seen.append(len(cards(fake)))
+                return True
+            return False
+
+        await fake.wait_for(acked)
+        assert seen[0] < 25  # the edit did not wait for the storm's cards
+        assert (await services.incidents.get(first)).incident.acknowledged_by is not None
