@@ -11,7 +11,7 @@ from typing import Any
 from bot.locales import Catalogue
 from services.backups import BackupInfo
 from services.durations import format_duration
-from services.health import ComponentHealth, HealthReport, Status, health_card
+from services.health import ComponentHealth, HealthReport, Status
 from services.incidents import IncidentDetail, IncidentView
 from services.models import IncidentState
 from services.notify.fallback import ChannelResult
@@ -181,7 +181,7 @@ class TelegramRenderer:
         kind = str(change.get("kind", ""))
         details: dict[str, Any] = change.get("details") or {}
         actor = esc(change.get("actor", ""))
-        values: dict[str, Any] = {"actor": actor, "kind": esc(kind)}
+        values: dict[str, Any] = {"actor": actor, "kind": esc(self.catalogue.kind(kind))}
         if kind == "deduplicated":
             values["count"] = esc(details.get("count", ""))
         elif kind == "annotated":
@@ -196,7 +196,7 @@ class TelegramRenderer:
             values.update(
                 step=esc(details.get("step", "")),
                 target=esc(details.get("target", "")),
-                message=esc(str(details.get("message", ""))[:500]),
+                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:500]),
                 late=self.t("change.escalated.late") if details.get("late") else "",
             )
         key = f"change.{kind}"
@@ -399,7 +399,7 @@ class TelegramRenderer:
                 badge=BADGES[incident.severity] if incident else "",
                 id=esc(payload.get("incident_id", "?")),
                 title=esc(incident.title) if incident else "",
-                message=esc(str(details.get("message", ""))[:1000]),
+                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:1000]),
             )
             if incident is not None:
                 text, _ = trim_html(text, LIMIT)
@@ -451,7 +451,10 @@ class TelegramRenderer:
         for entry in detail.timeline[-30:]:
             lines.append(
                 self.t(
-                    "detail.entry", at=at(entry.at), kind=esc(entry.kind), actor=esc(entry.actor)
+                    "detail.entry",
+                    at=at(entry.at),
+                    kind=esc(self.catalogue.kind(entry.kind)),
+                    actor=esc(entry.actor),
                 )
             )
         return "\n".join(lines)
@@ -474,7 +477,11 @@ class TelegramRenderer:
     def health_card(self, report: HealthReport) -> str:
         """The compact card: the overall status, then one line per component with its figure."""
         badge = STATUS_BADGES[report.status]
-        return f"{badge} <pre>{esc(health_card(report))}</pre>"
+        lines = [self.t("health.title", status=self.t(f"status.{report.status.value}"))]
+        for c in report.components:
+            mark = self.t(f"health.mark.{c.status.value}")
+            lines.append(f"{mark:<4} {c.name}: {c.detail}"[:120])
+        return f"{badge} <pre>{esc(chr(10).join(lines))}</pre>"
 
     def token_status(self, status: TokenStatus) -> str:
         return "\n".join(

@@ -7,6 +7,9 @@ from typing import Any
 from bot.locales import en, ko
 
 CATALOGUES: dict[str, dict[str, str]] = {"ko": ko.MESSAGES, "en": en.MESSAGES}
+# The built-in ladder's step messages (services/policy.py) in each language; a policy file's
+# own messages are the team's words and are shown as written.
+LADDERS: dict[str, dict[str, str]] = {"ko": ko.LADDER, "en": {}}
 
 
 class Catalogue:
@@ -20,3 +23,11 @@ class Catalogue:
 
     def t(self, key: str, **values: Any) -> str:
         return self._messages[key].format(**values)
+
+    def ladder(self, message: str) -> str:
+        """A step's message: the built-in ladder's in this language, a team's as written."""
+        return LADDERS[self.language].get(message, message)
+
+    def kind(self, kind: str) -> str:
+        """A timeline entry's kind (`acknowledged`) in this language."""
+        return self._messages.get(f"kind.{kind}", kind)

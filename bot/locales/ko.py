@@ -89,6 +89,22 @@ MESSAGES: dict[str, str] = {
     "usage.reopen": "사용법: /reopen ID [메모] — 예: /reopen 42 다시 발생",
     "cmd.reopen": "해결된 장애 재개 (에스컬레이션 재시작)",
     "button.open_in_group": "💬 그룹에서 열기",
+    "kind.triggered": "발생",
+    "kind.deduplicated": "재발생",
+    "kind.acknowledged": "확인",
+    "kind.resolved": "해결",
+    "kind.reopened": "재개",
+    "kind.annotated": "메모",
+    "kind.snoozed": "보류",
+    "kind.unacknowledged": "확인 기간 만료",
+    "kind.escalated": "에스컬레이션",
+    "kind.deadline_missed": "응답 기한 초과",
+    "kind.checklist": "체크리스트",
+    "kind.postmortem": "사후 분석",
+    "health.title": "헬스체크: {status}",
+    "health.mark.healthy": "정상",
+    "health.mark.degraded": "경고",
+    "health.mark.down": "중단",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "출처: {source} · 중복 키: <code>{dedup}</code>",
     "detail.timeline": "<b>타임라인</b>",
@@ -210,4 +226,15 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.waiting": "첫 핑 대기 중",
     "heartbeats.state.late": "지연 (유예 중)",
     "heartbeats.state.down": "누락",
+}
+
+# The built-in ladder's step messages (services/policy.py), by their English text.
+LADDER: dict[str, str] = {
+    "Automatic alert to the team chat": "팀 채팅방으로 자동 알림",
+    "30 min: status of the automatic retries": "30분: 자동 재시도 현황",
+    "1 h: paging the PD": "1시간: PD 호출",
+    "4 h: manual intervention required": "4시간: 수동 개입 필요",
+    "4 h: the P2 response time has passed; paging the PD": "4시간: P2 응답 시간 경과 — PD 호출",
+    "8 h: manual intervention required": "8시간: 수동 개입 필요",
+    "24 h: the P3 response time has passed; paging the PD": "24시간: P3 응답 시간 경과 — PD 호출",
 }
