@@ -245,7 +245,11 @@ async def test_reopen_from_the_chat_starts_the_ladder_again(
 
         # Reopening what is open is refused with one line saying why.
         await fake.send_text(RESPONDER, TEAM, f"/reopen {incident_id}")
-        await fake.wait_for(lambda: answered(fake, TEAM, "⚠️"))
+        await fake.wait_for(lambda: answered(fake, TEAM, t("error.not_resolved", id=incident_id)))
+        # An ack of what is acknowledged, and of an incident that does not exist: said in the
+        # chat's language.
+        await fake.send_text(RESPONDER, TEAM, "/ack 424242")
+        await fake.wait_for(lambda: answered(fake, TEAM, t("error.no_incident", id=424242)))
 
 
 async def test_an_ack_during_a_storm_goes_ahead_of_new_cards(migrated_url: str) -> None:

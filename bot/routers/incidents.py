@@ -208,6 +208,19 @@ async def cb_details(
         )
 
 
+def domain_error_text(exc: DomainError, catalogue: Catalogue) -> str:
+    """The error in the bot's language when the service named its reason; else as said."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    reason = detail.get("reason")
+    if isinstance(reason, str):
+        values = {k: esc(v) for k, v in detail.items() if k != "reason"}
+        try:
+            return catalogue.t(f"error.{reason}", **values)
+        except KeyError:
+            pass
+    return catalogue.t("error", message=esc(exc.message))
+
+
 async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:
     """Domain errors and bad arguments become one line in the chat, never a traceback."""
     exc = event.exception
@@ -215,7 +228,7 @@ async def on_domain_error(event: ErrorEvent, catalogue: Catalogue) -> None:
         text = esc(catalogue.t(f"usage.{exc.command}"))
     else:
         assert isinstance(exc, DomainError)
-        text = catalogue.t("error", message=esc(exc.message))
+        text = domain_error_text(exc, catalogue)
     update = event.update
     if update.message is not None:
         await update.message.answer(text)
