@@ -483,13 +483,48 @@ class TelegramRenderer:
             lines.append(f"{mark:<4} {c.name}: {c.detail}"[:120])
         return f"{badge} <pre>{esc(chr(10).join(lines))}</pre>"
 
+    def token_lines(self, status: TokenStatus) -> str:
+        """The token's status lines in the bot's language (the CLI's `text()` in English)."""
+        t = self.t
+        if not status.configured:
+            return t("token.line.unset")
+        lines = [t("token.line.state", state=t(f"token.state.{status.state.value}"))]
+        if status.restart_needed:
+            lines.append(t("token.line.restart"))
+        if status.expires_at is not None:
+            lines.append(
+                t(
+                    "token.line.expires",
+                    at=f"{status.expires_at:%Y-%m-%d %H:%M} UTC",
+                    days=status.days_left,
+                )
+            )
+        else:
+            lines.append(t("token.line.no_expiry"))
+        if status.live is not None:
+            verdict = t("token.live.valid" if status.live.valid else "token.live.invalid")
+            lines.append(t("token.line.live", verdict=verdict))
+            if status.live.detail:
+                lines.append(f"  {status.live.detail}")
+        if status.unauthorized_incident is not None:
+            lines.append(t("token.line.unauthorized", id=status.unauthorized_incident))
+        return "\n".join(lines)
+
     def token_status(self, status: TokenStatus) -> str:
         return "\n".join(
-            [self.t("token.title"), f"<pre>{esc(status.text())}</pre>", self.t("token.hint")]
+            [
+                self.t("token.title"),
+                f"<pre>{esc(self.token_lines(status))}</pre>",
+                self.t("token.hint"),
+            ]
         )
 
     def token_set(self, status: TokenStatus, actor: str) -> str:
-        return self.t("token.set", actor=esc(actor)) + "\n" + f"<pre>{esc(status.text())}</pre>"
+        return (
+            self.t("token.set", actor=esc(actor))
+            + "\n"
+            + f"<pre>{esc(self.token_lines(status))}</pre>"
+        )
 
     @staticmethod
     def pre(text: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import string
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from services.models import IncidentState
 from services.notify.outbox import Op
 from services.policy import PLAYBOOK_LADDERS
 from services.severity import Severity
+from services.tokens import LiveCheck, TokenState, TokenStatus
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 # Not English prose: product and service names, our ids and units, Telegram's terms the
@@ -34,6 +36,9 @@ ALLOWED = {
     # The alert and the people in it (its own content).
     "Generation", "API", "tg", "kim", "team", "pd", "retries_done", "manual", "test",
     "api", "instagram", "database", "telegram", "reachable", "web", "xx", "gen-5xx",
+    # Settings, files and shell commands the reader types as they are.
+    "INSTAGRAM_ACCESS_TOKEN", "env", "serve", "systemctl", "sunflow-ops@", "token",
+    "set-expiry", "Graph", "sunflow-ops@*",
 }  # fmt: skip
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*[A-Za-z0-9]|[A-Za-z]{2,}")
 
@@ -142,6 +147,21 @@ def rendered_texts(language: str) -> list[str]:
         ],
     )
     texts.append(renderer.health_card(health))
+    for state in TokenState:
+        for live in (LiveCheck(True, None, ""), LiveCheck(False, None, ""), None):
+            token = TokenStatus(
+                configured=True,
+                state=state,
+                expires_at=NOW + timedelta(days=3) if live else None,
+                days_left=3,
+                set_at=NOW,
+                set_by="tg:7",
+                live=live,
+                unauthorized_incident=42 if live and not live.valid else None,
+                restart_needed=live is None,
+            )
+            texts += [renderer.token_status(token), renderer.token_set(token, "tg:7 (@kim)")]
+    texts.append(renderer.token_lines(replace(token, configured=False)))
     return texts
 
 

@@ -116,6 +116,26 @@ MESSAGES: dict[str, str] = {
     "error.snooze_range": "⚠️ Snooze for between 1 minute and 7 days, e.g. 30m or 2h",
     "error.ack_duration": "⚠️ An acknowledgement duration must be positive, e.g. 30m",
     "error.no_incident": "⚠️ There is no incident #{id}",
+    "token.line.unset": "Instagram token: INSTAGRAM_ACCESS_TOKEN is not set",
+    "token.line.state": "Instagram token: {state}",
+    "token.line.restart": (
+        "restart needed: .env holds another INSTAGRAM_ACCESS_TOKEN than the one "
+        "this service runs with; restart sunflow-ops serve (systemctl restart "
+        "'sunflow-ops@*')"
+    ),
+    "token.line.expires": "expires {at} ({days} days left)",
+    "token.line.no_expiry": "no expiry registered: run `token set-expiry 60` after renewing",
+    "token.line.live": "live check: {verdict}",
+    "token.line.unauthorized": (
+        "the Graph API answered 401 (incident #{id} open until a call succeeds)"
+    ),
+    "token.live.valid": "valid",
+    "token.live.invalid": "INVALID",
+    "token.state.ok": "ok",
+    "token.state.warning": "warning",
+    "token.state.critical": "critical",
+    "token.state.expired": "expired",
+    "token.state.unknown": "unknown",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "Source: {source} · dedup key: <code>{dedup}</code>",
     "detail.timeline": "<b>Timeline</b>",

@@ -114,6 +114,25 @@ MESSAGES: dict[str, str] = {
     "error.snooze_range": "⚠️ 보류 기간은 1분에서 7일 사이입니다. 예: 30m, 2h",
     "error.ack_duration": "⚠️ 확인 기간은 0보다 커야 합니다. 예: 30m",
     "error.no_incident": "⚠️ #{id} 장애가 없습니다",
+    "token.line.unset": "인스타그램 토큰: INSTAGRAM_ACCESS_TOKEN 이 설정되지 않았습니다",
+    "token.line.state": "인스타그램 토큰: {state}",
+    "token.line.restart": (
+        "재시작 필요: .env 의 INSTAGRAM_ACCESS_TOKEN 이 실행 중인 서비스의 토큰과 다릅니다. "
+        "sunflow-ops serve 를 재시작하세요 (systemctl restart 'sunflow-ops@*')"
+    ),
+    "token.line.expires": "만료 {at} ({days}일 남음)",
+    "token.line.no_expiry": "등록된 만료일 없음: 갱신 후 `token set-expiry 60` 을 실행하세요",
+    "token.line.live": "실시간 확인: {verdict}",
+    "token.line.unauthorized": (
+        "Graph API 가 401 을 응답했습니다 (호출이 성공할 때까지 장애 #{id} 진행 중)"
+    ),
+    "token.live.valid": "유효",
+    "token.live.invalid": "무효",
+    "token.state.ok": "정상",
+    "token.state.warning": "주의",
+    "token.state.critical": "위험",
+    "token.state.expired": "만료",
+    "token.state.unknown": "알 수 없음",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "출처: {source} · 중복 키: <code>{dedup}</code>",
     "detail.timeline": "<b>타임라인</b>",
