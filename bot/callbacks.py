@@ -14,7 +14,7 @@ class IncidentAction(enum.StrEnum):
     DETAILS = "d"
     # On the Details view: collect the incident's logs and send them as a document.
     LOGS = "l"
-    # Opens the incident's checklists (issue 7).
+    # Opens the incident's checklists.
     CHECKLIST = "c"
 
 
@@ -31,7 +31,7 @@ class JobCallback(CallbackData, prefix="job"):
     job_id: int
 
 
-# -- escalation, SSE admin and checklists (issues 4, 5, 7) ----------------------------------
+# -- escalation, SSE admin and checklists ----------------------------------
 
 
 class SSEAction(enum.StrEnum):

@@ -50,7 +50,7 @@ def create_dispatcher(
         ops=services.ops,
         catalogue=catalogue,
         renderer=TelegramRenderer(catalogue),
-        # Escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7).
+        # Escalation, SSE admin, checklists, post-mortems, reports.
         escalation=services.escalation,
         oncall=services.oncall,
         sse=services.sse,
@@ -59,7 +59,13 @@ def create_dispatcher(
         reports=services.reports,
         heartbeats=services.heartbeats,
     )
-    gate = RoleMiddleware(RolePolicy.from_settings(services.settings), services.audit, catalogue)
+    gate = RoleMiddleware(
+        RolePolicy.from_settings(services.settings),
+        services.audit,
+        catalogue,
+        grants=services.grants,
+        notify=services.notify,
+    )
     dispatcher.message.outer_middleware(gate)
     dispatcher.callback_query.outer_middleware(gate)
     # One error handler for every router: what was wrong, and how to write it.

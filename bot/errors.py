@@ -32,9 +32,22 @@ def reply_for(exc: BaseException, command: str | None, catalogue: Catalogue) -> 
     if isinstance(exc, Usage):
         return esc(catalogue.get(f"usage.{exc.command}") or usage or "")
     if isinstance(exc, DomainError):
-        text = catalogue.t("error", message=esc(exc.message))
+        text = domain_error_text(exc, catalogue)
         return f"{text}\n{esc(usage)}" if usage else text
     return catalogue.t("error.internal")
+
+
+def domain_error_text(exc: DomainError, catalogue: Catalogue) -> str:
+    """The error in the bot's language when the service named its reason; else as said."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    reason = detail.get("reason")
+    if isinstance(reason, str):
+        values = {k: esc(v) for k, v in detail.items() if k != "reason"}
+        try:
+            return catalogue.t(f"error.{reason}", **values)
+        except KeyError:
+            pass
+    return catalogue.t("error", message=esc(exc.message))
 
 
 async def on_error(event: ErrorEvent, catalogue: Catalogue) -> bool:

@@ -13,6 +13,7 @@ from bot.callbacks import (
     SSECallback,
 )
 from services.config import Settings
+from services.models import parse_id
 
 
 class Role(enum.IntEnum):
@@ -37,18 +38,19 @@ COMMAND_ROLES: dict[str, Role] = {
     "ack": Role.RESPONDER,
     "resolve": Role.RESPONDER,
     "snooze": Role.RESPONDER,
+    "reopen": Role.RESPONDER,
     "retry": Role.RESPONDER,
     "sse_reset": Role.ADMIN,
     "notify_test": Role.ADMIN,
-    # Pipeline operations (issue 6).
+    # Pipeline operations.
     "traces": Role.VIEWER,
     "stats": Role.VIEWER,
     "backup": Role.ADMIN,
-    # Escalation, SSE admin, checklists, post-mortems and reports (issues 4, 5, 7).
+    # Escalation, SSE admin, checklists, post-mortems and reports.
     "oncall": Role.VIEWER,
     "postmortem": Role.VIEWER,
     "report": Role.VIEWER,
-    # Heartbeats (issue 17).
+    # Heartbeats.
     "heartbeats": Role.VIEWER,
 }
 
@@ -75,6 +77,12 @@ BUTTON_ROLES: dict[IncidentAction, Role] = {
     IncidentAction.LOGS: Role.RESPONDER,
     IncidentAction.CHECKLIST: Role.VIEWER,
 }
+# What being paged for an incident allows on that incident, whatever the person's role.
+GRANTED_COMMANDS = frozenset({"ack", "resolve", "snooze"})
+GRANTED_BUTTONS = frozenset({IncidentAction.ACK, IncidentAction.RESOLVE, IncidentAction.SNOOZE})
+# Commands that act on one incident: its id first, or a reply to one of its messages.
+INCIDENT_COMMANDS = frozenset({"ack", "resolve", "snooze", "reopen", "postmortem"})
+
 # The Retry button of a failed job: the same as `/retry JOB_ID`.
 JOB_BUTTON_ROLE = Role.RESPONDER
 # Ticking a checklist item is a responder's act; the SSE admin buttons are an admin's.
@@ -130,6 +138,30 @@ def required_role(command: str, text: str | None = None) -> Role:
     if len(words) > 1:
         role = max(role, SUBCOMMAND_ROLES.get((command, words[1].lower()), role))
     return role
+
+
+def leading_id(text: str | None) -> int | None:
+    """The incident id a command names first (`/ack 42 30m`, `/ack #42`), if it does."""
+    words = (text or "").split()
+    if len(words) < 2:
+        return None
+    return parse_id(words[1])
+
+
+def command_incident(text: str | None, replied: int | None) -> int | None:
+    """Which incident a command acts on: the id it names, else the one whose message it
+    replies to."""
+    named = leading_id(text)
+    return named if named is not None else replied
+
+
+def granted_incident(data: str) -> int | None:
+    """The incident a button press acts on, when it is one that a grant allows."""
+    try:
+        callback = IncidentCallback.unpack(data)
+    except (TypeError, ValueError):
+        return None
+    return callback.incident_id if callback.action in GRANTED_BUTTONS else None
 
 
 def button_role(data: str) -> tuple[Role, str] | None:

@@ -1,4 +1,4 @@
-"""Inline keyboards: the Ack / Resolve / Snooze / Details buttons of an alert."""
+"""Inline keyboards: the Ack / Resolve / Snooze / Details buttons of an alert, and a page's."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from services.incident_types import IncidentView
 from services.models import IncidentState, JobState
 from services.retry import JobView
 
-# The Snooze choices on the card, in minutes (issue 4).
+# The Snooze choices on the card, in minutes.
 SNOOZE_CHOICES = (30, 60, 240)
 
 
@@ -66,6 +66,57 @@ def incident_keyboard(
         rows.append(len(SNOOZE_CHOICES))
     if runbook_url is not None:
         builder.button(text=t("button.runbook"), url=runbook_url)
+        rows.append(1)
+    builder.adjust(*rows)
+    return builder.as_markup()
+
+
+# The page's one Snooze choice, in minutes: enough to get to a laptop.
+PAGE_SNOOZE = 30
+
+
+def card_link(card: dict[str, Any] | None) -> str | None:
+    """The t.me link of a card in a supergroup (`-100…` ids); None where Telegram has none."""
+    if not isinstance(card, dict):
+        return None
+    chat_id, message_id = card.get("chat_id"), card.get("message_id")
+    if not isinstance(chat_id, int) or not isinstance(message_id, int):
+        return None
+    digits = str(chat_id)
+    if not digits.startswith("-100") or len(digits) <= 4:
+        return None
+    thread = card.get("thread_id")
+    middle = f"{thread}/" if isinstance(thread, int) else ""
+    return f"https://t.me/c/{digits[4:]}/{middle}{message_id}"
+
+
+def page_keyboard(
+    view: IncidentView, catalogue: Catalogue, *, card: dict[str, Any] | None = None
+) -> InlineKeyboardMarkup:
+    """Under a page sent by direct message: Ack, Snooze 30m, Resolve (what the incident's
+    state still allows; the person paged may do them) and a link to the card in the group."""
+    builder = InlineKeyboardBuilder()
+    t = catalogue.t
+    if view.state is IncidentState.TRIGGERED:
+        builder.button(
+            text=t("button.ack"),
+            callback_data=IncidentCallback(action=IncidentAction.ACK, incident_id=view.id),
+        )
+    if view.is_open:
+        builder.button(
+            text=t("button.snooze_for", duration=format_duration(timedelta(minutes=PAGE_SNOOZE))),
+            callback_data=IncidentCallback(
+                action=IncidentAction.SNOOZE, incident_id=view.id, minutes=PAGE_SNOOZE
+            ),
+        )
+        builder.button(
+            text=t("button.resolve"),
+            callback_data=IncidentCallback(action=IncidentAction.RESOLVE, incident_id=view.id),
+        )
+    rows = [len(list(builder.buttons))] if view.is_open else []
+    link = card_link(card)
+    if link is not None:
+        builder.button(text=t("button.open_in_group"), url=link)
         rows.append(1)
     builder.adjust(*rows)
     return builder.as_markup()
@@ -118,7 +169,18 @@ def incident_keyboard_json(
     return markup
 
 
-# -- pipeline operations (issue 6) ------------------------------------------------------
+def page_keyboard_json(
+    view: IncidentView, catalogue: Catalogue, *, card: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The page's keyboard as Bot API JSON; None when it has no button left."""
+    markup = page_keyboard(view, catalogue, card=card)
+    if not markup.inline_keyboard:
+        return None
+    data: dict[str, Any] = markup.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+# -- pipeline operations ------------------------------------------------------
 
 
 def retry_keyboard(jobs: list[JobView], catalogue: Catalogue) -> InlineKeyboardMarkup | None:

@@ -18,11 +18,23 @@ from aiogram.methods import EditMessageText, SendDocument, SendMessage, Telegram
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 
-from bot.filters import Role, RolePolicy, button_role, command_name, required_role
+from bot.filters import (
+    GRANTED_COMMANDS,
+    INCIDENT_COMMANDS,
+    Role,
+    RolePolicy,
+    button_role,
+    command_incident,
+    command_name,
+    granted_incident,
+    required_role,
+)
 from bot.locales import Catalogue
 from bot.render import esc, html_to_plain, role_name
 from services.audit import AuditService
+from services.grants import GrantService
 from services.notify.limits import TelegramLimits
+from services.notify.service import NotifyService
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +48,34 @@ def actor_of(user: User) -> str:
 
 
 class RoleMiddleware(BaseMiddleware):
-    """Works out the sender's role; refuses politely, records the refusal, calls nothing."""
+    """Works out the sender's role; refuses politely, records the refusal, calls nothing.
 
-    def __init__(self, policy: RolePolicy, audit: AuditService, catalogue: Catalogue) -> None:
+    Someone paged for an incident may ack, snooze and resolve that incident whatever their
+    role (services/grants.py). A command that replies to one of our messages about an
+    incident (its card, a reply under it, a page) acts on that incident: handlers get it as
+    `replied_incident`."""
+
+    def __init__(
+        self,
+        policy: RolePolicy,
+        audit: AuditService,
+        catalogue: Catalogue,
+        *,
+        grants: GrantService | None = None,
+        notify: NotifyService | None = None,
+    ) -> None:
         self._policy = policy
         self._audit = audit
         self._catalogue = catalogue
+        self._grants = grants
+        self._notify = notify
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         if user is None or user.is_bot:
             return None
+        incident_id: int | None = None
+        granted = False
         if isinstance(event, Message):
             command = command_name(event.text)
             if command is None:
@@ -59,16 +88,28 @@ class RoleMiddleware(BaseMiddleware):
             needed = required_role(command, event.text)
             label = command
             chat_id: int | None = event.chat.id
+            replied = await self._replied_incident(event, command)
+            data["replied_incident"] = replied
+            if command in GRANTED_COMMANDS:
+                incident_id = command_incident(event.text, replied)
+                granted = True
         elif isinstance(event, CallbackQuery):
             button = button_role(event.data or "")
             if button is None:
                 return None
             needed, label = button
             chat_id = event.message.chat.id if event.message else None
+            incident_id = granted_incident(event.data or "")
+            granted = incident_id is not None
         else:
             return await handler(event, data)
         role = self._policy.role_of(user.id, chat_id)
-        if role < needed:
+        if role < needed and not (
+            granted
+            and incident_id is not None
+            and self._grants is not None
+            and await self._grants.holds(user.id, incident_id)
+        ):
             await self._refuse(
                 event=event, user=user, chat_id=chat_id, command=label, role=role, needed=needed
             )
@@ -76,6 +117,12 @@ class RoleMiddleware(BaseMiddleware):
         data["role"] = role
         data["actor"] = actor_of(user)
         return await handler(event, data)
+
+    async def _replied_incident(self, message: Message, command: str) -> int | None:
+        reply = message.reply_to_message
+        if reply is None or self._notify is None or command not in INCIDENT_COMMANDS:
+            return None
+        return await self._notify.incident_of_message(message.chat.id, reply.message_id)
 
     async def _refuse(
         self,

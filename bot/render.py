@@ -11,7 +11,7 @@ from typing import Any
 from bot.locales import Catalogue
 from services.backups import BackupInfo
 from services.durations import format_duration
-from services.health import ComponentHealth, HealthReport, Status, health_card
+from services.health import ComponentHealth, HealthReport, Status
 from services.incident_types import IncidentDetail, IncidentView
 from services.models import IncidentState
 from services.notify.fallback import ChannelResult
@@ -49,26 +49,42 @@ def html_to_plain(text: str) -> str:
     return html.unescape(re.sub(r"<[^<>]*>", "", text))
 
 
+def visible_len(text: str) -> int:
+    """What Telegram counts against 4096 for an HTML message: UTF-16 code units of the text
+    after entity parsing (tags count nothing, `&lt;` counts one)."""
+    return tg_len(html_to_plain(text))
+
+
+def _visible(token: str) -> int:
+    if token.startswith("<") and len(token) > 1:
+        return 0
+    if token.startswith("&") and len(token) > 1:
+        return tg_len(html.unescape(token))
+    return tg_len(token)
+
+
 def split_html(text: str, limit: int = LIMIT) -> list[str]:
-    """Cut HTML into messages of at most `limit`, never inside a tag or an entity.
+    """Cut HTML into messages of at most `limit` visible characters (as Telegram counts
+    them), never inside a tag or an entity.
 
     Tags open at a cut are closed at the end of one part and opened again at the start of
     the next, so every part is valid on its own; text is cut at a line break when one is near.
     """
+    if limit <= 0:
+        raise ValueError("the limit must be positive")
     parts: list[str] = []
     stack: list[tuple[str, str]] = []  # (name, opening tag as written)
     current = ""
+    used = 0  # visible characters in `current`
 
     def closing() -> str:
         return "".join(f"</{name}>" for name, _ in reversed(stack))
 
     def flush() -> None:
-        nonlocal current
+        nonlocal current, used
         parts.append(current + closing())
         current = "".join(tag for _, tag in stack)
-
-    def room() -> int:
-        return limit - tg_len(current) - tg_len(closing())
+        used = 0
 
     for token in _TOKEN.findall(text):
         if token.startswith("<") and len(token) > 1 and _TAG.match(token):
@@ -82,27 +98,27 @@ def split_html(text: str, limit: int = LIMIT) -> list[str]:
                         del stack[index]
                         break
                 continue
-            # An opening tag needs room for itself and its own closing tag.
-            if tg_len(token) + len(name) + 3 > room():
+            if used >= limit:
                 flush()
             current += token
             stack.append((name, token))
             continue
         if token.startswith("&") and len(token) > 1:
-            if tg_len(token) > room():
+            width = _visible(token)
+            if used + width > limit:
                 flush()
             current += token
+            used += width
             continue
         piece = token
         while piece:
-            space = room()
+            space = limit - used
             if space <= 0:
-                if not current.strip() or current == "".join(t for _, t in stack):
-                    raise ValueError("limit too small for the markup nesting")
                 flush()
                 continue
             if tg_len(piece) <= space:
                 current += piece
+                used += tg_len(piece)
                 break
             take = piece[:space]
             while tg_len(take) > space:
@@ -110,7 +126,13 @@ def split_html(text: str, limit: int = LIMIT) -> list[str]:
             newline = take.rfind("\n")
             if newline > len(take) // 2:
                 take = take[: newline + 1]
+            if not take:  # one character wider than the room left (a surrogate pair)
+                if used == 0:
+                    raise ValueError("the limit is smaller than one character")
+                flush()
+                continue
             current += take
+            used += tg_len(take)
             piece = piece[len(take) :]
             flush()
     if current and current != "".join(tag for _, tag in stack) or not parts:
@@ -119,10 +141,11 @@ def split_html(text: str, limit: int = LIMIT) -> list[str]:
 
 
 def trim_html(text: str, limit: int = LIMIT, marker: str = "…") -> tuple[str, bool]:
-    """The first part that fits, with `marker` after it; True when something was cut."""
-    if tg_len(text) <= limit:
+    """The first part that fits (counted as Telegram counts: visible text), with `marker`
+    after it; True when something was cut."""
+    if visible_len(text) <= limit:
         return text, False
-    first = split_html(text, limit - tg_len(marker))[0]
+    first = split_html(text, limit - visible_len(marker))[0]
     return first + marker, True
 
 
@@ -158,7 +181,7 @@ class TelegramRenderer:
         kind = str(change.get("kind", ""))
         details: dict[str, Any] = change.get("details") or {}
         actor = esc(change.get("actor", ""))
-        values: dict[str, Any] = {"actor": actor, "kind": esc(kind)}
+        values: dict[str, Any] = {"actor": actor, "kind": esc(self.catalogue.kind(kind))}
         if kind == "deduplicated":
             values["count"] = esc(details.get("count", ""))
         elif kind == "annotated":
@@ -173,7 +196,7 @@ class TelegramRenderer:
             values.update(
                 step=esc(details.get("step", "")),
                 target=esc(details.get("target", "")),
-                message=esc(str(details.get("message", ""))[:500]),
+                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:500]),
                 late=self.t("change.escalated.late") if details.get("late") else "",
             )
         key = f"change.{kind}"
@@ -331,7 +354,11 @@ class TelegramRenderer:
         if view.snoozed_until and view.snoozed_until > now and view.is_open:
             lines.append(t("card.snoozed", until=at(view.snoozed_until)))
         lines += self.card_facts(view, now, facts or {})
-        if last and last.get("kind") in LAST_SHOWN:
+        if (
+            last
+            and last.get("kind") in LAST_SHOWN
+            and not (last.get("details") or {}).get("initial")
+        ):
             lines.append(t("card.last", what=self.change_line(last, view)))
         if view.description:
             lines.append("")
@@ -341,7 +368,7 @@ class TelegramRenderer:
     def render(
         self, op: str, payload: dict[str, Any], incident: IncidentView | None, now: datetime
     ) -> Rendered:
-        from bot.keyboards import incident_keyboard_json
+        from bot.keyboards import incident_keyboard_json, page_keyboard_json
 
         if op in {Op.CARD, Op.DOCUMENT} and incident is not None:
             full = self.card(incident, now, payload.get("last"), payload)
@@ -372,8 +399,12 @@ class TelegramRenderer:
                 badge=BADGES[incident.severity] if incident else "",
                 id=esc(payload.get("incident_id", "?")),
                 title=esc(incident.title) if incident else "",
-                message=esc(str(details.get("message", ""))[:1000]),
+                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:1000]),
             )
+            if incident is not None:
+                text, _ = trim_html(text, LIMIT)
+                markup = page_keyboard_json(incident, self.catalogue, card=payload.get("card"))
+                return Rendered(text, html_to_plain(text), reply_markup=markup)
         else:
             text = esc(payload.get("text", ""))
         text, _ = trim_html(text, LIMIT)
@@ -420,7 +451,10 @@ class TelegramRenderer:
         for entry in detail.timeline[-30:]:
             lines.append(
                 self.t(
-                    "detail.entry", at=at(entry.at), kind=esc(entry.kind), actor=esc(entry.actor)
+                    "detail.entry",
+                    at=at(entry.at),
+                    kind=esc(self.catalogue.kind(entry.kind)),
+                    actor=esc(entry.actor),
                 )
             )
         return "\n".join(lines)
@@ -438,20 +472,59 @@ class TelegramRenderer:
             )
         return "\n".join(lines)
 
-    # -- pipeline operations (issue 6) ----------------------------------------------------
+    # -- pipeline operations ----------------------------------------------------
 
     def health_card(self, report: HealthReport) -> str:
         """The compact card: the overall status, then one line per component with its figure."""
         badge = STATUS_BADGES[report.status]
-        return f"{badge} <pre>{esc(health_card(report))}</pre>"
+        lines = [self.t("health.title", status=self.t(f"status.{report.status.value}"))]
+        for c in report.components:
+            mark = self.t(f"health.mark.{c.status.value}")
+            lines.append(f"{mark:<4} {c.name}: {c.detail}"[:120])
+        return f"{badge} <pre>{esc(chr(10).join(lines))}</pre>"
+
+    def token_lines(self, status: TokenStatus) -> str:
+        """The token's status lines in the bot's language (the CLI's `text()` in English)."""
+        t = self.t
+        if not status.configured:
+            return t("token.line.unset")
+        lines = [t("token.line.state", state=t(f"token.state.{status.state.value}"))]
+        if status.restart_needed:
+            lines.append(t("token.line.restart"))
+        if status.expires_at is not None:
+            lines.append(
+                t(
+                    "token.line.expires",
+                    at=f"{status.expires_at:%Y-%m-%d %H:%M} UTC",
+                    days=status.days_left,
+                )
+            )
+        else:
+            lines.append(t("token.line.no_expiry"))
+        if status.live is not None:
+            verdict = t("token.live.valid" if status.live.valid else "token.live.invalid")
+            lines.append(t("token.line.live", verdict=verdict))
+            if status.live.detail:
+                lines.append(f"  {status.live.detail}")
+        if status.unauthorized_incident is not None:
+            lines.append(t("token.line.unauthorized", id=status.unauthorized_incident))
+        return "\n".join(lines)
 
     def token_status(self, status: TokenStatus) -> str:
         return "\n".join(
-            [self.t("token.title"), f"<pre>{esc(status.text())}</pre>", self.t("token.hint")]
+            [
+                self.t("token.title"),
+                f"<pre>{esc(self.token_lines(status))}</pre>",
+                self.t("token.hint"),
+            ]
         )
 
     def token_set(self, status: TokenStatus, actor: str) -> str:
-        return self.t("token.set", actor=esc(actor)) + "\n" + f"<pre>{esc(status.text())}</pre>"
+        return (
+            self.t("token.set", actor=esc(actor))
+            + "\n"
+            + f"<pre>{esc(self.token_lines(status))}</pre>"
+        )
 
     @staticmethod
     def pre(text: str) -> str:

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     test.add_argument("--json", action="store_true")
 
-    inc = sub.add_parser("incident", help="list, show, acknowledge and resolve incidents")
+    inc = sub.add_parser("incident", help="list, show, acknowledge, resolve and reopen incidents")
     inc_sub = inc.add_subparsers(dest="incident_command", required=True, metavar="ACTION")
     lst = inc_sub.add_parser("list", help="incidents, most urgent first")
     lst.add_argument("--state", default="open", help="open (default), all, or a comma list")
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = inc_sub.add_parser("show", help="one incident with its timeline")
     show.add_argument("id", type=_incident_id)
     show.add_argument("--json", action="store_true")
-    for name in ("ack", "resolve"):
+    for name in ("ack", "resolve", "reopen"):
         action = inc_sub.add_parser(name, help=f"{name} an incident")
         action.add_argument("id", type=_incident_id)
         action.add_argument("--note", default=None)
@@ -166,6 +166,10 @@ def _cmd_incident(args: argparse.Namespace, settings: Settings) -> int:
         if args.incident_command == "ack":
             view = await incidents.acknowledge(args.id, actor=actor(), note=args.note)
             print(f"#{view.id} acknowledged by {view.acknowledged_by}")
+            return 0
+        if args.incident_command == "reopen":
+            view = await incidents.reopen(args.id, actor=actor(), note=args.note)
+            print(f"#{view.id} reopened; escalation starts again")
             return 0
         view = await incidents.resolve(args.id, actor=actor(), note=args.note)
         print(f"#{view.id} resolved by {view.resolved_by}")

@@ -16,6 +16,7 @@ from services.clock import Clock
 from services.config import Settings
 from services.db import Database
 from services.escalation import EscalationService
+from services.grants import GrantService
 from services.health import HealthService
 from services.heartbeats import HeartbeatService
 from services.incidents import IncidentService
@@ -53,6 +54,8 @@ class Services:
     timer: EscalationTimer
     alarm: Alarm
     oncall: OncallService
+    # Whoever is paged for an incident may ack, snooze and resolve it until it resolves.
+    grants: GrantService
     checklists: ChecklistService
     postmortems: PostmortemService
     reports: ReportService

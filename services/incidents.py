@@ -243,17 +243,24 @@ class IncidentService:
     ) -> IncidentView:
         """Acknowledge; with `duration`, only for that long (then escalation resumes)."""
         if duration is not None and duration <= timedelta(0):
-            raise InvalidInput("an acknowledgement duration must be positive")
+            raise InvalidInput(
+                "an acknowledgement duration must be positive", detail={"reason": "ack_duration"}
+            )
 
         def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
-                    f"incident #{row.id} is resolved; reopen it first", detail={"id": row.id}
+                    f"incident #{row.id} is resolved; reopen it first",
+                    detail={"id": row.id, "reason": "ack_resolved"},
                 )
             if row.state == IncidentState.ACKNOWLEDGED:
                 raise InvalidTransition(
                     f"incident #{row.id} is already acknowledged by {row.acknowledged_by}",
-                    detail={"id": row.id, "acknowledged_by": row.acknowledged_by},
+                    detail={
+                        "id": row.id,
+                        "acknowledged_by": row.acknowledged_by,
+                        "reason": "already_acknowledged",
+                    },
                 )
             row.state = IncidentState.ACKNOWLEDGED.value
             row.acknowledged_at = now
@@ -273,7 +280,11 @@ class IncidentService:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is already resolved by {row.resolved_by}",
-                    detail={"id": row.id, "resolved_by": row.resolved_by},
+                    detail={
+                        "id": row.id,
+                        "resolved_by": row.resolved_by,
+                        "reason": "already_resolved",
+                    },
                 )
             incident_rows.close(row, actor, now)
             return {"note": note} if note else {}
@@ -292,12 +303,12 @@ class IncidentService:
             if row.state != IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is not resolved (it is {row.state})",
-                    detail={"id": row.id, "state": row.state},
+                    detail={"id": row.id, "state": row.state, "reason": "not_resolved"},
                 )
             if incident_rows.open_by_dedup_key(session, row.dedup_key) is not None:
                 raise InvalidTransition(
                     f"another open incident already has dedup key {row.dedup_key!r}",
-                    detail={"id": row.id},
+                    detail={"id": row.id, "reason": "key_open"},
                 )
             row.state = IncidentState.TRIGGERED.value
             row.acknowledged_at = None
@@ -314,13 +325,16 @@ class IncidentService:
     async def snooze(self, incident_id: int, *, actor: str, duration: timedelta) -> IncidentView:
         """Hold escalation still for `duration`; the incident stays open."""
         if not timedelta(minutes=1) <= duration <= timedelta(days=7):
-            raise InvalidInput("snooze for between 1 minute and 7 days, e.g. 30m or 2h")
+            raise InvalidInput(
+                "snooze for between 1 minute and 7 days, e.g. 30m or 2h",
+                detail={"reason": "snooze_range"},
+            )
 
         def apply(session: Session, row: Incident, now: datetime) -> dict[str, Any]:
             if row.state == IncidentState.RESOLVED:
                 raise InvalidTransition(
                     f"incident #{row.id} is resolved; there is nothing to snooze",
-                    detail={"id": row.id},
+                    detail={"id": row.id, "reason": "snooze_resolved"},
                 )
             row.snoozed_until = now + duration
             return {
@@ -349,7 +363,10 @@ class IncidentService:
         def run(write: IncidentWrite) -> IncidentView:
             row = write.session.get(Incident, incident_id, with_for_update={"key_share": True})
             if row is None:
-                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+                raise NotFound(
+                    f"no incident #{incident_id}",
+                    detail={"id": incident_id, "reason": "no_incident"},
+                )
             details = apply(write.session, row, write.now)
             change = IncidentChange(kind, IncidentView.of(row), actor, write.now, details)
             write.record([change])
@@ -363,7 +380,10 @@ class IncidentService:
         async with self._db.read() as session:
             row = await session.get(Incident, incident_id)
             if row is None:
-                raise NotFound(f"no incident #{incident_id}", detail={"id": incident_id})
+                raise NotFound(
+                    f"no incident #{incident_id}",
+                    detail={"id": incident_id, "reason": "no_incident"},
+                )
             events = (
                 await session.scalars(
                     select(TimelineEvent)

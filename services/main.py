@@ -24,6 +24,7 @@ from services.config import Settings
 from services.container import Services
 from services.db import Database
 from services.escalation import EscalationService
+from services.grants import GrantService
 from services.health import HealthService
 from services.heartbeats import CHECK_SECONDS, HeartbeatService, watch_own_jobs
 from services.incidents import IncidentService
@@ -96,12 +97,15 @@ async def open_services(
     )
     notify = NotifyService(settings, database, clock, registry=metrics.registry)
     board_changes = BoardChanges()
+    # Whoever a step pages may act on that incident until it resolves.
+    grants = GrantService(database)
     incidents = IncidentService(
         database,
         clock,
         deadlines=policy.deadline_after,
         hooks=[
             escalation,  # the ladder and its next wake-up
+            grants,  # a page grants its person that incident
             notify.hook,  # the chat messages, in the outbox before they are sent
             board_changes,  # the live board publishes again
             FollowerHook(leadership, database),  # on a follower: NOTIFY wakes the leader
@@ -181,6 +185,7 @@ async def open_services(
         timer=timer,
         alarm=alarm,
         oncall=oncall,
+        grants=grants,
         checklists=checklists,
         postmortems=PostmortemService(
             database, clock, incidents, checklists, language=settings.bot_language

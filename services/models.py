@@ -226,6 +226,23 @@ class OncallOverride(Base):
     set_by: Mapped[str] = mapped_column(String(200))
 
 
+class IncidentGrant(Base):
+    """Someone paged for an incident may acknowledge, snooze and resolve it: recorded when
+    the page is written, ended when the incident resolves."""
+
+    __tablename__ = "incident_grants"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Telegram ids need 64 bits.
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # The escalation step that paged them (`pd`, `oncall`, ...).
+    step: Mapped[str] = mapped_column(String(64))
+    granted_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class ChecklistTick(Base):
     """The state of one item of an incident's checklist, with who last changed it."""
 
@@ -292,7 +309,11 @@ class OutboxMessage(Base):
     wants_fallback: Mapped[bool] = mapped_column(Boolean, default=False)
     fallback_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    __table_args__ = (Index("ix_outbox_messages_status_priority", "status", "priority", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_messages_status_priority", "status", "priority", "id"),
+        # A reply to one of our messages names its incident (reply to act).
+        Index("ix_outbox_messages_chat_message", "chat_id", "telegram_message_id"),
+    )
 
 
 class IncidentMessage(Base):
@@ -308,6 +329,8 @@ class IncidentMessage(Base):
     thread_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
     posted_at: Mapped[datetime]
     edited_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_incident_messages_chat_message", "chat_id", "message_id"),)
 
 
 class BotRefusal(Base):

@@ -8,17 +8,22 @@ from bot.errors import Usage, reply_for
 from bot.locales import Catalogue
 from services.errors import InvalidTransition, NotFound
 
+ACK_USAGE = (
+    "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m; "
+    "or reply to the alert with /ack [DURATION]"
+)
+
 
 @pytest.mark.parametrize(
     ("exc", "command", "language", "expected"),
     [
-        (Usage("ack"), "ack", "en", "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m"),
+        (Usage("ack"), "ack", "en", ACK_USAGE),
         # A domain error says what was wrong, then how to write the command.
         (
             NotFound("incident 999 not found"),
             "ack",
             "en",
-            "⚠️ incident 999 not found\nUsage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m",
+            "⚠️ incident 999 not found\n" + ACK_USAGE,
         ),
         # A command without a usage line (and a button): the message alone.
         (InvalidTransition("already resolved"), "health", "en", "⚠️ already resolved"),

@@ -58,6 +58,17 @@ async def test_incident_list_ack_resolve(tmp_path: Path, settings: Settings) -> 
     )
     detail = json.loads(shown.stdout)
     assert detail["state"] == "resolved"
+
+    reopen = await asyncio.to_thread(
+        run_cli, "incident", "reopen", "1", cwd=tmp_path, database_url=url
+    )
+    assert reopen.returncode == 0, reopen.stderr
+    assert "#1 reopened" in reopen.stdout
+    twice = await asyncio.to_thread(
+        run_cli, "incident", "reopen", "1", cwd=tmp_path, database_url=url
+    )
+    assert twice.returncode == 1
+    assert twice.stderr.strip().startswith("sunflow-ops: incident #1 is not resolved")
     assert [e["kind"] for e in detail["timeline"]] == ["triggered", "acknowledged", "resolved"]
 
 

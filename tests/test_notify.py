@@ -20,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from services.clock import FrozenClock
 from services.container import Services
 from services.errors import InvalidTransition
-from services.incident_types import AlertIn, ChangeKind, IncidentChange
+from services.incident_types import AlertIn, ChangeKind, IncidentChange, IncidentView
 from services.main import open_services
-from services.models import OutboxMessage
+from services.models import IncidentState, OutboxMessage
 from services.notify.limits import SlidingWindow, TelegramLimits
-from services.notify.outbox import Op, Target, add_row
+from services.notify.outbox import Op, Target, add_row, priority_of
 from services.severity import Severity
 from tests.botkit import PD_USER, TEAM, TOKEN, bot_settings, running_fake
 from tests.conftest import free_port, make_settings
@@ -329,3 +329,51 @@ async def test_changes_at_the_same_instant_never_collide(notified: Services) -> 
         await notified.incidents.snooze(view.id, actor="cli", duration=timedelta(hours=1))
     keys = [r.idempotency_key for r in await rows(notified)]
     assert len(keys) == len(set(keys)) == 7  # the card, then an edit and a reply per snooze
+
+
+def _incident(severity: Severity) -> IncidentView:
+    now = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    return IncidentView(
+        id=1,
+        dedup_key="k",
+        severity=severity,
+        title="t",
+        description="",
+        source="api",
+        labels={},
+        state=IncidentState.TRIGGERED,
+        occurrence_count=1,
+        first_seen_at=now,
+        last_seen_at=now,
+        response_deadline=now,
+        acknowledged_at=None,
+        acknowledged_by=None,
+        resolved_at=None,
+        resolved_by=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("severity", "kind", "actor", "expected"),
+    [
+        # A person's answer goes in the urgent tier, ahead of new P2/P3 cards.
+        (Severity.P2, ChangeKind.ACKNOWLEDGED, "tg:1003 (@kim)", 1),
+        (Severity.P3, ChangeKind.RESOLVED, "cli:lee", 1),
+        (Severity.P3, ChangeKind.SNOOZED, "api:deploy-bot", 1),
+        (Severity.P2, ChangeKind.CHECKLIST, "tg:1003 (@kim)", 1),
+        (Severity.P2, ChangeKind.REOPENED, "tg:1003 (@kim)", 1),
+        # A P0's own rank is already higher.
+        (Severity.P0, ChangeKind.ACKNOWLEDGED, "tg:1003 (@kim)", 0),
+        # New cards, repeats and machines' changes keep their severity's rank.
+        (Severity.P2, ChangeKind.TRIGGERED, "intake", 2),
+        (Severity.P3, ChangeKind.DEDUPLICATED, "intake", 3),
+        (Severity.P2, ChangeKind.RESOLVED, "intake", 2),
+        (Severity.P2, ChangeKind.ESCALATED, "escalation", 2),
+        (Severity.P2, ChangeKind.UNACKNOWLEDGED, "timer", 2),
+    ],
+)
+def test_priority_of_a_change(
+    severity: Severity, kind: ChangeKind, actor: str, expected: int
+) -> None:
+    at = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+    assert priority_of(IncidentChange(kind, _incident(severity), actor, at)) == expected

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from bot.locales import CATALOGUES, Catalogue
-from bot.render import TelegramRenderer, html_to_plain, split_html, tg_len, trim_html
+from bot.render import TelegramRenderer, html_to_plain, split_html, trim_html, visible_len
 from services.incident_types import IncidentView
 from services.models import IncidentState
 from services.notify.outbox import Op
@@ -45,7 +46,7 @@ def view(**overrides: object) -> IncidentView:
     [
         ("plain " * 2000, 4096),
         ("<b>" + "bold &amp; safe " * 600 + "</b>", 4096),
-        ("<i>a</i>\n" * 1500, 4096),
+        ("<i>a</i>\n" * 2500, 4096),
         ("<b><i>" + "x&lt;" * 50 + "</i></b>", 37),
         ("<blockquote>" + "한국어 텍스트 🔴 " * 700 + "</blockquote>", 4096),
         ('<a href="https://e.x/?a=1&amp;b=2">' + "link " * 30 + "</a>", 60),
@@ -55,7 +56,7 @@ def test_split_never_cuts_tags_or_entities(text: str, limit: int) -> None:
     parts = split_html(text, limit)
     assert len(parts) > 1
     for part in parts:
-        assert tg_len(part) <= limit
+        assert visible_len(part) <= limit
         assert check_html(part) is None, part
     assert "".join(html_to_plain(p) for p in parts) == html_to_plain(text)
 
@@ -67,7 +68,7 @@ def test_short_text_is_one_part() -> None:
 def test_trim_marks_the_cut() -> None:
     text, trimmed = trim_html("<b>" + "y" * 5000 + "</b>", 4096, "…")
     assert trimmed
-    assert tg_len(text) <= 4096
+    assert visible_len(text) <= 4096
     assert check_html(text) is None
     assert trim_html("short", 4096) == ("short", False)
 
@@ -107,10 +108,57 @@ def test_card_shows_who_acknowledged_and_drops_the_ack_button() -> None:
 def test_long_card_is_trimmed_and_keeps_the_full_text() -> None:
     long = view(description="<p>" + "a&b " * 3000)
     rendered = TelegramRenderer(Catalogue("ko")).render(Op.CARD, {}, long, NOW)
-    assert tg_len(rendered.html) <= 4096
+    assert visible_len(rendered.html) <= 4096
     assert check_html(rendered.html) is None
     assert rendered.full_text is not None
     assert rendered.full_text.count("a&b") == 3000
+
+
+def test_the_limit_counts_visible_text_not_markup() -> None:
+    """Telegram counts 4096 after entity parsing: escaped markup keeps as much visible text
+    as plain text would."""
+    renderer = TelegramRenderer(Catalogue("en"))
+    marked = renderer.render(Op.CARD, {}, view(description="<x>&" * 900), NOW)
+    assert marked.full_text is None  # 3,600 visible characters fit, though the HTML is 12,600
+    assert len(marked.html) > 4096 >= visible_len(marked.html)
+    assert html_to_plain(marked.html).count("<x>&") == 900
+    plain = renderer.render(Op.CARD, {}, view(description="abcd" * 1500), NOW)
+    markup = renderer.render(Op.CARD, {}, view(description="<&>;" * 1500), NOW)
+    assert plain.full_text is not None and markup.full_text is not None
+    assert visible_len(markup.html) == visible_len(plain.html)
+    assert 4000 < visible_len(markup.html) <= 4096
+    assert check_html(markup.html) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("<b>abc</b>", 10, 3),
+        ("&lt;&amp;&gt;", 10, 3),
+        ("🔴 x", 10, 4),
+        ('<a href="https://e.x/?a=1&amp;b=2">go</a>', 10, 2),
+    ],
+)
+def test_visible_length(text: str, limit: int, expected: int) -> None:
+    assert visible_len(text) == expected
+    assert split_html(text, limit) == [text]
+
+
+def test_a_new_card_has_no_last_line_for_the_step_that_made_it() -> None:
+    renderer = TelegramRenderer(Catalogue("en"))
+    initial: dict[str, Any] = {
+        "kind": "escalated",
+        "actor": "escalation",
+        "at": NOW.isoformat(),
+        "details": {"step": "team", "target": "team", "message": "alert", "initial": True},
+    }
+    card = renderer.render(Op.CARD, {"last": initial}, view(), NOW)
+    assert "Last:" not in card.plain
+    later = {**initial, "details": {**initial["details"], "initial": False, "step": "pd"}}
+    assert (
+        "Last: 📣 escalated (pd → team)"
+        in renderer.render(Op.CARD, {"last": later}, view(), NOW).plain
+    )
 
 
 def test_catalogues_have_the_same_keys_and_placeholders() -> None:

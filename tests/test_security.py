@@ -48,6 +48,7 @@ AUTH: dict[tuple[str, str], str] = {
     ("GET", "/api/incidents/{id}/postmortem"): "local",
     ("POST", "/api/incidents/{id}/ack"): "admin",
     ("POST", "/api/incidents/{id}/resolve"): "admin",
+    ("POST", "/api/incidents/{id}/reopen"): "admin",
     ("GET", "/api/token"): "local",
     ("GET", "/api/jobs"): "local",
     ("GET", "/api/traces"): "local",

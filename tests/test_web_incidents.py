@@ -32,6 +32,35 @@ async def test_ack_and_resolve_over_http(client: Client) -> None:
     assert "already resolved" in err["detail"]["message"]
 
 
+async def test_reopen_over_http(client: Client) -> None:
+    incident_id = await raise_alert(client, "reopen-me", "P0")
+    early = await client.post(f"/api/incidents/{incident_id}/reopen", headers=admin_headers())
+    assert early.status == 409
+    assert (await early.json())["error"] == "invalid_transition"
+    await client.post(f"/api/incidents/{incident_id}/resolve", headers=admin_headers())
+    refused = await client.post(f"/api/incidents/{incident_id}/reopen")
+    assert refused.status == 401
+    resp = await client.post(
+        f"/api/incidents/{incident_id}/reopen",
+        json={"actor": "deploy-bot", "note": "came back"},
+        headers=admin_headers(),
+    )
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["state"] == "triggered"
+    assert body["resolved_at"] is None
+    detail = await (await client.get(f"/api/incidents/{incident_id}")).json()
+    reopened = detail["timeline"][-1]
+    assert (reopened["kind"], reopened["actor"]) == ("reopened", "api:deploy-bot")
+    assert reopened["details"] == {"note": "came back"}
+    missing = await client.post("/api/incidents/424242/reopen", headers=admin_headers())
+    assert missing.status == 404
+    document = await (await client.get("/api/openapi.json")).json()
+    assert document["paths"]["/api/incidents/{id}/reopen"]["post"]["security"] == [
+        {"adminToken": []}
+    ]
+
+
 async def test_lifecycle_needs_admin_token(client: Client) -> None:
     incident_id = await raise_alert(client, "b")
     for headers in ({}, intake_headers(), {"Authorization": "Bearer nope"}):

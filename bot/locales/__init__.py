@@ -7,6 +7,9 @@ from typing import Any
 from bot.locales import en, ko
 
 CATALOGUES: dict[str, dict[str, str]] = {"ko": ko.MESSAGES, "en": en.MESSAGES}
+# The built-in ladder's step messages (services/policy.py) in each language; a policy file's
+# own messages are the team's words and are shown as written.
+LADDERS: dict[str, dict[str, str]] = {"ko": ko.LADDER, "en": {}}
 
 
 class Catalogue:
@@ -24,3 +27,11 @@ class Catalogue:
     def get(self, key: str) -> str | None:
         """The message, or None when this catalogue has no such key."""
         return self._messages.get(key)
+
+    def ladder(self, message: str) -> str:
+        """A step's message: the built-in ladder's in this language, a team's as written."""
+        return LADDERS[self.language].get(message, message)
+
+    def kind(self, kind: str) -> str:
+        """A timeline entry's kind (`acknowledged`) in this language."""
+        return self._messages.get(f"kind.{kind}", kind)

@@ -19,9 +19,18 @@ MESSAGES: dict[str, str] = {
     "cmd.snooze": "hold escalation for a while",
     "cmd.status": "how many incidents are open, by severity",
     "cmd.notify_test": "send a test message on every channel (admin)",
-    "usage.ack": "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m",
-    "usage.resolve": "Usage: /resolve ID [note] — e.g. /resolve 42 token renewed",
-    "usage.snooze": "Usage: /snooze ID DURATION — e.g. /snooze 42 1h",
+    "usage.ack": (
+        "Usage: /ack ID [DURATION] — e.g. /ack 42 or /ack 42 30m; "
+        "or reply to the alert with /ack [DURATION]"
+    ),
+    "usage.resolve": (
+        "Usage: /resolve ID [note] — e.g. /resolve 42 token renewed; "
+        "or reply to the alert with /resolve [note]"
+    ),
+    "usage.snooze": (
+        "Usage: /snooze ID DURATION — e.g. /snooze 42 1h; "
+        "or reply to the alert with /snooze DURATION"
+    ),
     "unknown": "I don't know that command. Send /help for the list.",
     "refused": (
         "Sorry, this needs the {required} role and you are {role} (your id: {user_id}). "
@@ -79,6 +88,55 @@ MESSAGES: dict[str, str] = {
     "done.ack_until": "👀 #{id} acknowledged by {actor} until {until}",
     "done.resolve": "✅ #{id} resolved by {actor}",
     "done.snooze": "💤 #{id} snoozed until {until}",
+    "done.reopen": "🚨 #{id} reopened by {actor}; escalation starts again",
+    "usage.reopen": "Usage: /reopen ID [note] — e.g. /reopen 42 came back",
+    "cmd.reopen": "reopen a resolved incident (escalation starts again)",
+    "button.open_in_group": "💬 Open in group",
+    "kind.triggered": "triggered",
+    "kind.deduplicated": "seen again",
+    "kind.acknowledged": "acknowledged",
+    "kind.resolved": "resolved",
+    "kind.reopened": "reopened",
+    "kind.annotated": "note",
+    "kind.snoozed": "snoozed",
+    "kind.unacknowledged": "acknowledgement ran out",
+    "kind.escalated": "escalated",
+    "kind.deadline_missed": "deadline missed",
+    "kind.checklist": "checklist",
+    "kind.postmortem": "post-mortem",
+    "health.title": "Health: {status}",
+    "health.mark.healthy": "OK",
+    "health.mark.degraded": "WARN",
+    "health.mark.down": "DOWN",
+    "error.ack_resolved": "⚠️ #{id} is resolved; reopen it first: /reopen {id}",
+    "error.already_acknowledged": "⚠️ #{id} is already acknowledged by {acknowledged_by}",
+    "error.already_resolved": "⚠️ #{id} is already resolved by {resolved_by}",
+    "error.not_resolved": "⚠️ #{id} is not resolved; there is nothing to reopen",
+    "error.key_open": "⚠️ #{id} cannot be reopened: another open incident has the same dedup key",
+    "error.snooze_resolved": "⚠️ #{id} is resolved; there is nothing to snooze",
+    "error.snooze_range": "⚠️ Snooze for between 1 minute and 7 days, e.g. 30m or 2h",
+    "error.ack_duration": "⚠️ An acknowledgement duration must be positive, e.g. 30m",
+    "error.no_incident": "⚠️ There is no incident #{id}",
+    "token.line.unset": "Instagram token: INSTAGRAM_ACCESS_TOKEN is not set",
+    "token.line.state": "Instagram token: {state}",
+    "token.line.restart": (
+        "restart needed: .env holds another INSTAGRAM_ACCESS_TOKEN than the one "
+        "this service runs with; restart sunflow-ops serve (systemctl restart "
+        "'sunflow-ops@*')"
+    ),
+    "token.line.expires": "expires {at} ({days} days left)",
+    "token.line.no_expiry": "no expiry registered: run `token set-expiry 60` after renewing",
+    "token.line.live": "live check: {verdict}",
+    "token.line.unauthorized": (
+        "the Graph API answered 401 (incident #{id} open until a call succeeds)"
+    ),
+    "token.live.valid": "valid",
+    "token.live.invalid": "INVALID",
+    "token.state.ok": "ok",
+    "token.state.warning": "warning",
+    "token.state.critical": "critical",
+    "token.state.expired": "expired",
+    "token.state.unknown": "unknown",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "Source: {source} · dedup key: <code>{dedup}</code>",
     "detail.timeline": "<b>Timeline</b>",
@@ -87,7 +145,7 @@ MESSAGES: dict[str, str] = {
     "notify.line": "{badge} {channel}: {detail}",
     "trimmed": "\n… (trimmed; the full text is attached)",
     "document.caption": "Full text of incident #{id}",
-    # -- pipeline operations (issue 6) ----------------------------------------------------
+    # -- pipeline operations ----------------------------------------------------
     "cmd.traces": "recent pipeline traces, or one: /traces ID",
     "cmd.stats": "stats collector status; /stats restart",
     "cmd.backup": "configuration backups: list, create, restore (admin)",
@@ -129,7 +187,7 @@ MESSAGES: dict[str, str] = {
     "stats.not_scheduled": "not scheduled",
     "logs.caption": "📦 Logs of incident #{id}: {traces} trace(s), {lines} error line(s)",
     "logs.sent": "Logs of #{id} sent",
-    # -- escalation, SSE admin, checklists, post-mortems, reports (issues 4, 5, 7) --
+    # -- escalation, SSE admin, checklists, post-mortems, reports --
     "cmd.oncall": "who is on call; /oncall set USER_ID 8h (admin)",
     "cmd.postmortem": "post-mortem of an incident; fill its fields (responder)",
     "cmd.report": "the weekly incident report with its chart",
@@ -186,7 +244,7 @@ MESSAGES: dict[str, str] = {
     "postmortem.complete": "Post-mortem of #{id}: every field is filled.",
     "postmortem.set": "📝 #{id}: {field} recorded by {actor}",
     "report.caption": "Incidents this week",
-    # -- heartbeats (issue 17) --
+    # -- heartbeats --
     "cmd.heartbeats": "dead-man's switches: last ping and state",
     "heartbeats.none": (
         "No heartbeats yet. Add one from the server: "

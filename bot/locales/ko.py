@@ -19,9 +19,16 @@ MESSAGES: dict[str, str] = {
     "cmd.snooze": "일정 시간 에스컬레이션 보류",
     "cmd.status": "심각도별 진행 중인 장애 수",
     "cmd.notify_test": "모든 채널로 테스트 메시지 전송 (관리자)",
-    "usage.ack": "사용법: /ack ID [기간] — 예: /ack 42 또는 /ack 42 30m",
-    "usage.resolve": "사용법: /resolve ID [메모] — 예: /resolve 42 토큰 갱신 완료",
-    "usage.snooze": "사용법: /snooze ID 기간 — 예: /snooze 42 1h",
+    "usage.ack": (
+        "사용법: /ack ID [기간] — 예: /ack 42 또는 /ack 42 30m; 또는 알림에 답장으로 /ack [기간]"
+    ),
+    "usage.resolve": (
+        "사용법: /resolve ID [메모] — 예: /resolve 42 토큰 갱신 완료; "
+        "또는 알림에 답장으로 /resolve [메모]"
+    ),
+    "usage.snooze": (
+        "사용법: /snooze ID 기간 — 예: /snooze 42 1h; 또는 알림에 답장으로 /snooze 기간"
+    ),
     "unknown": "알 수 없는 명령입니다. /help 로 명령 목록을 확인하세요.",
     "refused": (
         "죄송합니다. 이 명령은 {required} 역할이 필요하며 현재 역할은 {role}입니다 "
@@ -79,6 +86,54 @@ MESSAGES: dict[str, str] = {
     "done.ack_until": "👀 #{id} 확인 — {actor}, {until}까지",
     "done.resolve": "✅ #{id} 해결 — {actor}",
     "done.snooze": "💤 #{id} {until}까지 보류",
+    "done.reopen": "🚨 #{id} 재개 — {actor}; 에스컬레이션을 다시 시작합니다",
+    "usage.reopen": "사용법: /reopen ID [메모] — 예: /reopen 42 다시 발생",
+    "cmd.reopen": "해결된 장애 재개 (에스컬레이션 재시작)",
+    "button.open_in_group": "💬 그룹에서 열기",
+    "kind.triggered": "발생",
+    "kind.deduplicated": "재발생",
+    "kind.acknowledged": "확인",
+    "kind.resolved": "해결",
+    "kind.reopened": "재개",
+    "kind.annotated": "메모",
+    "kind.snoozed": "보류",
+    "kind.unacknowledged": "확인 기간 만료",
+    "kind.escalated": "에스컬레이션",
+    "kind.deadline_missed": "응답 기한 초과",
+    "kind.checklist": "체크리스트",
+    "kind.postmortem": "사후 분석",
+    "health.title": "헬스체크: {status}",
+    "health.mark.healthy": "정상",
+    "health.mark.degraded": "경고",
+    "health.mark.down": "중단",
+    "error.ack_resolved": "⚠️ #{id} 은(는) 이미 해결되었습니다. 먼저 재개하세요: /reopen {id}",
+    "error.already_acknowledged": "⚠️ #{id} 은(는) 이미 확인되었습니다 ({acknowledged_by})",
+    "error.already_resolved": "⚠️ #{id} 은(는) 이미 해결되었습니다 ({resolved_by})",
+    "error.not_resolved": "⚠️ #{id} 은(는) 해결된 상태가 아니어서 재개할 것이 없습니다",
+    "error.key_open": "⚠️ #{id} 을(를) 재개할 수 없습니다: 같은 중복 키의 장애가 진행 중입니다",
+    "error.snooze_resolved": "⚠️ #{id} 은(는) 해결되어 보류할 것이 없습니다",
+    "error.snooze_range": "⚠️ 보류 기간은 1분에서 7일 사이입니다. 예: 30m, 2h",
+    "error.ack_duration": "⚠️ 확인 기간은 0보다 커야 합니다. 예: 30m",
+    "error.no_incident": "⚠️ #{id} 장애가 없습니다",
+    "token.line.unset": "인스타그램 토큰: INSTAGRAM_ACCESS_TOKEN 이 설정되지 않았습니다",
+    "token.line.state": "인스타그램 토큰: {state}",
+    "token.line.restart": (
+        "재시작 필요: .env 의 INSTAGRAM_ACCESS_TOKEN 이 실행 중인 서비스의 토큰과 다릅니다. "
+        "sunflow-ops serve 를 재시작하세요 (systemctl restart 'sunflow-ops@*')"
+    ),
+    "token.line.expires": "만료 {at} ({days}일 남음)",
+    "token.line.no_expiry": "등록된 만료일 없음: 갱신 후 `token set-expiry 60` 을 실행하세요",
+    "token.line.live": "실시간 확인: {verdict}",
+    "token.line.unauthorized": (
+        "Graph API 가 401 을 응답했습니다 (호출이 성공할 때까지 장애 #{id} 진행 중)"
+    ),
+    "token.live.valid": "유효",
+    "token.live.invalid": "무효",
+    "token.state.ok": "정상",
+    "token.state.warning": "주의",
+    "token.state.critical": "위험",
+    "token.state.expired": "만료",
+    "token.state.unknown": "알 수 없음",
     "detail.title": "{badge} <b>#{id} {title}</b> · {state}",
     "detail.meta": "출처: {source} · 중복 키: <code>{dedup}</code>",
     "detail.timeline": "<b>타임라인</b>",
@@ -87,7 +142,7 @@ MESSAGES: dict[str, str] = {
     "notify.line": "{badge} {channel}: {detail}",
     "trimmed": "\n… (생략됨; 전체 내용은 첨부 파일 참조)",
     "document.caption": "장애 #{id} 전체 내용",
-    # -- 파이프라인 운영 (issue 6) ----------------------------------------------------------
+    # -- 파이프라인 운영 ----------------------------------------------------------
     "cmd.traces": "최근 파이프라인 트레이스, 또는 하나: /traces ID",
     "cmd.stats": "통계 수집기 상태; /stats restart",
     "cmd.backup": "설정 백업: 목록, 생성, 복원 (관리자)",
@@ -182,7 +237,7 @@ MESSAGES: dict[str, str] = {
     "postmortem.complete": "#{id} 사후 분석: 모든 항목이 채워졌습니다.",
     "postmortem.set": "📝 #{id}: {field} 기록 — {actor}",
     "report.caption": "이번 주 장애",
-    # -- heartbeats (issue 17) --
+    # -- heartbeats --
     "cmd.heartbeats": "하트비트(데드맨 스위치): 마지막 핑과 상태",
     "heartbeats.none": (
         "등록된 하트비트가 없습니다. 서버에서 추가하세요: "
@@ -199,4 +254,15 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.waiting": "첫 핑 대기 중",
     "heartbeats.state.late": "지연 (유예 중)",
     "heartbeats.state.down": "누락",
+}
+
+# The built-in ladder's step messages (services/policy.py), by their English text.
+LADDER: dict[str, str] = {
+    "Automatic alert to the team chat": "팀 채팅방으로 자동 알림",
+    "30 min: status of the automatic retries": "30분: 자동 재시도 현황",
+    "1 h: paging the PD": "1시간: PD 호출",
+    "4 h: manual intervention required": "4시간: 수동 개입 필요",
+    "4 h: the P2 response time has passed; paging the PD": "4시간: P2 응답 시간 경과 — PD 호출",
+    "8 h: manual intervention required": "8시간: 수동 개입 필요",
+    "24 h: the P3 response time has passed; paging the PD": "24시간: P3 응답 시간 경과 — PD 호출",
 }

@@ -1,4 +1,4 @@
-"""The playbook's checklists as checkboxes under the incident's card (issue 7)."""
+"""The playbook's checklists as checkboxes under the incident's card."""
 
 from __future__ import annotations
 

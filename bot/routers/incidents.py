@@ -1,4 +1,4 @@
-"""/incidents, /ack, /resolve, /snooze and the alert buttons."""
+"""/incidents, /ack, /resolve, /snooze, /reopen and the alert buttons (and the page's)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiogram.types import CallbackQuery, Message
 
 from bot.callbacks import IncidentAction, IncidentCallback
 from bot.errors import Usage
+from bot.filters import leading_id
 from bot.keyboards import details_keyboard
 from bot.locales import Catalogue
 from bot.render import TelegramRenderer, at, esc, html_to_plain, split_html
@@ -29,14 +30,24 @@ def parse_id(text: str, command: str) -> int:
 
 
 def parse_args(
-    command: CommandObject, name: str, *, duration: str = "no"
+    command: CommandObject,
+    name: str,
+    *,
+    duration: str = "no",
+    replied: int | None = None,
 ) -> tuple[int, timedelta | None, str | None]:
-    """`ID [DURATION]` (ack), `ID DURATION` (snooze), `ID [note]` (resolve)."""
+    """`ID [DURATION]` (ack), `ID DURATION` (snooze), `ID [note]` (resolve); in a reply to
+    one of an incident's messages the id may be left out (`/ack 30m`, `/resolve renewed`)."""
     parts = (command.args or "").split(maxsplit=1)
-    if not parts:
+    named = leading_id(f"/{name} {command.args or ''}")
+    if named is not None:
+        incident_id = named
+        rest = parts[1].strip() if len(parts) > 1 else None
+    elif replied is not None:
+        incident_id = replied
+        rest = (command.args or "").strip() or None
+    else:
         raise Usage(name)
-    incident_id = parse_id(parts[0], name)
-    rest = parts[1].strip() if len(parts) > 1 else None
     if duration == "no":
         return incident_id, None, rest
     if rest is None:
@@ -63,8 +74,12 @@ async def cmd_ack(
     incidents: IncidentService,
     catalogue: Catalogue,
     actor: str,
+    *,
+    replied_incident: int | None = None,
 ) -> None:
-    incident_id, duration, _ = parse_args(command, "ack", duration="optional")
+    incident_id, duration, _ = parse_args(
+        command, "ack", duration="optional", replied=replied_incident
+    )
     view = await incidents.acknowledge(incident_id, actor=actor, duration=duration)
     if view.ack_expires_at:
         text = catalogue.t(
@@ -81,8 +96,10 @@ async def cmd_resolve(
     incidents: IncidentService,
     catalogue: Catalogue,
     actor: str,
+    *,
+    replied_incident: int | None = None,
 ) -> None:
-    incident_id, _, note = parse_args(command, "resolve")
+    incident_id, _, note = parse_args(command, "resolve", replied=replied_incident)
     view = await incidents.resolve(incident_id, actor=actor, note=note)
     await message.answer(catalogue.t("done.resolve", id=view.id, actor=esc(actor)))
 
@@ -93,12 +110,30 @@ async def cmd_snooze(
     incidents: IncidentService,
     catalogue: Catalogue,
     actor: str,
+    *,
+    replied_incident: int | None = None,
 ) -> None:
-    incident_id, duration, _ = parse_args(command, "snooze", duration="required")
+    incident_id, duration, _ = parse_args(
+        command, "snooze", duration="required", replied=replied_incident
+    )
     assert duration is not None
     view = await incidents.snooze(incident_id, actor=actor, duration=duration)
     assert view.snoozed_until is not None
     await message.answer(catalogue.t("done.snooze", id=view.id, until=at(view.snoozed_until)))
+
+
+async def cmd_reopen(
+    message: Message,
+    command: CommandObject,
+    incidents: IncidentService,
+    catalogue: Catalogue,
+    actor: str,
+    *,
+    replied_incident: int | None = None,
+) -> None:
+    incident_id, _, note = parse_args(command, "reopen", replied=replied_incident)
+    view = await incidents.reopen(incident_id, actor=actor, note=note)
+    await message.answer(catalogue.t("done.reopen", id=view.id, actor=esc(actor)))
 
 
 async def cb_ack(
@@ -173,6 +208,7 @@ def create_router() -> Router:
     router.message.register(cmd_ack, Command("ack"))
     router.message.register(cmd_resolve, Command("resolve"))
     router.message.register(cmd_snooze, Command("snooze"))
+    router.message.register(cmd_reopen, Command("reopen"))
     router.callback_query.register(cb_ack, IncidentCallback.filter(F.action == IncidentAction.ACK))
     router.callback_query.register(
         cb_resolve, IncidentCallback.filter(F.action == IncidentAction.RESOLVE)

@@ -1,4 +1,4 @@
-"""/token, /retry, /traces, /backup, /stats and the Retry and Logs buttons (issue 6)."""
+"""/token, /retry, /traces, /backup, /stats and the Retry and Logs buttons."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from bot.errors import Usage
+from bot.filters import leading_id
 from bot.locales import Catalogue
 from bot.render import esc, split_html
-from bot.routers.incidents import parse_id
 from services.postmortem import FIELDS, PostmortemService
 from services.reports import ReportService, chart_png, summary_text
 
@@ -22,11 +22,19 @@ async def cmd_postmortem(
     postmortems: PostmortemService,
     catalogue: Catalogue,
     actor: str,
+    *,
+    replied_incident: int | None = None,
 ) -> None:
     words = (command.args or "").split(maxsplit=2)
-    if not words:
+    named = leading_id(f"/postmortem {command.args or ''}")
+    if named is not None:
+        incident_id = named
+    elif replied_incident is not None:
+        # A reply to the incident's card: `/postmortem`, `/postmortem cause TEXT`.
+        incident_id = replied_incident
+        words = ["#", *(command.args or "").split(maxsplit=1)]
+    else:
         raise Usage("postmortem")
-    incident_id = parse_id(words[0], "postmortem")
     if len(words) == 1:
         postmortem = await postmortems.build(incident_id, language=catalogue.language)
         if postmortem.missing_fields:

@@ -40,9 +40,37 @@ REPLY_KINDS = frozenset(
         ChangeKind.DEADLINE_MISSED,
         ChangeKind.UNACKNOWLEDGED,
         ChangeKind.SNOOZED,
+        # A resolved incident is back: said in its thread, not only by an edit no one sees.
+        ChangeKind.REOPENED,
     }
 )
 FALLBACK_SEVERITIES = frozenset({Severity.P0, Severity.P1})
+# Changes a person makes: the edit (and reply) answering them goes in the urgent tier, ahead
+# of new P2/P3 cards and occurrence updates, so an Ack during a storm shows within seconds.
+PERSON_KINDS = frozenset(
+    {
+        ChangeKind.ACKNOWLEDGED,
+        ChangeKind.RESOLVED,
+        ChangeKind.SNOOZED,
+        ChangeKind.REOPENED,
+        ChangeKind.CHECKLIST,
+        ChangeKind.ANNOTATED,
+        ChangeKind.POSTMORTEM,
+    }
+)
+# Actors that are people: Telegram users, the CLI's user, an admin API caller.
+PERSON_ACTORS = ("tg:", "cli:", "api:")
+# The tier a person's answer is sent in: P1's (urgent, within the limits' headroom).
+PERSON_PRIORITY = Severity.P1.rank
+
+
+def priority_of(change: IncidentChange) -> int:
+    """The sending order of a change's rows: its severity's rank, raised to the urgent tier
+    when it answers a person's action."""
+    rank = change.incident.severity.rank
+    if change.kind in PERSON_KINDS and change.actor.startswith(PERSON_ACTORS):
+        return min(rank, PERSON_PRIORITY)
+    return rank
 
 
 def change_summary(change: IncidentChange) -> dict[str, Any]:
@@ -153,7 +181,7 @@ class OutboxHook:
                     session,
                     key=_free_key_sync(session, f"{change_key(change)}:{row.suffix}", taken),
                     target=row.target,
-                    priority=change.incident.severity.rank,
+                    priority=priority_of(change),
                     incident_id=row.incident_id,
                     op=row.op,
                     payload=row.payload,
@@ -209,7 +237,7 @@ def _merge(card: OutboxMessage, change: IncidentChange, summary: dict[str, Any])
     payload["last"] = summary
     payload["merges"] = int(payload.get("merges", 0)) + 1
     card.payload = payload
-    card.priority = min(card.priority, change.incident.severity.rank)
+    card.priority = min(card.priority, priority_of(change))
     card.wants_fallback = card.wants_fallback or _wants_fallback(change)
 
 

@@ -234,16 +234,28 @@ class OutboxSender:
             about = row.incident_id or row.payload.get("incident_id")
             incident_row = await session.get(Incident, int(about)) if about else None
             incident = IncidentView.of(incident_row) if incident_row else None
-            posted = (
-                await session.get(IncidentMessage, row.incident_id) if row.incident_id else None
-            )
+            # The incident's card; a page links to it ("Open in group").
+            posted = await session.get(IncidentMessage, int(about)) if about else None
             merges = int(row.payload.get("merges", 0))
             chat_id, thread_id, op, payload = row.chat_id, row.thread_id, row.op, row.payload
             priority = row.priority
             posted_at = (posted.chat_id, posted.message_id) if posted else None
+            card_at = (
+                {"chat_id": posted.chat_id, "message_id": posted.message_id}
+                | ({"thread_id": posted.thread_id} if posted.thread_id else {})
+                if posted
+                else None
+            )
         now_wall = self._clock.now()
         if op in {Op.CARD, Op.DOCUMENT} and incident is not None and self._card_facts:
             payload = {**payload, **await self._card_facts(incident.id)}
+        if op == Op.CARD and posted_at is None and merges == 0:
+            # A new card shows what the incident is; the change that made it is no news.
+            payload = {k: v for k, v in payload.items() if k != "last"}
+        if op == Op.DIRECT:
+            if card_at is not None:
+                payload = {**payload, "card": card_at}
+            posted_at = None  # a page is a message of its own, never an edit or a reply
         rendered = self._renderer.render(op, payload, incident, now_wall)
         self._limits.record(chat_id, time.monotonic())
         new_message: int | None = None
@@ -275,7 +287,7 @@ class OutboxSender:
                     rendered,
                     thread_id=thread_id,
                     reply_to=reply_to,
-                    markup=rendered.reply_markup if op == Op.CARD else None,
+                    markup=rendered.reply_markup if op in (Op.CARD, Op.DIRECT) else None,
                 )
         except RetryAfter as exc:
             self.stats.retry_after += 1

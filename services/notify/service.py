@@ -17,7 +17,7 @@ from services.clock import Clock
 from services.config import Settings
 from services.db import Database
 from services.health import ComponentHealth, Status
-from services.models import OutboxMessage, OutboxStatus
+from services.models import IncidentMessage, OutboxMessage, OutboxStatus
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.limits import TelegramLimits
 from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
@@ -157,6 +157,34 @@ class NotifyService:
 
             oldest = datetime.fromisoformat(oldest).replace(tzinfo=UTC)
         return Backlog(int(count), oldest)
+
+    async def incident_of_message(self, chat_id: int, message_id: int) -> int | None:
+        """The incident a message of ours is about (its card, a reply under it, a page), so
+        that a reply to it can act on that incident; None for anything else."""
+        async with self._db.read() as session:
+            found = await session.scalar(
+                select(IncidentMessage.incident_id).where(
+                    IncidentMessage.chat_id == chat_id, IncidentMessage.message_id == message_id
+                )
+            )
+            if found is not None:
+                return int(found)
+            row = (
+                await session.execute(
+                    select(OutboxMessage.incident_id, OutboxMessage.payload)
+                    .where(
+                        OutboxMessage.chat_id == chat_id,
+                        OutboxMessage.telegram_message_id == message_id,
+                    )
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        incident_id, payload = row
+        if incident_id is None and isinstance(payload, dict):
+            incident_id = payload.get("incident_id")
+        return int(incident_id) if isinstance(incident_id, int) else None
 
     async def check(self) -> ComponentHealth:
         """The `telegram` health component: the Bot API answers getMe with our token, and

@@ -175,3 +175,12 @@ async def resolve_incident(request: web.Request) -> web.Response:
     actor, note = await _actor_and_note(request)
     view = await request.app[SERVICES_KEY].incidents.resolve(incident_id, actor=actor, note=note)
     return web.json_response(view.to_json())
+
+
+@routes.post("/api/incidents/{id}/reopen")
+async def reopen_incident(request: web.Request) -> web.Response:
+    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
+    incident_id = _incident_id(request)
+    actor, note = await _actor_and_note(request)
+    view = await request.app[SERVICES_KEY].incidents.reopen(incident_id, actor=actor, note=note)
+    return web.json_response(view.to_json())

@@ -184,7 +184,9 @@ class FakeTelegram:
             return {"id": chat_id, "type": "supergroup", "title": "Team"}
         return {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"}
 
-    def message_update(self, user_id: int, chat_id: int, text: str) -> dict[str, Any]:
+    def message_update(
+        self, user_id: int, chat_id: int, text: str, *, reply_to: Posted | None = None
+    ) -> dict[str, Any]:
         message: dict[str, Any] = {
             "message_id": next(self._ids(chat_id)),
             "date": int(time.time()),
@@ -192,6 +194,8 @@ class FakeTelegram:
             "from": self.user(user_id, f"user{user_id}"),
             "text": text,
         }
+        if reply_to is not None:
+            message["reply_to_message"] = self._message_json(reply_to)
         if text.startswith("/"):
             length = len(text.split(maxsplit=1)[0])
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
@@ -209,9 +213,11 @@ class FakeTelegram:
             },
         }
 
-    async def send_text(self, user_id: int, chat_id: int, text: str) -> None:
-        """A user writes in a chat; the bot gets it from getUpdates."""
-        await self._push(self.message_update(user_id, chat_id, text))
+    async def send_text(
+        self, user_id: int, chat_id: int, text: str, *, reply_to: Posted | None = None
+    ) -> None:
+        """A user writes in a chat (in reply to `reply_to`); the bot gets it from getUpdates."""
+        await self._push(self.message_update(user_id, chat_id, text, reply_to=reply_to))
 
     async def press(self, user_id: int, posted: Posted, data: str) -> None:
         await self._push(self.callback_update(user_id, posted, data))

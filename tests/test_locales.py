@@ -1,0 +1,195 @@
+"""One language at a time: with `ko`, what the bot writes is Korean except for names, ids,
+units and the alert's own content. Walks every catalogue message and the rendered cards,
+replies, pages, Details and /health in each state."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.keyboards import incident_keyboard, page_keyboard
+from bot.locales import CATALOGUES, Catalogue
+from bot.render import TelegramRenderer, html_to_plain
+from services.health import ComponentHealth, HealthReport, Status
+from services.incident_types import ChangeKind, IncidentDetail, IncidentView, TimelineEntry
+from services.models import IncidentState
+from services.notify.outbox import Op
+from services.policy import PLAYBOOK_LADDERS
+from services.severity import Severity
+from services.tokens import LiveCheck, TokenState, TokenStatus
+
+NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
+# Not English prose: product and service names, our ids and units, Telegram's terms the
+# team uses as they are, and the alert's own content in this test.
+ALLOWED = {
+    "SunFlow", "Ops", "SSE", "PD", "UTC", "ID", "USER_ID", "ms", "id", "ack", "viewer",
+    "responder", "admin", "dedup", "Alertmanager", "Instagram", "Cloudinary", "FLUX",
+    "fal", "ai", "NAME", "every", "grace", "heartbeat", "add", "sunflow-ops",
+    # Sub-commands typed as they are (`/token guide`, `/postmortem 42 cause TEXT`).
+    "status", "guide", "set_expiry", "list", "create", "restore", "restart", "set",
+    "summary", "impact", "cause", "prevention", "SF-20260130-090000-ab12",
+    # The alert and the people in it (its own content).
+    "Generation", "API", "tg", "kim", "team", "pd", "retries_done", "manual", "test",
+    "api", "instagram", "database", "telegram", "reachable", "web", "xx", "gen-5xx",
+    # Settings, files and shell commands the reader types as they are.
+    "INSTAGRAM_ACCESS_TOKEN", "env", "serve", "systemctl", "sunflow-ops@", "token",
+    "set-expiry", "Graph", "sunflow-ops@*",
+}  # fmt: skip
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*[A-Za-z0-9]|[A-Za-z]{2,}")
+
+
+def english(text: str) -> set[str]:
+    plain = html_to_plain(text)
+    plain = re.sub(r"/[a-z_]+", " ", plain)  # commands
+    plain = re.sub(r"\b\d+[smhd]\b", " ", plain)  # durations
+    plain = re.sub(r"https?://\S+", " ", plain)
+    plain = re.sub(r"\btg:\d+|@\w+|\bP[0-3]\b|\bms\d*\b", " ", plain)  # people, severities
+    words = set(_WORD.findall(plain))
+    return {w for w in words if w not in ALLOWED and w.rstrip(".:") not in ALLOWED}
+
+
+def view(state: IncidentState, **extra: Any) -> IncidentView:
+    values: dict[str, Any] = {
+        "id": 42,
+        "dedup_key": "gen-5xx",
+        "severity": Severity.P1,
+        "title": "Generation API 5xx",
+        "description": "",
+        "source": "api",
+        "labels": {},
+        "state": state,
+        "occurrence_count": 2,
+        "first_seen_at": NOW - timedelta(minutes=40),
+        "last_seen_at": NOW,
+        "response_deadline": NOW + timedelta(minutes=20),
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": None,
+        "resolved_by": None,
+    }
+    values.update(extra)
+    return IncidentView(**values)
+
+
+def states() -> list[IncidentView]:
+    return [
+        view(IncidentState.TRIGGERED),
+        view(IncidentState.TRIGGERED, snoozed_until=NOW + timedelta(minutes=30)),
+        view(
+            IncidentState.ACKNOWLEDGED,
+            acknowledged_at=NOW,
+            acknowledged_by="tg:7 (@kim)",
+            ack_expires_at=NOW + timedelta(minutes=30),
+        ),
+        view(IncidentState.RESOLVED, resolved_at=NOW, resolved_by="tg:7 (@kim)"),
+    ]
+
+
+def changes() -> list[dict[str, Any]]:
+    """Every change kind as the card's "Last:" line and a reply render it, with each
+    built-in ladder step."""
+    found: list[dict[str, Any]] = []
+    for kind in ChangeKind:
+        found.append({"kind": kind.value, "actor": "tg:7 (@kim)", "at": NOW.isoformat()})
+    for ladder in PLAYBOOK_LADDERS.values():
+        for step in ladder:
+            details = {"step": step.name, "target": step.target, "message": step.message}
+            found.append({"kind": "escalated", "actor": "escalation", "details": details})
+    missed = {
+        "deadline": NOW.isoformat(),
+        "severity": "P1",
+        "unacknowledged_seconds": 3600,
+        "next": {"step": "pd", "target": "pd", "due_at": NOW.isoformat(), "user_ids": [7]},
+    }
+    found.append({"kind": "deadline_missed", "actor": "escalation", "details": missed})
+    return found
+
+
+def rendered_texts(language: str) -> list[str]:
+    catalogue = Catalogue(language)
+    renderer = TelegramRenderer(catalogue)
+    texts: list[str] = []
+    for incident in states():
+        facts = {"next_step": {"name": "pd", "target": "pd", "due_at": NOW.isoformat()}}
+        for change in changes():
+            card = renderer.render(Op.CARD, {"last": change, **facts}, incident, NOW)
+            texts.append(card.html)
+            texts.append(renderer.render(Op.REPLY, {"change": change}, incident, NOW).html)
+            if change["kind"] == "escalated":
+                page = renderer.render(
+                    Op.DIRECT,
+                    {
+                        "change": change,
+                        "incident_id": 42,
+                        "card": {"chat_id": -1001, "message_id": 5},
+                    },
+                    incident,
+                    NOW,
+                )
+                texts.append(page.html)
+        keyboards = [incident_keyboard(incident, catalogue), page_keyboard(incident, catalogue)]
+        texts += [b.text for k in keyboards for row in k.inline_keyboard for b in row]
+        timeline = [
+            TimelineEntry(n, NOW, kind.value, "tg:7 (@kim)", {})
+            for n, kind in enumerate(ChangeKind)
+        ]
+        texts.append(renderer.detail(IncidentDetail(incident, timeline), NOW))
+    health = HealthReport(
+        Status.DEGRADED,
+        [
+            ComponentHealth("database", Status.HEALTHY, "reachable", {}),
+            ComponentHealth("telegram", Status.DOWN, "reachable", {}),
+        ],
+    )
+    texts.append(renderer.health_card(health))
+    for state in TokenState:
+        for live in (LiveCheck(True, None, ""), LiveCheck(False, None, ""), None):
+            token = TokenStatus(
+                configured=True,
+                state=state,
+                expires_at=NOW + timedelta(days=3) if live else None,
+                days_left=3,
+                set_at=NOW,
+                set_by="tg:7",
+                live=live,
+                unauthorized_incident=42 if live and not live.valid else None,
+                restart_needed=live is None,
+            )
+            texts += [renderer.token_status(token), renderer.token_set(token, "tg:7 (@kim)")]
+    texts.append(renderer.token_lines(replace(token, configured=False)))
+    return texts
+
+
+def catalogue_texts(language: str) -> list[str]:
+    texts = []
+    for key, message in CATALOGUES[language].items():
+        fields = {f for _, f, _, _ in string.Formatter().parse(message) if f}
+        texts.append(message.format(**{f: "7" for f in fields}))
+        assert key
+    return texts
+
+
+def test_korean_mode_sends_no_english() -> None:
+    offenders: dict[str, set[str]] = {}
+    for text in catalogue_texts("ko") + rendered_texts("ko"):
+        words = english(text)
+        if words:
+            offenders[html_to_plain(text)[:120]] = words
+    assert offenders == {}
+
+
+def test_english_mode_sends_no_korean() -> None:
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    mixed = [t for t in catalogue_texts("en") + rendered_texts("en") if hangul.search(t)]
+    assert mixed == []
+
+
+@pytest.mark.parametrize("language", ["en", "ko"])
+def test_every_text_renders_in_both_languages(language: str) -> None:
+    texts = rendered_texts(language)
+    assert texts and all(t.strip() for t in texts)
