@@ -174,7 +174,8 @@ class RedisRelay:
             url,
             socket_connect_timeout=command_timeout,
             retry=no_retry,
-            client_name=f"sunflow-sse-sub:{instance_id}"[:100].replace(" ", "_"),
+            # `CLIENT LIST` names the deployment (key prefix) and the instance.
+            client_name=f"sunflow-sse-sub:{prefix}{instance_id}"[:100].replace(" ", "_"),
         )
         self._script = self._redis.register_script(PUBLISH_SCRIPT)
         self._seed = self._redis.register_script(SEED_SCRIPT)

@@ -270,24 +270,26 @@ async def test_an_instance_that_does_not_answer_is_reported(make_node: MakeNode)
     assert (result.cluster["instances_reached"], result.cluster["instances_answered"]) == (1, 1)
 
 
-async def kill_subscription(url: str, instance: str) -> int:
+async def kill_subscription(url: str, prefix: str, instance: str) -> int:
+    """Cut one instance's subscription (the key prefix keeps tests running side by side,
+    which may use the same instance names, apart)."""
     client = Redis.from_url(url)
     try:
         killed = 0
         for info in await client.client_list():
-            if info.get("name") == f"sunflow-sse-sub:{instance}":
+            if info.get("name") == f"sunflow-sse-sub:{prefix}{instance}".replace(" ", "_"):
                 killed += int(await client.client_kill_filter(_id=info["id"]))
         return killed
     finally:
         await client.aclose()
 
 
-async def test_a_broken_link_resubscribes_and_catches_up(make_node: MakeNode) -> None:
+async def test_a_broken_link_resubscribes_and_catches_up(make_node: MakeNode, prefix: str) -> None:
     url = require_redis()
     a, b = await make_node("a"), await make_node("b")
     await a.hub.submit("job-k", "progress", 1)
     sink = await stream(b, "job-k")
-    assert await kill_subscription(url, "b") == 1
+    assert await kill_subscription(url, prefix, "b") == 1
     # Published while b is not listening: b fetches it from the stream once it is back.
     for n in range(2, 5):
         await a.hub.submit("job-k", "progress", n)
