@@ -26,9 +26,9 @@ run: $(VENV)/.installed-run
 migrate: $(VENV)/.installed-run
 	$(BIN)/sunflow-ops db upgrade
 
-# Two workers (pytest-xdist): the suite waits on processes and sockets as much as on the CPU.
+# Four workers (pytest-xdist) on two cores: the suite mostly waits on processes and sockets.
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 4 --dist worksteal $(PYTEST_ARGS)
 
 # The long runs: fault trials at full size (20 of each pause, 100 kills, the 120 s outage...).
 soak: $(VENV)/.installed-dev
