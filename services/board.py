@@ -179,7 +179,13 @@ class BoardService:
         """The board's job on the hub: permanent, so always known and never final."""
         job = self._hub.jobs.get(BOARD_JOB)
         if job is None:
-            job = Job(BOARD_JOB, history_size=BOARD_HISTORY, probe=True, now=time.monotonic())
+            job = Job(
+                BOARD_JOB,
+                history_size=BOARD_HISTORY,
+                probe=True,
+                now=time.monotonic(),
+                counted=False,
+            )
             self._hub.jobs[BOARD_JOB] = job
         return job
 

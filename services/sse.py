@@ -228,10 +228,24 @@ def _entry_at(entry: bytes) -> float:
 
 
 class Job:
-    __slots__ = ("entries", "finished_at", "id", "last_event_at", "last_id", "probe", "streams")
+    __slots__ = (
+        "counted",
+        "entries",
+        "finished_at",
+        "id",
+        "last_event_at",
+        "last_id",
+        "probe",
+        "streams",
+    )
 
-    def __init__(self, job_id: str, *, history_size: int, probe: bool, now: float) -> None:
+    def __init__(
+        self, job_id: str, *, history_size: int, probe: bool, now: float, counted: bool = True
+    ) -> None:
         self.id = job_id
+        # Whether its streams count in `sse_connections_open` (the live board's own do not:
+        # an open board must not hide the runbook's "no active connections" alert).
+        self.counted = counted
         self.entries: deque[bytes] = deque(maxlen=history_size)
         self.last_id = 0
         self.last_event_at = now
@@ -356,7 +370,17 @@ class SSEMetrics:
         self.connections_open = Gauge(
             "sse_connections_open", "Open SSE streams.", registry=registry
         )
-        self.connections_open.set_function(lambda: float(len(hub.connections)))
+        self.connections_open.set_function(
+            lambda: float(sum(1 for c in hub.connections.values() if c.job.counted))
+        )
+        self.board_streams_open = Gauge(
+            "sunflow_board_streams_open",
+            "Open streams of the live board (not counted in sse_connections_open).",
+            registry=registry,
+        )
+        self.board_streams_open.set_function(
+            lambda: float(sum(1 for c in hub.connections.values() if not c.job.counted))
+        )
         self.message_sent = Counter(
             "sse_message_sent_total",
             "SSE messages written to streams, by kind (event, heartbeat, control).",
@@ -396,6 +420,10 @@ class SSEMetrics:
             "sse_events_published_total", "Job events published to the hub.", registry=registry
         )
         registry.register(_ReconnectCollector(hub))
+        # Every series the runbook's rules read exists from the start, at 0, so that the
+        # first event is seen by rate().
+        for kind in ("event", "heartbeat", "control"):
+            self.message_sent.labels(kind)
 
 
 class _ReconnectCollector(Collector):

@@ -18,6 +18,7 @@ from services.severity import Severity
 from services.web.app import create_app
 from services.web.board import COOKIE, fmt_span, session_value
 from tests.conftest import Client, admin_headers, intake_headers, make_settings
+from tests.waiting import until
 
 NASTY = "<b>x</b> & <script>alert(1)</script>"
 BOARD_TOKEN = "board-test-token-8910"
@@ -143,6 +144,36 @@ async def test_board_stream_open_without_board_token(client: Client) -> None:
     resp = await client.get(STREAM, headers={"Accept": "text/event-stream"})
     assert resp.status == 200
     resp.close()
+
+
+async def test_an_open_board_does_not_hide_the_runbook_s_alert(
+    client: Client, services: Services
+) -> None:
+    """SSENoActiveConnections reads sse_connections_open: the board's own streams have their
+    own gauge, and every series the rules read exists at 0 before the first event."""
+
+    def value(metrics: str, series: str) -> float:
+        [line] = [m for m in metrics.splitlines() if m.startswith(series + " ")]
+        return float(line.rsplit(" ", 1)[1])
+
+    before = await (await client.get("/metrics")).text()
+    assert value(before, 'sse_message_sent_total{kind="event"}') == 0
+    assert value(before, "sse_reconnect_count") == 0
+    board = await client.get(STREAM, headers={"Accept": "text/event-stream"})
+    assert board.status == 200
+    await until(lambda: len(services.sse.connections) == 1, 10, "the board's stream")
+    metrics = await (await client.get("/metrics")).text()
+    assert value(metrics, "sse_connections_open") == 0
+    assert value(metrics, "sunflow_board_streams_open") == 1
+    job = await client.get(
+        "/api/generation/jobs/test-job-id/events", headers={"Accept": "text/event-stream"}
+    )
+    await until(lambda: len(services.sse.connections) == 2, 10, "the job's stream")
+    metrics = await (await client.get("/metrics")).text()
+    assert value(metrics, "sse_connections_open") == 1
+    assert value(metrics, "sunflow_board_streams_open") == 1
+    board.close()
+    job.close()
 
 
 @pytest.fixture
