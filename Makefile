@@ -30,9 +30,10 @@ migrate: $(VENV)/.installed-run
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n 4 --dist worksteal $(PYTEST_ARGS)
 
-# The long runs: fault trials at full size (20 of each pause, 100 kills, the 120 s outage...).
+# The long runs: fault trials at full size (20 of each pause, 100 kills, the 120 s outage...),
+# two at a time; -rP prints each one's figures (docs/reliability.md records them).
 soak: $(VENV)/.installed-dev
-	$(PY) -m pytest -n 2 -m soak $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 -rP -m soak $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
