@@ -371,16 +371,14 @@ class SSEMetrics:
             "sse_connections_open", "Open SSE streams.", registry=registry
         )
         self.connections_open.set_function(
-            lambda: float(sum(1 for c in hub.connections.values() if c.job.counted))
+            lambda: float(len(hub.connections) - hub.uncounted_streams())
         )
         self.board_streams_open = Gauge(
             "sunflow_board_streams_open",
             "Open streams of the live board (not counted in sse_connections_open).",
             registry=registry,
         )
-        self.board_streams_open.set_function(
-            lambda: float(sum(1 for c in hub.connections.values() if not c.job.counted))
-        )
+        self.board_streams_open.set_function(lambda: float(hub.uncounted_streams()))
         self.message_sent = Counter(
             "sse_message_sent_total",
             "SSE messages written to streams, by kind (event, heartbeat, control).",
@@ -487,6 +485,10 @@ class SSEHub:
         self.relay: Relay | None = None
         for job_id in config.probe_jobs:
             self.jobs[job_id] = self._new_job(job_id, probe=True)
+
+    def uncounted_streams(self) -> int:
+        """Open streams of jobs kept out of `sse_connections_open` (the live board's)."""
+        return sum(len(job.streams) for job in self.jobs.values() if not job.counted)
 
     # --- jobs and events -----------------------------------------------------------------
 

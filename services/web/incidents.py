@@ -157,30 +157,31 @@ async def _actor_and_note(request: web.Request) -> tuple[str, str | None]:
     return f"api:{actor.strip()}", note
 
 
-@routes.post("/api/incidents/{id}/ack")
-async def ack_incident(request: web.Request) -> web.Response:
+async def _lifecycle(request: web.Request, action: str) -> web.Response:
+    """ack, resolve and reopen: the admin token, the id, the actor and note, one call."""
     require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
     incident_id = _incident_id(request)
     actor, note = await _actor_and_note(request)
-    view = await request.app[SERVICES_KEY].incidents.acknowledge(
-        incident_id, actor=actor, note=note
-    )
+    incidents = request.app[SERVICES_KEY].incidents
+    change = {
+        "ack": incidents.acknowledge,
+        "resolve": incidents.resolve,
+        "reopen": incidents.reopen,
+    }[action]
+    view = await change(incident_id, actor=actor, note=note)
     return web.json_response(view.to_json())
+
+
+@routes.post("/api/incidents/{id}/ack")
+async def ack_incident(request: web.Request) -> web.Response:
+    return await _lifecycle(request, "ack")
 
 
 @routes.post("/api/incidents/{id}/resolve")
 async def resolve_incident(request: web.Request) -> web.Response:
-    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
-    incident_id = _incident_id(request)
-    actor, note = await _actor_and_note(request)
-    view = await request.app[SERVICES_KEY].incidents.resolve(incident_id, actor=actor, note=note)
-    return web.json_response(view.to_json())
+    return await _lifecycle(request, "resolve")
 
 
 @routes.post("/api/incidents/{id}/reopen")
 async def reopen_incident(request: web.Request) -> web.Response:
-    require_token(request, request.app[SETTINGS_KEY].admin_token, "ADMIN_TOKEN")
-    incident_id = _incident_id(request)
-    actor, note = await _actor_and_note(request)
-    view = await request.app[SERVICES_KEY].incidents.reopen(incident_id, actor=actor, note=note)
-    return web.json_response(view.to_json())
+    return await _lifecycle(request, "reopen")
