@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import socket
@@ -31,10 +32,29 @@ ADMIN = "admin-test-token-4567"
 Client = TestClient[web.Request, web.Application]
 
 
+# Ports handed to servers the tests start: below the kernel's ephemeral range, a block of its
+# own per pytest-xdist worker, taken in turn. A test that restarts a server on its port (the
+# kill loops) must not find another worker's server there in between, which port 0 allows.
+_PORT_BLOCK = 4000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_ports = itertools.cycle(
+    range(
+        12000 + _PORT_BLOCK * (int(_worker) if _worker.isdigit() else 0) % 16000,
+        12000 + _PORT_BLOCK * (int(_worker) if _worker.isdigit() else 0) % 16000 + _PORT_BLOCK,
+    )
+)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(_PORT_BLOCK):
+        port = next(_ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in this worker's block")
 
 
 def require_program(name: str) -> str:
