@@ -21,7 +21,6 @@ from services.health import HealthService
 from services.incident_types import ChangeKind, IncidentChange, IncidentView
 from services.incidents import IncidentService
 from services.models import IncidentState
-from services.severity import Severity
 from services.sse import Job, SSEHub
 
 log = logging.getLogger(__name__)
@@ -89,18 +88,6 @@ class BoardSnapshot:
     open_counts: dict[str, int]
     health: dict[str, Any]
     sse: dict[str, int]
-
-    @property
-    def shown_incomplete(self) -> bool:
-        return sum(self.open_counts.values()) > len(self.incidents)
-
-    def by_severity(self) -> list[tuple[Severity, list[BoardIncident]]]:
-        groups: list[tuple[Severity, list[BoardIncident]]] = []
-        for severity in Severity:
-            items = [b for b in self.incidents if b.incident.severity is severity]
-            if items:
-                groups.append((severity, items))
-        return groups
 
     def content(self) -> dict[str, Any]:
         """Everything but the sequence number and time: what a change is judged by."""

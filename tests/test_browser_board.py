@@ -91,6 +91,7 @@ async def test_board_shows_a_new_alert_live_and_its_acknowledgement(
     assert await page.text_content(f"{card} .title") == TITLE
     assert await page.evaluate("window.pwned") is None
     assert await page.text_content("#summary .sev-P0 b") == "1"
+    assert "P0 · service down" in (await page.text_content("#incidents") or "")
     # P0 comes before P2 on the page.
     ids = await page.eval_on_selector_all(".incident", "els => els.map(e => e.dataset.id)")
     assert ids[0] == str(incident_id)

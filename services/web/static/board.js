@@ -1,11 +1,11 @@
-// The live board: builds the same markup as services/web/board.py with DOM calls and
-// textContent only, so alert text can never become markup.
+// The live board: renders each snapshot (the page's own first, then the stream's) with DOM
+// calls and textContent only, so alert text can never become markup.
 "use strict";
-const MEANINGS = JSON.parse(document.body.dataset.meanings);
+const DATA = JSON.parse(document.getElementById("board-data").textContent);
+const MEANINGS = DATA.meanings;
 const SEVERITIES = ["P0", "P1", "P2", "P3"];
-const body = document.body;
-let seq = Number(body.dataset.seq);
-let offset = Date.parse(body.dataset.now) - Date.now();
+let seq = -1;
+let offset = 0;
 const live = document.getElementById("live");
 
 function el(tag, attrs, ...children) {
@@ -107,15 +107,16 @@ function render(snap) {
   tick();
 }
 function status(text, cls) { live.textContent = text; live.className = "live " + cls; }
-const source = new EventSource(body.dataset.stream);
-source.addEventListener("open", () => status("\u25cf live", "on"));
-source.addEventListener(body.dataset.event, (e) => {
-  const snap = JSON.parse(e.data);
+function show(snap) {
   if (snap.seq <= seq) return;  // older than what is on the page (a replay)
   seq = snap.seq;
   offset = Date.parse(snap.now) - Date.now();
   render(snap);
-});
+}
+show(DATA.snapshot);
+const source = new EventSource(DATA.stream);
+source.addEventListener("open", () => status("\u25cf live", "on"));
+source.addEventListener(DATA.event, (e) => show(JSON.parse(e.data)));
 source.addEventListener("overloaded", () => status("server busy, retrying", "off"));
 source.addEventListener("error", () => {
   if (source.readyState === EventSource.CLOSED) {
