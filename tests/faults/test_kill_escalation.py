@@ -22,6 +22,7 @@ from tests.conftest import intake_headers
 from tests.fakes.telegram import FakeTelegram
 from tests.faults.conftest import base_settings, query
 from tests.faults.process import Served
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -125,18 +126,26 @@ async def test_kill_9_between_due_and_firing_never_misses_or_doubles(
             await served.start()
 
         # Every page step fires (and reaches the chat) once the last process has caught up.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        async def caught_up() -> bool:
             _, pages = chat_counts(fake, incidents)
             fired = await query(
                 migrated_url, "SELECT count(*) FROM escalation_firings WHERE step_name = 'page'"
             )
-            if fired[0][0] >= len(incidents) and (
+            return fired[0][0] >= len(incidents) and (
                 not with_bot or all(n >= 1 for n in pages.values())
-            ):
-                break
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # time for any double to show up
+            )
+
+        await until(caught_up, 60, "every page step fired and in the chat", every=0.2)
+        if with_bot:
+            # Nothing is left to send: a message that could go out twice is in the chat now.
+            async def drained() -> bool:
+                pending = await query(
+                    migrated_url,
+                    "SELECT count(*) FROM outbox_messages WHERE status = 'pending'",
+                )
+                return pending[0][0] == 0
+
+            await until(drained, 60, "the outbox to drain", every=0.2)
         await served.stop()
 
     firings = dict(
