@@ -294,8 +294,8 @@ async def _play(  # noqa: PLR0914, PLR0915
             telegram = (report or {}).get("components", {}).get("telegram", {})
             return bool(telegram.get("outbox_pending") == 0)
 
+        # Nothing is left to send: a message that could go out twice is in the chat now.
         await until(drained, timeout=30, what="the outbox to drain")
-        await asyncio.sleep(1.0)  # anything sent twice would show up by now
 
         # Each step: once in the timeline, once in the team chat (s0 is the card itself),
         # and the PD paged once.

@@ -15,9 +15,10 @@ from aiohttp import web
 from tests.botkit import TEAM, VIEWER, running_fake
 from tests.conftest import intake_headers
 from tests.fakes.telegram import Call, FakeTelegram
-from tests.faults.conftest import base_settings
+from tests.faults.conftest import base_settings, query
 from tests.faults.process import Served
 from tests.faults.test_kill_escalation import bot_env
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -104,12 +105,22 @@ async def test_bot_api_failures_then_each_card_once_in_order(
         delivered_during = len(cards_in_order(fake, incidents))
 
         recovered_at = time.monotonic()
-        while time.monotonic() - recovered_at < 150:
-            if len(set(cards_in_order(fake, incidents))) == ALERTS:
-                break
-            await asyncio.sleep(0.5)
+        await until(
+            lambda: len(set(cards_in_order(fake, incidents))) == ALERTS,
+            150,
+            "every card after the outage",
+            every=0.5,
+        )
         caught_up = time.monotonic() - recovered_at
-        await asyncio.sleep(3)  # time for a double to show up
+
+        # Nothing is left to send: a card that could go out twice is in the chat now.
+        async def drained() -> bool:
+            pending = await query(
+                migrated_url, "SELECT count(*) FROM outbox_messages WHERE status = 'pending'"
+            )
+            return pending[0][0] == 0
+
+        await until(drained, 60, "the outbox to drain", every=0.2)
         # The bot polls again: a command is answered.
         await fake.send_text(VIEWER, TEAM, "/status")
         await fake.wait_for(lambda: [p for p in fake.in_chat(TEAM) if "Open incidents" in p.text])
