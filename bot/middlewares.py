@@ -33,7 +33,7 @@ from bot.locales import Catalogue
 from bot.render import esc, html_to_plain, role_name
 from services.audit import AuditService
 from services.grants import GrantService
-from services.notify.limits import TelegramLimits
+from services.notify.delivery import Pacing
 from services.notify.service import NotifyService
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class LimitsMiddleware(BaseRequestMiddleware):
 
     SENDING = (SendMessage, EditMessageText, SendDocument)
 
-    def __init__(self, limits: TelegramLimits) -> None:
+    def __init__(self, limits: Pacing) -> None:
         self._limits = limits
 
     async def __call__(

@@ -23,10 +23,8 @@ from aiohttp import web
 from bot.dispatcher import bot_commands, create_dispatcher
 from bot.locales import Catalogue
 from bot.middlewares import LimitsMiddleware, PlainResendMiddleware
-from bot.render import TelegramRenderer
 from services.config import Settings
-from services.notify.limits import TelegramLimits
-from services.notify.telegram import TelegramClient
+from services.notify.delivery import Pacing
 
 if TYPE_CHECKING:
     from services.container import Services
@@ -36,7 +34,7 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_RETRY_SECONDS = 2.0
 
 
-def make_bot(token: str, api_base: str, *, limits: TelegramLimits | None = None) -> Bot:
+def make_bot(token: str, api_base: str, *, limits: Pacing | None = None) -> Bot:
     """The aiogram bot: HTML by default, plain-text resend, and (given) the shared limits."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base))
     if limits is not None:
@@ -80,6 +78,8 @@ async def _bootstrap(
 
 
 def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The chat front end: aiogram's dispatcher over the services, polling or fed by the
+    webhook route; its replies share the outbox's Telegram limits (`services.notify`)."""
     settings = services.settings
     token = settings.telegram_bot_token
     if token is None:
@@ -87,13 +87,11 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
 
     async def ctx(_app: web.Application) -> AsyncIterator[None]:
         bot = make_bot(
-            token.get_secret_value(), settings.telegram_api_base, limits=services.notify.limits
+            token.get_secret_value(), settings.telegram_api_base, limits=services.notify.delivery
         )
         catalogue = Catalogue(settings.bot_language)
         storage = fsm_storage(settings)
         dispatcher = create_dispatcher(services, catalogue=catalogue, storage=storage)
-        client = TelegramClient(settings.telegram_api_base, token)
-        services.notify.start_telegram(client, TelegramRenderer(catalogue), services.card_facts)
         secret: str | None = None
         pending: set[asyncio.Task[Any]] = set()
         if settings.telegram_webhook_url:
@@ -109,8 +107,7 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
                 pending.add(task)
                 task.add_done_callback(pending.discard)
 
-            services.telegram_webhook_secret = secret
-            services.telegram_updates = feed
+            services.webhook.open(feed, secret)
 
         async def run() -> None:
             await _bootstrap(bot, dispatcher, services, secret)
@@ -140,8 +137,7 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
         try:
             yield
         finally:
-            services.telegram_updates = None
-            services.telegram_webhook_secret = None
+            services.webhook.close()
             with contextlib.suppress(RuntimeError):
                 await dispatcher.stop_polling()
             runner.cancel()
@@ -153,8 +149,6 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
                 log.exception("the Telegram bot stopped with an error")
             for task in list(pending):
                 task.cancel()
-            await services.notify.stop_telegram()
-            await client.close()
             await bot.session.close()
             await storage.close()
 

@@ -4,9 +4,7 @@ import it from here, so no edge imports the module that builds them."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from services.audit import AuditService
 from services.board import BoardService
@@ -34,7 +32,7 @@ from services.scheduler import SchedulerService
 from services.sse import SSEHub
 from services.sse_redis import RedisRelay
 from services.timers import Alarm, EscalationTimer
-from services.updates import UpdateLog
+from services.updates import UpdateLog, Webhook
 
 
 @dataclass
@@ -76,9 +74,7 @@ class Services:
     pagerduty: PagerDutyService
     heartbeats: HeartbeatService
     probe: DatabaseProbe
+    # Webhook mode: where the route hands each Telegram update to the bot while it runs.
+    webhook: Webhook
     # With REDIS_URL: the hub's link to the other instances (the hub's `relay`).
     sse_relay: RedisRelay | None = None
-    # While the bot runs in webhook mode: hands one Telegram update (JSON) to the dispatcher,
-    # and the secret Telegram sends with it.
-    telegram_updates: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    telegram_webhook_secret: str | None = None

@@ -208,9 +208,23 @@ def _rowcount(result: Any) -> int:
 Callback = Callable[[], Awaitable[None]]
 
 
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Duties:
+    """What an instance does as it gains and loses the lease, and with each payload another
+    instance NOTIFYs (PostgreSQL only); handed to `Leadership.start`."""
+
+    gained: Callback = _nothing
+    lost: Callback = _nothing
+    heard: Callable[[str], None] | None = None
+
+
 class Leadership:
-    """Keeps trying to hold the scheduler lease; runs `on_gain` when it gets it and
-    `on_loss` when it goes. Also the `Fence` that the leader's scheduled writes check.
+    """Keeps trying to hold the scheduler lease; runs its duties' `gained` when it gets it
+    and `lost` when it goes. Also the `Fence` that the leader's scheduled writes check.
 
     The lease lasts `ttl`; the leader renews it every ttl/3 and counts itself leader only
     until ttl minus a margin after its last successful renewal began (by the monotonic
@@ -226,11 +240,9 @@ class Leadership:
         self._valid_for = ttl - max(1.0, ttl / 5)
         self._grant: Grant | None = None
         self._valid_until = 0.0
-        self._on_gain: list[Callback] = []
-        self._on_loss: list[Callback] = []
+        self._duties = Duties()
         self._task: asyncio.Task[None] | None = None
         self._listener: Any = None
-        self._notified: list[Callable[[str], None]] = []
         self.gained_at: datetime | None = None
         # True between `start` and `stop` (a bare service in tests never competes).
         self.running = False
@@ -282,20 +294,12 @@ class Leadership:
         finally:
             FENCE.reset(reset)
 
-    def on_gain(self, callback: Callback) -> None:
-        self._on_gain.append(callback)
-
-    def on_loss(self, callback: Callback) -> None:
-        self._on_loss.append(callback)
-
-    def on_notify(self, callback: Callable[[str], None]) -> None:
-        """Called with each payload another instance NOTIFYs (PostgreSQL only)."""
-        self._notified.append(callback)
-
     # -- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """One attempt now (a lone instance leads before `start` returns), then a loop."""
+    async def start(self, duties: Duties | None = None) -> None:
+        """Compete for the lease doing `duties`: one attempt now (a lone instance leads
+        before `start` returns), then a loop."""
+        self._duties = duties or Duties()
         self.running = True
         await self._attempt()
         self._task = asyncio.create_task(self._run(), name="leadership")
@@ -368,27 +372,25 @@ class Leadership:
             self.store.name,
             grant.token,
         )
-        for callback in self._on_gain:
-            try:
-                await callback()
-            except Exception:
-                log.exception("starting the leader's work failed")
+        try:
+            await self._duties.gained()
+        except Exception:
+            log.exception("starting the leader's work failed")
 
     async def _step_down(self, why: str) -> None:
         level = logging.INFO if why == "stopping" else logging.WARNING
         log.log(level, "%s no longer leads: %s", self.instance, why)
         self._grant = None
         self._valid_until = 0.0
-        for callback in self._on_loss:
-            try:
-                await callback()
-            except Exception:
-                log.exception("stopping the leader's work failed")
+        try:
+            await self._duties.lost()
+        except Exception:
+            log.exception("stopping the leader's work failed")
 
     # -- wake-ups from other instances (PostgreSQL LISTEN/NOTIFY) --------------------------
 
     async def _listen(self) -> None:
-        if self.store.db.is_sqlite or not self._notified:
+        if self.store.db.is_sqlite or self._duties.heard is None:
             return
         import asyncpg
 
@@ -403,11 +405,13 @@ class Leadership:
         self._listener = conn
 
     def _heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        for callback in self._notified:
-            try:
-                callback(str(payload))
-            except Exception:
-                log.exception("handling NOTIFY %r failed", payload)
+        heard = self._duties.heard
+        if heard is None:
+            return
+        try:
+            heard(str(payload))
+        except Exception:
+            log.exception("handling NOTIFY %r failed", payload)
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None

@@ -1,4 +1,5 @@
-"""The composition root: builds the services from settings and runs `sunflow-ops serve`."""
+"""The composition root: builds the services from settings, each given its collaborators in
+its constructor, and runs `sunflow-ops serve`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from services import db as dbmod
 from services.audit import AuditService
@@ -31,12 +33,15 @@ from services.incidents import IncidentService
 from services.intake import IntakeService
 from services.leader import (
     SCHEDULER_LEASE,
+    Duties,
     FollowerHook,
     Leadership,
     LeaseStore,
     instance_name,
 )
 from services.metrics import Metrics
+from services.notify.delivery import Delivery
+from services.notify.sender import Renderer
 from services.notify.service import NotifyService
 from services.oncall import OncallService
 from services.ops import add_jobs, open_incidents_by_component, open_pipeline_ops
@@ -50,7 +55,7 @@ from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 from services.sse_redis import RedisRelay
 from services.timers import Alarm, EscalationTimer
-from services.updates import UpdateLog
+from services.updates import UpdateLog, Webhook
 
 log = logging.getLogger("sunflow_ops")
 
@@ -62,13 +67,17 @@ async def open_services(
     settings: Settings, *, clock: Clock | None = None
 ) -> AsyncIterator[Services]:
     """Build every service over one database, each from the ones before it; nothing runs in
-    the background yet. The path of an alert: intake -> incidents (one write path) -> its
-    hooks (escalation, outbox, board, follower wake-up) -> the outbox sender -> Telegram."""
+    the background yet. The path of an alert, read bottom-up here: intake -> incidents (one
+    write path) -> its hooks (escalation, the outbox, the board, the follower wake-up) -> the
+    outbox sender -> the chat's `Delivery` (the bot's Telegram client, `chat_delivery`)."""
     clock = clock or SystemClock()
+    stack = AsyncExitStack()
     policy = load_policy(settings.escalation_policy_file)
     database = Database(settings.database_url)
     metrics = Metrics()
     instance = instance_id(settings)
+    # Who runs the scheduled work and sends (one instance at a time, fenced); the gate of
+    # the scheduler, the escalation timer and the outbox sender.
     leadership = Leadership(
         LeaseStore(
             database,
@@ -78,8 +87,16 @@ async def open_services(
             ttl=timedelta(seconds=settings.leader_lease_seconds),
         )
     )
-    scheduler = SchedulerService()
-    sse = SSEHub(hub_config(settings), clock=clock, registry=metrics.registry)
+    scheduler = SchedulerService(gate=leadership)
+    sse = SSEHub(
+        hub_config(settings),
+        clock=clock,
+        registry=metrics.registry,
+        relay=redis_link(settings, instance=instance, registry=metrics.registry),
+    )
+    relay = sse.relay if isinstance(sse.relay, RedisRelay) else None
+    if relay is not None:
+        stack.push_async_callback(relay.close)
     # What every incident write tells, in its transaction and after it commits.
     alarm = Alarm()
     oncall = OncallService(
@@ -95,7 +112,25 @@ async def open_services(
         # The ladder's 30-minute step says how the incident's automatic retries went.
         step_details={"retries_done": describe_retries},
     )
-    notify = NotifyService(settings, database, clock, registry=metrics.registry)
+    delivery, renderer = chat_delivery(settings)
+    if delivery is not None:
+        stack.push_async_callback(delivery.close)
+
+    async def facts_of(incident_id: int) -> dict[str, Any]:
+        # A card's facts read the incidents, whose changes this outbox takes in: they are
+        # built below, and looked up as each card is sent.
+        return await card_facts(incident_id)
+
+    notify = NotifyService(
+        settings,
+        database,
+        clock,
+        delivery=delivery,
+        renderer=renderer,
+        card_facts=facts_of,
+        gate=leadership,
+        registry=metrics.registry,
+    )
     board_changes = BoardChanges()
     # Whoever a step pages may act on that incident until it resolves.
     grants = GrantService(database)
@@ -114,7 +149,6 @@ async def open_services(
     health = HealthService(open_incidents=partial(open_incidents_by_component, incidents))
     intake = IntakeService(incidents)
     checklists = ChecklistService(database, clock, incidents)
-    stack = AsyncExitStack()
 
     async def post_token_status(text: str) -> None:
         await notify.post_text(text, key="token-weekly")
@@ -129,6 +163,13 @@ async def open_services(
             health=health,
             post_to_team=post_token_status,
         )
+    )
+    card_facts = CardFacts(
+        incidents=incidents,
+        escalation=escalation,
+        checklists=checklists,
+        retry=ops.retry,
+        runbook_base_url=settings.runbook_base_url,
     )
     timer = EscalationTimer(
         escalation,
@@ -157,19 +198,7 @@ async def open_services(
         # With the bot off by choice there is no Telegram component to be unhealthy.
         health.register("telegram", notify.check)
     health.register("sse", sse.check)
-    relay: RedisRelay | None = None
-    if settings.redis_url is not None:
-        relay = RedisRelay(
-            sse,
-            settings.redis_url,
-            instance_id=instance,
-            prefix=settings.redis_key_prefix,
-            # The board is this instance's own, never shared.
-            local_jobs=frozenset({BOARD_JOB}),
-            registry=metrics.registry,
-        )
-        sse.relay = relay
-        stack.push_async_callback(relay.close)
+    if relay is not None:
         health.register("redis", relay.check)
     services = Services(
         settings=settings,
@@ -193,13 +222,7 @@ async def open_services(
         reports=ReportService(database, clock),
         ops=ops,
         notify=notify,
-        card_facts=CardFacts(
-            incidents=incidents,
-            escalation=escalation,
-            checklists=checklists,
-            retry=ops.retry,
-            runbook_base_url=settings.runbook_base_url,
-        ),
+        card_facts=card_facts,
         audit=AuditService(database, clock),
         leader=leadership,
         updates=UpdateLog(database, clock, instance=instance),
@@ -214,6 +237,7 @@ async def open_services(
         pagerduty=PagerDutyService(database, intake, incidents),
         heartbeats=heartbeats,
         probe=probe,
+        webhook=Webhook(),
         sse_relay=relay,
     )
     try:
@@ -221,6 +245,45 @@ async def open_services(
     finally:
         await stack.aclose()
         await database.dispose()
+
+
+def chat_delivery(settings: Settings) -> tuple[Delivery | None, Renderer | None]:
+    """The chat the outbox delivers to: the bot's Bot API client (with Telegram's limits) and
+    its renderer; neither with the bot off. The composition root reaches into bot/ only at run
+    time (here and for `bot_context`), so that no module of services/ imports it."""
+    if settings.telegram_bot_token is None:
+        return None, None
+    from bot.locales import Catalogue
+    from bot.render import TelegramRenderer
+    from bot.telegram_api import TelegramClient
+
+    return (
+        TelegramClient.from_settings(settings),
+        TelegramRenderer(Catalogue(settings.bot_language)),
+    )
+
+
+def redis_link(
+    settings: Settings, *, instance: str, registry: CollectorRegistry
+) -> Callable[[SSEHub], RedisRelay] | None:
+    """With REDIS_URL: how the hub makes its link to the other instances (the link delivers
+    into the hub, so the hub makes it)."""
+    url = settings.redis_url
+    if url is None:
+        return None
+
+    def link(hub: SSEHub) -> RedisRelay:
+        return RedisRelay(
+            hub,
+            url,
+            instance_id=instance,
+            prefix=settings.redis_key_prefix,
+            # The board is this instance's own, never shared.
+            local_jobs=frozenset({BOARD_JOB}),
+            registry=registry,
+        )
+
+    return link
 
 
 # The weekly report goes to the team chat on Monday at 09:00 UTC.
@@ -342,18 +405,16 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
     async def leader_ctx(_app: web.Application) -> AsyncIterator[None]:
         # Escalation timers, periodic jobs and the outbox sender run on the one instance that
         # holds the lease; a lone instance gets it at once, before anything else starts.
-        leadership = services.leader
-        services.scheduler.gate = leadership
-        services.notify.gate = leadership
         await services.notify.lead(False)
-        leadership.on_gain(partial(lead, services))
-        leadership.on_loss(partial(follow, services))
-        leadership.on_notify(partial(heard, services))
-        await leadership.start()
+        await services.leader.start(
+            Duties(
+                gained=partial(lead, services),
+                lost=partial(follow, services),
+                heard=partial(heard, services),
+            )
+        )
         yield
-        await leadership.stop()
-        services.scheduler.gate = None
-        services.notify.gate = None
+        await services.leader.stop()
 
     async def timer_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.timer.start()

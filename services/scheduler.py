@@ -23,6 +23,12 @@ class Gate(Protocol):
     `Leadership`)."""
 
     @property
+    def running(self) -> bool:
+        """Competing for the lease (`serve`); a gate never started (a bare service in tests,
+        the CLI) holds nothing back."""
+        ...
+
+    @property
     def is_leader(self) -> bool: ...
 
     async def check(self, session: AsyncSession) -> None: ...
@@ -35,8 +41,8 @@ class Gate(Protocol):
 class SchedulerService:
     """Owns the one AsyncIOScheduler of the process; jobs are re-armed from the database.
 
-    With a `gate` (several instances), a job runs only while this instance leads, and its
-    writes are fenced by the lease; without one (a bare service in tests), jobs just run.
+    With a running `gate` (several instances), a job runs only while this instance leads,
+    and its writes are fenced by the lease; otherwise (a bare service in tests), jobs just run.
     """
 
     def __init__(self, *, gate: Gate | None = None) -> None:
@@ -44,7 +50,7 @@ class SchedulerService:
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
-        self.gate = gate
+        self._gate = gate
 
     @property
     def running(self) -> bool:
@@ -72,8 +78,8 @@ class SchedulerService:
         return job
 
     async def _gated(self, func: Callable[..., Awaitable[object]], *args: Any) -> None:
-        gate = self.gate
-        if gate is None:
+        gate = self._gate
+        if gate is None or not gate.running:
             await func(*args)
             return
         if not gate.is_leader:

@@ -463,6 +463,7 @@ class SSEHub:
         clock: Clock,
         registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
+        relay: Callable[[SSEHub], Relay] | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -481,8 +482,8 @@ class SSEHub:
         self._accepted = 0
         self._window_started = self.started_at
         self.metrics = SSEMetrics(registry or CollectorRegistry(), self)
-        # Set by the composition root when REDIS_URL is set; None: this process is alone.
-        self.relay: Relay | None = None
+        # The link to the other instances (REDIS_URL), made for this hub; None: it is alone.
+        self.relay: Relay | None = relay(self) if relay is not None else None
         for job_id in config.probe_jobs:
             self.jobs[job_id] = self._new_job(job_id, probe=True)
 

@@ -145,8 +145,7 @@ async def test_the_telegram_webhook_answers_malformed_updates_with_400(
     async def feed(update: dict[str, object]) -> None:
         fed.append(update)
 
-    services.telegram_updates = feed
-    services.telegram_webhook_secret = "s3cret-Token_1"
+    services.webhook.open(feed, "s3cret-Token_1")
     secret = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-Token_1"}
     async with TestClient(TestServer(create_app(settings, services))) as client:
         for _name, raw, reason in HOSTILE:

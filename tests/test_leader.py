@@ -16,6 +16,7 @@ from services.clock import FrozenClock
 from services.db import Database
 from services.leader import (
     SCHEDULER_LEASE,
+    Duties,
     Grant,
     Leadership,
     LeaseLost,
@@ -144,9 +145,7 @@ async def test_leadership_fences_writes_and_steps_down_when_taken_over(
     async def lost() -> None:
         events.append("loss")
 
-    leadership.on_gain(gained)
-    leadership.on_loss(lost)
-    await leadership.start()
+    await leadership.start(Duties(gained=gained, lost=lost))
     try:
         assert leadership.is_leader and leadership.token == 1 and events == ["gain"]
         with leadership.fenced():
@@ -189,21 +188,26 @@ async def test_stop_releases_the_lease(database: Database) -> None:
 async def test_scheduled_jobs_run_only_on_the_leader(database: Database) -> None:
     clock = FrozenClock(T0)
     ran: list[str] = []
-    scheduler = SchedulerService()
+    leadership = Leadership(store(database, clock, "a"))
+    scheduler = SchedulerService(gate=leadership)
 
     async def job(name: str) -> None:
         ran.append(name)
 
-    leadership = Leadership(store(database, clock, "a"))
-    scheduler.gate = leadership
-    await scheduler._gated(job, "follower")  # not started: not the leader
-    await leadership.start()
+    other = store(database, clock, "b")
+    held = await other.acquire()
+    assert held is not None
+    await leadership.start()  # competing, but "b" holds the lease
     try:
+        await scheduler._gated(job, "follower")
+        await other.release(held)
+        await leadership._attempt()
         await scheduler._gated(job, "leader")
     finally:
         await leadership.stop()
-    await scheduler._gated(job, "stopped")
-    assert ran == ["leader"]
+    # Not competing (stopped, or a bare service never started): nobody to defer to.
+    await scheduler._gated(job, "alone")
+    assert ran == ["leader", "alone"]
 
 
 async def test_a_takeover_waits_for_a_fenced_write_in_flight(
@@ -256,12 +260,8 @@ def test_instance_names() -> None:
 
 
 async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) -> None:
-    from bot.locales import Catalogue
-    from bot.render import TelegramRenderer
     from services.incident_types import AlertIn
     from services.main import open_services
-    from services.notify.sender import OutboxSender
-    from services.notify.telegram import TelegramClient
     from services.severity import Severity
     from tests.botkit import bot_settings, running_fake
 
@@ -270,21 +270,18 @@ async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) 
         clock = FrozenClock(T0)
         async with open_services(settings, clock=clock) as services:
             await services.incidents.trigger(AlertIn(Severity.P1, "lease test", "lease"))
-            assert settings.telegram_bot_token is not None
-            client = TelegramClient(fake.base, settings.telegram_bot_token)
-            leadership = Leadership(store(services.db, clock, "a"))
-            sender = OutboxSender(
-                services.db,
-                clock,
-                client,
-                TelegramRenderer(Catalogue("en")),
-                services.notify.limits,
-                gate=leadership,
-            )
+            # The sender the composition root built, gated by this instance's leadership.
+            sender, leadership = services.notify.sender, services.leader
+            assert sender is not None
+            other = store(services.db, clock, "b")
+            held = await other.acquire()
+            assert held is not None
+            await leadership.start()  # competing, while "b" holds the lease
             try:
                 assert await sender.step() == 1.0  # a follower sends nothing
                 assert fake.sent() == []
-                await leadership.start()
+                await other.release(held)
+                await leadership._attempt()
                 assert await sender.step() == 0.0
                 assert len(fake.sent()) == 1
                 # Taken over behind its back: the next renewal finds out, and it stops.
@@ -296,7 +293,6 @@ async def test_only_the_leader_sends_and_a_deposed_one_stops(migrated_url: str) 
                 assert len(fake.sent()) == 1
             finally:
                 await leadership.stop()
-                await client.close()
 
 
 async def test_a_follower_wakes_the_leader_by_notify_once_per_incident_of_a_write(

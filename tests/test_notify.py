@@ -1,4 +1,4 @@
-"""services.notify: the outbox hook, the limits, the fallback channel and the test message."""
+"""services.notify: the outbox hook, the sender, the fallback channel and the test message."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from services.errors import InvalidTransition
 from services.incident_types import AlertIn, ChangeKind, IncidentChange, IncidentView
 from services.main import open_services
 from services.models import IncidentState, OutboxMessage
-from services.notify.limits import SlidingWindow, TelegramLimits
 from services.notify.outbox import Op, Target, add_row, priority_of
 from services.severity import Severity
 from tests.botkit import PD_USER, TEAM, TOKEN, bot_settings, running_fake
@@ -125,35 +124,6 @@ async def test_idempotency_key_is_unique(notified: Services) -> None:
                     payload={},
                     now=START,
                 )
-
-
-@pytest.mark.parametrize(
-    ("sent_at", "now", "reserve", "wait"),
-    [
-        ([], 0.0, 0, 0.0),
-        ([0.0], 0.5, 0, 0.5),
-        ([0.0], 1.0, 0, 0.0),
-        ([0.0, 0.1], 0.2, 1, 0.9),  # limit 2, one kept free: wait for the newest
-        ([0.0, 0.1], 0.2, 0, 0.8),
-        ([0.0], 0.2, 0, 0.0 + 0.8),
-    ],
-)
-def test_sliding_window(sent_at: list[float], now: float, reserve: int, wait: float) -> None:
-    window = SlidingWindow(2 if len(sent_at) > 1 or reserve else 1, 1.0)
-    for moment in sent_at:
-        window.record(moment)
-    assert window.wait(now, reserve=reserve) == pytest.approx(wait)
-
-
-def test_group_limits_keep_room_for_urgent_alerts() -> None:
-    limits = TelegramLimits(group_per_minute=20, margin=0.0)
-    for second in range(16):
-        assert limits.wait(TEAM, 3, float(second * 2)) == 0.0
-        limits.record(TEAM, float(second * 2))
-    now = 40.0
-    assert limits.wait(TEAM, 3, now) > 0  # P3 must wait: 4 slots are kept for P0/P1
-    assert limits.wait(TEAM, 0, now) == 0.0
-    assert limits.wait(PD_USER, 3, now) == 0.0  # another chat is not held up
 
 
 @pytest.mark.parametrize(
@@ -294,7 +264,6 @@ async def test_escalation_pages_people_even_without_a_team_chat(migrated_url: st
 async def test_settled_rows_are_pruned_after_a_week(notified: Services) -> None:
     from services.models import OutboxStatus
     from services.notify.sender import OutboxSender
-    from services.notify.telegram import TelegramClient
 
     await notified.incidents.trigger(AlertIn(Severity.P2, "old", "old"))
     await notified.incidents.trigger(AlertIn(Severity.P2, "pending", "pending"))
@@ -303,8 +272,8 @@ async def test_settled_rows_are_pruned_after_a_week(notified: Services) -> None:
         assert first is not None
         first.status = OutboxStatus.SENT.value
     clock = FrozenClock(START + timedelta(days=8))
-    client = TelegramClient("http://127.0.0.1:9", notified.settings.telegram_bot_token)  # type: ignore[arg-type]
-    sender = OutboxSender(notified.db, clock, client, None, notified.notify.limits)  # type: ignore[arg-type]
+    assert notified.notify.delivery is not None
+    sender = OutboxSender(notified.db, clock, notified.notify.delivery, None)  # type: ignore[arg-type]
     assert await sender.prune() == 1
     assert [r.status for r in await rows(notified)] == ["pending"]
 

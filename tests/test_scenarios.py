@@ -20,21 +20,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from bot.locales import Catalogue
-from bot.render import TelegramRenderer
 from services.errors import InvalidTransition
 from services.health import Status
 from services.incident_types import IncidentView
 from services.incidents import IncidentService
 from services.logs import file_handlers, formatter
 from services.models import IncidentState, JobState
-from services.notify.telegram import TelegramClient
 from services.publications import PublishRefused, Refusal
 from services.severity import Severity
 from services.tokens import TokenState
-from tests.botkit import TEAM, TOKEN, running_fake
+from tests.botkit import TEAM, running_fake
 from tests.fakes.fal import PNG
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.fakes.world import START, World, pipeline_world, reopened
@@ -118,10 +114,10 @@ async def scene(url: str, root: Path, **overrides: object) -> AsyncIterator[Scen
         running_fake() as chat,
         pipeline_world(url, root, **{**chat_overrides(chat), **overrides}) as world,
     ):
-        client = TelegramClient(chat.base, SecretStr(TOKEN))
-        world.services.notify.start_telegram(
-            client, TelegramRenderer(Catalogue("en")), world.services.card_facts
-        )
+        # The outbox sender the composition root built for the fake Bot API, draining.
+        sender = world.services.notify.sender
+        assert sender is not None
+        sender.start()
         # Running, as under `serve` (their health components say so); no periodic jobs are
         # added: the test runs retries, collections and the watch at the moments it means.
         world.services.scheduler.start()
@@ -133,8 +129,7 @@ async def scene(url: str, root: Path, **overrides: object) -> AsyncIterator[Scen
         finally:
             await world.services.sse.stop()
             world.services.scheduler.shutdown()
-            await world.services.notify.stop_telegram()
-            await client.close()
+            await sender.stop()
 
 
 async def test_scenario_1_instagram_token_expired(migrated_url: str, tmp_path: Path) -> None:

@@ -387,8 +387,7 @@ async def test_token_headers_that_are_not_text_are_wrong_tokens(
         async def feed(update: dict[str, object]) -> None:
             raise AssertionError("no update may get through")
 
-        services.telegram_updates = feed
-        services.telegram_webhook_secret = "s3cret-Token_1"
+        services.webhook.open(feed, "s3cret-Token_1")
         async with TestClient(TestServer(create_app(settings, services))) as client:
             assert client.port is not None
             body = b'{"severity": "P3", "title": "x"}'

@@ -6,7 +6,7 @@ from sqlalchemy import update
 from services.clock import SystemClock
 from services.health import Status
 from services.incident_types import AlertIn
-from services.leader import Leadership, LeaseStore
+from services.leader import Duties, Leadership, LeaseStore
 from services.main import open_services
 from services.models import Lease
 from services.severity import Severity
@@ -66,8 +66,7 @@ async def test_an_overdue_step_shows_in_health_and_metrics_until_it_fires(
         async def gained() -> None:
             timer.lead()
 
-        leadership.on_gain(gained)
-        await leadership.start()
+        await leadership.start(Duties(gained=gained))
         timer.start()
         try:
             assert not leadership.is_leader

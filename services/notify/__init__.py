@@ -1,1 +1,1 @@
-"""Outgoing notifications: the outbox, the Telegram sender, and the fallback channel."""
+"""Outgoing notifications: the outbox, its sender (through a `Delivery`), the fallback channel."""

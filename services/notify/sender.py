@@ -1,4 +1,5 @@
-"""The outbox sender: drains pending rows to Telegram within its limits, in priority order."""
+"""The outbox sender: drains pending rows to the chat (a `Delivery`) within its limits, in
+priority order."""
 
 from __future__ import annotations
 
@@ -18,15 +19,15 @@ from services.clock import Clock
 from services.db import FENCE, Database
 from services.incident_types import IncidentView
 from services.models import Incident, IncidentMessage, OutboxMessage, OutboxStatus
-from services.notify.limits import TelegramLimits
-from services.notify.outbox import Op, Target, add_row
-from services.notify.telegram import (
+from services.notify.delivery import (
+    Delivery,
+    DeliveryError,
+    Refusal,
+    Refused,
     RetryAfter,
-    TelegramClient,
-    TelegramError,
-    TelegramRejected,
-    TelegramUnavailable,
+    Unavailable,
 )
+from services.notify.outbox import Op, Target, add_row
 from services.scheduler import Gate
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,8 @@ class OutboxSender:
         self,
         db: Database,
         clock: Clock,
-        client: TelegramClient,
+        delivery: Delivery,
         renderer: Renderer,
-        limits: TelegramLimits,
         *,
         max_backoff: float = 30.0,
         stats: SenderStats | None = None,
@@ -100,9 +100,8 @@ class OutboxSender:
         self._gate = gate
         self._db = db
         self._clock = clock
-        self._client = client
+        self._delivery = delivery
         self._renderer = renderer
-        self._limits = limits
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -144,7 +143,7 @@ class OutboxSender:
         return int(getattr(result, "rowcount", 0) or 0)
 
     async def _run(self) -> None:
-        if self._gate is not None:
+        if self._gate is not None and self._gate.running:
             # This task's own context: every write below checks the fencing token.
             FENCE.set(self._gate)
         next_prune = 0.0
@@ -171,7 +170,7 @@ class OutboxSender:
 
     async def step(self) -> float:
         """Send at most one row; return how long to wait before the next step (0: at once)."""
-        if self._gate is not None and not self._gate.is_leader:
+        if self._gate is not None and self._gate.running and not self._gate.is_leader:
             return 1.0  # deposed (or not yet confirmed): another instance may be sending
         candidates = await self._candidates()
         if not candidates:
@@ -190,7 +189,7 @@ class OutboxSender:
                 self._global_blocked_until - now,
                 self._blocked_until.get(cand.chat_id, 0.0) - now,
                 (cand.next_attempt_at - now_wall).total_seconds(),
-                self._limits.wait(cand.chat_id, cand.priority, now),
+                self._delivery.wait(cand.chat_id, cand.priority, now),
             )
             if until <= 0:
                 best = cand
@@ -257,14 +256,14 @@ class OutboxSender:
                 payload = {**payload, "card": card_at}
             posted_at = None  # a page is a message of its own, never an edit or a reply
         rendered = self._renderer.render(op, payload, incident, now_wall)
-        self._limits.record(chat_id, time.monotonic())
+        self._delivery.record(chat_id, time.monotonic())
         new_message: int | None = None
         try:
             if op == Op.CARD and posted_at is not None:
                 await self._edit(posted_at[0], posted_at[1], rendered)
                 self.stats.edits += 1
             elif op == Op.FILE:
-                new_message = await self._client.send_document(
+                new_message = await self._delivery.send_document(
                     chat_id,
                     str(payload.get("filename") or "file.bin"),
                     base64.b64decode(str(payload.get("content") or "")),
@@ -273,7 +272,7 @@ class OutboxSender:
                 )
             elif op == Op.DOCUMENT:
                 reply_to = posted_at[1] if posted_at else None
-                new_message = await self._client.send_document(
+                new_message = await self._delivery.send_document(
                     chat_id,
                     rendered.filename,
                     (rendered.full_text or rendered.plain).encode(),
@@ -294,12 +293,12 @@ class OutboxSender:
             self._blocked_until[chat_id] = time.monotonic() + exc.retry_after
             await self._reschedule(row_id, exc, timedelta(seconds=exc.retry_after))
             return
-        except TelegramRejected as exc:
-            if exc.status == 403 and op != Op.DIRECT:
+        except Refused as exc:
+            if exc.reason is Refusal.FORBIDDEN and op != Op.DIRECT:
                 # Kicked from the team chat: keep the alerts and let the fallback carry them.
                 await self._unavailable(row_id, exc, now_wall)
                 return
-            if op == Op.CARD and posted_at is not None and exc.edit_target_gone:
+            if op == Op.CARD and posted_at is not None and exc.reason is Refusal.TARGET_GONE:
                 # The alert message was deleted or is too old to edit: post it afresh.
                 await self._forget_card(row_id)
                 return
@@ -307,7 +306,7 @@ class OutboxSender:
             log.warning("outbox row %s refused by Telegram: %s", row_id, exc)
             await self._mark(row_id, OutboxStatus.DEAD, error=str(exc))
             return
-        except TelegramUnavailable as exc:
+        except Unavailable as exc:
             await self._unavailable(row_id, exc, now_wall)
             return
         self._success()
@@ -333,7 +332,7 @@ class OutboxSender:
         self.last_success_at = self._clock.now()
         self.stats.sent += 1
 
-    async def _unavailable(self, row_id: int, exc: TelegramError, now_wall: datetime) -> None:
+    async def _unavailable(self, row_id: int, exc: DeliveryError, now_wall: datetime) -> None:
         self.stats.failures += 1
         self._backoff = min(self._max_backoff, max(0.25, self._backoff * 2))
         self._global_blocked_until = time.monotonic() + self._backoff
@@ -353,18 +352,18 @@ class OutboxSender:
         markup: dict[str, Any] | None,
     ) -> int:
         try:
-            return await self._client.send_message(
+            return await self._delivery.send_message(
                 chat_id, rendered.html, thread_id=thread_id, reply_to=reply_to, reply_markup=markup
             )
-        except TelegramRejected as exc:
-            if not exc.cant_parse_entities:
+        except Refused as exc:
+            if exc.reason is not Refusal.BAD_MARKUP:
                 raise
         # Never drop a message over markup: say it plainly instead.
         self.stats.plain_resends += 1
-        return await self._client.send_message(
+        return await self._delivery.send_message(
             chat_id,
             rendered.plain,
-            parse_mode=None,
+            html=False,
             thread_id=thread_id,
             reply_to=reply_to,
             reply_markup=markup,
@@ -372,31 +371,31 @@ class OutboxSender:
 
     async def _edit(self, chat_id: int, message_id: int, rendered: Rendered) -> None:
         try:
-            await self._client.edit_message_text(
+            await self._delivery.edit_message(
                 chat_id, message_id, rendered.html, reply_markup=rendered.reply_markup
             )
             return
-        except TelegramRejected as exc:
-            if exc.not_modified:
+        except Refused as exc:
+            if exc.reason is Refusal.NOT_MODIFIED:
                 return
-            if not exc.cant_parse_entities:
+            if exc.reason is not Refusal.BAD_MARKUP:
                 raise
         self.stats.plain_resends += 1
         try:
-            await self._client.edit_message_text(
+            await self._delivery.edit_message(
                 chat_id,
                 message_id,
                 rendered.plain,
-                parse_mode=None,
+                html=False,
                 reply_markup=rendered.reply_markup,
             )
-        except TelegramRejected as exc:
-            if not exc.not_modified:
+        except Refused as again:
+            if again.reason is not Refusal.NOT_MODIFIED:
                 raise
 
     # -- bookkeeping --------------------------------------------------------------
 
-    async def _reschedule(self, row_id: int, exc: TelegramError, delay: timedelta) -> None:
+    async def _reschedule(self, row_id: int, exc: DeliveryError, delay: timedelta) -> None:
         async with self._db.write() as session:
             row = await session.get(OutboxMessage, row_id)
             if row is None:

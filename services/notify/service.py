@@ -1,4 +1,4 @@
-"""`NotifyService`: the outbox hook, the Telegram sender's lifecycle, fallback and the test."""
+"""`NotifyService`: the outbox hook, the sender's lifecycle, the fallback and the test."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ from services.config import Settings
 from services.db import Database
 from services.health import ComponentHealth, Status
 from services.models import IncidentMessage, OutboxMessage, OutboxStatus
+from services.notify.delivery import Delivery, DeliveryError
 from services.notify.fallback import ChannelResult, FallbackService
-from services.notify.limits import TelegramLimits
 from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
 from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
-from services.notify.telegram import TelegramClient, TelegramError
 from services.scheduler import Gate
 from services.severity import Severity
 
@@ -34,7 +33,8 @@ class Backlog:
 
 
 class NotifyService:
-    """Owns outgoing notifications; the bot attaches a Telegram client and a renderer."""
+    """Owns outgoing notifications: the outbox hook, the sender that drains it through the
+    chat's `Delivery` (None: the bot is off, rows wait), the fallback and the test."""
 
     def __init__(
         self,
@@ -42,14 +42,18 @@ class NotifyService:
         db: Database,
         clock: Clock,
         *,
+        delivery: Delivery | None = None,
+        renderer: Renderer | None = None,
+        card_facts: CardFacts | None = None,
+        gate: Gate | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._clock = clock
-        self.sender: OutboxSender | None = None
-        # One budget for everything this process sends to Telegram (the bot's replies too).
-        self.limits = self.make_limits()
+        # The chat's client: the sender's, the health check's and the test message's; its
+        # pacing is the budget the bot's own replies share.
+        self.delivery = delivery
         target = (
             Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
             if settings.telegram_team_chat_id is not None
@@ -60,11 +64,23 @@ class NotifyService:
         # composition root gives it to IncidentService).
         self.hook = OutboxHook(target, self._wake)
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
-        # Kept here, not in the sender, so the counters survive a bot restart.
         self.stats = SenderStats()
         # Several instances (services/leader.py): only the leader drains the outbox and runs
         # the fallback, so each chat has one sender and nothing goes out twice.
-        self.gate: Gate | None = None
+        self.sender: OutboxSender | None = None
+        if delivery is not None:
+            if renderer is None:
+                raise ValueError("the outbox sender needs a renderer with its delivery")
+            self.sender = OutboxSender(
+                db,
+                clock,
+                delivery,
+                renderer,
+                max_backoff=settings.telegram_retry_max_seconds,
+                stats=self.stats,
+                card_facts=card_facts,
+                gate=gate,
+            )
         self._leading = True
         if registry is not None:
             registry.register(_Collector(self))
@@ -83,59 +99,29 @@ class NotifyService:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def make_limits(self) -> TelegramLimits:
-        s = self._settings
-        return TelegramLimits(
-            global_per_second=s.telegram_rate_global_per_second,
-            chat_per_second=s.telegram_rate_chat_per_second,
-            group_per_minute=s.telegram_rate_group_per_minute,
-        )
-
-    def start_telegram(
-        self, client: TelegramClient, renderer: Renderer, card_facts: CardFacts | None = None
-    ) -> OutboxSender:
-        """Start draining the outbox to Telegram (called by the bot when it starts)."""
-        if self.sender is not None:
-            raise RuntimeError("the Telegram sender is already running")
-        self.sender = OutboxSender(
-            self._db,
-            self._clock,
-            client,
-            renderer,
-            self.limits,
-            max_backoff=self._settings.telegram_retry_max_seconds,
-            stats=self.stats,
-            card_facts=card_facts,
-            gate=self.gate,
-        )
-        if self._leading:
-            self.sender.start()
-        return self.sender
-
-    async def stop_telegram(self) -> None:
-        if self.sender is not None:
-            await self.sender.stop()
-            self.sender = None
-
     def start(self) -> None:
         if self._leading:
-            self.fallback.start()
+            self._start_sending()
 
     async def stop(self) -> None:
+        if self.sender is not None:
+            await self.sender.stop()
         await self.fallback.stop()
 
     async def lead(self, leading: bool) -> None:
         """Start (or stop) sending: called as this instance gains (or loses) leadership."""
         self._leading = leading
         if leading:
+            self._start_sending()
             if self.sender is not None:
-                self.sender.start()
                 self.sender.wake()
-            self.fallback.start()
         else:
-            if self.sender is not None:
-                await self.sender.stop()
-            await self.fallback.stop()
+            await self.stop()
+
+    def _start_sending(self) -> None:
+        if self.sender is not None:
+            self.sender.start()
+        self.fallback.start()
 
     def wake(self) -> None:
         """Another instance queued rows: look now instead of at the next poll."""
@@ -194,19 +180,15 @@ class NotifyService:
             "outbox_pending": backlog.pending,
             "fallback_channels": self.fallback.channels,
         }
-        settings = self._settings
-        if settings.telegram_bot_token is None:
+        if self.delivery is None:
             return ComponentHealth(
                 "telegram", Status.DEGRADED, "bot off (TELEGRAM_BOT_TOKEN unset)", figures
             )
-        client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
         try:
-            me = await client.get_me()
-        except TelegramError as exc:
+            me = await self.delivery.identify()
+        except DeliveryError as exc:
             return ComponentHealth("telegram", Status.DOWN, f"getMe failed: {exc}", figures)
-        finally:
-            await client.close()
-        figures["bot"] = f"@{me.get('username', '?')}"
+        figures["bot"] = me
         if self.sender is not None:
             figures.update(sent=self.sender.stats.sent, retry_after=self.sender.stats.retry_after)
             if self.sender.failing_since is not None:
@@ -221,7 +203,7 @@ class NotifyService:
         return ComponentHealth(
             "telegram",
             Status.HEALTHY,
-            f"@{me.get('username', '?')}, {backlog.pending} queued",
+            f"{me}, {backlog.pending} queued",
             figures,
         )
 
@@ -254,30 +236,26 @@ class NotifyService:
         now = self._clock.now().isoformat(timespec="seconds")
         text = f"SunFlow Ops test message from {actor} at {now}"
         results: list[ChannelResult] = []
-        if self._settings.telegram_bot_token is not None:
-            results.append(await self._telegram_test(text))
+        if self.delivery is not None:
+            results.append(await self._telegram_test(self.delivery, text))
         results += await self.fallback.deliver(
             "SunFlow Ops test message", text, {"test": True, "actor": actor}
         )
         return results
 
-    async def _telegram_test(self, text: str) -> ChannelResult:
+    async def _telegram_test(self, delivery: Delivery, text: str) -> ChannelResult:
         settings = self._settings
-        assert settings.telegram_bot_token is not None
         if settings.telegram_team_chat_id is None:
             return ChannelResult("telegram", False, "TELEGRAM_TEAM_CHAT_ID is not set")
-        client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
         try:
-            await client.send_message(
+            await delivery.send_message(
                 settings.telegram_team_chat_id,
                 text,
-                parse_mode=None,
+                html=False,
                 thread_id=settings.telegram_team_thread_id,
             )
-        except TelegramError as exc:
+        except DeliveryError as exc:
             return ChannelResult("telegram", False, str(exc))
-        finally:
-            await client.close()
         return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
 
     # -- files for the team chat (the weekly report) ----------------------------------------

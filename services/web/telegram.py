@@ -18,10 +18,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 async def receive_update(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
-    feed = services.telegram_updates
-    expected = services.telegram_webhook_secret
-    if feed is None or expected is None:
+    receiver = services.webhook.receiver
+    if receiver is None:
         return web.json_response({"error": "unavailable", "detail": "bot not running"}, status=503)
+    feed, expected = receiver
     if not secret_matches(request.headers.get(SECRET_HEADER), expected):
         return web.json_response({"error": "forbidden", "detail": "bad secret token"}, status=403)
     update: Any = await read_json(request)  # every malformed body: 400 invalid_json

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 # Two minutes of failures in `make soak`; 20 s in `make test`.
 OUTAGES = [20.0, pytest.param(120.0, marks=pytest.mark.soak)]
-# Cards in one group go out at most 20 a minute (P2/P3 fewer: services/notify/limits.py).
+# Cards in one group go out at most 20 a minute (P2/P3 fewer: bot/limits.py).
 ALERTS = 12
 # What the Bot API answers during the outage, in turn: server errors, a request that hangs
 # past the sender's 15 s client timeout, and rate limiting with retry_after.

@@ -1,4 +1,5 @@
-"""A small Telegram Bot API client on aiohttp for the outbox sender (no aiogram here)."""
+"""The Bot API client the outbox sender delivers through: `services.notify.delivery.Delivery`
+over aiohttp (aiogram serves the chat front end; this one only sends, within the limits)."""
 
 from __future__ import annotations
 
@@ -8,67 +9,78 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-# Bot API statuses and descriptions the sender treats specially.
-_CANT_PARSE = "can't parse entities"
-_NOT_MODIFIED = "message is not modified"
-_EDIT_GONE = ("message to edit not found", "message can't be edited")
+from bot.limits import TelegramLimits
+from services.config import Settings
+from services.notify.delivery import Refusal, Refused, RetryAfter, Unavailable
+
+# Bot API descriptions the sender acts on (lower case, as contained in the description).
+_REFUSALS: tuple[tuple[str, Refusal], ...] = (
+    ("can't parse entities", Refusal.BAD_MARKUP),
+    ("message is not modified", Refusal.NOT_MODIFIED),
+    ("message to edit not found", Refusal.TARGET_GONE),
+    ("message can't be edited", Refusal.TARGET_GONE),
+)
 
 
-class TelegramError(Exception):
-    """A Bot API call failed; the message never holds the token."""
-
-    def __init__(self, method: str, description: str) -> None:
-        super().__init__(f"{method}: {description}")
-        self.method = method
-        self.description = description
-
-
-class RetryAfter(TelegramError):
-    """429 Too Many Requests: Telegram says when to try again."""
-
-    def __init__(self, method: str, description: str, retry_after: float) -> None:
-        super().__init__(method, description)
-        self.retry_after = retry_after
+def refusal(status: int, description: str) -> Refusal:
+    """Why the Bot API refused a call (a 4xx other than 429, 401 and 404)."""
+    text = description.lower()
+    for phrase, reason in _REFUSALS:
+        if phrase in text:
+            return reason
+    return Refusal.FORBIDDEN if status == 403 else Refusal.OTHER
 
 
-class TelegramUnavailable(TelegramError):
-    """Network trouble or a 5xx: worth retrying with backoff."""
-
-
-class TelegramRejected(TelegramError):
-    """A 4xx other than 429: retrying the same request will not help."""
-
-    def __init__(self, method: str, description: str, status: int) -> None:
-        super().__init__(method, description)
-        self.status = status
-
-    @property
-    def cant_parse_entities(self) -> bool:
-        return _CANT_PARSE in self.description.lower()
-
-    @property
-    def not_modified(self) -> bool:
-        return _NOT_MODIFIED in self.description.lower()
-
-    @property
-    def edit_target_gone(self) -> bool:
-        text = self.description.lower()
-        return any(phrase in text for phrase in _EDIT_GONE)
+def parse_mode(html: bool) -> str | None:
+    return "HTML" if html else None
 
 
 class TelegramClient:
-    """sendMessage, editMessageText, sendDocument and getMe against a configurable base URL."""
+    """sendMessage, editMessageText, sendDocument and getMe against a configurable base URL,
+    paced by the limits it shares with the aiogram bot."""
 
-    def __init__(self, api_base: str, token: SecretStr, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        api_base: str,
+        token: SecretStr,
+        *,
+        limits: TelegramLimits | None = None,
+        timeout: float = 15.0,
+    ) -> None:
         self._base = api_base.rstrip("/")
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        # One budget for everything this process sends to Telegram (the bot's replies too).
+        self.limits = limits or TelegramLimits()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TelegramClient:
+        """The client for TELEGRAM_BOT_TOKEN at TELEGRAM_API_BASE, with the TELEGRAM_RATE_*
+        limits."""
+        if settings.telegram_bot_token is None:
+            raise ValueError("the Telegram client needs TELEGRAM_BOT_TOKEN")
+        limits = TelegramLimits(
+            global_per_second=settings.telegram_rate_global_per_second,
+            chat_per_second=settings.telegram_rate_chat_per_second,
+            group_per_minute=settings.telegram_rate_group_per_minute,
+        )
+        return cls(settings.telegram_api_base, settings.telegram_bot_token, limits=limits)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    # -- pacing (Delivery) -------------------------------------------------------------
+
+    def wait(self, chat_id: int, priority: int, now: float) -> float:
+        return self.limits.wait(chat_id, priority, now)
+
+    def record(self, chat_id: int, now: float) -> None:
+        self.limits.record(chat_id, now)
+
+    # -- calls ---------------------------------------------------------------------------
 
     def _clean(self, text: str) -> str:
         secret = self._token.get_secret_value()
@@ -106,7 +118,7 @@ class TelegramClient:
                 except (ValueError, aiohttp.ContentTypeError):
                     data = None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TelegramUnavailable(method, self._clean(type(exc).__name__)) from None
+            raise Unavailable(method, self._clean(type(exc).__name__)) from None
         if isinstance(data, dict) and data.get("ok") is True:
             return data.get("result")
         description = ""
@@ -118,25 +130,30 @@ class TelegramClient:
             retry_after = float(parameters.get("retry_after", 1))
             raise RetryAfter(method, description or "Too Many Requests", retry_after)
         if status >= 500 or data is None:
-            raise TelegramUnavailable(method, description or f"HTTP {status}")
+            raise Unavailable(method, description or f"HTTP {status}")
         if status in {401, 404}:
             # A revoked or mistyped token (or a wrong API base) fails every call alike: that is
             # Telegram being unusable for us, not this one message being bad.
-            raise TelegramUnavailable(
+            raise Unavailable(
                 method, f"{description or status}: check TELEGRAM_BOT_TOKEN and TELEGRAM_API_BASE"
             )
-        raise TelegramRejected(method, description or f"HTTP {status}", status)
+        detail = description or f"HTTP {status}"
+        raise Refused(method, detail, refusal(status, detail))
 
     async def get_me(self) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("getMe", {})
         return result
+
+    async def identify(self) -> str:
+        me = await self.get_me()
+        return f"@{me.get('username', '?')}"
 
     async def send_message(
         self,
         chat_id: int,
         text: str,
         *,
-        parse_mode: str | None = "HTML",
+        html: bool = True,
         thread_id: int | None = None,
         reply_to: int | None = None,
         reply_markup: dict[str, Any] | None = None,
@@ -144,7 +161,7 @@ class TelegramClient:
         params: dict[str, Any] = {
             "chat_id": chat_id,
             "text": text,
-            "parse_mode": parse_mode,
+            "parse_mode": parse_mode(html),
             "message_thread_id": thread_id,
             "reply_markup": reply_markup,
             "link_preview_options": {"is_disabled": True},
@@ -157,13 +174,13 @@ class TelegramClient:
         result = await self.call("sendMessage", params)
         return int(result["message_id"])
 
-    async def edit_message_text(
+    async def edit_message(
         self,
         chat_id: int,
         message_id: int,
         text: str,
         *,
-        parse_mode: str | None = "HTML",
+        html: bool = True,
         reply_markup: dict[str, Any] | None = None,
     ) -> None:
         await self.call(
@@ -172,7 +189,7 @@ class TelegramClient:
                 "chat_id": chat_id,
                 "message_id": message_id,
                 "text": text,
-                "parse_mode": parse_mode,
+                "parse_mode": parse_mode(html),
                 "reply_markup": reply_markup,
                 "link_preview_options": {"is_disabled": True},
             },

@@ -1,4 +1,5 @@
-"""Telegram's sending limits as sliding windows, with headroom kept for urgent alerts."""
+"""Telegram's sending limits as sliding windows, with headroom kept for urgent alerts
+(`services.notify.delivery.Pacing` through the client; the aiogram bot's replies too)."""
 
 from __future__ import annotations
 
