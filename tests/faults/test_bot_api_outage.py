@@ -118,7 +118,7 @@ async def test_bot_api_failures_then_each_card_once_in_order(
             pending = await query(
                 migrated_url, "SELECT count(*) FROM outbox_messages WHERE status = 'pending'"
             )
-            return pending[0][0] == 0
+            return bool(pending[0][0] == 0)
 
         await until(drained, 60, "the outbox to drain", every=0.2)
         # The bot polls again: a command is answered.

@@ -143,7 +143,7 @@ async def test_kill_9_between_due_and_firing_never_misses_or_doubles(
                     migrated_url,
                     "SELECT count(*) FROM outbox_messages WHERE status = 'pending'",
                 )
-                return pending[0][0] == 0
+                return bool(pending[0][0] == 0)
 
             await until(drained, 60, "the outbox to drain", every=0.2)
         await served.stop()
