@@ -9,7 +9,7 @@ A probe in each server (bench/_looptime.py) times every event-loop turn in each 
 window; `--busy` runs a CPU hog at a fixed duty cycle on the servers' CPU.
 
 A round is a fresh server process: the ramp to each held size (RSS after each), the most
-held, then a per-job window at each held size on the way down (10,000, 5,000, 1,000 open:
+held (round 1), then a per-job window at each held size on the way down (10,000, 5,000, 1,000 open:
 the streams beyond the size are closed first). The per-job figures at each size are the
 median of N rounds, interleaved (ours, aiohttp-sse, sse-starlette, ours, ...): on a shared
 VM the host takes CPU in bursts (`steal` in /proc/stat), and one window per server says
@@ -412,8 +412,8 @@ async def run_round(  # noqa: PLR0914, PLR0915
     broadcast: bool,
     loop_file: str | None,
 ) -> None:
-    """One fresh server process: the held ramp, the most held, a per-job window at each held
-    size on the way down, then (if asked) broadcast."""
+    """One fresh server process: the held ramp, then (if asked, round 1) the most held, a
+    per-job window at each held size on the way down, then (if asked, round 1) broadcast."""
     kind = result.server
     load_average = os.getloadavg()[0]
     base = f"http://127.0.0.1:{port}"
@@ -453,8 +453,8 @@ async def run_round(  # noqa: PLR0914, PLR0915
                     f"round {number}: {failed} of {size} streams failed to open or dropped"
                 )
                 break
-        if ok:
-            # 2. The most streams one process is to hold.
+        if ok and broadcast:
+            # 2. The most streams one process is to hold (in the first round, with broadcast).
             failed = await load.open(plan.hold_max - len(load.streams), follow)
             await asyncio.sleep(2)
             held = failed == 0 and load.alive() == plan.hold_max
@@ -469,6 +469,7 @@ async def run_round(  # noqa: PLR0914, PLR0915
                     f"round {number}: {failed} of {plan.hold_max} streams failed to open "
                     "or dropped"
                 )
+        if ok:
             # 3. Per-job windows at each held size, largest first: the streams beyond it
             # are closed (the server frees them) and the window follows the rest.
             for size in sorted(plan.held, reverse=True):
