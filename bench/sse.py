@@ -979,7 +979,7 @@ def main(argv: list[str]) -> int:
                 ):
                     print(
                         f"== {result.server} round {number}/{rounds} "
-                        f"(pid {proc.pid}, port {port})",
+                        f"(pid {proc.pid}, port {port}, {time.strftime('%H:%M:%S')})",
                         flush=True,
                     )
                     asyncio.run(
