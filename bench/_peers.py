@@ -120,6 +120,9 @@ def main(argv: list[str]) -> int:
             loop="uvloop" if use_uvloop else "asyncio",
             access_log=False,
             backlog=4096,
+            # aiohttp's keep-alive (ours, aiohttp-sse): uvicorn's 5 s closes the publisher's
+            # idle connections while a ramp opens streams, and a publish then meets a close.
+            timeout_keep_alive=75,
         )
     else:
         print(f"unknown peer {kind!r}", file=sys.stderr)

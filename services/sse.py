@@ -48,8 +48,13 @@ ABORTED_REASONS = frozenset({CLIENT_GONE, SLOW, IDLE})
 # Streams the timer's rounds (heartbeats, the tidy-up) go through per event-loop turn. A
 # heartbeat write is a socket send, 5-15 us: a slice holds the loop 0.5-1.5 ms.
 SLICE = 100
-# Longest rest between two slices of a round (see `_in_slices`).
-_MAX_REST = 0.02
+# A round rests between two slices at least this many times as long as the last slice
+# took, so it holds at most a quarter of the loop while it runs (see `_in_slices`)...
+_REST_FACTOR = 3
+# ... and spreads over this share of its period when the slices leave room,
+_SPREAD = 0.1
+# ... but never rests longer than this between two slices.
+_MAX_REST = 0.05
 _T = TypeVar("_T")
 
 
@@ -439,15 +444,23 @@ class _ReconnectCollector(Collector):
 
 
 async def _in_slices(
-    items: list[_T], work: Callable[[list[_T]], object], *, size: int = SLICE
+    items: list[_T],
+    work: Callable[[list[_T]], object],
+    *,
+    size: int = SLICE,
+    period: float = 0.0,
 ) -> None:
-    """`work` on `size` items per event-loop turn, resting between two slices as long as the
-    last one took (at most `_MAX_REST`): a round takes at most about half of the loop while
-    it runs, and a request that needs a few loop turns meets one slice, not one per turn."""
+    """`work` on `size` items per event-loop turn. Between two slices it rests at least
+    `_REST_FACTOR` times as long as the last one took, and long enough to spread the round
+    over `_SPREAD` of its `period` (at most `_MAX_REST`): a round takes at most a quarter of
+    the loop while it runs, on a core shared with other work too, and a request that needs a
+    few loop turns meets one slice, not one per turn."""
+    slices = -(-len(items) // size)
+    spread = period * _SPREAD / slices if slices else 0.0
     took = 0.0
     for start in range(0, len(items), size):
         if start:
-            await asyncio.sleep(min(took, _MAX_REST))
+            await asyncio.sleep(min(_MAX_REST, max(took * _REST_FACTOR, spread - took)))
         began = time.perf_counter()
         work(items[start : start + size])
         took = time.perf_counter() - began
@@ -705,9 +718,12 @@ class SSEHub:
             live = [c for c in part if c.reason is None]  # closed since the list was taken
             closed += self.sweep(now, live) + self.close_idle(now, live)
 
-        await _in_slices(list(self.connections.values()), tidy_streams)
+        period = self.config.cleanup_interval_seconds
+        await _in_slices(list(self.connections.values()), tidy_streams, period=period)
         await asyncio.sleep(0)
-        await _in_slices(list(self.jobs.values()), lambda p: self.expire(time.monotonic(), p))
+        await _in_slices(
+            list(self.jobs.values()), lambda p: self.expire(time.monotonic(), p), period=period
+        )
         return closed
 
     def sweep(self, now: float, conns: Iterable[Connection] | None = None) -> int:
@@ -757,7 +773,12 @@ class SSEHub:
             attempted += len(live)
             written += self._fan_out(live, frame, "heartbeat", time.monotonic())
 
-        await _in_slices(list(self.connections.values()), beat, size=batch or SLICE)
+        await _in_slices(
+            list(self.connections.values()),
+            beat,
+            size=batch or SLICE,
+            period=self.config.heartbeat_seconds,
+        )
         if written < attempted:
             log.error(
                 "Failed to send SSE heartbeat to %s of %s streams", attempted - written, attempted
