@@ -197,13 +197,24 @@ class NotifyService:
         settings = self._settings
         if settings.telegram_bot_token is None:
             return ComponentHealth(
-                "telegram", Status.DEGRADED, "bot off (TELEGRAM_BOT_TOKEN unset)", figures
+                "telegram",
+                Status.DEGRADED,
+                "bot off (TELEGRAM_BOT_TOKEN unset)",
+                figures,
+                reason="telegram_off",
             )
         client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
         try:
             me = await client.get_me()
         except TelegramError as exc:
-            return ComponentHealth("telegram", Status.DOWN, f"getMe failed: {exc}", figures)
+            return ComponentHealth(
+                "telegram",
+                Status.DOWN,
+                f"getMe failed: {exc}",
+                figures,
+                reason="telegram_getme",
+                params={"error": str(exc)},
+            )
         finally:
             await client.close()
         figures["bot"] = f"@{me.get('username', '?')}"
@@ -217,12 +228,19 @@ class NotifyService:
                     f"{self.sender.failing_since.isoformat(timespec='seconds')}: "
                     f"{self.sender.last_error or ''}".strip(),
                     figures,
+                    reason="telegram_failing",
+                    params={
+                        "since": self.sender.failing_since.isoformat(),
+                        "error": self.sender.last_error or "",
+                    },
                 )
         return ComponentHealth(
             "telegram",
             Status.HEALTHY,
             f"@{me.get('username', '?')}, {backlog.pending} queued",
             figures,
+            reason="telegram_ok",
+            params={"bot": f"@{me.get('username', '?')}", "queued": backlog.pending},
         )
 
     # -- plain posts to the team chat ------------------------------------------------------
@@ -249,10 +267,11 @@ class NotifyService:
 
     # -- the playbook's test message ----------------------------------------------------
 
-    async def send_test(self, *, actor: str) -> list[ChannelResult]:
-        """Send a test message through every configured channel; one result each."""
+    async def send_test(self, *, actor: str, text: str | None = None) -> list[ChannelResult]:
+        """Send a test message through every configured channel; one result each. `text` is
+        the message in the asker's language (the chat's); English otherwise."""
         now = self._clock.now().isoformat(timespec="seconds")
-        text = f"SunFlow Ops test message from {actor} at {now}"
+        text = text or f"SunFlow Ops test message from {actor} at {now}"
         results: list[ChannelResult] = []
         if self._settings.telegram_bot_token is not None:
             results.append(await self._telegram_test(text))
@@ -265,7 +284,13 @@ class NotifyService:
         settings = self._settings
         assert settings.telegram_bot_token is not None
         if settings.telegram_team_chat_id is None:
-            return ChannelResult("telegram", False, "TELEGRAM_TEAM_CHAT_ID is not set")
+            return ChannelResult(
+                "telegram",
+                False,
+                "TELEGRAM_TEAM_CHAT_ID is not set",
+                "not_set",
+                {"setting": "TELEGRAM_TEAM_CHAT_ID"},
+            )
         client = TelegramClient(settings.telegram_api_base, settings.telegram_bot_token)
         try:
             await client.send_message(
@@ -275,10 +300,11 @@ class NotifyService:
                 thread_id=settings.telegram_team_thread_id,
             )
         except TelegramError as exc:
-            return ChannelResult("telegram", False, str(exc))
+            return ChannelResult("telegram", False, str(exc), "error", {"error": str(exc)})
         finally:
             await client.close()
-        return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
+        chat = settings.telegram_team_chat_id
+        return ChannelResult("telegram", True, f"sent to chat {chat}", "sent_to", {"to": chat})
 
     # -- files for the team chat (the weekly report) ----------------------------------------
 
