@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.locales import Catalogue
-from services.backups import BackupInfo
+from services.backups import BackupInfo, RestoreResult
 from services.durations import format_duration
 from services.health import ComponentHealth, HealthReport, Status
 from services.incident_types import IncidentDetail, IncidentView
@@ -17,7 +17,7 @@ from services.models import IncidentState
 from services.notify.fallback import ChannelResult
 from services.notify.outbox import Op
 from services.notify.sender import Rendered
-from services.retry import JobView
+from services.retry import DEFAULT_STEP_MESSAGE, JobView
 from services.severity import Severity
 from services.stats import RestartResult
 from services.tokens import TokenStatus
@@ -196,7 +196,7 @@ class TelegramRenderer:
             values.update(
                 step=esc(details.get("step", "")),
                 target=esc(details.get("target", "")),
-                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:500]),
+                message=esc(self.step_message(change)[:500]),
                 late=self.t("change.escalated.late") if details.get("late") else "",
             )
         key = f"change.{kind}"
@@ -204,6 +204,20 @@ class TelegramRenderer:
             return self.t(key, **values)
         except KeyError:
             return self.t("change.other", **values)
+
+    def step_message(self, change: dict[str, Any]) -> str:
+        """An escalation step's message (plain text): the built-in ladder's in this
+        language, a team's as written; the retries step says where the retries stand."""
+        details: dict[str, Any] = change.get("details") or {}
+        retries = details.get("retries")
+        if not isinstance(retries, dict) or "step_message" not in details:
+            return self.catalogue.ladder(str(details.get("message", "")))
+        base = self.catalogue.ladder(str(details["step_message"] or DEFAULT_STEP_MESSAGE))
+        now = _parse_at(change.get("at")) or _parse_at(details.get("due_at"))
+        jobs = [j for j in retries.get("jobs") or [] if isinstance(j, dict)]
+        if not jobs or now is None:
+            return f"{base}: {self.t('change.retries.none')}"
+        return f"{base}: " + "; ".join(html_to_plain(self.retry_line(j, now)) for j in jobs)
 
     def _missed(self, details: dict[str, Any], incident: IncidentView | None) -> dict[str, Any]:
         """Which incident, its severity, how long it has gone unacknowledged, the deadline,
@@ -393,13 +407,12 @@ class TelegramRenderer:
             text = self.change_line(payload.get("change") or {}, incident)
         elif op == Op.DIRECT:
             change = payload.get("change") or {}
-            details = change.get("details") or {}
             text = self.t(
                 "direct.escalated",
                 badge=BADGES[incident.severity] if incident else "",
                 id=esc(payload.get("incident_id", "?")),
                 title=esc(incident.title) if incident else "",
-                message=esc(self.catalogue.ladder(str(details.get("message", "")))[:1000]),
+                message=esc(self.step_message(change)[:1000]),
             )
             if incident is not None:
                 text, _ = trim_html(text, LIMIT)
@@ -467,10 +480,16 @@ class TelegramRenderer:
                     "notify.line",
                     badge="✅" if result.ok else "❌",
                     channel=esc(result.channel),
-                    detail=esc(result.detail),
+                    detail=esc(self._reason("notify.reason", result.reason, result.params))
+                    if result.reason
+                    else esc(result.detail),
                 )
             )
         return "\n".join(lines)
+
+    def _reason(self, prefix: str, reason: str, params: dict[str, Any]) -> str:
+        message = self.catalogue.get(f"{prefix}.{reason}") or "{error}"
+        return message.format_map(_Blank({k: "" if v is None else v for k, v in params.items()}))
 
     # -- pipeline operations ----------------------------------------------------
 
@@ -480,8 +499,29 @@ class TelegramRenderer:
         lines = [self.t("health.title", status=self.t(f"status.{report.status.value}"))]
         for c in report.components:
             mark = self.t(f"health.mark.{c.status.value}")
-            lines.append(f"{mark:<4} {c.name}: {c.detail}"[:120])
+            lines.append(f"{mark:<4} {c.name}: {self.health_detail(c)}"[:120])
         return f"{badge} <pre>{esc(chr(10).join(lines))}</pre>"
+
+    def health_detail(self, c: ComponentHealth) -> str:
+        """A component's finding (plain text) in this language, from its reason and values;
+        a check that names no reason is shown as it said."""
+        message = self.catalogue.get(f"health.reason.{c.reason}") if c.reason else None
+        if message is None:
+            return c.detail
+        values = {k: _health_value(k, v) for k, v in c.params.items()}
+        if values.get("status") not in (None, ""):
+            values["status"] = f"HTTP {values['status']}, "
+        text = message.format_map(_Blank(values))
+        if c.params.get("restart"):
+            text += self.t("health.reason.restart")
+        if c.reason.startswith("stats_") and "since" in values:
+            text += self.t(
+                "health.reason.stats_failing", since=values["since"], error=values["error"]
+            )
+        incident = c.figures.get("incident")
+        if incident is not None and f"#{incident}" not in text:
+            text += self.t("health.reason.open_p0", id=incident)
+        return text
 
     def token_lines(self, status: TokenStatus) -> str:
         """The token's status lines in the bot's language (the CLI's `text()` in English)."""
@@ -534,19 +574,57 @@ class TelegramRenderer:
         if not jobs:
             return self.t("retry.none")
         lines = [self.t("retry.title", count=len(jobs))]
-        lines += [f"• <code>{esc(job.line(now))}</code>" for job in jobs]
+        lines += [f"• {self.job_line(job, now)}" for job in jobs]
         lines += ["", self.t("retry.hint")]
         return "\n".join(lines)
 
+    def job_state(self, state: str) -> str:
+        return self.catalogue.get(f"job.state.{state}") or state
+
+    def job_line(self, job: JobView, now: datetime) -> str:
+        """One job for a list (HTML): what, where it stands, and the error it last met
+        (the provider's words, as data)."""
+        when = ""
+        if job.state.value == "failed" and job.next_retry_at is not None:
+            when = " · " + self.t("job.next", delta=age(job.next_retry_at - now))
+        trace = f" · <code>{esc(job.trace_id)}</code>" if job.trace_id else ""
+        head = self.t(
+            "job.line",
+            id=job.id,
+            work=esc(job.work or "-"),
+            state=esc(self.job_state(job.state.value)),
+            done=job.attempts,
+            total=job.max_attempts,
+        )
+        line = f"{head}{when}{trace}"
+        if job.state.value == "succeeded" or not job.last_error:
+            return line
+        return f"{line}: <code>{esc(job.last_error[:120])}</code>"
+
     def job_done(self, job: JobView, actor: str, now: datetime) -> str:
-        head = self.t("retry.done", id=job.id, actor=esc(actor), state=esc(job.state.value))
-        return f"{head}\n<code>{esc(job.line(now))}</code>"
+        head = self.t(
+            "retry.done", id=job.id, actor=esc(actor), state=esc(self.job_state(job.state.value))
+        )
+        return f"{head}\n{self.job_line(job, now)}"
+
+    def trace_status(self, status: str) -> str:
+        return self.catalogue.get(f"trace.status.{status}") or status
 
     def traces(self, traces: Sequence[TraceView]) -> str:
         if not traces:
             return self.t("traces.none")
         lines = [self.t("traces.title", count=len(traces))]
-        lines += [f"<code>{esc(trace.line())}</code>" for trace in traces]
+        for trace in traces:
+            took = (
+                f"{trace.duration_ms} ms"
+                if trace.duration_ms is not None
+                else self.t("trace.running")
+            )
+            error = f" · <code>{esc(trace.error[:100])}</code>" if trace.error else ""
+            lines.append(
+                f"<code>{esc(trace.id)}</code> · {esc(trace.kind)} {esc(trace.topic or '-')} · "
+                f"{esc(self.trace_status(trace.status))} · {took}{error}"
+            )
         lines += ["", self.t("traces.hint")]
         return "\n".join(lines)
 
@@ -560,24 +638,24 @@ class TelegramRenderer:
                 id=esc(trace.id),
                 kind=esc(trace.kind),
                 topic=esc(trace.topic or "-"),
-                status=esc(trace.status),
+                status=esc(self.trace_status(trace.status)),
                 took=took,
             )
         ]
         for step in trace.steps:
-            error = f" — {esc(step.error[:200])}" if step.error else ""
+            error = f" — <code>{esc(step.error[:200])}</code>" if step.error else ""
             lines.append(
                 self.t(
                     "trace.step",
                     badge="✅" if step.status == "ok" else "⚠️",
                     name=esc(step.name),
-                    status=esc(step.status),
+                    status=esc(self.trace_status(step.status)),
                     ms=step.duration_ms,
                     error=error,
                 )
             )
         if trace.error:
-            lines.append(self.t("trace.error", error=esc(trace.error[:500])))
+            lines.append(self.t("trace.error", error=f"<code>{esc(trace.error[:500])}</code>"))
         return "\n".join(lines)
 
     def backups(self, backups: Sequence[BackupInfo]) -> str:
@@ -587,6 +665,14 @@ class TelegramRenderer:
         lines += [f"<code>{esc(info.line())}</code>" for info in backups]
         return "\n".join(lines)
 
+    def backup_restored(self, result: RestoreResult) -> str:
+        return self.t(
+            "backup.restored.text",
+            id=f"<code>{esc(result.restored.id)}</code>",
+            files=esc(", ".join(result.written)) or self.t("backup.restored.nothing"),
+            snapshot=f"<code>{esc(result.snapshot.id)}</code>",
+        )
+
     def backup_created(self, info: BackupInfo) -> str:
         return self.t("backup.created", id=esc(info.id), files=esc(", ".join(info.files)))
 
@@ -595,7 +681,7 @@ class TelegramRenderer:
             "stats.status",
             badge=STATUS_BADGES[component.status],
             status=self.t(f"status.{component.status.value}"),
-            detail=esc(component.detail),
+            detail=esc(self.health_detail(component)),
         )
 
     def stats_restarted(self, result: RestartResult) -> str:
@@ -603,6 +689,20 @@ class TelegramRenderer:
         if not result.ok:
             return self.t("stats.restart_failed", next=when, detail=esc(result.collected.detail))
         return self.t("stats.restarted", next=when)
+
+
+class _Blank(dict[str, Any]):
+    """A message's values; one the check did not give reads as empty."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _health_value(key: str, value: Any) -> Any:
+    if key in {"at", "since"} and isinstance(value, str):
+        moment = _parse_at(value)
+        return hhmm(moment) if moment is not None else value
+    return "" if value is None else value
 
 
 def _runbook_url(payload: dict[str, Any]) -> str | None:

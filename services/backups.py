@@ -186,17 +186,26 @@ class BackupService:
 
     def _manifest(self, backup_id: str) -> dict[str, Any]:
         if not BACKUP_ID.fullmatch(backup_id):
-            raise InvalidInput(f"{backup_id!r} is not a backup id (like 20260130-091500-a1b2)")
+            raise InvalidInput(
+                f"{backup_id!r} is not a backup id (like 20260130-091500-a1b2)",
+                detail={"reason": "not_backup_id", "value": backup_id},
+            )
         path = self.directory / backup_id / "manifest.json"
         if not path.is_file():
-            raise NotFound(f"no backup {backup_id}; see `sunflow-ops backup list`")
+            raise NotFound(
+                f"no backup {backup_id}; see `sunflow-ops backup list`",
+                detail={"reason": "no_backup", "value": backup_id},
+            )
         try:
             manifest = json.loads(path.read_text("utf-8"))
             if not isinstance(manifest, dict) or manifest.get("id") != backup_id:
                 raise ValueError("manifest id mismatch")
             self._info(manifest)
         except (ValueError, KeyError, TypeError):
-            raise InvalidInput(f"backup {backup_id} is corrupt: unreadable manifest") from None
+            raise InvalidInput(
+                f"backup {backup_id} is corrupt: unreadable manifest",
+                detail={"reason": "backup_corrupt", "value": backup_id, "file": "manifest.json"},
+            ) from None
         return manifest
 
     async def list(self) -> list[BackupInfo]:
@@ -218,10 +227,16 @@ class BackupService:
         for name, meta in dict(manifest.get("files", {})).items():
             path = self.directory / backup_id / name
             if not path.is_file():
-                raise InvalidInput(f"backup {backup_id} is corrupt: {name} is missing")
+                raise InvalidInput(
+                    f"backup {backup_id} is corrupt: {name} is missing",
+                    detail={"reason": "backup_corrupt", "value": backup_id, "file": name},
+                )
             data = path.read_bytes()
             if _sha256(data) != meta.get("sha256"):
-                raise InvalidInput(f"backup {backup_id} is corrupt: {name} fails its checksum")
+                raise InvalidInput(
+                    f"backup {backup_id} is corrupt: {name} fails its checksum",
+                    detail={"reason": "backup_corrupt", "value": backup_id, "file": name},
+                )
             contents[name] = data
         return contents
 

@@ -49,7 +49,7 @@ LABELS: dict[str, dict[str, str]] = {
         "recovery": "복구 완료 시",
         "health_check": "헬스체크 실행",
         "error_logs": "에러 로그 확인",
-        "trace_ids": "Trace ID 수집",
+        "trace_ids": "트레이스 ID 수집",
         "recovery_attempt": "복구 시도",
         "verification": "검증 테스트",
         "postmortem": "사후 분석",

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -27,11 +27,16 @@ class ComponentHealth:
     detail: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
     elapsed_ms: float = 0.0
+    # What `detail` says, as a code and its values (`stats_age`, {"minutes": 12}): a chat
+    # renders it in its own language; `detail` is the English of the API and the CLI.
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status.value,
             "detail": self.detail,
+            "reason": self.reason,
             "elapsed_ms": round(self.elapsed_ms, 1),
             **self.figures,
         }
@@ -99,14 +104,19 @@ class HealthService:
             result = await asyncio.wait_for(registered.check(), registered.timeout)
         except TimeoutError:
             result = ComponentHealth(
-                registered.name, Status.DOWN, f"no answer within {registered.timeout:g} s"
+                registered.name,
+                Status.DOWN,
+                f"no answer within {registered.timeout:g} s",
+                reason="timeout",
+                params={"seconds": f"{registered.timeout:g}"},
             )
         except Exception as exc:  # a failing check is a finding, not a crash
-            result = ComponentHealth(registered.name, Status.DOWN, _describe(exc))
+            error = _describe(exc)
+            result = ComponentHealth(
+                registered.name, Status.DOWN, error, reason="error", params={"error": error}
+            )
         elapsed = (time.perf_counter() - started) * 1000
-        return ComponentHealth(
-            registered.name, result.status, result.detail, result.figures, elapsed
-        )
+        return replace(result, name=registered.name, elapsed_ms=elapsed)
 
 
 def with_open_incidents(
@@ -124,7 +134,7 @@ def with_open_incidents(
         named = f"#{incident_id}" in c.detail
         detail = c.detail if named else f"{c.detail}; open P0 incident #{incident_id}".lstrip("; ")
         figures = {**c.figures, "incident": incident_id, "incident_severity": severity}
-        adjusted.append(ComponentHealth(c.name, Status.DOWN, detail, figures, c.elapsed_ms))
+        adjusted.append(replace(c, status=Status.DOWN, detail=detail, figures=figures))
     return adjusted
 
 

@@ -295,8 +295,22 @@ class HeartbeatService:
         figures = {"heartbeats": len(views), "overdue": len(late)}
         if late:
             shown = ", ".join(late[:10])
-            return ComponentHealth("heartbeats", Status.DEGRADED, f"overdue: {shown}", figures)
-        return ComponentHealth("heartbeats", Status.HEALTHY, f"{len(views)} on time", figures)
+            return ComponentHealth(
+                "heartbeats",
+                Status.DEGRADED,
+                f"overdue: {shown}",
+                figures,
+                reason="heartbeats_overdue",
+                params={"names": shown},
+            )
+        return ComponentHealth(
+            "heartbeats",
+            Status.HEALTHY,
+            f"{len(views)} on time",
+            figures,
+            reason="heartbeats_on_time",
+            params={"count": len(views)},
+        )
 
     # -- the service's own periodic jobs -------------------------------------------------
 

@@ -430,13 +430,17 @@ class Leadership:
             "holder": current.holder if current else None,
             "terms": self.terms,
         }
+        params: dict[str, Any] = {"instance": self.instance, "token": self.token}
         if self.is_leader:
-            detail = f"{self.instance} leads (fencing token {self.token})"
+            detail, reason = f"{self.instance} leads (fencing token {self.token})", "leader_leads"
         elif current is not None and current.expires_at > self.store.clock.now():
-            detail = f"{self.instance} follows {current.holder}"
+            detail, reason = f"{self.instance} follows {current.holder}", "leader_follows"
+            params["holder"] = current.holder
         else:
-            detail = f"{self.instance} follows; no leader at the moment"
-        return ComponentHealth("leader", Status.HEALTHY, detail, figures)
+            detail, reason = f"{self.instance} follows; no leader at the moment", "leader_none"
+        return ComponentHealth(
+            "leader", Status.HEALTHY, detail, figures, reason=reason, params=params
+        )
 
 
 class FollowerHook:

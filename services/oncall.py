@@ -89,7 +89,10 @@ class OncallService:
         self, *, user_id: int, name: str, duration: timedelta, actor: str
     ) -> OncallInfo:
         if not timedelta(minutes=5) <= duration <= timedelta(days=30):
-            raise InvalidInput("an on-call override lasts between 5 minutes and 30 days, e.g. 8h")
+            raise InvalidInput(
+                "an on-call override lasts between 5 minutes and 30 days, e.g. 8h",
+                detail={"reason": "oncall_range"},
+            )
         now = self._clock.now()
         async with self._db.write() as session:
             await session.execute(delete(OncallOverride).where(OncallOverride.ends_at <= now))

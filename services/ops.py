@@ -217,7 +217,21 @@ def with_last_call(component: ComponentHealth, state: ProviderState | None) -> C
         return component
     figures = {**component.figures, "last_call": state.to_json()}
     detail = f"{state.describe()} (probe: {component.detail})"
-    return ComponentHealth(component.name, Status.DOWN, detail, figures)
+    return ComponentHealth(
+        component.name, Status.DOWN, detail, figures, reason="last_call", params=last_call(state)
+    )
+
+
+def last_call(state: ProviderState) -> dict[str, Any]:
+    """The failing last real call as values for a chat's own sentence."""
+    assert state.last_failed_at is not None
+    return {
+        "operation": state.operation,
+        "at": state.last_failed_at.isoformat(),
+        "status": state.status,
+        "failures": state.failures,
+        "error": state.error[:160],
+    }
 
 
 def register_checks(
@@ -227,39 +241,61 @@ def register_checks(
 
     async def cloudinary() -> ComponentHealth:
         if not ops.cloudinary.configured:
-            return ComponentHealth("cloudinary", Status.DEGRADED, "not configured")
+            return ComponentHealth(
+                "cloudinary", Status.DEGRADED, "not configured", reason="not_configured"
+            )
         try:
             await ops.cloudinary.ping()
         except CloudinaryError as exc:
-            probe = ComponentHealth("cloudinary", Status.DOWN, str(exc))
+            probe = ComponentHealth(
+                "cloudinary", Status.DOWN, str(exc), reason="error", params={"error": str(exc)}
+            )
         else:
-            probe = ComponentHealth("cloudinary", Status.HEALTHY, "reachable")
+            probe = ComponentHealth("cloudinary", Status.HEALTHY, "reachable", reason="reachable")
         return with_last_call(probe, await ops.providers.get("cloudinary"))
 
     async def fal() -> ComponentHealth:
         if not ops.fal.configured:
-            return ComponentHealth("fal", Status.DEGRADED, "not configured")
+            return ComponentHealth(
+                "fal", Status.DEGRADED, "not configured", reason="not_configured"
+            )
         try:
             await ops.fal.reachable()
         except FalError as exc:
-            probe = ComponentHealth("fal", Status.DOWN, str(exc))
+            probe = ComponentHealth(
+                "fal", Status.DOWN, str(exc), reason="error", params={"error": str(exc)}
+            )
         else:
-            probe = ComponentHealth("fal", Status.HEALTHY, f"{ops.fal.model} reachable")
+            probe = ComponentHealth(
+                "fal",
+                Status.HEALTHY,
+                f"{ops.fal.model} reachable",
+                reason="fal_reachable",
+                params={"model": ops.fal.model},
+            )
         return with_last_call(probe, await ops.providers.get("fal"))
 
     async def instagram() -> ComponentHealth:
         """The Graph API as the last real call found it (429 degrades, other errors down)."""
         state = await ops.providers.get("instagram")
         if state is None or not state.failing:
-            when = (
-                f"last call ok at {state.last_ok_at:%H:%M} UTC"
-                if state and state.last_ok_at
-                else "no call yet"
-            )
-            return ComponentHealth("instagram", Status.HEALTHY, when)
+            if state and state.last_ok_at:
+                return ComponentHealth(
+                    "instagram",
+                    Status.HEALTHY,
+                    f"last call ok at {state.last_ok_at:%H:%M} UTC",
+                    reason="last_ok",
+                    params={"at": state.last_ok_at.isoformat()},
+                )
+            return ComponentHealth("instagram", Status.HEALTHY, "no call yet", reason="no_call")
         status = Status.DEGRADED if state.status == 429 else Status.DOWN
         return ComponentHealth(
-            "instagram", status, state.describe(), {"last_call": state.to_json()}
+            "instagram",
+            status,
+            state.describe(),
+            {"last_call": state.to_json()},
+            reason="last_call",
+            params=last_call(state),
         )
 
     # A component is checked once its setting is set: a bare install reports healthy, and

@@ -52,6 +52,27 @@ TEXT: dict[str, dict[str, str]] = {
         "missing": "_(to be filled in: reply `/postmortem {id} {field} TEXT`)_",
         "none": "none recorded",
         "not_yet": "not yet",
+        "meaning.P0": "service down",
+        "meaning.P1": "major feature failure",
+        "meaning.P2": "partial failure",
+        "meaning.P3": "minor",
+        "state.triggered": "triggered",
+        "state.acknowledged": "acknowledged",
+        "state.resolved": "resolved",
+        "kind.triggered": "triggered",
+        "kind.deduplicated": "seen again",
+        "kind.acknowledged": "acknowledged",
+        "kind.resolved": "resolved",
+        "kind.reopened": "reopened",
+        "kind.annotated": "note",
+        "kind.snoozed": "snoozed",
+        "kind.unacknowledged": "acknowledgement ran out",
+        "kind.escalated": "escalated",
+        "kind.deadline_missed": "deadline missed",
+        "kind.checklist": "checklist",
+        "kind.postmortem": "post-mortem",
+        "late_by": " (late by {seconds} s)",
+        "repeated": "seen again (count {count})",
     },
     "ko": {
         "title": "사후 분석: 장애 #{id} — {title}",
@@ -81,6 +102,27 @@ TEXT: dict[str, dict[str, str]] = {
         "missing": "_(작성 필요: `/postmortem {id} {field} 내용` 으로 답장)_",
         "none": "기록 없음",
         "not_yet": "아직",
+        "meaning.P0": "서비스 중단",
+        "meaning.P1": "주요 기능 장애",
+        "meaning.P2": "부분 장애",
+        "meaning.P3": "경미",
+        "state.triggered": "발생",
+        "state.acknowledged": "확인됨",
+        "state.resolved": "해결됨",
+        "kind.triggered": "발생",
+        "kind.deduplicated": "재발생",
+        "kind.acknowledged": "확인",
+        "kind.resolved": "해결",
+        "kind.reopened": "재개",
+        "kind.annotated": "메모",
+        "kind.snoozed": "보류",
+        "kind.unacknowledged": "확인 기간 만료",
+        "kind.escalated": "에스컬레이션",
+        "kind.deadline_missed": "응답 기한 초과",
+        "kind.checklist": "체크리스트",
+        "kind.postmortem": "사후 분석",
+        "late_by": " ({seconds}초 지연)",
+        "repeated": "재발생 ({count}회)",
     },
 }
 
@@ -124,19 +166,19 @@ def related_ids(detail: IncidentDetail) -> tuple[list[str], list[str]]:
     return jobs, traces
 
 
-def _step_line(entry: TimelineEntry, text: dict[str, str]) -> str:
+def _step_line(entry: TimelineEntry, text: dict[str, str], language: str) -> str:
     details = entry.details
-    what = entry.kind
+    what = text.get(f"kind.{entry.kind}", entry.kind)
     extra = ""
     if entry.kind == ChangeKind.ESCALATED:
-        what = f"escalated: {details.get('step')} → {details.get('target')}"
+        what = f"{what}: {details.get('step')} → {details.get('target')}"
         if details.get("late"):
-            extra = f" (late by {details.get('late_by_seconds')} s)"
+            extra = text["late_by"].format(seconds=details.get("late_by_seconds"))
     elif entry.kind == ChangeKind.CHECKLIST:
         mark = "✓" if details.get("done") else "✗"
-        what = f"checklist {mark} {label(str(details.get('item')), 'en')}"
+        what = f"{what} {mark} {label(str(details.get('item')), language)}"
     elif entry.kind == ChangeKind.DEDUPLICATED:
-        what = f"repeated (count {details.get('count')})"
+        what = text["repeated"].format(count=details.get("count"))
     elif details.get("note"):
         extra = f": {details['note']}"
     elif details.get("text"):
@@ -168,9 +210,10 @@ def render(
     lines = [
         "# " + text["title"].format(id=incident.id, title=incident.title),
         "",
-        f"- **{text['severity']}**: {incident.severity.value} ({incident.severity.meaning})",
+        f"- **{text['severity']}**: {incident.severity.value} "
+        f"({text[f'meaning.{incident.severity.value}']})",
         f"- **{text['source']}**: {incident.source} · `{incident.dedup_key}`",
-        f"- **{text['state']}**: {incident.state.value}",
+        f"- **{text['state']}**: {text[f'state.{incident.state.value}']}",
         "",
         f"**{text['summary']}**: {human('summary')}",
         "",
@@ -199,7 +242,7 @@ def render(
         "",
         f"## {text['recovery']}",
         "",
-        *[_step_line(e, text) for e in detail.timeline],
+        *[_step_line(e, text, language) for e in detail.timeline],
         "",
         f"## {text['prevention']}",
         "",

@@ -87,12 +87,20 @@ class DatabaseProbe:
                 log.warning("database: writes work again (down since %s)", self._down_since)
             self._down_since = None
             self._alarmed_at = None
-            return ComponentHealth("database", Status.HEALTHY, "read and write ok")
+            return ComponentHealth(
+                "database", Status.HEALTHY, "read and write ok", reason="database_ok"
+            )
         if self._down_since is None:
             self._down_since = started
             log.error("database: the health check's write failed: %s", detail)
         self._raise_alarm(detail)
-        return ComponentHealth("database", Status.DOWN, f"writes fail: {detail}")
+        return ComponentHealth(
+            "database",
+            Status.DOWN,
+            f"writes fail: {detail}",
+            reason="database_fails",
+            params={"error": detail},
+        )
 
     async def _write(self, now: datetime) -> None:
         table: Table = HealthProbe.__table__  # type: ignore[assignment]

@@ -353,7 +353,7 @@ class RetryService:
         async with self._db.read() as session:
             row = await session.get(PipelineJob, job_id)
             if row is None:
-                raise NotFound(f"no job #{job_id}")
+                raise NotFound(f"no job #{job_id}", detail={"reason": "no_job", "id": job_id})
             return JobView.of(row)
 
     async def list(
@@ -418,13 +418,21 @@ class RetryService:
     async def retry_now(self, job_id: int, *, actor: str, force: bool = False) -> JobView:
         """Run the job now (`/retry 7`, `sunflow-ops retry 7`); refused if it is running."""
         if job_id < 1:
-            raise InvalidInput(f"{job_id} is not a job number")
+            raise InvalidInput(
+                f"{job_id} is not a job number", detail={"reason": "not_job", "value": job_id}
+            )
         await self.get(job_id)  # NotFound first, for a clear message
         if not await self._claim(job_id, only_due=False):
             current = await self.get(job_id)
             if current.state is JobState.RUNNING:
-                raise InvalidTransition(f"job #{job_id} is already running; not started twice")
-            raise InvalidTransition(f"job #{job_id} has already succeeded")
+                raise InvalidTransition(
+                    f"job #{job_id} is already running; not started twice",
+                    detail={"reason": "job_running", "id": job_id},
+                )
+            raise InvalidTransition(
+                f"job #{job_id} has already succeeded",
+                detail={"reason": "job_succeeded", "id": job_id},
+            )
         log.info("job #%s retried now by %s", job_id, actor)
         return await self._run(job_id, manual=True, force=force)
 
@@ -673,4 +681,6 @@ def describe_retries(
         # A policy file's own words for the step come first, then what is true now.
         status = summary.text() if summary.jobs else "still open and not acknowledged"
         message = f"{base}: {status}"
-    return {"message": message, "retries": summary.to_json()}
+    # The step's own words beside the English sentence: a chat composes its own from them
+    # and `retries`.
+    return {"message": message, "step_message": base, "retries": summary.to_json()}

@@ -90,8 +90,15 @@ class SchedulerService:
 
     async def check(self) -> ComponentHealth:
         if not self.running:
-            return ComponentHealth("scheduler", Status.DOWN, "not running")
+            return ComponentHealth(
+                "scheduler", Status.DOWN, "not running", reason="scheduler_down"
+            )
         jobs = self.scheduler.get_jobs()
         return ComponentHealth(
-            "scheduler", Status.HEALTHY, f"{len(jobs)} jobs", {"jobs": len(jobs)}
+            "scheduler",
+            Status.HEALTHY,
+            f"{len(jobs)} jobs",
+            {"jobs": len(jobs)},
+            reason="scheduler_jobs",
+            params={"count": len(jobs)},
         )

@@ -932,6 +932,8 @@ class SSEHub:
                 "sse_connections": len(self.connections),
                 "max_connections": self.config.max_connections,
             },
+            reason=f"sse_{status.value}",
+            params={"connections": len(self.connections)},
         )
 
     # --- the seam to other instances (services/sse_redis.py) -----------------------------

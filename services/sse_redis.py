@@ -642,9 +642,15 @@ class RedisRelay:
                 Status.DOWN,
                 f"unreachable ({_describe(exc)}): events cannot be published",
                 figures,
+                reason="redis_down",
+                params={"error": _describe(exc)},
             )
         if not self.subscribed:
             return ComponentHealth(
-                "redis", Status.DEGRADED, "reachable; resubscribing to the SSE channels", figures
+                "redis",
+                Status.DEGRADED,
+                "reachable; resubscribing to the SSE channels",
+                figures,
+                reason="redis_resubscribing",
             )
-        return ComponentHealth("redis", Status.HEALTHY, "up", figures)
+        return ComponentHealth("redis", Status.HEALTHY, "up", figures, reason="redis_up")

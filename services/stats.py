@@ -199,12 +199,21 @@ class StatsService:
         last = await self.last_updated()
         failing = await self.retry.open_job_for("collect_stats", "") if self.retry else None
         why = ""
+        params: dict[str, Any] = {}
         if failing is not None:
             why = f"; collection failing since {failing.created_at:%Y-%m-%d %H:%M} UTC: "
             why += failing.last_error[:120]
+            params = {"since": failing.created_at.isoformat(), "error": failing.last_error[:120]}
         if last is None:
             status = Status.DOWN if failing is not None else Status.DEGRADED
-            return ComponentHealth("stats", status, f"never collected{why}", {"age_s": None})
+            return ComponentHealth(
+                "stats",
+                status,
+                f"never collected{why}",
+                {"age_s": None},
+                reason="stats_never",
+                params=params,
+            )
         age = now - last
         figures = {
             "last_updated": last.isoformat(),
@@ -215,12 +224,23 @@ class StatsService:
             hours = age.total_seconds() / 3600
             limit = self.stale_after.total_seconds() / 3600
             return ComponentHealth(
-                "stats", Status.DOWN, f"stale: {hours:.1f} h old (limit {limit:g} h){why}", figures
+                "stats",
+                Status.DOWN,
+                f"stale: {hours:.1f} h old (limit {limit:g} h){why}",
+                figures,
+                reason="stats_stale",
+                params={**params, "hours": f"{hours:.1f}", "limit": f"{limit:g}"},
             )
         minutes = int(age.total_seconds() // 60)
-        if failing is not None:
-            return ComponentHealth("stats", Status.DEGRADED, f"{minutes} min old{why}", figures)
-        return ComponentHealth("stats", Status.HEALTHY, f"{minutes} min old", figures)
+        status = Status.HEALTHY if failing is None else Status.DEGRADED
+        return ComponentHealth(
+            "stats",
+            status,
+            f"{minutes} min old{why}",
+            figures,
+            reason="stats_age",
+            params={**params, "minutes": minutes},
+        )
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,9 @@ class EscalationTimer:
         if overdue.count == 0:
             # Whether this process runs the timer or not (a CLI process, a test harness),
             # the database says nothing is late: that is what the component reports.
-            return ComponentHealth("escalation", Status.HEALTHY, "no step overdue", figures)
+            return ComponentHealth(
+                "escalation", Status.HEALTHY, "no step overdue", figures, reason="escalation_ok"
+            )
         assert overdue.oldest_due_at is not None
         late = (now - overdue.oldest_due_at).total_seconds()
         figures.update(
@@ -233,4 +235,6 @@ class EscalationTimer:
             Status.DEGRADED,
             f"{overdue.count} overdue; oldest #{overdue.oldest_incident} by {late:.0f} s ({why})",
             figures,
+            reason="escalation_overdue",
+            params={"count": overdue.count, "id": overdue.oldest_incident, "late": int(late)},
         )

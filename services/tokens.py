@@ -308,7 +308,10 @@ class TokenService:
         """The token was renewed and lasts `days` (default: the 60-day long-lived token)."""
         days = self.lifetime_days if days is None else days
         if not 1 <= days <= 365:
-            raise InvalidInput(f"set-expiry takes 1 to 365 days, not {days}")
+            raise InvalidInput(
+                f"set-expiry takes 1 to 365 days, not {days}",
+                detail={"reason": "expiry_days", "value": days},
+            )
         now = self._clock.now()
         async with self._db.write() as session:
             record = await session.get(TokenExpiry, TOKEN_NAME)
@@ -385,7 +388,9 @@ class TokenService:
 
     async def health(self) -> ComponentHealth:
         if not self.configured:
-            return ComponentHealth("instagram_token", Status.DEGRADED, "not configured")
+            return ComponentHealth(
+                "instagram_token", Status.DEGRADED, "not configured", reason="not_configured"
+            )
         status = await self.status()
         figures = {
             "state": status.state.value,
@@ -395,20 +400,31 @@ class TokenService:
         detail = (
             f"{status.days_left} days left" if status.days_left is not None else "expiry unknown"
         )
+        reason = "token_days" if status.days_left is not None else "token_no_expiry"
+        params: dict[str, Any] = {"days": status.days_left, "restart": status.restart_needed}
         if status.restart_needed:
             detail = f"{detail}; {RESTART_TEXT}"
         if status.state is TokenState.EXPIRED:
-            why = "expired"
+            why, reason = "expired", "token_expired"
             if status.unauthorized_incident is not None:
                 why = f"the Graph API answered 401 (incident #{status.unauthorized_incident})"
+                reason, params["id"] = "token_unauthorized", status.unauthorized_incident
             elif status.live is not None and not status.live.valid:
-                why = f"expired: {status.live.detail or 'debug_token says invalid'}"
+                error = status.live.detail or "debug_token says invalid"
+                why, reason, params["error"] = f"expired: {error}", "token_invalid", error
             if status.restart_needed:
                 why = f"{why}; {RESTART_TEXT}"
-            return ComponentHealth("instagram_token", Status.DOWN, why, figures)
-        if status.state is TokenState.OK and not status.restart_needed:
-            return ComponentHealth("instagram_token", Status.HEALTHY, detail, figures)
-        return ComponentHealth("instagram_token", Status.DEGRADED, detail, figures)
+            return ComponentHealth(
+                "instagram_token", Status.DOWN, why, figures, reason=reason, params=params
+            )
+        state = (
+            Status.HEALTHY
+            if status.state is TokenState.OK and not status.restart_needed
+            else Status.DEGRADED
+        )
+        return ComponentHealth(
+            "instagram_token", state, detail, figures, reason=reason, params=params
+        )
 
     async def _open(self, dedup_key: str) -> int | None:
         from services.models import Incident, IncidentState

@@ -37,7 +37,10 @@ def new_trace_id(*, now: datetime, suffix: str) -> str:
 def check_trace_id(value: str) -> str:
     text = value.strip()
     if not TRACE_ID.fullmatch(text):
-        raise InvalidInput(f"{value!r} is not a trace id (like SF-20260130-091500-a1b2)")
+        raise InvalidInput(
+            f"{value!r} is not a trace id (like SF-20260130-091500-a1b2)",
+            detail={"reason": "not_trace_id", "value": value},
+        )
     return text
 
 
@@ -239,7 +242,9 @@ class TraceService:
         async with self._db.write() as session:
             row = await session.get(Trace, trace_id)
             if row is None:
-                raise NotFound(f"no trace {trace_id}")
+                raise NotFound(
+                    f"no trace {trace_id}", detail={"reason": "no_trace", "value": trace_id}
+                )
             row.status = "error" if error else "ok"
             row.error = error
             row.finished_at = self.clock.now()
@@ -262,7 +267,9 @@ class TraceService:
                 select(Trace).where(Trace.id == trace_id).options(selectinload(Trace.steps))
             )
             if row is None:
-                raise NotFound(f"no trace {trace_id}")
+                raise NotFound(
+                    f"no trace {trace_id}", detail={"reason": "no_trace", "value": trace_id}
+                )
             return TraceView.of(row, list(row.steps))
 
     async def list(

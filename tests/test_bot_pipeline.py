@@ -92,7 +92,7 @@ async def test_token_status_guide_and_set_expiry(chat: tuple[World, Harness]) ->
     assert (await world.services.ops.tokens.status()).days_left == 30
 
     wrong = await harness.say(Role.ADMIN, "/token set_expiry 400")
-    assert "set-expiry takes 1 to 365 days, not 400" in wrong
+    assert "The expiry is 1 to 365 days, not 400" in wrong
     assert "Usage: /token [status|guide|set_expiry [DAYS]]" in wrong
     assert (await harness.say(Role.ADMIN, "/token set_expiry soon")).startswith("Usage: /token")
     assert (await harness.say(Role.VIEWER, "/token frobnicate")).startswith("Usage: /token")
@@ -114,7 +114,7 @@ async def test_retry_lists_failed_jobs_with_buttons_and_retries(
     job_id = result.job.id
 
     listing = await harness.say(Role.RESPONDER, "/retry")
-    assert f"#{job_id} publish sunflower failed 0/3" in listing
+    assert f"#{job_id} publish sunflower · failed 0/3" in listing
     posted = harness.fake.in_chat(TEAM)[-1]
     [retry] = buttons(posted)
     assert retry["text"] == f"🔁 Retry #{job_id}"
@@ -160,7 +160,7 @@ async def test_traces_list_and_show(chat: tuple[World, Harness]) -> None:
     bad = await harness.say(Role.VIEWER, "/traces nope")
     assert bad.startswith("⚠️") and "Usage: /traces [TRACE_ID]" in bad
     missing = await harness.say(Role.VIEWER, "/traces SF-20260130-090000-ffff")
-    assert "no trace SF-20260130-090000-ffff" in missing
+    assert "no trace <code>SF-20260130-090000-ffff</code>" in missing
 
 
 async def test_backup_create_list_restore(chat: tuple[World, Harness]) -> None:
@@ -174,7 +174,7 @@ async def test_backup_create_list_restore(chat: tuple[World, Harness]) -> None:
     assert info.id in listing and "before the token change" in listing
     assert "s3cret" not in listing
     restored = await harness.say(Role.ADMIN, f"/backup restore {info.id}")
-    assert f"restored {info.id}" in restored
+    assert f"Restored <code>{info.id}</code>" in restored
     unknown = await harness.say(Role.ADMIN, "/backup restore 20200101-000000-dead")
     assert unknown.startswith("⚠️") and "Usage: /backup" in unknown
     assert (await harness.say(Role.ADMIN, "/backup frob")).startswith("Usage: /backup")

@@ -66,4 +66,4 @@ def test_labels_in_both_languages() -> None:
         for item in items:
             assert label(item, "ko") != item
             assert label(item, "en") != item
-    assert label("trace_ids", "ko") == "Trace ID 수집"
+    assert label("trace_ids", "ko") == "트레이스 ID 수집"

@@ -39,6 +39,9 @@ ALLOWED = {
     # Settings, files and shell commands the reader types as they are.
     "INSTAGRAM_ACCESS_TOKEN", "env", "serve", "systemctl", "sunflow-ops@", "token",
     "set-expiry", "Graph", "sunflow-ops@*",
+    # Settings, Bot API methods and example ids named in /health and error replies.
+    "HTTP", "MAX_SSE_CONNECTIONS", "TELEGRAM_BOT_TOKEN", "getMe", "SF-20260130-091500-a1b2",
+    "a1b2",
 }  # fmt: skip
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*[A-Za-z0-9]|[A-Za-z]{2,}")
 
@@ -46,7 +49,7 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*[A-Za-z0-9]|[A-Za-z]{2,}")
 def english(text: str) -> set[str]:
     plain = html_to_plain(text)
     plain = re.sub(r"/[a-z_]+", " ", plain)  # commands
-    plain = re.sub(r"\b\d+[smhd]\b", " ", plain)  # durations
+    plain = re.sub(r"\b(?:\d+[smhd])+\b", " ", plain)  # durations (1h30m)
     plain = re.sub(r"https?://\S+", " ", plain)
     plain = re.sub(r"\btg:\d+|@\w+|\bP[0-3]\b|\bms\d*\b", " ", plain)  # people, severities
     words = set(_WORD.findall(plain))

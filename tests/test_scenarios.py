@@ -282,7 +282,7 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         clock.advance(minutes=10)
         await world.services.escalation.fire_due(world.services.incidents)
         step = await sc.reply("retries_done")
-        assert "automatic retries 2/3 done, next at 09:50 UTC (1 left)" in step.text
+        assert "Retry 3/3 of job #1 (publish lily) at 09:50 UTC, in 20m · 1 left" in step.text
         clock.advance(minutes=20)
         # 3. the last retry posts an archive image, for this post only.
         [three] = await ops.retry.run_due()

@@ -254,6 +254,90 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.waiting": "첫 핑 대기 중",
     "heartbeats.state.late": "지연 (유예 중)",
     "heartbeats.state.down": "누락",
+    # korean branch
+    "health.reason.timeout": "{seconds}초 안에 응답 없음",
+    "health.reason.error": "오류: {error}",
+    "health.reason.not_configured": "설정되지 않음",
+    "health.reason.reachable": "연결됨",
+    "health.reason.fal_reachable": "{model} 연결됨",
+    "health.reason.last_call": (
+        "마지막 실제 호출({operation}, {at}) 실패, {status}{failures}회 연속: {error}"
+    ),
+    "health.reason.last_ok": "마지막 호출 성공: {at}",
+    "health.reason.no_call": "아직 호출 없음",
+    "health.reason.token_days": "{days}일 남음",
+    "health.reason.token_no_expiry": "만료일 모름",
+    "health.reason.token_expired": "만료됨",
+    "health.reason.token_unauthorized": "Graph API 가 401 을 응답함 (장애 #{id})",
+    "health.reason.token_invalid": "만료됨: {error}",
+    "health.reason.restart": "; 재시작 필요 (.env 의 토큰이 다름)",
+    "health.reason.stats_never": "수집된 적 없음",
+    "health.reason.stats_stale": "오래됨: {hours}시간 전 (한도 {limit}시간)",
+    "health.reason.stats_age": "{minutes}분 전",
+    "health.reason.stats_failing": "; {since}부터 수집 실패: {error}",
+    "health.reason.sse_healthy": "스트리밍 중 (열린 연결 {connections}개)",
+    "health.reason.sse_degraded": "MAX_SSE_CONNECTIONS 도달: 새 스트림을 거부합니다",
+    "health.reason.sse_down": "허브 타이머가 멈춤 (하트비트와 정리 중단)",
+    "health.reason.redis_down": "연결 불가 ({error}): 이벤트를 게시할 수 없음",
+    "health.reason.redis_resubscribing": "연결됨; SSE 채널 재구독 중",
+    "health.reason.redis_up": "정상",
+    "health.reason.heartbeats_overdue": "기한 초과: {names}",
+    "health.reason.heartbeats_on_time": "{count}개 정상",
+    "health.reason.leader_leads": "{instance} 리더 (펜싱 토큰 {token})",
+    "health.reason.leader_follows": "{instance} 대기 (리더: {holder})",
+    "health.reason.leader_none": "{instance} 대기; 현재 리더 없음",
+    "health.reason.scheduler_down": "실행 중 아님",
+    "health.reason.scheduler_jobs": "예약 작업 {count}개",
+    "health.reason.database_ok": "읽기·쓰기 정상",
+    "health.reason.database_fails": "쓰기 실패: {error}",
+    "health.reason.escalation_ok": "밀린 단계 없음",
+    "health.reason.escalation_overdue": "{count}건 지연; 가장 오래된 #{id} {late}초",
+    "health.reason.telegram_off": "봇 꺼짐 (TELEGRAM_BOT_TOKEN 미설정)",
+    "health.reason.telegram_getme": "getMe 실패: {error}",
+    "health.reason.telegram_failing": "{since}부터 전송 실패: {error}",
+    "health.reason.telegram_ok": "{bot}, 대기 {queued}건",
+    "health.reason.open_p0": "; 진행 중인 P0 장애 #{id}",
+    "change.retries.none": "아직 열려 있고 확인되지 않았습니다",
+    "error.not_trace_id": (
+        "⚠️ <code>{value}</code> 은(는) 트레이스 ID 가 아닙니다 (예: SF-20260130-091500-a1b2)"
+    ),
+    "error.no_trace": "⚠️ 트레이스 <code>{value}</code> 이(가) 없습니다",
+    "error.not_backup_id": (
+        "⚠️ <code>{value}</code> 은(는) 백업 ID 가 아닙니다 (예: 20260130-091500-a1b2)"
+    ),
+    "error.no_backup": (
+        "⚠️ 백업 <code>{value}</code> 이(가) 없습니다. /backup 으로 목록을 확인하세요"
+    ),
+    "error.backup_corrupt": (
+        "⚠️ 백업 <code>{value}</code> 이(가) 손상되었습니다 ({file}). 다른 백업을 복원하세요"
+    ),
+    "error.no_job": "⚠️ 작업 #{id} 이(가) 없습니다",
+    "error.not_job": "⚠️ <code>{value}</code> 은(는) 작업 번호가 아닙니다",
+    "error.expiry_days": "⚠️ 만료일은 1~365일입니다 ({value} 아님)",
+    "error.not_set": "⚠️ 서버에 {setting} 이(가) 설정되지 않았습니다",
+    "notify.text": "SunFlow Ops 테스트 메시지 — {actor}, {at}",
+    "notify.reason.sent_to": "{to} 로 전송함",
+    "notify.reason.not_set": "{setting} 이(가) 설정되지 않음",
+    "notify.reason.http": "HTTP {status}",
+    "notify.reason.error": "실패: {error}",
+    "job.line": "#{id} {work} · {state} {done}/{total}",
+    "job.next": "{delta} 후 재시도",
+    "job.state.failed": "실패",
+    "job.state.running": "실행 중",
+    "job.state.succeeded": "성공",
+    "job.state.exhausted": "재시도 소진",
+    "trace.status.ok": "정상",
+    "trace.status.error": "오류",
+    "trace.status.running": "실행 중",
+    "trace.status.skipped": "건너뜀",
+    "backup.restored.text": (
+        "♻️ {id} 복원 완료 ({files}); 복원 전 상태는 백업 {snapshot} 입니다. "
+        "적용하려면 sunflow-ops serve 를 재시작하세요."
+    ),
+    "backup.restored.nothing": "쓸 파일 없음",
+    "error.job_running": "⚠️ 작업 #{id} 이(가) 이미 실행 중입니다. 두 번 시작하지 않습니다",
+    "error.job_succeeded": "⚠️ 작업 #{id} 은(는) 이미 성공했습니다",
+    "error.oncall_range": "⚠️ 당번 지정 기간은 5분에서 30일 사이입니다. 예: 8h",
 }
 
 # The built-in ladder's step messages (services/policy.py), by their English text.

@@ -6,14 +6,20 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot.render import TelegramRenderer
+from bot.render import TelegramRenderer, at
+from services.clock import Clock
 from services.notify.service import NotifyService
 
 
 async def cmd_notify_test(
-    message: Message, notify: NotifyService, renderer: TelegramRenderer, actor: str
+    message: Message,
+    notify: NotifyService,
+    renderer: TelegramRenderer,
+    clock: Clock,
+    actor: str,
 ) -> None:
-    results = await notify.send_test(actor=actor)
+    text = renderer.t("notify.text", actor=actor, at=at(clock.now()))
+    results = await notify.send_test(actor=actor, text=text)
     await message.answer(renderer.notify_results(results))
 
 

@@ -10,7 +10,7 @@ from bot.callbacks import IncidentAction, IncidentCallback, JobCallback
 from bot.errors import Usage
 from bot.keyboards import retry_keyboard
 from bot.locales import Catalogue
-from bot.render import TelegramRenderer, esc, html_to_plain, split_html
+from bot.render import TelegramRenderer, html_to_plain, split_html
 from bot.routers.incidents import parse_id
 from services.clock import Clock
 from services.ops import PipelineOps
@@ -109,7 +109,7 @@ async def cmd_backup(
         await answer(message, renderer.backup_created(info))
     elif sub == "restore" and rest and len(rest.split()) == 1:
         result = await ops.backups.restore(rest, actor=actor)
-        await answer(message, catalogue.t("backup.restored", text=esc(result.text())))
+        await answer(message, renderer.backup_restored(result))
     else:
         raise Usage("backup")
 
@@ -137,7 +137,8 @@ async def cb_retry(
 ) -> None:
     job = await ops.retry.retry_now(callback_data.job_id, actor=actor)
     text = renderer.job_done(job, actor, clock.now())
-    await query.answer(html_to_plain(text)[:200])
+    # The popup says what happened; the error it met is in the message below.
+    await query.answer(html_to_plain(text.split("\n", 1)[0])[:200])
     if query.message is not None:
         await query.bot.send_message(  # type: ignore[union-attr]
             query.message.chat.id, text, reply_to_message_id=query.message.message_id

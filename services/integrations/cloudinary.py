@@ -92,7 +92,10 @@ class CloudinaryClient:
 
     def _require(self) -> CloudinaryAccount:
         if self._account is None:
-            raise Unavailable("CLOUDINARY_URL is not set")
+            raise Unavailable(
+                "CLOUDINARY_URL is not set",
+                detail={"reason": "not_set", "setting": "CLOUDINARY_URL"},
+            )
         return self._account
 
     def _clean(self, text: str) -> str:

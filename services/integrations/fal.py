@@ -56,7 +56,9 @@ class FalClient:
 
     def _headers(self) -> dict[str, str]:
         if not self._key:
-            raise Unavailable("FAL_KEY is not set")
+            raise Unavailable(
+                "FAL_KEY is not set", detail={"reason": "not_set", "setting": "FAL_KEY"}
+            )
         return {"Authorization": f"Key {self._key}"}
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:

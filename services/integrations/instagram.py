@@ -68,9 +68,15 @@ class InstagramClient:
 
     def _require(self) -> tuple[str, str]:
         if not self._token:
-            raise Unavailable("INSTAGRAM_ACCESS_TOKEN is not set")
+            raise Unavailable(
+                "INSTAGRAM_ACCESS_TOKEN is not set",
+                detail={"reason": "not_set", "setting": "INSTAGRAM_ACCESS_TOKEN"},
+            )
         if not self.user_id:
-            raise Unavailable("INSTAGRAM_USER_ID is not set")
+            raise Unavailable(
+                "INSTAGRAM_USER_ID is not set",
+                detail={"reason": "not_set", "setting": "INSTAGRAM_USER_ID"},
+            )
         return self._token, self.user_id
 
     async def _call(

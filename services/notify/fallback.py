@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -35,6 +35,9 @@ class ChannelResult:
     channel: str
     ok: bool
     detail: str = ""
+    # `detail` as a code and its values (`sent_to`, {"to": ...}), for a chat's own words.
+    reason: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"channel": self.channel, "ok": self.ok, "detail": self.detail}
@@ -133,7 +136,7 @@ class FallbackService:
         try:
             target = SmtpTarget.parse(settings.smtp_url)
         except ValueError as exc:
-            return ChannelResult("email", False, str(exc))
+            return ChannelResult("email", False, str(exc), "error", {"error": str(exc)})
         message = EmailMessage()
         message["From"] = settings.alert_email_from
         message["To"] = settings.alert_email_to
@@ -151,8 +154,10 @@ class FallbackService:
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # The exception text may hold the server's reply but never our password.
-            return ChannelResult("email", False, type(exc).__name__)
-        return ChannelResult("email", True, f"sent to {settings.alert_email_to}")
+            error = type(exc).__name__
+            return ChannelResult("email", False, error, "error", {"error": error})
+        to = settings.alert_email_to
+        return ChannelResult("email", True, f"sent to {to}", "sent_to", {"to": to})
 
     async def _webhook(self, data: dict[str, Any]) -> ChannelResult:
         url = self._settings.fallback_webhook_url
@@ -164,10 +169,15 @@ class FallbackService:
                 session.post(url, json=data) as response,
             ):
                 if response.status >= 300:
-                    return ChannelResult("webhook", False, f"HTTP {response.status}")
+                    status = response.status
+                    return ChannelResult(
+                        "webhook", False, f"HTTP {status}", "http", {"status": status}
+                    )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return ChannelResult("webhook", False, type(exc).__name__)
-        return ChannelResult("webhook", True, f"HTTP {response.status}")
+            error = type(exc).__name__
+            return ChannelResult("webhook", False, error, "error", {"error": error})
+        status = response.status
+        return ChannelResult("webhook", True, f"HTTP {status}", "http", {"status": status})
 
     # -- watching the outbox ---------------------------------------------------------
 

@@ -115,6 +115,12 @@ def rows_for(change: IncidentChange, team: Target | None) -> list[Row]:
     summary = change_summary(change)
     rows: list[Row] = []
     if team is not None:
+        # The ladder's first step at 0 min is the alert itself: no separate reply for it.
+        # The reply goes before the card's edit: it is the message that notifies (an edit
+        # is silent), and the two share the chat's one message a second. A card not yet
+        # posted is an earlier row of the incident, so the reply still follows it.
+        if change.kind in REPLY_KINDS and not change.details.get("initial"):
+            rows.append(Row("reply", team, Op.REPLY, {"change": summary}, view.id))
         rows.append(
             Row(
                 "card",
@@ -125,9 +131,6 @@ def rows_for(change: IncidentChange, team: Target | None) -> list[Row]:
                 _wants_fallback(change),
             )
         )
-        # The ladder's first step at 0 min is the alert itself: no separate reply for it.
-        if change.kind in REPLY_KINDS and not change.details.get("initial"):
-            rows.append(Row("reply", team, Op.REPLY, {"change": summary}, view.id))
     if change.kind is ChangeKind.ESCALATED:
         for user_id in _user_ids(change.details.get("user_ids")):
             rows.append(

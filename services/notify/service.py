@@ -182,12 +182,23 @@ class NotifyService:
         }
         if self.delivery is None:
             return ComponentHealth(
-                "telegram", Status.DEGRADED, "bot off (TELEGRAM_BOT_TOKEN unset)", figures
+                "telegram",
+                Status.DEGRADED,
+                "bot off (TELEGRAM_BOT_TOKEN unset)",
+                figures,
+                reason="telegram_off",
             )
         try:
             me = await self.delivery.identify()
         except DeliveryError as exc:
-            return ComponentHealth("telegram", Status.DOWN, f"getMe failed: {exc}", figures)
+            return ComponentHealth(
+                "telegram",
+                Status.DOWN,
+                f"getMe failed: {exc}",
+                figures,
+                reason="telegram_getme",
+                params={"error": str(exc)},
+            )
         figures["bot"] = me
         if self.sender is not None:
             figures.update(sent=self.sender.stats.sent, retry_after=self.sender.stats.retry_after)
@@ -199,12 +210,19 @@ class NotifyService:
                     f"{self.sender.failing_since.isoformat(timespec='seconds')}: "
                     f"{self.sender.last_error or ''}".strip(),
                     figures,
+                    reason="telegram_failing",
+                    params={
+                        "since": self.sender.failing_since.isoformat(),
+                        "error": self.sender.last_error or "",
+                    },
                 )
         return ComponentHealth(
             "telegram",
             Status.HEALTHY,
             f"{me}, {backlog.pending} queued",
             figures,
+            reason="telegram_ok",
+            params={"bot": me, "queued": backlog.pending},
         )
 
     # -- plain posts to the team chat ------------------------------------------------------
@@ -231,10 +249,11 @@ class NotifyService:
 
     # -- the playbook's test message ----------------------------------------------------
 
-    async def send_test(self, *, actor: str) -> list[ChannelResult]:
-        """Send a test message through every configured channel; one result each."""
+    async def send_test(self, *, actor: str, text: str | None = None) -> list[ChannelResult]:
+        """Send a test message through every configured channel; one result each. `text` is
+        the message in the asker's language (the chat's); English otherwise."""
         now = self._clock.now().isoformat(timespec="seconds")
-        text = f"SunFlow Ops test message from {actor} at {now}"
+        text = text or f"SunFlow Ops test message from {actor} at {now}"
         results: list[ChannelResult] = []
         if self.delivery is not None:
             results.append(await self._telegram_test(self.delivery, text))
@@ -246,7 +265,13 @@ class NotifyService:
     async def _telegram_test(self, delivery: Delivery, text: str) -> ChannelResult:
         settings = self._settings
         if settings.telegram_team_chat_id is None:
-            return ChannelResult("telegram", False, "TELEGRAM_TEAM_CHAT_ID is not set")
+            return ChannelResult(
+                "telegram",
+                False,
+                "TELEGRAM_TEAM_CHAT_ID is not set",
+                "not_set",
+                {"setting": "TELEGRAM_TEAM_CHAT_ID"},
+            )
         try:
             await delivery.send_message(
                 settings.telegram_team_chat_id,
@@ -255,8 +280,9 @@ class NotifyService:
                 thread_id=settings.telegram_team_thread_id,
             )
         except DeliveryError as exc:
-            return ChannelResult("telegram", False, str(exc))
-        return ChannelResult("telegram", True, f"sent to chat {settings.telegram_team_chat_id}")
+            return ChannelResult("telegram", False, str(exc), "error", {"error": str(exc)})
+        chat = settings.telegram_team_chat_id
+        return ChannelResult("telegram", True, f"sent to chat {chat}", "sent_to", {"to": chat})
 
     # -- files for the team chat (the weekly report) ----------------------------------------
 
