@@ -261,4 +261,7 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.waiting": "waiting for its first ping",
     "heartbeats.state.late": "late (in grace)",
     "heartbeats.state.down": "missed",
+    # -- amgroup: an Alertmanager group's card --
+    "card.alerts": "Alerts: {firing} firing, {resolved} resolved",
+    "card.alerts.more": "  +{count} more (the whole list: /api/incidents/{id})",
 }
