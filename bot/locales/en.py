@@ -263,5 +263,5 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.down": "missed",
     # -- amgroup: an Alertmanager group's card --
     "card.alerts": "Alerts: {firing} firing, {resolved} resolved",
-    "card.alerts.more": "  +{count} more (the whole list: /api/incidents/{id})",
+    "card.alerts.more": "  +{count} more (the whole list: <code>/api/incidents/{id}</code>)",
 }

@@ -256,7 +256,7 @@ MESSAGES: dict[str, str] = {
     "heartbeats.state.down": "누락",
     # -- amgroup: an Alertmanager group's card --
     "card.alerts": "알림: 발생 중 {firing}건, 해결 {resolved}건",
-    "card.alerts.more": "  외 {count}건 (전체 목록: /api/incidents/{id})",
+    "card.alerts.more": "  외 {count}건 (전체 목록: <code>/api/incidents/{id}</code>)",
 }
 
 # The built-in ladder's step messages (services/policy.py), by their English text.
