@@ -324,3 +324,16 @@ async def test_a_p0_alert_joining_a_group_raises_its_card(
         assert len(cards(fake)) == 1
         view = (await services.incidents.get(incident_id)).incident
         assert view.severity is Severity.P0
+
+
+def test_the_list_escapes_what_alerts_bring() -> None:
+    alerts = [am_alert(i) for i in range(2)]
+    alerts[0]["annotations"] = {"summary": "<b>5xx</b> & more"}
+    alerts[1]["status"] = "resolved"
+    [taken] = parse_alertmanager(notification(alerts)).firing
+    lines = TelegramRenderer(Catalogue("en")).group_lines(_view(taken), [])
+    assert lines == [
+        "Alerts: 1 firing, 1 resolved",
+        "  🟡 &lt;b&gt;5xx&lt;/b&gt; &amp; more",
+        "  ✅ <s>API latency is high</s>",
+    ]
