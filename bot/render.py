@@ -27,6 +27,10 @@ LIMIT = 4096
 BADGES = {Severity.P0: "🔴", Severity.P1: "🟠", Severity.P2: "🟡", Severity.P3: "🔵"}
 STATUS_BADGES = {Status.HEALTHY: "🟢", Status.DEGRADED: "🟡", Status.DOWN: "🔴"}
 MAX_LABELS = 6
+# An Alertmanager group's card lists at most this many of its alerts, and leaves at least
+# this much of Telegram's 4096 to the description.
+MAX_CARD_ALERTS = 40
+CARD_DESCRIPTION_KEPT = 600
 # Changes the card names in a "Last:" line; the others already show in its state lines.
 LAST_SHOWN = frozenset({"escalated", "deadline_missed", "unacknowledged", "annotated", "reopened"})
 
@@ -365,6 +369,7 @@ class TelegramRenderer:
             shown = sorted(view.labels.items())[:MAX_LABELS]
             labels = ", ".join(f"<code>{esc(k)}</code>={esc(str(v)[:60])}" for k, v in shown)
             lines.append(t("card.labels", labels=labels))
+        group_at = len(lines)
         if view.snoozed_until and view.snoozed_until > now and view.is_open:
             lines.append(t("card.snoozed", until=at(view.snoozed_until)))
         lines += self.card_facts(view, now, facts or {})
@@ -377,7 +382,59 @@ class TelegramRenderer:
         if view.description:
             lines.append("")
             lines.append(f"<blockquote>{esc(view.description)}</blockquote>")
+        if view.alert_group:
+            lines[group_at:group_at] = self.group_lines(view, lines)
         return "\n".join(lines)
+
+    def group_lines(self, view: IncidentView, others: Sequence[str]) -> list[str]:
+        """An Alertmanager group's alerts on its card: the counts, then one line per alert
+        (firing first, the most urgent first), as many as fit in what the rest of the card
+        leaves of Telegram's 4096 (keeping room for some of the description), the rest
+        counted. A group that only ever had one alert reads as that alert: no list."""
+        group = view.alert_group or {}
+        alerts = [a for a in group.get("alerts") or [] if isinstance(a, dict)]
+        omitted = int(group.get("omitted") or 0) + int(group.get("truncated_alerts") or 0)
+        if len(alerts) + omitted <= 1:
+            return []
+        lines = [
+            self.t(
+                "card.alerts",
+                firing=int(group.get("firing") or 0),
+                resolved=int(group.get("resolved") or 0),
+            )
+        ]
+        description = visible_len(f"<blockquote>{esc(view.description)}</blockquote>")
+        used = sum(visible_len(line) + 1 for line in others if not line.startswith("<blockquote"))
+        room = LIMIT - used - min(description, CARD_DESCRIPTION_KEPT) - visible_len(lines[0])
+        more = self.t("card.alerts.more", count=len(alerts) + omitted, id=view.id)
+        room -= visible_len(more) + 2
+        ordered = sorted(
+            alerts,
+            key=lambda a: (a.get("status") != "firing", str(a.get("severity")), a.get("title")),
+        )
+        shown = 0
+        for alert in ordered[:MAX_CARD_ALERTS]:
+            line = self.group_alert_line(alert)
+            if visible_len(line) + 1 > room:
+                break
+            lines.append(line)
+            room -= visible_len(line) + 1
+            shown += 1
+        hidden = len(alerts) - shown + omitted
+        if hidden:
+            lines.append(self.t("card.alerts.more", count=hidden, id=view.id))
+        return lines
+
+    @staticmethod
+    def group_alert_line(alert: dict[str, Any]) -> str:
+        title = esc(str(alert.get("title") or alert.get("key") or "?")[:120])
+        if alert.get("status") == "firing":
+            try:
+                badge = BADGES[Severity(str(alert.get("severity")))]
+            except ValueError:
+                badge = BADGES[Severity.P2]
+            return f"  {badge} {title}"
+        return f"  ✅ <s>{title}</s>"
 
     def render(
         self, op: str, payload: dict[str, Any], incident: IncidentView | None, now: datetime

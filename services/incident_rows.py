@@ -11,6 +11,7 @@ from sqlalchemy import insert as sa_insert
 from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
+from services import alert_groups
 from services.db import plain_sqlite, sqlite_rows
 from services.incident_types import AlertIn
 from services.models import Incident, IncidentState, TimelineEvent
@@ -30,6 +31,8 @@ MUTABLE = (
     "ack_expires_at",
     "snoozed_until",
     "description",
+    "labels",
+    "alert_group",
 )
 INSERT_INCIDENTS = sa_insert(INCIDENTS).returning(INCIDENTS.c.dedup_key, INCIDENTS.c.id)
 INSERT_INCIDENTS_ORDERED = sa_insert(INCIDENTS).returning(
@@ -69,6 +72,7 @@ def new_row(alert: AlertIn, now: datetime, deadline_after: timedelta) -> dict[st
         "resolved_by": None,
         "ack_expires_at": None,
         "snoozed_until": None,
+        "alert_group": alert_groups.merge(None, alert.group)[0] if alert.group else None,
     }
 
 
@@ -88,9 +92,34 @@ def absorb(
             # The title said what the first, milder alert saw ("warning: 10 days left").
             details["title"] = {"from": row["title"], "to": alert.title}
             row["title"] = alert.title
-    if alert.description and alert.description != row["description"]:
+    if alert.group is not None:
+        _absorb_group(row, alert, details)
+    elif alert.description and alert.description != row["description"]:
         details["description"] = alert.description[:500]
     return details
+
+
+def _absorb_group(row: dict[str, Any], alert: AlertIn, details: dict[str, Any]) -> None:
+    """An Alertmanager group re-sent: its alerts merged in; the title, labels and
+    description follow the group as it is now (what its alerts have in common)."""
+    assert alert.group is not None
+    stored, change = alert_groups.merge(row["alert_group"], alert.group)
+    row["alert_group"] = stored
+    if change:
+        details["alerts"] = alert_groups.change_summary(stored, change)
+    if alert.title != row["title"] and "title" not in details:
+        details["title"] = {"from": row["title"], "to": alert.title}
+    row["title"] = alert.title
+    row["labels"] = dict(alert.labels)
+    if alert.description != row["description"]:
+        details["description"] = alert.description[:500]
+        row["description"] = alert.description
+
+
+def merge_group(row: dict[str, Any], alert: AlertIn) -> None:
+    """The last notification of a group (all its alerts resolved), before it closes."""
+    if alert.group is not None:
+        row["alert_group"] = alert_groups.merge(row["alert_group"], alert.group)[0]
 
 
 def close_row(row: dict[str, Any], actor: str, now: datetime) -> None:

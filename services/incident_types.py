@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from services.alert_groups import AlertGroupIn
 from services.errors import InvalidInput
 from services.models import Incident, IncidentState
 from services.severity import Severity
@@ -32,6 +33,8 @@ class AlertIn:
     source: str = "api"
     description: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # An Alertmanager notification: the group's alerts, merged into the incident's list.
+    group: AlertGroupIn | None = None
 
     @staticmethod
     def default_dedup_key(source: str, title: str) -> str:
@@ -79,6 +82,8 @@ class IncidentView:
     resolved_by: str | None
     ack_expires_at: datetime | None = None
     snoozed_until: datetime | None = None
+    # An Alertmanager group's alerts (services/alert_groups.py); None for other incidents.
+    alert_group: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> IncidentView:
@@ -102,6 +107,7 @@ class IncidentView:
             resolved_by=row["resolved_by"],
             ack_expires_at=row["ack_expires_at"],
             snoozed_until=row["snoozed_until"],
+            alert_group=row["alert_group"],
         )
 
     @classmethod
@@ -125,6 +131,7 @@ class IncidentView:
             resolved_by=row.resolved_by,
             ack_expires_at=row.ack_expires_at,
             snoozed_until=row.snoozed_until,
+            alert_group=row.alert_group,
         )
 
     @property
@@ -154,6 +161,7 @@ class IncidentView:
             "resolved_by": self.resolved_by,
             "ack_expires_at": iso(self.ack_expires_at),
             "snoozed_until": iso(self.snoozed_until),
+            "alert_group": self.alert_group,
         }
 
 

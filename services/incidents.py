@@ -35,6 +35,13 @@ from services.severity import Severity
 
 T = TypeVar("T")
 
+# What resolves an open incident: its dedup key, or an alert whose group is resolved.
+Resolving = str | AlertIn
+
+
+def _key(resolving: Resolving) -> str:
+    return resolving if isinstance(resolving, str) else resolving.dedup_key
+
 
 class IncidentWrite:
     """One write transaction's incident changes: each `record` writes their timeline entries
@@ -119,14 +126,16 @@ class IncidentService:
         return outcome.triggered[0]
 
     async def apply_batch(
-        self, firing: Sequence[AlertIn], resolved_keys: Sequence[str], *, actor: str
+        self, firing: Sequence[AlertIn], resolved_keys: Sequence[Resolving], *, actor: str
     ) -> BatchOutcome:
-        """Open or absorb `firing` and resolve `resolved_keys`, all in one transaction."""
+        """Open or absorb `firing` and resolve `resolved_keys` (a dedup key, or the last
+        notification of an Alertmanager group, whose alerts are kept), all in one
+        transaction."""
         return (await self.apply_batches([(firing, resolved_keys)], actor=actor))[0]
 
     async def apply_batches(
         self,
-        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
+        batches: Sequence[tuple[Sequence[AlertIn], Sequence[Resolving]]],
         *,
         actor: str,
     ) -> list[BatchOutcome]:
@@ -147,7 +156,7 @@ class IncidentService:
     def _apply_batches(
         self,
         write: IncidentWrite,
-        batches: Sequence[tuple[Sequence[AlertIn], Sequence[str]]],
+        batches: Sequence[tuple[Sequence[AlertIn], Sequence[Resolving]]],
         actor: str,
     ) -> list[BatchOutcome]:
         # The hot path of intake, in SQLAlchemy Core and set-based on purpose: one lookup and
@@ -157,7 +166,7 @@ class IncidentService:
         # Core on the session's connection: the Session's own execute path costs per call.
         conn = write.session.connection()
         keys = {a.dedup_key for firing, _ in batches for a in firing}
-        keys.update(k for _, resolved in batches for k in resolved)
+        keys.update(_key(k) for _, resolved in batches for k in resolved)
         open_rows = incident_rows.open_rows_by_key(conn, keys)
         # (outcome, kind, details, row, snapshot of the row right after this change)
         pending: list[
@@ -186,11 +195,14 @@ class IncidentService:
                     if row["id"] is not None:
                         updated[row["id"]] = row
                 pending.append((outcome, kind, details, row, dict(row)))
-            for key in resolved_keys:
+            for resolving in resolved_keys:
+                key = _key(resolving)
                 row = open_rows.pop(key, None)
                 if row is None:
                     outcome.resolved_unknown.append(key)
                     continue
+                if isinstance(resolving, AlertIn):
+                    incident_rows.merge_group(row, resolving)
                 incident_rows.close_row(row, actor, now)
                 if row["id"] is not None:
                     updated[row["id"]] = row

@@ -8,11 +8,12 @@ import hashlib
 import logging
 import sys
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from services.alert_groups import FIRING, RESOLVED, AlertGroupIn
 from services.errors import InvalidInput, Unavailable
 from services.incident_types import (
     MAX_DEDUP_KEY,
@@ -22,7 +23,7 @@ from services.incident_types import (
     BatchOutcome,
     IncidentView,
 )
-from services.incidents import IncidentService
+from services.incidents import IncidentService, Resolving
 from services.severity import DEFAULT_SEVERITY, Severity, parse_severity
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,11 @@ TRUNCATED_LABEL = "truncated_labels"
 
 @dataclass(frozen=True)
 class IntakeBatch:
-    """Alerts to open or absorb, and dedup keys to resolve, applied in one transaction."""
+    """Alerts to open or absorb, and what to resolve (dedup keys, or a resolved Alertmanager
+    group), applied in one transaction."""
 
     firing: list[AlertIn] = field(default_factory=list)
-    resolved: list[str] = field(default_factory=list)
+    resolved: list[Resolving] = field(default_factory=list)
     # Alerts the sender left out of this notification (Alertmanager's `truncatedAlerts`).
     truncated_alerts: int = 0
     group_key: str = ""
@@ -161,16 +163,6 @@ def alertmanager_severity(labels: dict[str, str]) -> Severity:
         return DEFAULT_SEVERITY
 
 
-def alertmanager_dedup_key(alert: dict[str, Any], labels: dict[str, str]) -> str:
-    if labels.get("dedup_key"):
-        return labels["dedup_key"]
-    fingerprint = alert.get("fingerprint")
-    if isinstance(fingerprint, str) and fingerprint.strip():
-        return f"am:{fingerprint.strip()}"
-    canonical = "\x00".join(f"{k}={v}" for k, v in sorted(labels.items()))
-    return "am:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
 def _optional_str(alert: dict[str, Any], name: str, where: str) -> str:
     value = alert.get(name)
     if value is None:
@@ -267,9 +259,136 @@ def _truncated_alerts(payload: dict[str, Any]) -> int:
     return int(value)
 
 
+def _notification_status(payload: dict[str, Any], alerts: list[dict[str, Any]]) -> str:
+    """Alertmanager's own: "resolved" only when every alert of the group is (a hand-made
+    notification without one gets it from its alerts)."""
+    status = payload.get("status")
+    if status is None:
+        return FIRING if any(a["status"] == FIRING for a in alerts) else RESOLVED
+    if status not in {FIRING, RESOLVED}:
+        raise _field_error("status", "must be 'firing' or 'resolved'")
+    return str(status)
+
+
+def _common(items: list[dict[str, str]]) -> dict[str, str]:
+    """What all of `items` have in common (Alertmanager's commonLabels/commonAnnotations)."""
+    if not items:
+        return {}
+    first, *rest = items
+    return {k: v for k, v in first.items() if all(other.get(k) == v for other in rest)}
+
+
+def alertmanager_group_key(receiver: str, group_key: str, common: dict[str, str]) -> str:
+    """The incident's dedup key for an Alertmanager group: the group's own `dedup_key` label
+    when all its alerts carry the same one, else from the receiver and the groupKey
+    (without a groupKey: from the labels the alerts share, standing in for it)."""
+    if common.get("dedup_key"):
+        return common["dedup_key"][:MAX_DEDUP_KEY]
+    if not group_key:
+        group_key = "\x00".join(f"{k}={v}" for k, v in sorted(common.items()))
+    digest = hashlib.sha256(f"{receiver}\x00{group_key}".encode()).hexdigest()[:32]
+    return f"am:{digest}"
+
+
+def group_title(
+    group_labels: dict[str, str], common_labels: dict[str, str], common_annotations: dict[str, str]
+) -> str:
+    """A group's title: the summary its alerts share, else its alertname with the labels
+    it is grouped by ("DiskFull (env=prod, team=ops)"), else from the shared labels."""
+    summary = common_annotations.get("summary", "").strip()
+    name = common_labels.get("alertname", "").strip()
+    if summary or not name:
+        return alertmanager_title(common_annotations, common_labels, "")
+    others = [f"{k}={v}" for k, v in sorted(group_labels.items()) if k != "alertname" and v]
+    return shorten(f"{name} ({', '.join(others)})" if others else name, MAX_TITLE)
+
+
+# Labels an alert of a group keeps in the group's list (beyond those it is grouped by).
+MAX_MEMBER_LABELS = 16
+MAX_MEMBER_TITLE = 200
+
+
+def _member_title(
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    common_labels: dict[str, str],
+    common_annotations: dict[str, str],
+    key: str,
+) -> str:
+    """One line for an alert in its group's list: its own summary, else the labels that set
+    it apart from the rest of the group ("instance=web-3 pod=api-7"; its severity shows as
+    the line's badge)."""
+    summary = annotations.get("summary", "").strip()
+    if summary and summary != common_annotations.get("summary", "").strip():
+        return shorten(summary, MAX_MEMBER_TITLE)
+    own = [
+        f"{k}={v}"
+        for k, v in sorted(labels.items())
+        if common_labels.get(k) != v and v and k not in _NOT_TITLES
+    ]
+    if own:
+        return shorten(" ".join(own[:4]), MAX_MEMBER_TITLE)
+    return shorten(summary or labels.get("alertname", "") or key, MAX_MEMBER_TITLE)
+
+
+def _member_key(fingerprint: str, labels: dict[str, str]) -> str:
+    if fingerprint.strip():
+        return fingerprint.strip()[:64]
+    canonical = "\x00".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Alert:
+    """One alert of a notification, checked."""
+
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    fingerprint: str
+    generator: str
+    starts_at: str
+    ends_at: str
+    extra: list[str]
+
+
+def _parse_alert(alert: object, where: str, *, grafana: bool) -> _Alert:
+    if not isinstance(alert, dict):
+        raise _field_error(where, "must be an object")
+    if "labels" not in alert:
+        raise _field_error(f"{where}.labels", "is required")
+    labels = _labels(alert.get("labels"), f"{where}.labels", strings_only=True, limit=None)
+    annotations = _labels(
+        alert.get("annotations"), f"{where}.annotations", strings_only=True, limit=None
+    )
+    status = alert.get("status")
+    if not isinstance(status, str) or status not in {FIRING, RESOLVED}:
+        raise _field_error(f"{where}.status", "must be 'firing' or 'resolved'")
+    return _Alert(
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        fingerprint=_optional_str(alert, "fingerprint", where),
+        generator=_optional_str(alert, "generatorURL", where),
+        starts_at=_optional_str(alert, "startsAt", where),
+        ends_at=_optional_str(alert, "endsAt", where),
+        extra=_grafana_lines(alert, where) if grafana else [],
+    )
+
+
+def _group_labels(payload: dict[str, Any]) -> dict[str, str]:
+    return _labels(payload.get("groupLabels"), "groupLabels", strings_only=True, limit=None)
+
+
 def parse_alertmanager(payload: object) -> IntakeBatch:
     """`POST /api/alerts/alertmanager`: the Alertmanager webhook (payload version 4), and
     Grafana alerting's webhook contact point (the same shape, version "1" with `orgId`).
+
+    A notification is one Alertmanager group (receiver + groupKey), so it is one incident:
+    opened by the group's first notification, its alert list and counts kept up to date by
+    each one after (Alertmanager re-sends the whole group on every change and at
+    repeat_interval), resolved by the notification whose status is "resolved". Its severity
+    is the highest among the firing alerts; its title what they share.
 
     Every well-formed notification is taken: Alertmanager never retries a 4xx, so a refusal
     loses the alerts. Labels beyond MAX_LABELS are kept shortened, a missing `alertname`
@@ -287,69 +406,109 @@ def parse_alertmanager(payload: object) -> IntakeBatch:
             f'payload version {version!r} is not supported (use "4"; Grafana sends "1" '
             "with orgId)",
         )
-    alerts = payload.get("alerts")
-    if not isinstance(alerts, list):
+    raw_alerts = payload.get("alerts")
+    if not isinstance(raw_alerts, list):
         raise _field_error("alerts", "is required and must be a list")
     truncated = _truncated_alerts(payload)
     group_key = payload.get("groupKey")
+    group_key = group_key if isinstance(group_key, str) else ""
+    receiver = payload.get("receiver")
+    receiver = receiver if isinstance(receiver, str) else ""
     source = "grafana" if grafana else "alertmanager"
-    note = ""
+    batch = IntakeBatch(truncated_alerts=truncated, group_key=group_key, source=source)
+    alerts = [
+        _parse_alert(alert, f"alerts[{index}]", grafana=grafana)
+        for index, alert in enumerate(raw_alerts)
+    ]
+    group_labels = _group_labels(payload)
+    status = _notification_status(payload, [{"status": a.status} for a in alerts])
+    if not alerts:
+        return batch
+    common_labels = _common([a.labels for a in alerts])
+    common_annotations = _common([a.annotations for a in alerts])
+    dedup_key = alertmanager_group_key(receiver, group_key, common_labels)
+    members = tuple(
+        {
+            "key": (key := _member_key(a.fingerprint, a.labels)),
+            "status": a.status,
+            "severity": alertmanager_severity(a.labels).value,
+            "title": _member_title(
+                a.labels, a.annotations, common_labels, common_annotations, key
+            ),
+            "labels": truncate_labels(
+                {k: v for k, v in a.labels.items() if k not in group_labels},
+                limit=MAX_MEMBER_LABELS,
+            ),
+            "starts_at": a.starts_at[:40],
+            "ends_at": a.ends_at[:40],
+        }
+        for a in alerts
+    )
+    group = AlertGroupIn(
+        group_key=shorten(group_key, MAX_LABEL_VALUE),
+        receiver=shorten(receiver, MAX_LABEL_KEY),
+        status=status,
+        alerts=members,
+        truncated_alerts=truncated,
+    )
+    alert = _group_alert(
+        alerts, group_labels, common_labels, common_annotations, source=source, truncated=truncated
+    )
+    alert = replace(alert, dedup_key=dedup_key, group=group)
+    if status == RESOLVED:
+        batch.resolved.append(alert)
+    else:
+        batch.firing.append(alert)
+    return batch
+
+
+def _group_alert(
+    alerts: list[_Alert],
+    group_labels: dict[str, str],
+    common_labels: dict[str, str],
+    common_annotations: dict[str, str],
+    *,
+    source: str,
+    truncated: int,
+) -> AlertIn:
+    """The incident a group stands for (without its key and alert list): a group of one
+    alert reads as that alert (title, description, links), a larger one as what its alerts
+    share."""
+    firing = [a for a in alerts if a.status == FIRING]
+    severity = min(
+        (alertmanager_severity(a.labels) for a in firing),
+        key=lambda s: s.rank,
+        default=alertmanager_severity(common_labels),
+    )
+    if len(alerts) == 1:
+        [one] = alerts
+        title = alertmanager_title(one.annotations, one.labels, one.fingerprint)
+        description = "\n".join([one.annotations.get("description", ""), *one.extra]).strip()
+    else:
+        title = group_title(group_labels, common_labels, common_annotations)
+        description = common_annotations.get("description", "").strip()
+    kept = truncate_labels(common_labels)
+    generators = {a.generator for a in alerts if a.generator}
+    if len(generators) == 1:
+        kept = {**kept, "generator_url": shorten(generators.pop(), MAX_LABEL_VALUE)}
+    # The rule's runbook link becomes a button on the card (services/runbooks.py).
+    for name in ("runbook_url", "runbook"):
+        if common_annotations.get(name, "").strip():
+            kept = {**kept, name: shorten(common_annotations[name].strip(), MAX_LABEL_VALUE)}
     if truncated:
-        note = (
+        kept = {**kept, "truncated_alerts": str(truncated)}
+        description += (
             f"\n\n{source.capitalize()} left {truncated} more alert(s) of this group out of "
             "the notification (max_alerts); the whole group is in its own UI."
         )
-    batch = IntakeBatch(
-        truncated_alerts=truncated,
-        group_key=group_key if isinstance(group_key, str) else "",
+    return AlertIn(
+        severity=severity,
+        title=title,
+        dedup_key="",
         source=source,
+        description=shorten(description.strip(), MAX_DESCRIPTION),
+        labels=kept,
     )
-    for index, alert in enumerate(alerts):
-        where = f"alerts[{index}]"
-        if not isinstance(alert, dict):
-            raise _field_error(where, "must be an object")
-        if "labels" not in alert:
-            raise _field_error(f"{where}.labels", "is required")
-        labels = _labels(alert.get("labels"), f"{where}.labels", strings_only=True, limit=None)
-        annotations = _labels(
-            alert.get("annotations"), f"{where}.annotations", strings_only=True, limit=None
-        )
-        status = alert.get("status")
-        if not isinstance(status, str) or status not in {"firing", "resolved"}:
-            raise _field_error(f"{where}.status", "must be 'firing' or 'resolved'")
-        fingerprint = _optional_str(alert, "fingerprint", where)
-        generator = _optional_str(alert, "generatorURL", where)
-        for name in ("startsAt", "endsAt"):
-            _optional_str(alert, name, where)
-        extra = _grafana_lines(alert, where) if grafana else []
-        # From the labels as sent, so shortening them never merges two alerts.
-        dedup_key = alertmanager_dedup_key({"fingerprint": fingerprint}, labels)
-        if status == "resolved":
-            batch.resolved.append(dedup_key[:MAX_DEDUP_KEY])
-            continue
-        title = alertmanager_title(annotations, labels, fingerprint)
-        severity = alertmanager_severity(labels)
-        kept = truncate_labels(labels)
-        if generator:
-            kept = {**kept, "generator_url": shorten(generator, MAX_LABEL_VALUE)}
-        # The rule's runbook link becomes a button on the card (services/runbooks.py).
-        for name in ("runbook_url", "runbook"):
-            if annotations.get(name, "").strip():
-                kept = {**kept, name: shorten(annotations[name].strip(), MAX_LABEL_VALUE)}
-        if truncated:
-            kept = {**kept, "truncated_alerts": str(truncated)}
-        description = "\n".join([annotations.get("description", ""), *extra]).strip() + note
-        batch.firing.append(
-            AlertIn(
-                severity=severity,
-                title=title,
-                dedup_key=dedup_key[:MAX_DEDUP_KEY],
-                source=source,
-                description=shorten(description.strip(), MAX_DESCRIPTION),
-                labels=kept,
-            )
-        )
-    return batch
 
 
 def refused(exc: DBAPIError) -> Unavailable:
@@ -411,7 +570,10 @@ class IntakeService:
             batch.source,
             batch.truncated_alerts,
             batch.group_key or "-",
-            len(batch.firing) + len(batch.resolved),
+            sum(
+                len(a.group.alerts) if isinstance(a, AlertIn) and a.group else 1
+                for a in [*batch.firing, *batch.resolved]
+            ),
         )
 
     async def submit(self, batch: IntakeBatch) -> IntakeResult:

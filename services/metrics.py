@@ -30,7 +30,8 @@ class Metrics:
         )
         self.alerts_received_total = Counter(
             "sunflow_alerts_received_total",
-            "Alerts accepted by intake, by source and outcome.",
+            "Alerts accepted by intake (an Alertmanager notification counts once: its "
+            "group is one incident), by source and outcome.",
             ["source", "outcome"],
             registry=self.registry,
         )

@@ -123,6 +123,9 @@ class Incident(Base):
     ack_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     # Escalation holds still until this time (`/snooze 42 1h`).
     snoozed_until: Mapped[datetime | None] = mapped_column(default=None)
+    # An Alertmanager group's incident: the group's alerts and their states
+    # (services/alert_groups.py); None for every other incident.
+    alert_group: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     timeline: Mapped[list[TimelineEvent]] = relationship(
         back_populates="incident",

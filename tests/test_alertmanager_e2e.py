@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.container import Services
+from services.incident_types import IncidentView
 from services.main import open_services
 from services.models import IncidentState
 from services.web.app import create_app
@@ -176,7 +178,8 @@ async def test_a_group_of_2000_alerts_with_75_labels_and_no_alertname(
     stop_later: list[subprocess.Popen[bytes]],
 ) -> None:
     """One notification of about 4 MB (Alertmanager's max_alerts 0: no cap) used to be
-    answered 413 and dropped for good; every alert now ends up as an incident."""
+    answered 413 and dropped for good; now the group (grouped by an alertname none of
+    them has) is one incident that counts all 2,000."""
     webhook = str(client.make_url("/api/alerts/alertmanager"))
     proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
     stop_later.append(proc)
@@ -185,14 +188,84 @@ async def test_a_group_of_2000_alerts_with_75_labels_and_no_alertname(
         await post_alerts(session, base, [wide_alert(i, now) for i in range(2000)])
 
         async def all_in() -> bool:
-            return sum((await services.incidents.count_open()).values()) >= 2000
+            views = await services.incidents.list()
+            return bool(views) and (views[0].alert_group or {}).get("firing") == 2000
 
         await until(all_in, timeout=60)
-    assert sum((await services.incidents.count_open()).values()) == 2000
-    [one] = await services.incidents.list(limit=1)
+    [one] = await services.incidents.list()
     assert one.source == "alertmanager" and one.title.startswith("Alert label_00=value-0 ")
-    assert len(one.labels) == 64  # 63 kept, and truncated_labels folding the other 12
-    assert one.labels["truncated_labels"].startswith("12 more: label_63=value-63")
+    # The 74 labels they share: 63 kept, and truncated_labels folding the other 11.
+    assert len(one.labels) == 64
+    assert one.labels["truncated_labels"].startswith("11 more: label_63=value-63")
+    assert one.alert_group is not None
+    assert {a["title"] for a in one.alert_group["alerts"]} <= {
+        f"node=node-{i:04d}" for i in range(2000)
+    }
+
+
+async def test_a_group_is_one_incident_through_its_life(
+    client: Client,
+    services: Services,
+    alertmanager_binary: str,
+    tmp_path: Path,
+    stop_later: list[subprocess.Popen[bytes]],
+) -> None:
+    """30 alerts of one group are one incident listing them; one of them ending shows in
+    its list (Alertmanager re-sends the group), all of them ending resolves it."""
+    webhook = str(client.make_url("/api/alerts/alertmanager"))
+    proc, base = start_alertmanager(alertmanager_binary, tmp_path, webhook)
+    stop_later.append(proc)
+    now = datetime.now(UTC)
+    alerts = [
+        {
+            "labels": {
+                "alertname": "HighLatency",
+                "severity": "critical" if i == 7 else "warning",
+                "instance": f"web-{i:02d}",
+            },
+            "annotations": {"summary": "API latency is high"},
+            "startsAt": (now - timedelta(seconds=30)).isoformat(),
+        }
+        for i in range(30)
+    ]
+
+    def group_of(view: IncidentView) -> dict[str, Any]:
+        return view.alert_group or {}
+
+    async with aiohttp.ClientSession() as session:
+        await post_alerts(session, base, alerts)
+
+        async def listed() -> IncidentView | None:
+            views = await services.incidents.list()
+            return views[0] if views and group_of(views[0]).get("firing") == 30 else None
+
+        incident = await until(listed)
+        assert len(await services.incidents.list()) == 1
+        assert incident.title == "API latency is high"
+        assert incident.severity.value == "P0"  # web-07's
+        assert {a["title"] for a in group_of(incident)["alerts"]} == {
+            f"instance=web-{i:02d}" for i in range(30)
+        }
+
+        ended = {**alerts[3], "endsAt": (now - timedelta(seconds=1)).isoformat()}
+        await post_alerts(session, base, [ended])
+
+        async def one_resolved() -> bool:
+            view = (await services.incidents.get(incident.id)).incident
+            return (group_of(view).get("firing"), group_of(view).get("resolved")) == (29, 1)
+
+        await until(one_resolved)
+        assert (await services.incidents.get(incident.id)).incident.is_open
+
+        every = [{**a, "endsAt": (now - timedelta(seconds=1)).isoformat()} for a in alerts]
+        await post_alerts(session, base, every)
+
+        async def resolved() -> bool:
+            view = (await services.incidents.get(incident.id)).incident
+            return view.state is IncidentState.RESOLVED
+
+        await until(resolved)
+    assert len(await services.incidents.list()) == 1
 
 
 TRUNCATING = CONFIG.replace("send_resolved: true", "send_resolved: true\n        max_alerts: 2")
@@ -220,12 +293,14 @@ async def test_truncated_alerts_from_the_real_alertmanager(
         await post_alerts(session, base, alerts)
 
         async def opened() -> bool:
-            return len(await services.incidents.list()) >= 2
+            return bool(await services.incidents.list())
 
         await until(opened)
-    incidents = await services.incidents.list()
-    assert len(incidents) == 2
-    assert all(i.labels["truncated_alerts"] == "3" for i in incidents)
+    [incident] = await services.incidents.list()
+    assert incident.labels["truncated_alerts"] == "3"
+    assert incident.alert_group is not None
+    assert len(incident.alert_group["alerts"]) == 2
+    assert incident.alert_group["truncated_alerts"] == 3
     metrics = services.metrics.render().decode()
     assert 'sunflow_alerts_truncated_total{source="alertmanager"} 3.0' in metrics
 

@@ -12,7 +12,7 @@ from services.intake import (
     MAX_LABELS,
     TRUNCATED_LABEL,
     IntakeBatch,
-    alertmanager_dedup_key,
+    alertmanager_group_key,
     alertmanager_severity,
     alertmanager_title,
     parse_alertmanager,
@@ -106,28 +106,49 @@ def test_alertmanager_severity_mapping(labels: dict[str, str], expected: Severit
     assert alertmanager_severity(labels) is expected
 
 
-def test_alertmanager_dedup_key() -> None:
-    assert alertmanager_dedup_key({"fingerprint": "abc"}, {"a": "1"}) == "am:abc"
-    assert alertmanager_dedup_key({}, {"dedup_key": "mine"}) == "mine"
-    by_labels = alertmanager_dedup_key({}, {"a": "1", "b": "2"})
-    assert by_labels == alertmanager_dedup_key({}, {"b": "2", "a": "1"})
-    assert by_labels != alertmanager_dedup_key({}, {"a": "1"})
+def test_alertmanager_group_key() -> None:
+    key = alertmanager_group_key("sunflow-ops", '{}:{alertname="A"}', {"alertname": "A"})
+    assert key.startswith("am:") and len(key) == 35
+    # The group is receiver + groupKey: its alerts' labels do not move it.
+    assert key == alertmanager_group_key("sunflow-ops", '{}:{alertname="A"}', {})
+    assert key != alertmanager_group_key("pager", '{}:{alertname="A"}', {"alertname": "A"})
+    assert key != alertmanager_group_key("sunflow-ops", '{}:{alertname="B"}', {})
+    # A dedup_key label all its alerts share names the incident (runbooks key on it).
+    assert alertmanager_group_key("r", "g", {"dedup_key": "mine"}) == "mine"
+    # Without a groupKey (a hand-made notification) the shared labels stand in for it.
+    by_labels = alertmanager_group_key("r", "", {"a": "1", "b": "2"})
+    assert by_labels == alertmanager_group_key("r", "", {"b": "2", "a": "1"})
+    assert by_labels != alertmanager_group_key("r", "", {"a": "1"})
 
 
 def test_alertmanager_parse() -> None:
     payload = {
         "version": "4",
         "status": "firing",
+        "receiver": "sunflow-ops",
+        "groupKey": '{}:{alertname="SSEConnectionDropRate"}',
         "alerts": [am_alert(severity="critical"), {**am_alert("resolved"), "fingerprint": "dead"}],
     }
     batch = parse_alertmanager(payload)
     [firing] = batch.firing
+    assert batch.resolved == []
     assert firing.title == "SSE reconnects too high"
-    assert firing.severity is Severity.P0
-    assert firing.dedup_key == "am:c0ffee"
+    assert firing.severity is Severity.P0  # the firing alert's; the resolved one has none
+    assert firing.dedup_key == alertmanager_group_key(
+        "sunflow-ops", '{}:{alertname="SSEConnectionDropRate"}', {}
+    )
     assert firing.source == "alertmanager"
     assert firing.labels["generator_url"] == "http://prometheus.local/graph"
-    assert batch.resolved == ["am:dead"]
+    assert firing.group is not None
+    assert [(a["key"], a["status"], a["severity"]) for a in firing.group.alerts] == [
+        ("c0ffee", "firing", "P0"),
+        ("dead", "resolved", "P2"),
+    ]
+    # Every alert resolved: the notification resolves the group's incident.
+    payload["status"] = "resolved"
+    payload["alerts"] = [am_alert("resolved")]
+    [resolving] = parse_alertmanager(payload).resolved
+    assert not isinstance(resolving, str) and resolving.dedup_key == firing.dedup_key
 
 
 @pytest.mark.parametrize(
@@ -348,7 +369,7 @@ def test_alertmanager_takes_75_labels_and_no_alertname() -> None:
     assert (
         taken.title == "Alert label_00=value 0 label_01=value 1 label_02=value 2 (+72 more labels)"
     )
-    assert taken.dedup_key == "am:0a1b2c"
+    assert taken.dedup_key.startswith("am:")
     assert len(taken.labels) == MAX_LABELS
     assert taken.labels[TRUNCATED_LABEL].startswith("12 more: label_63=value 63")
     # Without a fingerprint the key comes from every label as sent, not the shortened ones.
@@ -358,7 +379,7 @@ def test_alertmanager_takes_75_labels_and_no_alertname() -> None:
     assert first.firing[0].dedup_key != second.firing[0].dedup_key
 
 
-def test_truncated_alerts_are_recorded_on_each_incident() -> None:
+def test_truncated_alerts_are_recorded_on_the_groups_incident() -> None:
     payload = {
         "version": "4",
         "groupKey": '{}:{alertname="SSEConnectionDropRate"}',
@@ -371,6 +392,7 @@ def test_truncated_alerts_are_recorded_on_each_incident() -> None:
     [firing] = batch.firing
     assert firing.labels["truncated_alerts"] == "1998"
     assert "left 1998 more alert(s) of this group out" in firing.description
+    assert firing.group is not None and firing.group.truncated_alerts == 1998
     assert parse_alertmanager({"alerts": []}).truncated_alerts == 0
     # JSON has one number type: 3.0 is three alerts.
     assert parse_alertmanager({"alerts": [], "truncatedAlerts": 3.0}).truncated_alerts == 3
@@ -443,19 +465,31 @@ GRAFANA_PAYLOAD = {
 
 
 def test_grafana_webhook_payload() -> None:
-    batch = parse_alertmanager(GRAFANA_PAYLOAD)
+    alerts: list[dict[str, object]] = GRAFANA_PAYLOAD["alerts"]  # type: ignore[assignment]
+    # A group of one alert reads as that alert.
+    batch = parse_alertmanager({**GRAFANA_PAYLOAD, "alerts": alerts[:1]})
     [firing] = batch.firing
     assert batch.source == "grafana" and firing.source == "grafana"
     assert firing.title == "This alert was triggered for zone us-1"
-    assert firing.dedup_key == "am:c6eadffa33fcdf37"
+    assert firing.dedup_key.startswith("am:")
     assert firing.severity is Severity.P2  # no severity label: the documented default
     assert firing.labels["grafana_folder"] == "SunFlow"
+    assert firing.labels["runbook_url"] == "https://myrunbook.com/runbook/1234"
     assert firing.description.splitlines() == [
         "The system has high memory usage",
         "Values: B=44.23943737541908, C=1",
-        "Silence: " + GRAFANA_PAYLOAD["alerts"][0]["silenceURL"],  # type: ignore[index]
+        "Silence: " + str(alerts[0]["silenceURL"]),
     ]
-    assert batch.resolved == ["am:bc97ff14869b13e3"]
+    # The whole notification: one incident for the group, each alert listed.
+    [group] = parse_alertmanager(GRAFANA_PAYLOAD).firing
+    assert group.dedup_key == firing.dedup_key
+    assert group.title == "Alert team=blue"  # what its alerts share
+    assert group.labels["runbook_url"] == "https://myrunbook.com/runbook/1234"
+    assert group.group is not None
+    assert [(a["status"], a["title"]) for a in group.group.alerts] == [
+        ("firing", "This alert was triggered for zone us-1"),
+        ("resolved", "This alert was triggered for zone eu-1"),
+    ]
     # Grafana's version "1" is only Grafana's: without orgId it is refused.
     without = {k: v for k, v in GRAFANA_PAYLOAD.items() if k != "orgId"}
     with pytest.raises(InvalidInput):

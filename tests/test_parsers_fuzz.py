@@ -17,7 +17,14 @@ from bot.routers.incidents import parse_args, parse_id
 from services.durations import MAX_DURATION, format_duration, parse_duration
 from services.errors import InvalidInput
 from services.heartbeats import HeartbeatState, state_at
-from services.intake import MAX_LABEL_VALUE, MAX_LABELS, parse_alertmanager, parse_generic
+from services.incident_types import AlertIn
+from services.intake import (
+    MAX_LABEL_VALUE,
+    MAX_LABELS,
+    MAX_MEMBER_LABELS,
+    parse_alertmanager,
+    parse_generic,
+)
 from services.pagerduty import InvalidEvent, parse_event
 from services.policy import PolicyError, parse_policy
 from services.severity import Severity, parse_severity
@@ -104,8 +111,10 @@ am_alert = st.fixed_dictionaries(
 @given(st.lists(am_alert, max_size=6))
 def test_alertmanager_payloads_are_all_taken(alerts: list[dict[str, Any]]) -> None:
     batch = parse_alertmanager({"version": "4", "status": "firing", "alerts": alerts})
-    assert len(batch.firing) + len(batch.resolved) == len(alerts)
+    # One notification is one group: one incident, whatever its alerts' states.
+    assert len(batch.resolved) == 0 and len(batch.firing) == (1 if alerts else 0)
     assert all(len(a.dedup_key) <= 255 and len(a.title) <= 500 for a in batch.firing)
+    assert all(a.group is not None and len(a.group.alerts) == len(alerts) for a in batch.firing)
 
 
 @FUZZ
@@ -420,12 +429,17 @@ def test_well_formed_notifications_are_taken_whatever_their_labels(
 ) -> None:
     """Any number of labels, an alertname or none, truncatedAlerts: all taken."""
     batch = parse_alertmanager({"version": "4", "truncatedAlerts": truncated, "alerts": alerts})
-    assert len(batch.firing) + len(batch.resolved) == len(alerts)
+    taken = [*batch.firing, *batch.resolved]
+    assert len(taken) == (1 if alerts else 0)
     assert batch.truncated_alerts == truncated
-    for alert in batch.firing:
+    for alert in taken:
+        assert isinstance(alert, AlertIn) and alert.group is not None
+        assert len(alert.group.alerts) == len(alerts)
         assert alert.title.strip() and len(alert.title) <= 500
         assert len(alert.labels) <= MAX_LABELS + 2  # + generator_url, truncated_alerts
         assert all(len(v) <= MAX_LABEL_VALUE for v in alert.labels.values())
+        for member in alert.group.alerts:
+            assert len(member["labels"]) <= MAX_MEMBER_LABELS and len(member["title"]) <= 200
 
 
 @FUZZ

@@ -343,4 +343,7 @@ MESSAGES: dict[str, str] = {
     "error.job_running": "⚠️ Job #{id} is already running; it is not started twice",
     "error.job_succeeded": "⚠️ Job #{id} has already succeeded",
     "error.oncall_range": "⚠️ An on-call override lasts between 5 minutes and 30 days, e.g. 8h",
+    # -- amgroup: an Alertmanager group's card --
+    "card.alerts": "Alerts: {firing} firing, {resolved} resolved",
+    "card.alerts.more": "  +{count} more (the whole list: <code>/api/incidents/{id}</code>)",
 }

@@ -338,6 +338,9 @@ MESSAGES: dict[str, str] = {
     "error.job_running": "⚠️ 작업 #{id} 이(가) 이미 실행 중입니다. 두 번 시작하지 않습니다",
     "error.job_succeeded": "⚠️ 작업 #{id} 은(는) 이미 성공했습니다",
     "error.oncall_range": "⚠️ 당번 지정 기간은 5분에서 30일 사이입니다. 예: 8h",
+    # -- amgroup: an Alertmanager group's card --
+    "card.alerts": "알림: 발생 중 {firing}건, 해결 {resolved}건",
+    "card.alerts.more": "  외 {count}건 (전체 목록: <code>/api/incidents/{id}</code>)",
 }
 
 # The built-in ladder's step messages (services/policy.py), by their English text.
