@@ -265,7 +265,7 @@ def _notification_status(payload: dict[str, Any], alerts: list[dict[str, Any]]) 
     status = payload.get("status")
     if status is None:
         return FIRING if any(a["status"] == FIRING for a in alerts) else RESOLVED
-    if status not in {FIRING, RESOLVED}:
+    if status not in (FIRING, RESOLVED):
         raise _field_error("status", "must be 'firing' or 'resolved'")
     return str(status)
 
@@ -377,7 +377,12 @@ def _parse_alert(alert: object, where: str, *, grafana: bool) -> _Alert:
 
 
 def _group_labels(payload: dict[str, Any]) -> dict[str, str]:
-    return _labels(payload.get("groupLabels"), "groupLabels", strings_only=True, limit=None)
+    """Only a title's words: what is not an object of strings is ignored, not refused (a 4xx
+    would lose the notification; Alertmanager never retries one)."""
+    value = payload.get("groupLabels")
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
 
 
 def parse_alertmanager(payload: object) -> IntakeBatch:

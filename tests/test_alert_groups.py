@@ -5,6 +5,7 @@ import pytest
 from bot.locales import Catalogue
 from bot.render import LIMIT, TelegramRenderer, visible_len
 from services.alert_groups import MAX_GROUP_ALERTS, AlertGroupIn, merge
+from services.errors import InvalidInput
 from services.intake import parse_alertmanager
 from services.models import IncidentState
 from services.severity import Severity
@@ -162,6 +163,24 @@ def test_a_group_without_a_shared_summary_is_titled_by_its_group_labels() -> Non
     assert taken.title == "HighLatency (env=prod)"
     assert taken.group is not None
     assert [a["title"] for a in taken.group.alerts] == [f"latency on web-{i}" for i in range(3)]
+
+
+@pytest.mark.parametrize("odd", [[None, None], "prod", {"env": 3, "alertname": "HighLatency"}])
+def test_odd_group_labels_are_ignored_not_refused(odd: object) -> None:
+    """A 4xx would lose the notification (Alertmanager never retries one); the group labels
+    only name the card, so what is not a string is left out."""
+    [taken] = parse_alertmanager(
+        notification([am_alert(i) for i in range(2)], groupLabels=odd)
+    ).firing
+    assert taken.group is not None and len(taken.group.alerts) == 2
+    assert "3" not in taken.title
+
+
+@pytest.mark.parametrize("status", [{}, [], 3, "done"])
+def test_a_notification_status_that_is_no_status_is_a_clear_400(status: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_alertmanager(notification([am_alert(1)], status=status))
+    assert "field 'status'" in str(refused.value)
 
 
 def test_a_resolved_notification_resolves_the_group() -> None:
