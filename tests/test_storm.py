@@ -26,7 +26,9 @@ LANGUAGES = ["en", "ko"]
 def backlog(
     new: int, other: int = 0, room: int = 16, *, storm: bool = False, slots: int = 6
 ) -> ChatBacklog:
-    return ChatBacklog(new=new, other=other, room=room, storm=storm, digest_slots=slots)
+    return ChatBacklog(
+        new=new, other=other, room=room, capacity=16, storm=storm, digest_slots=slots
+    )
 
 
 @pytest.mark.parametrize(
@@ -36,14 +38,19 @@ def backlog(
         (backlog(0), StormPlan()),
         (backlog(16), StormPlan()),
         (backlog(10, other=6), StormPlan()),
+        # What a whole minute carries is not a storm, even when this minute is spent (after
+        # an outage, say): the cards wait for the window.
+        (backlog(12, room=0), StormPlan()),
+        (backlog(16, room=3), StormPlan()),
         # One card alone never folds: a digest would cost the same message.
-        (backlog(1, room=0), StormPlan()),
+        (backlog(1, other=20, room=0), StormPlan()),
         # More than the minute carries: the digest keeps its slots, the rest of the room
         # goes to the first cards, everything after them folds.
         (backlog(17), StormPlan(fold=7)),
         (backlog(50), StormPlan(fold=40)),
         (backlog(11, other=6), StormPlan(fold=7)),
-        (backlog(2, room=0), StormPlan(fold=2)),
+        (backlog(17, room=3), StormPlan(fold=17)),
+        (backlog(2, other=16, room=0), StormPlan(fold=2)),
         # During a storm new cards fold unless the room beside the digest's slots holds them.
         (backlog(3, room=16, storm=True), StormPlan()),
         (backlog(3, room=8, storm=True), StormPlan(fold=1)),

@@ -87,6 +87,14 @@ class TelegramLimits:
         group, reserve = self._windows(chat_id)[-1]
         return group.free(now, reserve=0 if priority <= 1 else reserve)
 
+    def per_minute(self, chat_id: int, priority: int) -> int | None:
+        """How many messages of this priority the group's minute takes when it starts empty;
+        None for a chat without a per-minute limit."""
+        if not self.is_group(chat_id):
+            return None
+        group, reserve = self._windows(chat_id)[-1]
+        return group.limit - (0 if priority <= 1 else reserve)
+
     def record(self, chat_id: int, now: float) -> None:
         for window, _ in self._windows(chat_id):
             window.record(now)

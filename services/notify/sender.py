@@ -212,8 +212,10 @@ class OutboxSender:
         await self._deliver(best.id)
         return 0.0
 
-    def _room(self, chat_id: int) -> int | None:
-        return self._limits.room(chat_id, DIGEST_PRIORITY, time.monotonic())
+    def _room(self, chat_id: int) -> tuple[int, int] | None:
+        room = self._limits.room(chat_id, DIGEST_PRIORITY, time.monotonic())
+        capacity = self._limits.per_minute(chat_id, DIGEST_PRIORITY)
+        return None if room is None or capacity is None else (room, capacity)
 
     async def _candidates(self) -> list[_Candidate]:
         """Pending rows that are first in their stream (an incident, or a chat), by priority."""

@@ -56,6 +56,8 @@ class ChatBacklog:
     other: int
     # P2/P3 messages the group's minute still takes now (services/notify/limits.py `room`).
     room: int
+    # P2/P3 messages a whole minute of the group takes (`per_minute`).
+    capacity: int
     # A digest of this chat is open: the storm is on.
     storm: bool
     # Messages of the minute the digest's own edits need while the storm lasts.
@@ -73,16 +75,16 @@ class StormPlan:
 def plan(backlog: ChatBacklog) -> StormPlan:
     """Fold what the group's minute cannot carry; close the storm once its queue drains.
 
-    Without a storm, new cards go as cards while they fit beside the rest of the queue (and
-    one card alone never folds: a digest would cost the same message). Past that, and for as
-    long as the storm lasts, the digest keeps `digest_slots` of the minute for its edits and
-    only the new cards that fit beside them still go as cards."""
+    Without a storm, new cards go as cards while a minute of the group carries them beside
+    the rest of the queue (and one card alone never folds: a digest would cost the same
+    message). Past that, and for as long as the storm lasts, the digest keeps `digest_slots`
+    of what the minute still takes for its edits, and only the new cards that fit beside
+    them go as cards."""
     if backlog.storm and backlog.new == 0 and backlog.other == 0:
         return StormPlan(close=True)
-    room = backlog.room - backlog.other
-    if not backlog.storm and backlog.new <= max(room, 1):
+    if not backlog.storm and backlog.new <= max(backlog.capacity - backlog.other, 1):
         return StormPlan()
-    kept = max(0, room - backlog.digest_slots)
+    kept = max(0, backlog.room - backlog.other - backlog.digest_slots)
     return StormPlan(fold=max(0, backlog.new - kept))
 
 
@@ -120,7 +122,8 @@ class _ChatQueue:
     thread_id: int | None = None
 
 
-RoomOf = Callable[[int], int | None]
+# A chat's (room now, capacity of a minute) for P2/P3; None for a chat without a minute limit.
+RoomOf = Callable[[int], tuple[int, int] | None]
 
 
 class StormDigests:
@@ -150,9 +153,10 @@ class StormDigests:
         closing: list[int] = []
         absorbing: list[int] = []
         for chat_id in set(queues) | set(open_digests):
-            room = room_of(chat_id)
-            if room is None:
+            window = room_of(chat_id)
+            if window is None:
                 continue
+            room, capacity = window
             queue = queues.get(chat_id) or _ChatQueue()
             absorbing += queue.absorb
             decided = plan(
@@ -160,6 +164,7 @@ class StormDigests:
                     new=len(queue.new),
                     other=queue.other,
                     room=room,
+                    capacity=capacity,
                     storm=chat_id in open_digests,
                     digest_slots=self._slots,
                 )
