@@ -258,8 +258,8 @@ async def test_a_restart_mid_storm_keeps_every_alert_visible(
         async with live(migrated_url, fake, **settings) as (_, client):
             ids = await storm(client, 30)
             await fake.wait_for(lambda: digests(fake))
-            # More arrive; the process stops before it has shown them.
-            ids += await storm(client, 10, prefix="late")
+            # More arrive than a minute carries; the process stops before it has shown them.
+            ids += await storm(client, 20, prefix="late")
         async with live(migrated_url, fake, **settings) as (services, _):
             await fake.wait_for(lambda: visible(fake, ids), timeout=30)
             await drained(services)
