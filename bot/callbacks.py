@@ -54,3 +54,23 @@ class ChecklistCallback(CallbackData, prefix="chk"):
     incident_id: int
     checklist: str
     item: int
+
+
+# -- storm digests ------------------------------------------------------------
+
+
+class DigestAction(enum.StrEnum):
+    # On the digest: send its list under it.
+    LIST = "l"
+    # On the list: show another page of it (the list message is edited).
+    PAGE = "p"
+    # On the list: post this entry's own card.
+    OPEN = "o"
+
+
+class DigestCallback(CallbackData, prefix="dg"):
+    """A storm digest's buttons: `id` is the digest (LIST, PAGE) or the incident (OPEN)."""
+
+    action: DigestAction
+    id: int
+    page: int = 0

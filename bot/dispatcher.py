@@ -16,6 +16,7 @@ from bot.render import TelegramRenderer
 from bot.routers import (
     basic,
     checklists,
+    digest,
     escalation,
     health,
     heartbeats,
@@ -81,6 +82,7 @@ def create_dispatcher(
         reports.create_router(),
         heartbeats.create_router(),
         notify.create_router(),
+        digest.create_router(),
         unknown.create_router(),
     )
     return dispatcher

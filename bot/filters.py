@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from bot.callbacks import (
     ChecklistCallback,
+    DigestCallback,
     IncidentAction,
     IncidentCallback,
     JobCallback,
@@ -88,6 +89,8 @@ JOB_BUTTON_ROLE = Role.RESPONDER
 # Ticking a checklist item is a responder's act; the SSE admin buttons are an admin's.
 CHECKLIST_TICK_ROLE = Role.RESPONDER
 SSE_BUTTON_ROLE = Role.ADMIN
+# A storm digest's list, and an entry's own card from it, are for anyone in the team chat.
+DIGEST_BUTTON_ROLE = Role.VIEWER
 
 # Unknown commands are answered with a pointer to /help, to team members only.
 UNKNOWN_ROLE = Role.VIEWER
@@ -166,7 +169,7 @@ def granted_incident(data: str) -> int | None:
 
 def button_role(data: str) -> tuple[Role, str] | None:
     """The role a button press needs and its audit label; None for buttons not ours."""
-    for kind in (IncidentCallback, ChecklistCallback, SSECallback, JobCallback):
+    for kind in (IncidentCallback, ChecklistCallback, SSECallback, JobCallback, DigestCallback):
         try:
             callback = kind.unpack(data)
         except (TypeError, ValueError):
@@ -177,6 +180,8 @@ def button_role(data: str) -> tuple[Role, str] | None:
             return CHECKLIST_TICK_ROLE, "button:checklist_tick"
         if isinstance(callback, JobCallback):
             return JOB_BUTTON_ROLE, "button:retry"
+        if isinstance(callback, DigestCallback):
+            return DIGEST_BUTTON_ROLE, f"button:digest_{callback.action.name.lower()}"
         assert isinstance(callback, SSECallback)
         return SSE_BUTTON_ROLE, f"button:sse_{callback.action.value}"
     return None

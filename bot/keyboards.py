@@ -10,6 +10,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.callbacks import (
     ChecklistCallback,
+    DigestAction,
+    DigestCallback,
     IncidentAction,
     IncidentCallback,
     JobCallback,
@@ -21,6 +23,7 @@ from services.checklists import CHECKLISTS, ChecklistState, label
 from services.durations import format_duration
 from services.incident_types import IncidentView
 from services.models import IncidentState, JobState
+from services.notify.storm import DigestPage
 from services.retry import JobView
 
 # The Snooze choices on the card, in minutes.
@@ -204,4 +207,58 @@ def details_keyboard(incident_id: int, catalogue: Catalogue) -> InlineKeyboardMa
         text=catalogue.t("button.logs"),
         callback_data=IncidentCallback(action=IncidentAction.LOGS, incident_id=incident_id),
     )
+    return builder.as_markup()
+
+
+# -- storm digests --------------------------------------------------------------------------
+
+# Badges by severity name, for buttons (the renderer has the same for text).
+_BADGES = {"P0": "🔴", "P1": "🟠", "P2": "🟡", "P3": "🔵"}
+
+
+def digest_keyboard_json(digest_id: int, total: int, catalogue: Catalogue) -> dict[str, Any]:
+    """Under a storm digest: one button that lists what it holds."""
+    builder = InlineKeyboardBuilder()
+    builder.button(
+        text=catalogue.t("storm.button.list", count=total),
+        callback_data=DigestCallback(action=DigestAction.LIST, id=digest_id),
+    )
+    data: dict[str, Any] = builder.as_markup().model_dump(mode="json", exclude_none=True)
+    return data
+
+
+def digest_list_keyboard(page: DigestPage, catalogue: Catalogue) -> InlineKeyboardMarkup:
+    """One button per entry (posts its own card), then the pages either side."""
+    builder = InlineKeyboardBuilder()
+    for entry in page.entries:
+        builder.button(
+            text=catalogue.t(
+                "storm.button.entry",
+                badge=_BADGES.get(entry.severity, "⚪"),
+                id=entry.incident_id,
+                title=entry.title[:40],
+            ),
+            callback_data=DigestCallback(action=DigestAction.OPEN, id=entry.incident_id),
+        )
+    rows = [1] * len(page.entries)
+    nav = 0
+    if page.page > 0:
+        builder.button(
+            text=catalogue.t("storm.button.prev"),
+            callback_data=DigestCallback(
+                action=DigestAction.PAGE, id=page.digest_id, page=page.page - 1
+            ),
+        )
+        nav += 1
+    if page.page + 1 < page.pages:
+        builder.button(
+            text=catalogue.t("storm.button.next"),
+            callback_data=DigestCallback(
+                action=DigestAction.PAGE, id=page.digest_id, page=page.page + 1
+            ),
+        )
+        nav += 1
+    if nav:
+        rows.append(nav)
+    builder.adjust(*rows)
     return builder.as_markup()

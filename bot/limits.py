@@ -33,6 +33,11 @@ class SlidingWindow:
     def record(self, now: float) -> None:
         self._times.append(now)
 
+    def free(self, now: float, *, reserve: int = 0) -> int:
+        """How many more events fit now, keeping `reserve` slots free."""
+        self._purge(now)
+        return max(0, self.limit - reserve - len(self._times))
+
 
 class TelegramLimits:
     """≤ N/s overall, ≤ 1/s per chat, ≤ 20/min per group; P2/P3 leave room for P0/P1."""
@@ -74,6 +79,22 @@ class TelegramLimits:
             window.wait(now, reserve=0 if urgent else reserve)
             for window, reserve in self._windows(chat_id)
         )
+
+    def room(self, chat_id: int, priority: int, now: float) -> int | None:
+        """How many more messages of this priority the group's minute takes now (its reserve
+        kept for urgent ones); None for a chat without a per-minute limit (a person's)."""
+        if not self.is_group(chat_id):
+            return None
+        group, reserve = self._windows(chat_id)[-1]
+        return group.free(now, reserve=0 if priority <= 1 else reserve)
+
+    def per_minute(self, chat_id: int, priority: int) -> int | None:
+        """How many messages of this priority the group's minute takes when it starts empty;
+        None for a chat without a per-minute limit."""
+        if not self.is_group(chat_id):
+            return None
+        group, reserve = self._windows(chat_id)[-1]
+        return group.limit - (0 if priority <= 1 else reserve)
 
     def record(self, chat_id: int, now: float) -> None:
         for window, _ in self._windows(chat_id):

@@ -17,6 +17,8 @@ from services.models import IncidentState
 from services.notify.fallback import ChannelResult
 from services.notify.outbox import Op
 from services.notify.sender import Rendered
+from services.notify.storm import PAGE as PAGE_SIZE
+from services.notify.storm import DigestPage
 from services.retry import DEFAULT_STEP_MESSAGE, JobView
 from services.severity import Severity
 from services.stats import RestartResult
@@ -439,8 +441,19 @@ class TelegramRenderer:
     def render(
         self, op: str, payload: dict[str, Any], incident: IncidentView | None, now: datetime
     ) -> Rendered:
-        from bot.keyboards import incident_keyboard_json, page_keyboard_json
+        from bot.keyboards import (
+            digest_keyboard_json,
+            incident_keyboard_json,
+            page_keyboard_json,
+        )
 
+        if op == Op.DIGEST and isinstance(payload.get("digest"), dict):
+            digest: dict[str, Any] = payload["digest"]
+            text, _ = trim_html(self.digest(digest), LIMIT)
+            buttons = digest_keyboard_json(
+                int(digest["id"]), int(digest.get("total", 0)), self.catalogue
+            )
+            return Rendered(text, html_to_plain(text), reply_markup=buttons)
         if op in {Op.CARD, Op.DOCUMENT} and incident is not None:
             full = self.card(incident, now, payload.get("last"), payload)
             marker = self.t("trimmed")
@@ -479,6 +492,82 @@ class TelegramRenderer:
             text = esc(payload.get("text", ""))
         text, _ = trim_html(text, LIMIT)
         return Rendered(text, html_to_plain(text))
+
+    # -- the storm digest -----------------------------------------------------------------
+
+    def digest(self, shown: dict[str, Any]) -> str:
+        """A storm digest: how many alerts it holds by severity and source, their states,
+        the newest titles; when the storm is over, that it is (the counts are final)."""
+        t = self.t
+        lines = [t("storm.title", total=shown.get("total", 0))]
+        opened = _parse_at(shown.get("opened_at"))
+        closed = _parse_at(shown.get("closed_at"))
+        changed = _parse_at(shown.get("changed_at"))
+        lines.append(t("storm.why"))
+        severities = shown.get("severities") or {}
+        if severities:
+            counts = " · ".join(
+                f"{_badge(name)} {esc(name)} {count}" for name, count in severities.items()
+            )
+            lines.append(t("storm.severities", counts=counts))
+        sources = [f"{esc(name)} {count}" for name, count in shown.get("sources") or []]
+        if int(shown.get("sources_other") or 0):
+            sources.append(t("storm.sources_other", count=shown["sources_other"]))
+        if sources:
+            lines.append(t("storm.sources", counts=", ".join(sources)))
+        lines.append(
+            t(
+                "storm.states",
+                open=shown.get("open", 0),
+                resolved=shown.get("resolved", 0),
+                carded=shown.get("carded", 0),
+                occurrences=shown.get("occurrences", 0),
+            )
+        )
+        newest = shown.get("newest") or []
+        if newest:
+            lines.append(t("storm.newest"))
+            for entry in newest:
+                lines.append(
+                    t(
+                        "storm.line",
+                        badge=_badge(entry.get("severity")),
+                        id=esc(entry.get("id", "?")),
+                        title=esc(str(entry.get("title", ""))[:80]),
+                    )
+                )
+        if closed is not None:
+            lines.append(t("storm.closed", since=hhmm(opened) if opened else "?", at=hhmm(closed)))
+        elif opened is not None:
+            updated = changed.strftime("%H:%M:%S") if changed else "?"
+            lines.append(t("storm.since", at=hhmm(opened), updated=updated))
+        return "\n".join(lines)
+
+    def digest_list(self, page: DigestPage) -> str:
+        """A page of a digest's list, newest first: one line per alert with its state."""
+        t = self.t
+        first = page.page * PAGE_SIZE + 1
+        lines = [
+            t(
+                "storm.list.title",
+                total=page.total,
+                first=min(first, page.total),
+                last=first + len(page.entries) - 1,
+            )
+        ]
+        for entry in page.entries:
+            lines.append(
+                t(
+                    "storm.list.line",
+                    badge=_badge(entry.severity),
+                    id=entry.incident_id,
+                    title=esc(entry.title[:80]),
+                    state=self.t(f"state.{entry.state}"),
+                    carded=t("storm.list.carded") if entry.carded else "",
+                )
+            )
+        text, _ = trim_html("\n".join(lines), LIMIT)
+        return text
 
     # -- command replies ----------------------------------------------------------------
 
@@ -760,6 +849,14 @@ def _health_value(key: str, value: Any) -> Any:
         moment = _parse_at(value)
         return hhmm(moment) if moment is not None else value
     return "" if value is None else value
+
+
+def _badge(severity: object) -> str:
+    """The badge of a severity given by name (from JSON); a neutral one for anything else."""
+    try:
+        return BADGES[Severity(str(severity))]
+    except ValueError:
+        return "⚪"
 
 
 def _runbook_url(payload: dict[str, Any]) -> str | None:

@@ -80,6 +80,12 @@ class TelegramClient:
     def record(self, chat_id: int, now: float) -> None:
         self.limits.record(chat_id, now)
 
+    def room(self, chat_id: int, priority: int, now: float) -> int | None:
+        return self.limits.room(chat_id, priority, now)
+
+    def per_minute(self, chat_id: int, priority: int) -> int | None:
+        return self.limits.per_minute(chat_id, priority)
+
     # -- calls ---------------------------------------------------------------------------
 
     def _clean(self, text: str) -> str:

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     telegram_rate_group_per_minute: int = Field(default=20, ge=1)
     # Longest pause between retries while Telegram is unreachable (seconds).
     telegram_retry_max_seconds: float = Field(default=30, gt=0)
+    # Least time between two edits of a storm digest (seconds): a minute of a group's budget
+    # then keeps room for the digest beside the cards that still go out.
+    telegram_digest_edit_seconds: float = Field(default=10, gt=0)
     # The From of fallback e-mail; the To is ALERT_EMAIL_TO (comma list).
     alert_email_from: str = "sunflow-ops@localhost"
 

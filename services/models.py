@@ -283,6 +283,8 @@ class OutboxStatus(enum.StrEnum):
     SENT = "sent"
     # Telegram refused it for good (chat gone, bot blocked); kept for the record.
     DEAD = "dead"
+    # Not sent: its incident is folded into a storm digest, which shows the change instead.
+    FOLDED = "folded"
 
 
 class OutboxMessage(Base):
@@ -334,6 +336,43 @@ class IncidentMessage(Base):
     edited_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ix_incident_messages_chat_message", "chat_id", "message_id"),)
+
+
+class StormDigest(Base):
+    """One storm in one chat: the message that stands for the new cards the chat's limits
+    could not carry, edited in place while the storm lasts and closed when its queue drains."""
+
+    __tablename__ = "storm_digests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Set once Telegram has the message; edits go to it from then on.
+    message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When what it shows last changed, and when the state it shows was rendered: it is due
+    # for an edit while the first is later (its edits are spaced: services/notify/storm.py).
+    changed_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_storm_digests_chat_closed", "chat_id", "closed_at"),)
+
+
+class StormEntry(Base):
+    """An incident folded into a storm digest instead of a card of its own; `opened_at` is
+    when it got its card after all (opened from the digest, a person's action, or P0/P1)."""
+
+    __tablename__ = "storm_entries"
+
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), primary_key=True
+    )
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("storm_digests.id", ondelete="CASCADE"), index=True
+    )
+    folded_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class BotRefusal(Base):

@@ -346,4 +346,34 @@ MESSAGES: dict[str, str] = {
     # -- amgroup: an Alertmanager group's card --
     "card.alerts": "Alerts: {firing} firing, {resolved} resolved",
     "card.alerts.more": "  +{count} more (the whole list: <code>/api/incidents/{id}</code>)",
+    # -- storm digests (branch digest) --
+    "storm.title": "🌪 <b>Storm digest</b>: <b>{total}</b> alerts folded into this message",
+    "storm.why": (
+        "More new alerts than Telegram lets a group receive in a minute: they are counted "
+        "here instead of posted one by one. P0 and P1 alerts still get their own card."
+    ),
+    "storm.severities": "By severity: {counts}",
+    "storm.sources": "By source: {counts}",
+    "storm.sources_other": "{count} more",
+    "storm.states": (
+        "Open {open} · resolved {resolved} · with their own card {carded} · "
+        "{occurrences} occurrences in all"
+    ),
+    "storm.newest": "Newest:",
+    "storm.line": "{badge} #{id} {title}",
+    "storm.since": "Storm since {at}, last change {updated}: this message follows it.",
+    "storm.closed": "✅ Storm over ({since}–{at}): these are the final counts.",
+    "storm.button.list": "📋 List ({count})",
+    "storm.button.entry": "{badge} #{id} {title}",
+    "storm.button.prev": "◀ Newer",
+    "storm.button.next": "Older ▶",
+    "storm.list.title": (
+        "🌪 <b>Storm digest</b>: alerts {first}–{last} of {total}, newest first. "
+        "Tap one to post its own card."
+    ),
+    "storm.list.line": "{badge} #{id} {title} · {state}{carded}",
+    "storm.list.carded": " · has its card",
+    "storm.opened": "Posting the card of #{id}.",
+    "storm.already": "#{id} already has its own card.",
+    "storm.gone": "That storm digest no longer exists.",
 }

@@ -341,6 +341,35 @@ MESSAGES: dict[str, str] = {
     # -- amgroup: an Alertmanager group's card --
     "card.alerts": "알림: 발생 중 {firing}건, 해결 {resolved}건",
     "card.alerts.more": "  외 {count}건 (전체 목록: <code>/api/incidents/{id}</code>)",
+    # -- storm digests (branch digest) --
+    "storm.title": "🌪 <b>스톰 요약</b>: 알림 <b>{total}</b>건을 이 메시지에 모았습니다",
+    "storm.why": (
+        "텔레그램이 그룹에 1분 동안 보낼 수 있는 것보다 새 알림이 많아 하나씩 올리지 않고 "
+        "여기에 모았습니다. P0·P1 알림은 계속 각자 카드로 올라갑니다."
+    ),
+    "storm.severities": "심각도별: {counts}",
+    "storm.sources": "출처별: {counts}",
+    "storm.sources_other": "그 밖에 {count}",
+    "storm.states": (
+        "진행 중 {open} · 해결 {resolved} · 카드 게시 {carded} · 총 발생 {occurrences}회"
+    ),
+    "storm.newest": "최근 알림:",
+    "storm.line": "{badge} #{id} {title}",
+    "storm.since": "{at}부터 스톰 중, 마지막 변경 {updated}: 이 메시지가 계속 따라갑니다.",
+    "storm.closed": "✅ 스톰 종료 ({since}–{at}): 최종 집계입니다.",
+    "storm.button.list": "📋 목록 ({count})",
+    "storm.button.entry": "{badge} #{id} {title}",
+    "storm.button.prev": "◀ 최신",
+    "storm.button.next": "이전 ▶",
+    "storm.list.title": (
+        "🌪 <b>스톰 요약</b>: 알림 {total}건 중 {first}–{last}번째 (최신순). "
+        "누르면 그 알림의 카드를 올립니다."
+    ),
+    "storm.list.line": "{badge} #{id} {title} · {state}{carded}",
+    "storm.list.carded": " · 카드 있음",
+    "storm.opened": "#{id} 카드를 올립니다.",
+    "storm.already": "#{id}은(는) 이미 카드가 있습니다.",
+    "storm.gone": "해당 스톰 요약이 더 이상 없습니다.",
 }
 
 # The built-in ladder's step messages (services/policy.py), by their English text.

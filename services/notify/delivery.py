@@ -56,6 +56,16 @@ class Pacing(Protocol):
 
     def record(self, chat_id: int, now: float) -> None: ...
 
+    def room(self, chat_id: int, priority: int, now: float) -> int | None:
+        """How many more messages of this priority the chat's minute takes now; None for a
+        chat without a per-minute limit (the storm digest's measure)."""
+        ...
+
+    def per_minute(self, chat_id: int, priority: int) -> int | None:
+        """How many messages of this priority a whole minute of the chat takes; None for a
+        chat without a per-minute limit."""
+        ...
+
 
 class Delivery(Pacing, Protocol):
     """Sends, edits and files for the outbox sender; raises the errors above.

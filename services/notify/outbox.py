@@ -31,6 +31,8 @@ class Op:
     DOCUMENT = "document"
     # A file of its own (the weekly report's chart): payload filename, base64 content, text.
     FILE = "file"
+    # Post or edit a chat's storm digest (services/notify/storm.py): payload digest_id.
+    DIGEST = "digest"
 
 
 # Changes that also get a reply in the alert's thread, besides the edit.

@@ -28,6 +28,7 @@ from services.notify.delivery import (
     Unavailable,
 )
 from services.notify.outbox import Op, Target, add_row
+from services.notify.storm import DIGEST_PRIORITY, StormDigests
 from services.scheduler import Gate
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,11 @@ class OutboxSender:
         stats: SenderStats | None = None,
         card_facts: CardFacts | None = None,
         gate: Gate | None = None,
+        storms: StormDigests | None = None,
     ) -> None:
         self._card_facts = card_facts
+        # New cards a group's minute cannot carry fold into its storm digest.
+        self._storms = storms
         # Several instances: only the leader sends, and its bookkeeping writes are fenced.
         self._gate = gate
         self._db = db
@@ -172,9 +176,13 @@ class OutboxSender:
         """Send at most one row; return how long to wait before the next step (0: at once)."""
         if self._gate is not None and self._gate.running and not self._gate.is_leader:
             return 1.0  # deposed (or not yet confirmed): another instance may be sending
+        digest_due: float | None = None
+        if self._storms is not None:
+            # Fold what the groups' minutes cannot carry before choosing what goes next.
+            digest_due = await self._storms.settle(self._room)
         candidates = await self._candidates()
         if not candidates:
-            return 60.0
+            return 60.0 if digest_due is None else max(min(digest_due, 60.0), 0.005)
         now_wall = self._clock.now()
         now = time.monotonic()
         best: _Candidate | None = None
@@ -197,9 +205,16 @@ class OutboxSender:
             wait = min(wait, until)
             held.add(cand.chat_id)
         if best is None:
+            if digest_due is not None:
+                wait = min(wait, digest_due)
             return max(wait, 0.005)
         await self._deliver(best.id)
         return 0.0
+
+    def _room(self, chat_id: int) -> tuple[int, int] | None:
+        room = self._delivery.room(chat_id, DIGEST_PRIORITY, time.monotonic())
+        capacity = self._delivery.per_minute(chat_id, DIGEST_PRIORITY)
+        return None if room is None or capacity is None else (room, capacity)
 
     async def _candidates(self) -> list[_Candidate]:
         """Pending rows that are first in their stream (an incident, or a chat), by priority."""
@@ -246,6 +261,14 @@ class OutboxSender:
                 else None
             )
         now_wall = self._clock.now()
+        digest_id = int(payload.get("digest_id", 0)) if op == Op.DIGEST else 0
+        if op == Op.DIGEST:
+            shown = await self._storms.view(digest_id) if self._storms else None
+            if shown is None or self._storms is None:
+                await self._mark(row_id, OutboxStatus.DEAD, error="no such storm digest")
+                return
+            payload = {**payload, "digest": shown}
+            posted_at = await self._storms.message_of(digest_id)
         if op in {Op.CARD, Op.DOCUMENT} and incident is not None and self._card_facts:
             payload = {**payload, **await self._card_facts(incident.id)}
         if op == Op.CARD and posted_at is None and merges == 0:
@@ -259,7 +282,7 @@ class OutboxSender:
         self._delivery.record(chat_id, time.monotonic())
         new_message: int | None = None
         try:
-            if op == Op.CARD and posted_at is not None:
+            if op in {Op.CARD, Op.DIGEST} and posted_at is not None:
                 await self._edit(posted_at[0], posted_at[1], rendered)
                 self.stats.edits += 1
             elif op == Op.FILE:
@@ -286,7 +309,9 @@ class OutboxSender:
                     rendered,
                     thread_id=thread_id,
                     reply_to=reply_to,
-                    markup=rendered.reply_markup if op in (Op.CARD, Op.DIRECT) else None,
+                    markup=rendered.reply_markup
+                    if op in (Op.CARD, Op.DIRECT, Op.DIGEST)
+                    else None,
                 )
         except RetryAfter as exc:
             self.stats.retry_after += 1
@@ -301,6 +326,10 @@ class OutboxSender:
             if op == Op.CARD and posted_at is not None and exc.reason is Refusal.TARGET_GONE:
                 # The alert message was deleted or is too old to edit: post it afresh.
                 await self._forget_card(row_id)
+                return
+            if op == Op.DIGEST and posted_at is not None and exc.reason is Refusal.TARGET_GONE:
+                async with self._db.write() as session:
+                    await StormDigests.digest_gone(session, digest_id)
                 return
             self.stats.dead += 1
             log.warning("outbox row %s refused by Telegram: %s", row_id, exc)
@@ -318,6 +347,7 @@ class OutboxSender:
             op=op,
             target=Target(chat_id, thread_id),
             priority=priority,
+            rendered_at=now_wall,
         )
 
     def _success(self) -> None:
@@ -432,6 +462,7 @@ class OutboxSender:
         op: str,
         target: Target,
         priority: int,
+        rendered_at: datetime,
     ) -> None:
         now = self._clock.now()
         async with self._db.write() as session:
@@ -440,6 +471,10 @@ class OutboxSender:
                 return
             row.attempts += 1
             row.last_error = None
+            if op == Op.DIGEST:
+                await StormDigests.digest_sent(
+                    session, int(row.payload.get("digest_id", 0)), new_message, rendered_at
+                )
             if op == Op.CARD and row.incident_id is not None:
                 posted = await session.get(IncidentMessage, row.incident_id)
                 if posted is None and new_message is not None:
@@ -452,6 +487,7 @@ class OutboxSender:
                             posted_at=now,
                         )
                     )
+                    await StormDigests.card_posted(session, row.incident_id, now)
                     if rendered.full_text is not None:
                         add_row(
                             session,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -22,6 +22,7 @@ from services.notify.delivery import Delivery, DeliveryError
 from services.notify.fallback import ChannelResult, FallbackService
 from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
 from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
+from services.notify.storm import StormDigests
 from services.scheduler import Gate
 from services.severity import Severity
 
@@ -64,6 +65,11 @@ class NotifyService:
         # composition root gives it to IncidentService).
         self.hook = OutboxHook(target, self._wake)
         self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
+        # The storm digests: what the sender folds, what the bot's digest list shows.
+        self.storms = StormDigests(
+            db, clock, edit_every=timedelta(seconds=settings.telegram_digest_edit_seconds)
+        )
+        # Kept here, not in the sender, so the counters survive a bot restart.
         self.stats = SenderStats()
         # Several instances (services/leader.py): only the leader drains the outbox and runs
         # the fallback, so each chat has one sender and nothing goes out twice.
@@ -80,6 +86,7 @@ class NotifyService:
                 stats=self.stats,
                 card_facts=card_facts,
                 gate=gate,
+                storms=self.storms,
             )
         self._leading = True
         if registry is not None:
@@ -224,6 +231,16 @@ class NotifyService:
             reason="telegram_ok",
             params={"bot": me, "queued": backlog.pending},
         )
+
+    # -- storm digests ------------------------------------------------------------------------
+
+    async def open_folded(self, incident_id: int) -> bool:
+        """Post a folded incident's own card (asked for from its digest's list); False when
+        it is not folded."""
+        opened = await self.storms.open(incident_id)
+        if opened:
+            self._wake()
+        return opened
 
     # -- plain posts to the team chat ------------------------------------------------------
 
