@@ -186,7 +186,7 @@ class TelegramRenderer:
     def change_line(self, change: dict[str, Any], incident: IncidentView | None = None) -> str:
         kind = str(change.get("kind", ""))
         details: dict[str, Any] = change.get("details") or {}
-        actor = esc(change.get("actor", ""))
+        actor = esc(self.catalogue.actor(str(change.get("actor", ""))))
         values: dict[str, Any] = {"actor": actor, "kind": esc(self.catalogue.kind(kind))}
         if kind == "deduplicated":
             values["count"] = esc(details.get("count", ""))
@@ -334,7 +334,7 @@ class TelegramRenderer:
             line = t(
                 "card.by",
                 state=state,
-                actor=esc(view.acknowledged_by or "?"),
+                actor=esc(self.catalogue.actor(view.acknowledged_by or "?")),
                 at=at(view.acknowledged_at),
             )
             if view.ack_expires_at:
@@ -345,7 +345,7 @@ class TelegramRenderer:
                 t(
                     "card.by",
                     state=state,
-                    actor=esc(view.resolved_by or "?"),
+                    actor=esc(self.catalogue.actor(view.resolved_by or "?")),
                     at=at(view.resolved_at),
                 )
             )
@@ -613,7 +613,7 @@ class TelegramRenderer:
                     "detail.entry",
                     at=at(entry.at),
                     kind=esc(self.catalogue.kind(entry.kind)),
-                    actor=esc(entry.actor),
+                    actor=esc(self.catalogue.actor(entry.actor)),
                 )
             )
         return "\n".join(lines)

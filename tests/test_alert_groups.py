@@ -13,6 +13,8 @@ from tests.botkit import running_fake
 from tests.conftest import Client, intake_headers
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.test_bot_e2e import cards, drained, live
+from tests.test_bot_language import HANGUL, leaks, sent_texts
+from tests.test_locales import english
 
 GROUP_KEY = '{}:{alertname="HighLatency"}'
 
@@ -322,6 +324,15 @@ async def test_a_30_alert_group_is_one_card_through_its_life(
         assert api["alert_group"]["group_key"] == GROUP_KEY
         assert len(api["alert_group"]["alerts"]) == 30
         assert {a["status"] for a in api["alert_group"]["alerts"]} == {"resolved"}
+    # One language: what the alerts say is theirs; every other word is the chat's language.
+    content = ["API latency is high", "p99 over 2 s", "HighLatency", "alertmanager", "api"]
+    content += [f"{k}={v}" for a in alerts for k, v in a["labels"].items()]
+    content += [str(v) for a in alerts for v in a["labels"].values()]
+    content = sorted(set(content), key=len, reverse=True)
+    if language == "ko":
+        assert leaks(sent_texts(fake), content, english) == {}
+    else:
+        assert leaks(sent_texts(fake), content, lambda p: set(HANGUL.findall(p))) == {}
 
 
 @pytest.mark.parametrize("language", ["ko", "en"])

@@ -19,6 +19,8 @@ from tests.botkit import RESPONDER, TEAM, VIEWER, running_fake
 from tests.conftest import Client, intake_headers
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.test_bot_e2e import button, drained, live
+from tests.test_bot_language import HANGUL, leaks, sent_texts
+from tests.test_locales import english
 
 LANGUAGES = ["en", "ko"]
 
@@ -237,9 +239,17 @@ async def test_a_storm_folds_into_one_digest(migrated_url: str, language: str) -
         digest_posts = [c for c in fake.sent() if "dg:l:" in str(c.params.get("reply_markup"))]
         assert len(digest_posts) == 1
         assert fake.rate_limited == 0
-        # No message mixes languages: Korean mode shows no English word of ours.
+        # No message mixes languages: the digest, its list, the cards, the answers.
+        views = await services.incidents.list(states=list(IncidentState))
+        content = sorted(
+            {v.title for v in views} | {v.source for v in views} | {v.dedup_key for v in views},
+            key=len,
+            reverse=True,
+        )
         if language == "ko":
-            assert "Storm" not in digest.text and "alerts" not in digest.text
+            assert leaks(sent_texts(fake), content, english) == {}
+        else:
+            assert leaks(sent_texts(fake), content, lambda p: set(HANGUL.findall(p))) == {}
         view = await services.incidents.get(ids[0])
         assert view.incident.state is IncidentState.ACKNOWLEDGED
 

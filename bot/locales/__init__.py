@@ -32,6 +32,11 @@ class Catalogue:
         """A step's message: the built-in ladder's in this language, a team's as written."""
         return LADDERS[self.language].get(message, message)
 
+    def actor(self, actor: str) -> str:
+        """Who acted, as the chat says it: the service's own actors (`intake`, `health_check`)
+        in this language; people and named systems as they are."""
+        return self._messages.get(f"actor.{actor}", actor)
+
     def kind(self, kind: str) -> str:
         """A timeline entry's kind (`acknowledged`) in this language."""
         return self._messages.get(f"kind.{kind}", kind)

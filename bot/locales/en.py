@@ -376,4 +376,14 @@ MESSAGES: dict[str, str] = {
     "storm.opened": "Posting the card of #{id}.",
     "storm.already": "#{id} already has its own card.",
     "storm.gone": "That storm digest no longer exists.",
+    # who acted: the service's own actors
+    "actor.intake": "intake",
+    "actor.escalation": "escalation",
+    "actor.health_check": "health check",
+    "actor.token_monitor": "token monitor",
+    "actor.stats_collector": "stats collector",
+    "actor.retry": "retry",
+    "actor.pipeline": "pipeline",
+    "actor.publish": "publish",
+    "actor.cli": "CLI",
 }

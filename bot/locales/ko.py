@@ -370,6 +370,16 @@ MESSAGES: dict[str, str] = {
     "storm.opened": "#{id} 카드를 올립니다.",
     "storm.already": "#{id}은(는) 이미 카드가 있습니다.",
     "storm.gone": "해당 스톰 요약이 더 이상 없습니다.",
+    # who acted: the service's own actors
+    "actor.intake": "알림 수신",
+    "actor.escalation": "에스컬레이션",
+    "actor.health_check": "상태 점검",
+    "actor.token_monitor": "토큰 감시",
+    "actor.stats_collector": "통계 수집기",
+    "actor.retry": "재시도",
+    "actor.pipeline": "파이프라인",
+    "actor.publish": "게시",
+    "actor.cli": "명령줄",
 }
 
 # The built-in ladder's step messages (services/policy.py), by their English text.
