@@ -488,6 +488,10 @@ class TelegramRenderer:
                 text, _ = trim_html(text, LIMIT)
                 markup = page_keyboard_json(incident, self.catalogue, card=payload.get("card"))
                 return Rendered(text, html_to_plain(text), reply_markup=markup)
+        elif isinstance(payload.get("token_weekly"), dict):
+            status = TokenStatus.from_json(payload["token_weekly"])
+            lines = esc(self.token_lines(status))
+            text = "\n".join([self.t("token.weekly"), f"<pre>{lines}</pre>", self.t("token.hint")])
         else:
             text = esc(payload.get("text", ""))
         text, _ = trim_html(text, LIMIT)

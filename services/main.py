@@ -55,6 +55,7 @@ from services.scheduler import SchedulerService
 from services.sse import HubConfig, SSEHub
 from services.sse_redis import RedisRelay
 from services.timers import Alarm, EscalationTimer
+from services.tokens import TokenStatus
 from services.updates import UpdateLog, Webhook
 
 log = logging.getLogger("sunflow_ops")
@@ -150,8 +151,8 @@ async def open_services(
     intake = IntakeService(incidents)
     checklists = ChecklistService(database, clock, incidents)
 
-    async def post_token_status(text: str) -> None:
-        await notify.post_text(text, key="token-weekly")
+    async def post_token_status(status: TokenStatus) -> None:
+        await notify.post_to_team({"token_weekly": status.to_json()}, key="token-weekly")
 
     ops = await stack.enter_async_context(
         open_pipeline_ops(

@@ -36,7 +36,7 @@ from services.publications import PublicationService
 from services.retry import JobFailed, JobView, RetryService
 from services.scheduler import SchedulerService
 from services.stats import StatsService
-from services.tokens import TokenService
+from services.tokens import TokenService, TokenStatus
 from services.traces import TraceService
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ async def open_pipeline_ops(
     incidents: IncidentService,
     scheduler: SchedulerService,
     health: HealthService,
-    post_to_team: Callable[[str], Awaitable[None]] | None = None,
+    post_to_team: Callable[[TokenStatus], Awaitable[None]] | None = None,
 ) -> AsyncIterator[PipelineOps]:
     session = aiohttp.ClientSession()
     try:

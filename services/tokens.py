@@ -209,7 +209,7 @@ class TokenService:
         language: str = "ko",
         token: str | None = None,
         env_file: Path | None = None,
-        post: Callable[[str], Awaitable[None]] | None = None,
+        post: Callable[[TokenStatus], Awaitable[None]] | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -379,9 +379,12 @@ class TokenService:
         return "Weekly Instagram token status\n" + status.text()
 
     async def weekly_post(self) -> str:
-        text = await self.weekly_report()
+        """The week's status to the team chat (as data: the chat renders it in its language),
+        or to the log without one; returns the English text the log and CLI use."""
+        status = await self.status()
+        text = "Weekly Instagram token status\n" + status.text()
         if self.post is not None:
-            await self.post(text)
+            await self.post(status)
         else:
             log.info("%s", text.replace("\n", " | "))
         return text

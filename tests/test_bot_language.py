@@ -225,6 +225,8 @@ async def walk_the_chat(walk: Walk, language: str) -> None:  # noqa: PLR0915
         "/sse_reset", "/nonsense",
     ]:  # fmt: skip
         await walk.say(admin, TEAM, text)
+    await ops.tokens.weekly_post()  # the scheduler's weekly token status
+    await drained(services)
     backups = await ops.backups.list()
     await walk.say(admin, TEAM, f"/backup restore {backups[0].id}")
     await walk.say(admin, TEAM, "/backup restore missing-id")

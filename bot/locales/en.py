@@ -161,6 +161,7 @@ MESSAGES: dict[str, str] = {
     ),
     "usage.stats": "Usage: /stats [status|restart]",
     "token.title": "<b>🔑 Instagram token</b>",
+    "token.weekly": "<b>🗓 Weekly Instagram token status</b>",
     "token.hint": "Renewal steps: /token guide",
     "token.set": "✅ Token expiry registered by {actor}",
     "retry.none": "No failed pipeline jobs. 🌤",

@@ -157,6 +157,7 @@ MESSAGES: dict[str, str] = {
     ),
     "usage.stats": "사용법: /stats [status|restart]",
     "token.title": "<b>🔑 인스타그램 토큰</b>",
+    "token.weekly": "<b>🗓 주간 인스타그램 토큰 상태</b>",
     "token.hint": "갱신 절차: /token guide",
     "token.set": "✅ 토큰 만료일 등록 — {actor}",
     "retry.none": "실패한 파이프라인 작업이 없습니다. 🌤",

@@ -244,9 +244,10 @@ class NotifyService:
 
     # -- plain posts to the team chat ------------------------------------------------------
 
-    async def post_text(self, text: str, *, key: str = "text") -> bool:
-        """Queue a plain message to the team chat (e.g. the weekly token status); False when
-        there is no team chat. It goes through the outbox, so it survives an outage."""
+    async def post_to_team(self, payload: dict[str, Any], *, key: str = "text") -> bool:
+        """Queue a message to the team chat as data the renderer words in the chat's language
+        (e.g. the weekly token status); False when there is no team chat. It goes through the
+        outbox, so it survives an outage."""
         if self._target is None:
             return False
         now = self._clock.now()
@@ -258,7 +259,7 @@ class NotifyService:
                 priority=Severity.P3.rank,
                 incident_id=None,
                 op=Op.TEXT,
-                payload={"text": text},
+                payload=payload,
                 now=now,
             )
         self._wake()
