@@ -236,7 +236,7 @@ def digest_list_keyboard(page: DigestPage, catalogue: Catalogue) -> InlineKeyboa
                 "storm.button.entry",
                 badge=_BADGES.get(entry.severity, "⚪"),
                 id=entry.incident_id,
-                title=entry.title[:40],
+                title=catalogue.title(entry.title)[:40],
             ),
             callback_data=DigestCallback(action=DigestAction.OPEN, id=entry.incident_id),
         )

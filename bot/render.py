@@ -327,7 +327,7 @@ class TelegramRenderer:
         t = self.t
         lines = [
             f"{BADGES[view.severity]} <b>{view.severity.value}</b> · "
-            f"<b>#{view.id} {esc(view.title)}</b>"
+            f"<b>#{view.id} {esc(self.catalogue.title(view.title))}</b>"
         ]
         state = self.state(view)
         if view.state is IncidentState.ACKNOWLEDGED and view.acknowledged_at:
@@ -481,7 +481,7 @@ class TelegramRenderer:
                 "direct.escalated",
                 badge=BADGES[incident.severity] if incident else "",
                 id=esc(payload.get("incident_id", "?")),
-                title=esc(incident.title) if incident else "",
+                title=esc(self.catalogue.title(incident.title)) if incident else "",
                 message=esc(self.step_message(change)[:1000]),
             )
             if incident is not None:
@@ -537,7 +537,7 @@ class TelegramRenderer:
                         "storm.line",
                         badge=_badge(entry.get("severity")),
                         id=esc(entry.get("id", "?")),
-                        title=esc(str(entry.get("title", ""))[:80]),
+                        title=esc(self.catalogue.title(str(entry.get("title", "")))[:80]),
                     )
                 )
         if closed is not None:
@@ -565,7 +565,7 @@ class TelegramRenderer:
                     "storm.list.line",
                     badge=_badge(entry.severity),
                     id=entry.incident_id,
-                    title=esc(entry.title[:80]),
+                    title=esc(self.catalogue.title(entry.title)[:80]),
                     state=self.t(f"state.{entry.state}"),
                     carded=t("storm.list.carded") if entry.carded else "",
                 )
@@ -585,7 +585,7 @@ class TelegramRenderer:
                     "incidents.line",
                     badge=BADGES[view.severity],
                     id=view.id,
-                    title=esc(view.title[:120]),
+                    title=esc(self.catalogue.title(view.title)[:120]),
                     state=self.state(view),
                     count=view.occurrence_count,
                     age=age(now - view.first_seen_at),
@@ -604,7 +604,7 @@ class TelegramRenderer:
                 "detail.title",
                 badge=BADGES[view.severity],
                 id=view.id,
-                title=esc(view.title),
+                title=esc(self.catalogue.title(view.title)),
                 state=self.state(view),
             ),
             self.t("detail.meta", source=esc(view.source), dedup=esc(view.dedup_key)),

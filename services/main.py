@@ -294,7 +294,10 @@ WEEKLY_REPORT_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute":
 async def post_weekly_report(services: Services) -> bool:
     """Queue the week's report text and chart for the team chat (the scheduler's job)."""
     report = await services.reports.weekly()
-    text = summary_text(report, language=services.settings.bot_language)
+    from bot.locales import Catalogue  # the chat's words for our own titles (the root's)
+
+    language = services.settings.bot_language
+    text = summary_text(report, language=language, title=Catalogue(language).title)
     chart = await asyncio.to_thread(chart_png, report)
     key = f"report:weekly:{report.end:%Y-%m-%dT%H}"
     return await services.notify.queue_to_team(

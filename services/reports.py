@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -77,8 +78,9 @@ def _fmt(value: timedelta | None) -> str:
     return format_duration(value) if value is not None else "—"
 
 
-def summary_text(report: Report, *, language: str) -> str:
-    """Plain text for the chat (the bot escapes and formats it)."""
+def summary_text(report: Report, *, language: str, title: Callable[[str], str] = str) -> str:
+    """Plain text for the chat (the bot escapes and formats it); `title` words an incident's
+    title in the chat's language (the bot's catalogue: the titles our services write)."""
     ko = language == "ko"
     head = "주간 장애 보고서" if ko else "Weekly incident report"
     lines = [
@@ -104,7 +106,7 @@ def summary_text(report: Report, *, language: str) -> str:
     lines.append(("아직 열린 장애: " if ko else "Still open: ") + str(report.still_open))
     if report.noisy_keys:
         lines.append("가장 잦은 알림:" if ko else "Noisiest alerts:")
-        lines += [f"  {n}× {title} ({key})" for key, title, n in report.noisy_keys]
+        lines += [f"  {n}× {title(name)} ({key})" for key, name, n in report.noisy_keys]
     return "\n".join(lines)
 
 

@@ -196,3 +196,48 @@ def test_english_mode_sends_no_korean() -> None:
 def test_every_text_renders_in_both_languages(language: str) -> None:
     texts = rendered_texts(language)
     assert texts and all(t.strip() for t in texts)
+
+
+# Every title our services give an incident (services/tokens.py, stats.py, heartbeats.py,
+# retry.py, health.py, probe.py, pipeline.py), as they write it.
+SERVICE_TITLES = [
+    "Instagram token expired: the Graph API answers 401",
+    "Instagram token expired",
+    "Instagram token warning: 12 days left",
+    "Instagram token critical: 3 days left",
+    "Instagram token warning: ",
+    "Instagram stats collection failing",
+    "Heartbeat nightly-backup missed: never pinged since it was added",
+    "Heartbeat nightly-backup missed: no ping since 2026-12-07T03:00:00+00:00",
+    "publish failing",
+    "collect_stats failing",
+    "Health check: cloudinary is down",
+    "Health check: database is down",
+    "Image generation failing (FLUX.2 on fal.ai)",
+    "Cloudinary upload failing",
+    "Instagram API rate limit (429)",
+    "Instagram publishing blocked (403)",
+    "Instagram API error",
+    "Publishing sunflower blocked",
+]
+
+
+@pytest.mark.parametrize("title", SERVICE_TITLES)
+def test_our_titles_are_worded_in_korean_and_keep_their_values(title: str) -> None:
+    ko = Catalogue("ko").title(title)
+    values = {"nightly-backup", "publish", "collect_stats", "cloudinary", "sunflower"}
+    names = {"T03:00:00", "FLUX.2", "fal.ai"}  # a time's letter, proper names
+    assert english(ko) <= values | names, ko
+    assert re.search(r"[\uac00-\ud7a3]", ko), ko
+    for value in ("nightly-backup", "cloudinary", "sunflower", "12", "2026-12-07T03:00:00"):
+        if value in title:
+            assert value in ko
+    assert Catalogue("en").title(title) == title
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["Generation API 5xx", "Checkout failing", "Health check: db slow", "publish failing!"],
+)
+def test_an_alerts_own_title_is_shown_as_written(title: str) -> None:
+    assert Catalogue("ko").title(title) == title

@@ -383,6 +383,33 @@ MESSAGES: dict[str, str] = {
     "actor.cli": "명령줄",
 }
 
+# The titles our own services give the incidents they open (services/tokens.py, stats.py,
+# heartbeats.py, retry.py, health.py, probe.py, pipeline.py), by their English text; the
+# {fields} are the incident's own values, kept as they are. An alert's own title is never here.
+TITLES: dict[str, str] = {
+    "Instagram token expired: the Graph API answers 401": (
+        "인스타그램 토큰 만료: Graph API가 401 응답"
+    ),
+    "Instagram token expired": "인스타그램 토큰 만료",
+    "Instagram token warning: {days} days left": "인스타그램 토큰 경고: {days}일 남음",
+    "Instagram token critical: {days} days left": "인스타그램 토큰 위험: {days}일 남음",
+    "Instagram token warning: ": "인스타그램 토큰 경고",
+    "Instagram token critical: ": "인스타그램 토큰 위험",
+    "Instagram stats collection failing": "인스타그램 통계 수집 실패",
+    "Heartbeat {name} missed: never pinged since it was added": (
+        "하트비트 {name} 누락: 추가된 뒤 핑이 한 번도 없음"
+    ),
+    "Heartbeat {name} missed: no ping since {last}": "하트비트 {name} 누락: {last} 이후 핑 없음",
+    "{work} failing": "{work} 작업 실패",
+    "Health check: {name} is down": "상태 점검: {name} 다운",
+    "Image generation failing (FLUX.2 on fal.ai)": "이미지 생성 실패 (fal.ai의 FLUX.2)",
+    "Cloudinary upload failing": "Cloudinary 업로드 실패",
+    "Instagram API rate limit (429)": "인스타그램 API 호출 한도 초과 (429)",
+    "Instagram publishing blocked (403)": "인스타그램 게시 차단 (403)",
+    "Instagram API error": "인스타그램 API 오류",
+    "Publishing {topic} blocked": "{topic} 게시 차단",
+}
+
 # The built-in ladder's step messages (services/policy.py), by their English text.
 LADDER: dict[str, str] = {
     "Automatic alert to the team chat": "팀 채팅방으로 자동 알림",

@@ -60,7 +60,9 @@ async def cmd_postmortem(
 
 async def cmd_report(message: Message, reports: ReportService, catalogue: Catalogue) -> None:
     report = await reports.weekly()
-    for part in split_html(esc(summary_text(report, language=catalogue.language))):
+    for part in split_html(
+        esc(summary_text(report, language=catalogue.language, title=catalogue.title))
+    ):
         await message.answer(part)
     chart = await asyncio.to_thread(chart_png, report)
     await message.answer_document(
