@@ -27,14 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy import select
 
+from bench.inprocess import serving
 from services import db as dbmod
 from services.config import Settings
-from services.main import background_contexts, open_services
 from services.models import StormDigest, StormEntry
-from services.web.app import create_app
 from tests.conftest import free_port
 from tests.fakes.telegram import Call, FakeTelegram
 
@@ -108,18 +106,8 @@ async def run(args: argparse.Namespace) -> int:
     watch = Watch(fake)
     settings = await bench_settings(fake)
     status = 0
-    async with open_services(settings) as services:
-        app = create_app(settings, services)
-        app.cleanup_ctx.extend(background_contexts(services))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
-        intake = f"http://127.0.0.1:{settings.http_port}/api/alerts"
-        try:
-            async with aiohttp.ClientSession() as session:
-                status = await phases(args, fake, watch, services, session, intake)
-        finally:
-            await runner.cleanup()
+    async with serving(settings) as (services, intake), aiohttp.ClientSession() as session:
+        status = await phases(args, fake, watch, services, session, intake)
     await fake.stop()
     return status
 
@@ -341,35 +329,24 @@ async def distinct(args: argparse.Namespace, size: int) -> int:
     seen = Visibility(fake, prefix)
     settings = await bench_settings(fake)
     acks: list[float] = []
-    async with open_services(settings) as services:
-        app = create_app(settings, services)
-        app.cleanup_ctx.extend(background_contexts(services))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
-        intake = f"http://127.0.0.1:{settings.http_port}/api/alerts"
-        try:
-            async with aiohttp.ClientSession() as session:
-                await fake.wait_for(lambda: any(c.method == "getUpdates" for c in fake.calls))
-                started = time.monotonic()
-                storm = asyncio.create_task(
-                    distinct_alerts(session, intake, prefix, size, args.storm_seconds)
-                )
-                acks = await press_acks(fake, prefix, args.acks, args.ack_gap)
-                await storm
-                drained = await drain(services, args.drain_timeout)
-                # The digest's closing edit is spaced like its others.
-                await asyncio.sleep(settings.telegram_digest_edit_seconds + 1)
-                views = await services.incidents.list(limit=size + 10)
-                in_digest = await digest_visible(services, fake)
-                carded = {
-                    int(m.group(1))
-                    for p in fake.in_chat(TEAM)
-                    if p.reply_to is None
-                    and (m := re.search(r"<b>#(\d+) ", p.text.split("\n", 1)[0]))
-                }
-        finally:
-            await runner.cleanup()
+    async with serving(settings) as (services, intake), aiohttp.ClientSession() as session:
+        await fake.wait_for(lambda: any(c.method == "getUpdates" for c in fake.calls))
+        started = time.monotonic()
+        storm = asyncio.create_task(
+            distinct_alerts(session, intake, prefix, size, args.storm_seconds)
+        )
+        acks = await press_acks(fake, prefix, args.acks, args.ack_gap)
+        await storm
+        drained = await drain(services, args.drain_timeout)
+        # The digest's closing edit is spaced like its others.
+        await asyncio.sleep(settings.telegram_digest_edit_seconds + 1)
+        views = await services.incidents.list(limit=size + 10)
+        in_digest = await digest_visible(services, fake)
+        carded = {
+            int(m.group(1))
+            for p in fake.in_chat(TEAM)
+            if p.reply_to is None and (m := re.search(r"<b>#(\d+) ", p.text.split("\n", 1)[0]))
+        }
     await fake.stop()
     accepted: dict[str, int] = {}
     for call in fake.calls:

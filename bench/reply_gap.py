@@ -20,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from bench.common import machine
+from bench.inprocess import serving
 from services import db as dbmod
 from services.config import Settings
-from services.main import background_contexts, open_services
-from services.web.app import create_app
 from tests.conftest import free_port
 from tests.fakes.telegram import Call, FakeTelegram
 
@@ -99,33 +97,24 @@ async def run(args: argparse.Namespace) -> int:
         http_port=free_port(),
     )
     posted: list[float] = []
-    async with open_services(settings) as services:
-        app = create_app(settings, services)
-        app.cleanup_ctx.extend(background_contexts(services))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
-        intake = f"http://127.0.0.1:{settings.http_port}/api/alerts"
+    async with serving(settings) as (services, intake):
         headers = {"Authorization": f"Bearer {INTAKE}"}
-        try:
-            async with aiohttp.ClientSession() as session:
-                for n in range(args.alerts):
-                    body: dict[str, Any] = {
-                        "severity": "P1",
-                        "title": f"reply gap {n}",
-                        "dedup_key": f"reply-gap-{n}",
-                        "source": "bench",
-                    }
-                    posted.append(time.monotonic())
-                    async with session.post(intake, json=body, headers=headers) as resp:
-                        if resp.status != 202:
-                            raise RuntimeError(f"intake answered {resp.status}")
-                    await asyncio.sleep(args.gap)
-                deadline = time.monotonic() + 30
-                while len(watch.reply_at) < args.alerts and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-        finally:
-            await runner.cleanup()
+        async with aiohttp.ClientSession() as session:
+            for n in range(args.alerts):
+                body: dict[str, Any] = {
+                    "severity": "P1",
+                    "title": f"reply gap {n}",
+                    "dedup_key": f"reply-gap-{n}",
+                    "source": "bench",
+                }
+                posted.append(time.monotonic())
+                async with session.post(intake, json=body, headers=headers) as resp:
+                    if resp.status != 202:
+                        raise RuntimeError(f"intake answered {resp.status}")
+                await asyncio.sleep(args.gap)
+            deadline = time.monotonic() + 30
+            while len(watch.reply_at) < args.alerts and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
     await fake.stop()
     # Message ids in the fake's team chat run 1, 2, ... in posting order; cards are the
     # messages without a reply target, in alert order.

@@ -141,14 +141,7 @@ class StormDigests:
         """Fold, absorb and close as `plan` says for every group chat with P2/P3 work, and
         queue each digest edit that is due. Returns the seconds until the next digest edit
         falls due (None when none waits)."""
-        queues, digest_rows = await self._queues()
-        async with self._db.read() as session:
-            open_digests = {
-                d.chat_id: d.id
-                for d in await session.scalars(
-                    select(StormDigest).where(StormDigest.closed_at.is_(None))
-                )
-            }
+        queues, digest_rows, open_digests = await self._queues()
         folds: dict[int, list[int]] = {}
         closing: list[int] = []
         absorbing: list[int] = []
@@ -186,10 +179,16 @@ class StormDigests:
                         digest.changed_at = now
         return await self._queue_due(digest_rows, now)
 
-    async def _queues(self) -> tuple[dict[int, _ChatQueue], set[int]]:
-        """The pending P2/P3 work of each group chat, sorted out; and the digests that have an
-        edit queued already."""
+    async def _queues(self) -> tuple[dict[int, _ChatQueue], set[int], dict[int, int]]:
+        """The pending P2/P3 work of each group chat, sorted out; the digests that have an
+        edit queued already; and each chat's open digest. One read."""
         async with self._db.read() as session:
+            open_digests = {
+                d.chat_id: d.id
+                for d in await session.scalars(
+                    select(StormDigest).where(StormDigest.closed_at.is_(None))
+                )
+            }
             rows = (
                 await session.execute(
                     select(
@@ -232,7 +231,7 @@ class StormDigests:
                 queue.new.append(row_id)
             else:
                 queue.other += 1
-        return queues, queued_digests
+        return queues, queued_digests, open_digests
 
     async def _fold(
         self,
