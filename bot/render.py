@@ -22,7 +22,7 @@ from services.notify.storm import DigestPage
 from services.retry import DEFAULT_STEP_MESSAGE, JobView
 from services.severity import Severity
 from services.stats import RestartResult
-from services.tokens import TokenStatus
+from services.tokens import GUIDE, TokenStatus
 from services.traces import TraceView
 
 LIMIT = 4096
@@ -381,9 +381,10 @@ class TelegramRenderer:
             and not (last.get("details") or {}).get("initial")
         ):
             lines.append(t("card.last", what=self.change_line(last, view)))
-        if view.description:
+        description = self.description(view)
+        if description:
             lines.append("")
-            lines.append(f"<blockquote>{esc(view.description)}</blockquote>")
+            lines.append(f"<blockquote>{esc(description)}</blockquote>")
         if view.alert_group:
             lines[group_at:group_at] = self.group_lines(view, lines)
         return "\n".join(lines)
@@ -405,7 +406,7 @@ class TelegramRenderer:
                 resolved=int(group.get("resolved") or 0),
             )
         ]
-        description = visible_len(f"<blockquote>{esc(view.description)}</blockquote>")
+        description = visible_len(f"<blockquote>{esc(self.description(view))}</blockquote>")
         used = sum(visible_len(line) + 1 for line in others if not line.startswith("<blockquote"))
         room = LIMIT - used - min(description, CARD_DESCRIPTION_KEPT) - visible_len(lines[0])
         more = self.t("card.alerts.more", count=len(alerts) + omitted, id=view.id)
@@ -672,6 +673,49 @@ class TelegramRenderer:
         if incident is not None and f"#{incident}" not in text:
             text += self.t("health.reason.open_p0", id=incident)
         return text
+
+    def description(self, view: IncidentView) -> str:
+        """The incident's description (plain text): one our services wrote, from its reason
+        and values in this language (`AlertIn.wording`); an alert's own as written."""
+        wording = view.wording or {}
+        reason, params = wording.get("reason"), wording.get("params")
+        if not isinstance(reason, str) or not isinstance(params, dict):
+            return view.description
+        if reason == "health":
+            finding = ComponentHealth(
+                str(params.get("name", "")),
+                Status.DOWN,
+                str(params.get("detail", "")),
+                reason=str(params.get("finding") or ""),
+                params=dict(params.get("values") or {}),
+            )
+            return self.health_detail(finding)
+        guide = GUIDE.get(self.catalogue.language, GUIDE["en"])
+        if reason == "token":
+            return self.token_lines(TokenStatus.from_json(params.get("status") or {})) + (
+                "\n\n" + guide
+            )
+        values = dict(params)
+        if reason == "token_401":
+            where = str(values.get("where", ""))
+            values["where"] = self.catalogue.get(f"desc.where.{where}") or where
+            values["guide"] = guide
+        if reason == "publish_blocked":
+            values["error"] = self.refusal(values)
+        message = self.catalogue.get(f"desc.{reason}")
+        if message is None:
+            return view.description
+        return message.format_map(_Blank({k: "" if v is None else v for k, v in values.items()}))
+
+    def refusal(self, values: dict[str, Any]) -> str:
+        """Why a publish was refused, in this language when the service named its reason."""
+        refusal = values.get("refusal")
+        reason = refusal.get("reason") if isinstance(refusal, dict) else None
+        message = self.catalogue.get(f"error.{reason}") if isinstance(reason, str) else None
+        if message is None or not isinstance(refusal, dict):
+            return str(values.get("error", ""))
+        text = html_to_plain(message.format_map(_Blank(refusal)))
+        return text.removeprefix("⚠️").strip().rstrip(".")
 
     def token_lines(self, status: TokenStatus) -> str:
         """The token's status lines in the bot's language (the CLI's `text()` in English)."""

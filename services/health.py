@@ -205,7 +205,7 @@ class HealthWatch:
         self._incidents = incidents
 
     async def run(self) -> HealthReport:
-        from services.incident_types import AlertIn
+        from services.incident_types import AlertIn, wording
         from services.severity import Severity
 
         report = await self._health.run(with_incidents=False)
@@ -234,6 +234,14 @@ class HealthWatch:
                     source="health_check",
                     description=component.detail,
                     labels={"component": component.name},
+                    # The finding as /health words it (bot/render.py `health_detail`).
+                    wording=wording(
+                        "health",
+                        name=component.name,
+                        detail=component.detail,
+                        finding=component.reason,
+                        values=component.params,
+                    ),
                 ),
                 actor="health_check",
             )

@@ -23,7 +23,7 @@ from services.db import Database
 from services.durations import MAX_DURATION, format_duration
 from services.errors import InvalidInput, NotFound
 from services.health import ComponentHealth, Status
-from services.incident_types import AlertIn, IncidentView
+from services.incident_types import AlertIn, IncidentView, wording
 from services.incidents import IncidentService
 from services.models import Heartbeat
 from services.severity import Severity
@@ -281,10 +281,17 @@ class HeartbeatService:
             source=SOURCE,
             description=(
                 f"The heartbeat {view.name} expects a ping every {every} (grace {grace}); "
-                f"it was due at {view.due_at.isoformat(timespec='seconds')}. Its next ping "
+                f"it was due at {view.due_at:%Y-%m-%d %H:%M} UTC. Its next ping "
                 f"resolves this incident: POST or GET /api/heartbeats/{view.name}/ping."
             ),
             labels={"heartbeat": view.name, "every": every, "grace": grace},
+            wording=wording(
+                "heartbeat",
+                name=view.name,
+                every=every,
+                grace=grace,
+                due=f"{view.due_at:%Y-%m-%d %H:%M} UTC",
+            ),
         )
 
     async def health(self) -> ComponentHealth:

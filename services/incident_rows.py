@@ -73,6 +73,7 @@ def new_row(alert: AlertIn, now: datetime, deadline_after: timedelta) -> dict[st
         "ack_expires_at": None,
         "snoozed_until": None,
         "alert_group": alert_groups.merge(None, alert.group)[0] if alert.group else None,
+        "wording": alert.wording,
     }
 
 

@@ -35,11 +35,21 @@ class AlertIn:
     labels: dict[str, str] = field(default_factory=dict)
     # An Alertmanager notification: the group's alerts, merged into the incident's list.
     group: AlertGroupIn | None = None
+    # Set by our own services: what the description says, as `{"reason": ..., "params":
+    # {...}}`, which the chat words in its language (bot/render.py `description`). The
+    # description stays the English text for the API, e-mail and logs.
+    wording: dict[str, Any] | None = None
 
     @staticmethod
     def default_dedup_key(source: str, title: str) -> str:
         digest = hashlib.sha256(f"{source}\x00{title}".encode()).hexdigest()[:16]
         return f"{source}:{digest}"
+
+
+def wording(reason: str, **params: Any) -> dict[str, Any]:
+    """What a description our services write says, for `AlertIn.wording`: its reason (the
+    chat's message `desc.<reason>`) and values (JSON)."""
+    return {"reason": reason, "params": params}
 
 
 class ChangeKind(enum.StrEnum):
@@ -84,6 +94,7 @@ class IncidentView:
     snoozed_until: datetime | None = None
     # An Alertmanager group's alerts (services/alert_groups.py); None for other incidents.
     alert_group: dict[str, Any] | None = None
+    wording: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> IncidentView:
@@ -108,6 +119,7 @@ class IncidentView:
             ack_expires_at=row["ack_expires_at"],
             snoozed_until=row["snoozed_until"],
             alert_group=row["alert_group"],
+            wording=row["wording"],
         )
 
     @classmethod
@@ -132,6 +144,7 @@ class IncidentView:
             ack_expires_at=row.ack_expires_at,
             snoozed_until=row.snoozed_until,
             alert_group=row.alert_group,
+            wording=row.wording,
         )
 
     @property
@@ -162,6 +175,7 @@ class IncidentView:
             "ack_expires_at": iso(self.ack_expires_at),
             "snoozed_until": iso(self.snoozed_until),
             "alert_group": self.alert_group,
+            "wording": self.wording,
         }
 
 

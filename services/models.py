@@ -126,6 +126,9 @@ class Incident(Base):
     # An Alertmanager group's incident: the group's alerts and their states
     # (services/alert_groups.py); None for every other incident.
     alert_group: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What our own services meant by the description, as a reason and its values
+    # (`Wording`), so that the chat words it in its language; None for an alert's own.
+    wording: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     timeline: Mapped[list[TimelineEvent]] = relationship(
         back_populates="incident",

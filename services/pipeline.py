@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.errors import InvalidInput, InvalidTransition, NotFound, Unavailable
-from services.incident_types import AlertIn
+from services.errors import DomainError, InvalidInput, InvalidTransition, NotFound, Unavailable
+from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.integrations.cloudinary import CloudinaryClient, CloudinaryError, Uploaded
 from services.integrations.fal import FalClient, FalError
@@ -93,6 +93,18 @@ def caption_problems(caption: str) -> list[str]:
     return problems
 
 
+def caption_figures(caption: str) -> dict[str, int]:
+    """The caption's counts against Instagram's limits (a refusal's values)."""
+    return {
+        "length": len(caption.strip()) and len(caption),
+        "max_length": MAX_CAPTION,
+        "hashtags": len(re.findall(r"(?<!\w)#\w+", caption)),
+        "max_hashtags": MAX_HASHTAGS,
+        "mentions": len(re.findall(r"(?<!\w)@[\w.]+", caption)),
+        "max_mentions": MAX_MENTIONS,
+    }
+
+
 def images_in(directory: Path) -> list[Path]:
     """The topic's own images: the folder's files, never its `archive/` subfolder."""
     if not directory.is_dir():
@@ -108,7 +120,12 @@ def images_in(directory: Path) -> list[Path]:
 PLAYBOOK_SCHEDULE = "5m -> 15m -> 30m"
 
 
-def fal_alert(error: str, *, fallback: str = "", schedule: str = PLAYBOOK_SCHEDULE) -> AlertIn:
+def fal_alert(
+    error: str, *, archive: Path | None = None, schedule: str = PLAYBOOK_SCHEDULE
+) -> AlertIn:
+    """`archive`: the archive image the last retry posted instead."""
+    fallback = f" Used the archive image {archive} for this post." if archive else ""
+    params: dict[str, Any] = {"error": error, "schedule": schedule}
     return AlertIn(
         severity=Severity.P1,
         title="Image generation failing (FLUX.2 on fal.ai)",
@@ -120,6 +137,9 @@ def fal_alert(error: str, *, fallback: str = "", schedule: str = PLAYBOOK_SCHEDU
             f"status page; retry: sunflow-ops generate <topic> --retry.{fallback}"
         ),
         labels={"component": "fal"},
+        wording=wording("fal_archive", **params, image=str(archive))
+        if archive
+        else wording("fal", **params),
     )
 
 
@@ -134,6 +154,7 @@ def cloudinary_alert(error: str, path: Path) -> AlertIn:
             f"the Cloudinary console; upload by hand: sunflow-ops upload {path}"
         ),
         labels={"component": "cloudinary"},
+        wording=wording("cloudinary", error=error, path=str(path)),
     )
 
 
@@ -152,7 +173,8 @@ def instagram_failure(
         alert = tokens.unauthorized_alert(where="publishing", trace_id=trace_id)
         return JobFailed(str(exc), alert=alert, call=call)
     if isinstance(exc, InstagramRateLimited):
-        wait = f" Retry-After {int(exc.retry_after.total_seconds())} s." if exc.retry_after else ""
+        seconds = int(exc.retry_after.total_seconds()) if exc.retry_after else None
+        wait = f" Retry-After {seconds} s." if seconds is not None else ""
         alert = AlertIn(
             severity=Severity.P1,
             title="Instagram API rate limit (429)",
@@ -163,6 +185,9 @@ def instagram_failure(
                 f"Instagram asks); keep to one post a day (PUBLISH_DAILY_LIMIT)."
             ),
             labels={"component": "instagram"},
+            wording=wording("instagram_429", error=str(exc), schedule=schedule)
+            if seconds is None
+            else wording("instagram_429_after", error=str(exc), schedule=schedule, wait=seconds),
         )
         return JobFailed(str(exc), alert=alert, call=call, retry_after=exc.retry_after)
     if exc.status == 403:
@@ -173,6 +198,7 @@ def instagram_failure(
             source="pipeline",
             description=f"{exc}. The account cannot publish: check its permissions in Meta.",
             labels={"component": "instagram"},
+            wording=wording("instagram_403", error=str(exc)),
         )
         return JobFailed(str(exc), alert=alert, call=call)
     alert = AlertIn(
@@ -182,12 +208,15 @@ def instagram_failure(
         source="pipeline",
         description=f"{exc}. The job retries {schedule}.",
         labels={"component": "instagram"},
+        wording=wording("instagram_error", error=str(exc), schedule=schedule),
     )
     return JobFailed(str(exc), alert=alert, call=call)
 
 
-def blocked_alert(topic: str, reason: str) -> AlertIn:
+def blocked_alert(topic: str, refused: DomainError) -> AlertIn:
     """A publish that retrying cannot fix (no caption, a bad caption, a setting missing)."""
+    reason = refused.message
+    detail = refused.detail if isinstance(refused.detail, dict) else {}
     return AlertIn(
         severity=Severity.P1,
         title=f"Publishing {topic} blocked",
@@ -195,6 +224,8 @@ def blocked_alert(topic: str, reason: str) -> AlertIn:
         source="pipeline",
         description=f"{reason}. Fix it, then: sunflow-ops publish {topic} --retry",
         labels={"component": "publish"},
+        # The refusal as the chat words errors: its reason and values when it named them.
+        wording=wording("publish_blocked", topic=topic, error=reason, refusal=detail),
     )
 
 
@@ -369,7 +400,7 @@ class PipelineService:
             raise JobFailed(
                 refused.message,
                 retryable=False,
-                alert=blocked_alert(job.topic, refused.message),
+                alert=blocked_alert(job.topic, refused),
             ) from None
         return trace_id
 
@@ -389,7 +420,10 @@ class PipelineService:
                 problems = caption_problems(caption)
                 step.details["length"] = len(caption)
                 if problems:
-                    raise InvalidInput("caption: " + "; ".join(problems))
+                    raise InvalidInput(
+                        "caption: " + "; ".join(problems),
+                        detail={"reason": "caption", **caption_figures(caption)},
+                    )
             uploads = await self._upload_all(run, topic, images)
             media_id = await self._post(run, uploads, caption, posting)
         except JobFailed as failed:
@@ -404,7 +438,7 @@ class PipelineService:
                 exc.message,
                 trace_id=run.id,
                 retryable=False,
-                alert=blocked_alert(topic, exc.message),
+                alert=blocked_alert(topic, exc),
             ) from None
         except BaseException:
             await self._unclaim(claim, run, posting)
@@ -456,7 +490,7 @@ class PipelineService:
         await self._count_in(
             fal_alert(
                 error,
-                fallback=f" Used the archive image {chosen} for this post.",
+                archive=chosen,
                 schedule=self._retry.schedule,
             ),
             failed.call,
@@ -476,7 +510,7 @@ class PipelineService:
                     f"{GENERATION_FAILED}: {error}",
                     trace_id=run.id,
                     retryable=False,
-                    alert=blocked_alert(topic, error),
+                    alert=blocked_alert(topic, exc),
                 ) from None
             raise JobFailed(
                 f"{GENERATION_FAILED}: {error}",

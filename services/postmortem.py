@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -192,8 +193,11 @@ def render(
     checklist_lines: list[str],
     *,
     language: str,
+    title: Callable[[str], str] = str,
 ) -> Postmortem:
-    """The Markdown document; pure, so it can be tested as a table of inputs."""
+    """The Markdown document; pure, so it can be tested as a table of inputs. `title`: the
+    incident's title in the document's language (the chat's catalogue: the titles our
+    services write)."""
     text = TEXT.get(language, TEXT["en"])
     incident = detail.incident
     missing = [f for f in FIELDS if not fields.get(f)]
@@ -208,7 +212,7 @@ def render(
         (e.at for e in detail.timeline if e.kind == ChangeKind.ACKNOWLEDGED), None
     )
     lines = [
-        "# " + text["title"].format(id=incident.id, title=incident.title),
+        "# " + text["title"].format(id=incident.id, title=title(incident.title)),
         "",
         f"- **{text['severity']}**: {incident.severity.value} "
         f"({text[f'meaning.{incident.severity.value}']})",
@@ -281,7 +285,9 @@ class PostmortemService:
             ).all()
         return {r.field: r.text for r in rows}
 
-    async def build(self, incident_id: int, *, language: str | None = None) -> Postmortem:
+    async def build(
+        self, incident_id: int, *, language: str | None = None, title: Callable[[str], str] = str
+    ) -> Postmortem:
         language = language or self.language
         detail = await self._incidents.get(incident_id)
         state = await self._checklists.state(incident_id)
@@ -293,7 +299,9 @@ class PostmortemService:
             + ("" if i.done else f" ({text['unticked']})")
             for i in state.items
         ]
-        return render(detail, await self.fields(incident_id), checklist_lines, language=language)
+        return render(
+            detail, await self.fields(incident_id), checklist_lines, language=language, title=title
+        )
 
     async def set_field(self, incident_id: int, field: str, text: str, *, actor: str) -> None:
         if field not in FIELDS:

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from services.clock import Clock
 from services.db import FENCE, Database
 from services.health import ComponentHealth, Status
-from services.incident_types import AlertIn
+from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.models import HealthProbe
 from services.severity import Severity
@@ -140,6 +140,7 @@ class DatabaseProbe:
             source="health_check",
             description=f"The database refuses writes: {detail}",
             labels={"component": "database", "instance": self._instance},
+            wording=wording("database", error=detail),
         )
         try:
             await self._incidents.trigger(alert, actor="health_check")

@@ -16,7 +16,7 @@ from services.clock import Clock
 from services.db import Database
 from services.errors import Unavailable
 from services.health import ComponentHealth, Status
-from services.incident_types import AlertIn
+from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
 from services.models import StatsSnapshot
@@ -273,4 +273,5 @@ def stats_alert(error: str, schedule: str = "5m -> 15m -> 30m") -> AlertIn:
         description=f"{error}. Recover: sunflow-ops stats collect --force; sunflow-ops stats "
         f"restart. The collect_stats job retries {schedule}.",
         labels={"component": "stats"},
+        wording=wording("stats", error=error, schedule=schedule),
     )

@@ -19,7 +19,7 @@ from services.clock import Clock
 from services.db import Database
 from services.errors import InvalidInput
 from services.health import ComponentHealth, Status
-from services.incident_types import AlertIn
+from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError
 from services.models import TokenExpiry
@@ -185,8 +185,8 @@ GUIDE = {
    (https://developers.facebook.com/apps -> 앱 -> Instagram -> API 설정)
 3. .env 업데이트: INSTAGRAM_ACCESS_TOKEN="새_토큰" 후 sunflow-ops serve 재시작
 4. 토큰 만료일 등록: sunflow-ops token set-expiry 60 (봇: /token set_expiry 60)
-5. 게시 재시도: sunflow-ops publish <topic> --retry (봇: /retry)
-6. 검증: sunflow-ops health, sunflow-ops publish <topic> --dry-run""",
+5. 게시 재시도: sunflow-ops publish <주제> --retry (봇: /retry)
+6. 검증: sunflow-ops health, sunflow-ops publish <주제> --dry-run""",
 }
 
 
@@ -340,6 +340,7 @@ class TokenService:
                     source="token_monitor",
                     description=status.text() + "\n\n" + self.guide("en"),
                     labels={"component": "instagram_token", "state": status.state.value},
+                    wording=wording("token", status=status.to_json()),
                 ),
                 actor="token_monitor",
             )
@@ -361,6 +362,7 @@ class TokenService:
             source="instagram",
             description=f"{where} was refused (401 Unauthorized).\n\n{self.guide('en')}",
             labels=labels,
+            wording=wording("token_401", where=where),
         )
 
     async def unauthorized(self, *, where: str, trace_id: str | None = None) -> int:

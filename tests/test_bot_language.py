@@ -59,8 +59,9 @@ NAMES = {
     "health", "retry", "dry-run",
 }  # fmt: skip
 # Data the bot quotes as it is (ids, paths, a provider's answer, what was typed) is set in
-# <code>; an alert's description is the card's <blockquote>.
-CODE = re.compile(r"<code>.*?</code>|<blockquote>.*?</blockquote>", re.S)
+# <code>. An alert's own description is content (`own_content`); one our services wrote is
+# worded in the chat's language and checked as any other text.
+CODE = re.compile(r"<code>.*?</code>", re.S)
 FILES = re.compile(r"\S+/\S+|\b[\w.-]+\.(?:json|md|txt|png|gz|toml)\b")
 IDS = re.compile(r"\b(?:SF-)?\d{8}-\d{6}-[0-9a-f]{4}\b|\b[\w.-]+:\d+\b")  # host:pid
 
@@ -142,7 +143,9 @@ async def own_content(services: Services, language: str) -> list[str]:
     for view in views:
         if catalogue.title(view.title) == view.title:
             found.append(view.title)
-        found += [view.description, view.dedup_key, view.source]
+        if view.wording is None:
+            found.append(view.description)
+        found += [view.dedup_key, view.source]
         found += [f"{k}={v}" for k, v in view.labels.items()]
         found += [str(v) for v in view.labels.values()]
     found += [h.name for h in await services.heartbeats.views()]

@@ -8,19 +8,37 @@ import re
 import string
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from bot.keyboards import incident_keyboard, page_keyboard
 from bot.locales import CATALOGUES, Catalogue
 from bot.render import TelegramRenderer, html_to_plain
+from services.errors import InvalidInput, Unavailable
 from services.health import ComponentHealth, HealthReport, Status
-from services.incident_types import ChangeKind, IncidentDetail, IncidentView, TimelineEntry
+from services.incident_types import (
+    AlertIn,
+    ChangeKind,
+    IncidentDetail,
+    IncidentView,
+    TimelineEntry,
+    wording,
+)
+from services.integrations.instagram import InstagramError, InstagramRateLimited
 from services.models import IncidentState
 from services.notify.outbox import Op
+from services.pipeline import (
+    blocked_alert,
+    caption_figures,
+    cloudinary_alert,
+    fal_alert,
+    instagram_failure,
+)
 from services.policy import PLAYBOOK_LADDERS
 from services.severity import Severity
+from services.stats import stats_alert
 from services.tokens import LiveCheck, TokenState, TokenStatus
 
 NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
@@ -42,6 +60,12 @@ ALLOWED = {
     # Settings, Bot API methods and example ids named in /health and error replies.
     "HTTP", "MAX_SSE_CONNECTIONS", "TELEGRAM_BOT_TOKEN", "getMe", "SF-20260130-091500-a1b2",
     "a1b2",
+    # The recovery commands, paths, settings and HTTP words our incidents' descriptions quote.
+    "publish", "retry", "generate", "upload", "stats", "collect", "force", "collect_stats",
+    "content", "CLOUDINARY_URL", "PUBLISH_DAILY_LIMIT", "Retry-After", "GET", "POST", "Meta",
+    "fal.ai", "sunflower", "png", "FAL_KEY",
+    # The token guide's names, commands and address (the walk in test_bot_language too).
+    "Developer", "Console", "dry-run", "health", "https", "facebook.com",
 }  # fmt: skip
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]*[A-Za-z0-9]|[A-Za-z]{2,}")
 
@@ -113,6 +137,61 @@ def changes() -> list[dict[str, Any]]:
     return found
 
 
+def own_alerts() -> list[AlertIn]:
+    """Incidents our own services open, built by the functions that open them (the
+    provider's answer here is an HTTP status: words of its own would be its content)."""
+    image = Path("content/images/sunflower/archive/a.png")
+    no_tokens = cast(Any, None)  # only a 401 consults the token service
+    not_set = {"reason": "not_set", "setting": "FAL_KEY"}
+    return [
+        fal_alert("HTTP 503"),
+        fal_alert("HTTP 503", archive=image),
+        cloudinary_alert("HTTP 420", image),
+        blocked_alert("sunflower", Unavailable("FAL_KEY", detail=not_set)),
+        blocked_alert("sunflower", InvalidInput("HTTP 400")),
+        blocked_alert(
+            "sunflower",
+            InvalidInput("caption", detail={"reason": "caption", **caption_figures("#a " * 31)}),
+        ),
+        stats_alert("HTTP 500"),
+        *(
+            failed.alert
+            for exc in (
+                InstagramRateLimited("HTTP 429", status=429, retry_after=None),
+                InstagramRateLimited("HTTP 429", status=429, retry_after=timedelta(hours=1)),
+                InstagramError("HTTP 403", status=403),
+                InstagramError("HTTP 500", status=500),
+            )
+            if (
+                failed := instagram_failure(exc, operation="media", tokens=no_tokens, trace_id="")
+            ).alert
+            is not None
+        ),
+    ]
+
+
+def own_descriptions() -> list[IncidentView]:
+    """An incident with each description our services word: the built ones, and those
+    written by services that need a database (heartbeats, the probe, tokens, health)."""
+    views = [
+        view(IncidentState.TRIGGERED, description=a.description, wording=a.wording)
+        for a in own_alerts()
+    ]
+    status = TokenStatus(True, TokenState.WARNING, NOW, 3, NOW, "tg:7", None, None, False)
+    worded: list[tuple[str, dict[str, Any]]] = [
+        ("heartbeat", {"name": "x", "every": "1h", "grace": "5m", "due": "2026-12-07 03:00 UTC"}),
+        ("database", {"error": "HTTP 500"}),
+        ("token_401", {"where": "publishing"}),
+        ("token_401", {"where": "stats collection"}),
+        ("token", {"status": status.to_json()}),
+        ("health", {"name": "fal", "finding": "timeout", "values": {"seconds": 5}}),
+        ("health", {"name": "fal", "finding": "error", "values": {"error": "HTTP 500"}}),
+    ]
+    for reason, params in worded:
+        views.append(view(IncidentState.TRIGGERED, wording=wording(reason, **params)))
+    return views
+
+
 def rendered_texts(language: str) -> list[str]:
     catalogue = Catalogue(language)
     renderer = TelegramRenderer(catalogue)
@@ -165,6 +244,7 @@ def rendered_texts(language: str) -> list[str]:
             )
             texts += [renderer.token_status(token), renderer.token_set(token, "tg:7 (@kim)")]
     texts.append(renderer.token_lines(replace(token, configured=False)))
+    texts += [renderer.render(Op.CARD, {}, v, NOW).html for v in own_descriptions()]
     return texts
 
 
@@ -241,3 +321,19 @@ def test_our_titles_are_worded_in_korean_and_keep_their_values(title: str) -> No
 )
 def test_an_alerts_own_title_is_shown_as_written(title: str) -> None:
     assert Catalogue("ko").title(title) == title
+
+
+def test_our_descriptions_are_worded_in_english_as_the_services_wrote_them() -> None:
+    """The chat words what our services meant; in English, exactly their description (the
+    API's), so the two cannot drift apart."""
+    english_renderer = TelegramRenderer(Catalogue("en"))
+    korean = TelegramRenderer(Catalogue("ko"))
+    for alert in own_alerts():
+        assert alert.wording is not None, alert.title
+        shown = view(IncidentState.TRIGGERED, description=alert.description, wording=alert.wording)
+        if alert.wording["params"].get("refusal"):
+            # A refusal that names its reason reads as the chat words that error.
+            assert "sunflow-ops publish sunflower --retry" in english_renderer.description(shown)
+        else:
+            assert english_renderer.description(shown) == alert.description
+        assert korean.description(shown) != alert.description

@@ -320,6 +320,10 @@ MESSAGES: dict[str, str] = {
     "error.no_job": "⚠️ There is no job #{id}",
     "error.not_job": "⚠️ <code>{value}</code> is not a job number",
     "error.expiry_days": "⚠️ The expiry is 1 to 365 days, not {value}",
+    "error.caption": (
+        "⚠️ Instagram does not take this caption (length {length}/{max_length}, hashtags "
+        "{hashtags}/{max_hashtags}, mentions {mentions}/{max_mentions}; it must not be empty)"
+    ),
     "error.not_set": "⚠️ {setting} is not set on the server",
     "notify.text": "SunFlow Ops test message from {actor} at {at}",
     "notify.reason.sent_to": "sent to {to}",
@@ -387,4 +391,44 @@ MESSAGES: dict[str, str] = {
     "actor.pipeline": "pipeline",
     "actor.publish": "publish",
     "actor.cli": "CLI",
+    # The descriptions our own services write (`AlertIn.wording`): plain text, the values
+    # as they are. The same English as the services' `description`.
+    "desc.fal": (
+        "fal.ai: {error}. The job retries {schedule}; the last retry posts an image from "
+        "content/images/<topic>/archive/ if there is one. Check the fal.ai status page; "
+        "retry: sunflow-ops generate <topic> --retry."
+    ),
+    "desc.fal_archive": (
+        "fal.ai: {error}. The job retries {schedule}; the last retry posts an image from "
+        "content/images/<topic>/archive/ if there is one. Check the fal.ai status page; "
+        "retry: sunflow-ops generate <topic> --retry. Used the archive image {image} for "
+        "this post."
+    ),
+    "desc.cloudinary": (
+        "{error}. The local file is kept: {path}. Check CLOUDINARY_URL and the usage in the "
+        "Cloudinary console; upload by hand: sunflow-ops upload {path}"
+    ),
+    "desc.instagram_429": (
+        "{error}. The retries back off {schedule} (longer when Instagram asks); keep to one "
+        "post a day (PUBLISH_DAILY_LIMIT)."
+    ),
+    "desc.instagram_429_after": (
+        "{error}. Retry-After {wait} s. The retries back off {schedule} (longer when "
+        "Instagram asks); keep to one post a day (PUBLISH_DAILY_LIMIT)."
+    ),
+    "desc.instagram_403": "{error}. The account cannot publish: check its permissions in Meta.",
+    "desc.instagram_error": "{error}. The job retries {schedule}.",
+    "desc.publish_blocked": "{error}. Fix it, then: sunflow-ops publish {topic} --retry",
+    "desc.stats": (
+        "{error}. Recover: sunflow-ops stats collect --force; sunflow-ops stats restart. The "
+        "collect_stats job retries {schedule}."
+    ),
+    "desc.heartbeat": (
+        "The heartbeat {name} expects a ping every {every} (grace {grace}); it was due at "
+        "{due}. Its next ping resolves this incident: POST or GET /api/heartbeats/{name}/ping."
+    ),
+    "desc.database": "The database refuses writes: {error}",
+    "desc.token_401": "{where} was refused (401 Unauthorized).\n\n{guide}",
+    "desc.where.publishing": "publishing",
+    "desc.where.stats collection": "stats collection",
 }

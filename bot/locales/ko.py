@@ -315,6 +315,10 @@ MESSAGES: dict[str, str] = {
     "error.no_job": "⚠️ 작업 #{id} 이(가) 없습니다",
     "error.not_job": "⚠️ <code>{value}</code> 은(는) 작업 번호가 아닙니다",
     "error.expiry_days": "⚠️ 만료일은 1~365일입니다 ({value} 아님)",
+    "error.caption": (
+        "⚠️ 인스타그램이 받지 않는 캡션입니다 (길이 {length}/{max_length}자, 해시태그 "
+        "{hashtags}/{max_hashtags}개, 멘션 {mentions}/{max_mentions}개; 비어 있으면 안 됩니다)"
+    ),
     "error.not_set": "⚠️ 서버에 {setting} 이(가) 설정되지 않았습니다",
     "notify.text": "SunFlow Ops 테스트 메시지 — {actor}, {at}",
     "notify.reason.sent_to": "{to} 로 전송함",
@@ -381,6 +385,46 @@ MESSAGES: dict[str, str] = {
     "actor.pipeline": "파이프라인",
     "actor.publish": "게시",
     "actor.cli": "명령줄",
+    # 우리 서비스가 쓰는 장애 설명 (`AlertIn.wording`): 일반 텍스트, 값은 그대로.
+    "desc.fal": (
+        "fal.ai: {error}. 작업은 {schedule} 간격으로 재시도합니다. 마지막 재시도는 "
+        "content/images/<주제>/archive/ 에 이미지가 있으면 그것을 게시합니다. fal.ai 상태 "
+        "페이지를 확인하세요. 재시도: sunflow-ops generate <주제> --retry"
+    ),
+    "desc.fal_archive": (
+        "fal.ai: {error}. 작업은 {schedule} 간격으로 재시도합니다. 마지막 재시도는 "
+        "content/images/<주제>/archive/ 에 이미지가 있으면 그것을 게시합니다. fal.ai 상태 "
+        "페이지를 확인하세요. 재시도: sunflow-ops generate <주제> --retry. 이번 게시에는 "
+        "보관 이미지 {image} 을(를) 썼습니다."
+    ),
+    "desc.cloudinary": (
+        "{error}. 로컬 파일은 그대로 있습니다: {path}. CLOUDINARY_URL 과 Cloudinary 콘솔의 "
+        "사용량을 확인하세요. 직접 업로드: sunflow-ops upload {path}"
+    ),
+    "desc.instagram_429": (
+        "{error}. 재시도 간격은 {schedule} 입니다 (인스타그램이 요청하면 더 깁니다). 하루 "
+        "한 건만 게시하세요 (PUBLISH_DAILY_LIMIT)."
+    ),
+    "desc.instagram_429_after": (
+        "{error}. Retry-After {wait}초. 재시도 간격은 {schedule} 입니다 (인스타그램이 "
+        "요청하면 더 깁니다). 하루 한 건만 게시하세요 (PUBLISH_DAILY_LIMIT)."
+    ),
+    "desc.instagram_403": "{error}. 이 계정은 게시할 수 없습니다: Meta 에서 권한을 확인하세요.",
+    "desc.instagram_error": "{error}. 작업은 {schedule} 간격으로 재시도합니다.",
+    "desc.publish_blocked": "{error}. 고친 뒤: sunflow-ops publish {topic} --retry",
+    "desc.stats": (
+        "{error}. 복구: sunflow-ops stats collect --force; sunflow-ops stats restart. "
+        "collect_stats 작업은 {schedule} 간격으로 재시도합니다."
+    ),
+    "desc.heartbeat": (
+        "하트비트 {name} 은(는) {every} 마다 핑을 기다립니다 (유예 {grace}). 기한은 {due} "
+        "였습니다. 다음 핑이 오면 이 장애는 해결됩니다: POST 또는 GET "
+        "/api/heartbeats/{name}/ping"
+    ),
+    "desc.database": "데이터베이스가 쓰기를 거부합니다: {error}",
+    "desc.token_401": "{where} 요청이 거부되었습니다 (401).\n\n{guide}",
+    "desc.where.publishing": "게시",
+    "desc.where.stats collection": "통계 수집",
 }
 
 # The titles our own services give the incidents they open (services/tokens.py, stats.py,

@@ -36,7 +36,9 @@ async def cmd_postmortem(
     else:
         raise Usage("postmortem")
     if len(words) == 1:
-        postmortem = await postmortems.build(incident_id, language=catalogue.language)
+        postmortem = await postmortems.build(
+            incident_id, language=catalogue.language, title=catalogue.title
+        )
         if postmortem.missing_fields:
             caption = catalogue.t(
                 "postmortem.missing", id=incident_id, fields=", ".join(postmortem.missing_fields)
