@@ -183,7 +183,7 @@ def _cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
                 for job in jobs:
                     print(job.line(now))
             return 0
-        job = await retry.retry_now(args.job_id, actor=actor())
+        job = await services.ops.runner.retry_now(args.job_id, actor=actor())
         if args.json:
             _dump(job.to_json())
         else:

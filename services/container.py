@@ -15,7 +15,7 @@ from services.config import Settings
 from services.db import Database
 from services.escalation import EscalationService
 from services.grants import GrantService
-from services.health import HealthService
+from services.health import HealthService, HealthWatch
 from services.heartbeats import HeartbeatService
 from services.incidents import IncidentService
 from services.intake import IntakeService
@@ -44,6 +44,7 @@ class Services:
     incidents: IncidentService
     intake: IntakeService
     health: HealthService
+    health_watch: HealthWatch
     scheduler: SchedulerService
     sse: SSEHub
     escalation: EscalationService

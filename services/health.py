@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,30 +60,30 @@ Check = Callable[[], Awaitable[ComponentHealth]]
 OpenIncidents = Callable[[], Awaitable[dict[str, tuple[str, int]]]]
 
 
+DEFAULT_TIMEOUT = 3.0
+
+
 @dataclass(frozen=True)
-class _Registered:
+class HealthCheck:
+    """One component in the report: its check, whether the whole is down when it is, and
+    how long its check may take."""
+
     name: str
     check: Check
-    critical: bool
-    timeout: float
+    critical: bool = False
+    timeout: float = DEFAULT_TIMEOUT
 
 
 class HealthService:
-    """Runs the registered checks; a critical component that is down makes the whole down."""
+    """Runs its checks; a critical component that is down makes the whole down."""
 
     def __init__(
-        self, *, default_timeout: float = 3.0, open_incidents: OpenIncidents | None = None
+        self, checks: Sequence[HealthCheck], *, open_incidents: OpenIncidents | None = None
     ) -> None:
-        self._checks: list[_Registered] = []
-        self._default_timeout = default_timeout
+        self._checks = list(checks)
         # A component with an open P0 is down, whatever its probe says (the outage is real
         # until the incident is resolved).
         self.open_incidents = open_incidents
-
-    def register(
-        self, name: str, check: Check, *, critical: bool = False, timeout: float | None = None
-    ) -> None:
-        self._checks.append(_Registered(name, check, critical, timeout or self._default_timeout))
 
     async def run(self, *, with_incidents: bool = True) -> HealthReport:
         """Every check at once. With `with_incidents`, the open incidents naming a component
@@ -98,25 +98,25 @@ class HealthService:
     def critical(self) -> set[str]:
         return {c.name for c in self._checks if c.critical}
 
-    async def _run_one(self, registered: _Registered) -> ComponentHealth:
+    async def _run_one(self, check: HealthCheck) -> ComponentHealth:
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(registered.check(), registered.timeout)
+            result = await asyncio.wait_for(check.check(), check.timeout)
         except TimeoutError:
             result = ComponentHealth(
-                registered.name,
+                check.name,
                 Status.DOWN,
-                f"no answer within {registered.timeout:g} s",
+                f"no answer within {check.timeout:g} s",
                 reason="timeout",
-                params={"seconds": f"{registered.timeout:g}"},
+                params={"seconds": f"{check.timeout:g}"},
             )
         except Exception as exc:  # a failing check is a finding, not a crash
             error = _describe(exc)
             result = ComponentHealth(
-                registered.name, Status.DOWN, error, reason="error", params={"error": error}
+                check.name, Status.DOWN, error, reason="error", params={"error": error}
             )
         elapsed = (time.perf_counter() - started) * 1000
-        return replace(result, name=registered.name, elapsed_ms=elapsed)
+        return replace(result, name=check.name, elapsed_ms=elapsed)
 
 
 def with_open_incidents(
@@ -139,7 +139,7 @@ def with_open_incidents(
 
 
 def overall(components: list[ComponentHealth], critical: set[str]) -> Status:
-    """Down if a component that the service cannot do without is down (registered critical,
+    """Down if a component that the service cannot do without is down (checked as critical,
     or P0 in the playbook: database, Cloudinary, the token, or any with an open P0 incident);
     degraded if anything is not healthy."""
     for c in components:

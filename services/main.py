@@ -27,7 +27,7 @@ from services.container import Services
 from services.db import Database
 from services.escalation import EscalationService
 from services.grants import GrantService
-from services.health import HealthService
+from services.health import HealthCheck, HealthService, HealthWatch
 from services.heartbeats import CHECK_SECONDS, HeartbeatService, watch_own_jobs
 from services.incidents import IncidentService
 from services.intake import IntakeService
@@ -44,7 +44,7 @@ from services.notify.delivery import Delivery
 from services.notify.sender import Renderer
 from services.notify.service import NotifyService
 from services.oncall import OncallService
-from services.ops import add_jobs, open_incidents_by_component, open_pipeline_ops
+from services.ops import add_jobs, open_incidents_by_component, open_pipeline_ops, pipeline_checks
 from services.pagerduty import PagerDutyService
 from services.policy import load_policy
 from services.postmortem import PostmortemService
@@ -147,7 +147,6 @@ async def open_services(
             FollowerHook(leadership, database),  # on a follower: NOTIFY wakes the leader
         ],
     )
-    health = HealthService(open_incidents=partial(open_incidents_by_component, incidents))
     intake = IntakeService(incidents)
     checklists = ChecklistService(database, clock, incidents)
 
@@ -161,7 +160,6 @@ async def open_services(
             clock=clock,
             incidents=incidents,
             scheduler=scheduler,
-            health=health,
             post_to_team=post_token_status,
         )
     )
@@ -190,17 +188,25 @@ async def open_services(
         deliver=notify.fallback.deliver,
     )
     heartbeats = HeartbeatService(database, clock, incidents)
-    health.register("database", probe.check, critical=True, timeout=CHECK_TIMEOUT)
-    health.register("heartbeats", heartbeats.health)
-    health.register("scheduler", scheduler.check)
-    health.register("leader", leadership.health)
-    health.register("escalation", timer.check)
+    # What the health report checks: the pipeline's components (those set up), then ours.
+    checks = [
+        *pipeline_checks(ops),
+        HealthCheck("database", probe.check, critical=True, timeout=CHECK_TIMEOUT),
+        HealthCheck("heartbeats", heartbeats.health),
+        HealthCheck("scheduler", scheduler.check),
+        HealthCheck("leader", leadership.health),
+        HealthCheck("escalation", timer.check),
+    ]
     if settings.telegram_bot_token is not None:
         # With the bot off by choice there is no Telegram component to be unhealthy.
-        health.register("telegram", notify.check)
-    health.register("sse", sse.check)
+        checks.append(HealthCheck("telegram", notify.check))
+    checks.append(HealthCheck("sse", sse.check))
     if relay is not None:
-        health.register("redis", relay.check)
+        checks.append(HealthCheck("redis", relay.check))
+    health = HealthService(
+        checks,
+        open_incidents=partial(open_incidents_by_component, incidents),
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -209,6 +215,8 @@ async def open_services(
         incidents=incidents,
         intake=intake,
         health=health,
+        # The scheduled health run: a component down raises its incident, recovery resolves.
+        health_watch=HealthWatch(health, incidents),
         scheduler=scheduler,
         sse=sse,
         escalation=escalation,
@@ -339,6 +347,7 @@ async def lead(services: Services) -> None:
     add_jobs(
         services.ops,
         services.scheduler,
+        services.health_watch,
         now=services.clock.now(),
         health_interval=services.settings.health_interval_seconds,
     )

@@ -18,7 +18,7 @@ from services.clock import Clock
 from services.config import Settings
 from services.db import Database
 from services.errors import InvalidInput
-from services.health import ComponentHealth, HealthService, HealthWatch, Status
+from services.health import ComponentHealth, HealthCheck, HealthWatch, Status
 from services.incidents import IncidentService
 from services.integrations.cloudinary import (
     CloudinaryAccount,
@@ -33,7 +33,7 @@ from services.models import IncidentState
 from services.pipeline import PipelineService
 from services.providers import ProviderCalls, ProviderState
 from services.publications import PublicationService
-from services.retry import JobFailed, JobView, RetryService
+from services.retry import JobRunner, RetryService
 from services.scheduler import SchedulerService
 from services.stats import StatsService
 from services.tokens import TokenService, TokenStatus
@@ -53,12 +53,14 @@ class PipelineOps:
     fal: FalClient
     traces: TraceService
     retry: RetryService
+    # Runs a stored job of any kind with the service that owns the kind (`/retry 7`, the
+    # scheduler's due retries).
+    runner: JobRunner
     tokens: TokenService
     pipeline: PipelineService
     stats: StatsService
     backups: BackupService
     bundles: BundleService
-    watch: HealthWatch
     publications: PublicationService
     providers: ProviderCalls
 
@@ -88,7 +90,6 @@ async def open_pipeline_ops(
     clock: Clock,
     incidents: IncidentService,
     scheduler: SchedulerService,
-    health: HealthService,
     post_to_team: Callable[[TokenStatus], Awaitable[None]] | None = None,
 ) -> AsyncIterator[PipelineOps]:
     session = aiohttp.ClientSession()
@@ -152,10 +153,6 @@ async def open_pipeline_ops(
             publications=publications,
             providers=providers,
         )
-        # The retry service runs each kind of job with the service that owns it.
-        retry.register("publish", pipeline.run_publish_job)
-        retry.register("generate_images", pipeline.run_generate_job)
-        retry.register("upload", pipeline.run_upload_job)
         stats = StatsService(
             db,
             clock,
@@ -169,14 +166,8 @@ async def open_pipeline_ops(
             retry=retry,
             providers=providers,
         )
-
-        async def collect_job(_job: JobView) -> str | None:
-            result = await stats.collect(force=True, from_job=True)
-            if not result.collected:
-                raise JobFailed(result.detail)
-            return None  # stats collection has no trace
-
-        retry.register("collect_stats", collect_job)
+        # Each kind of job runs with the service that owns it.
+        runner = JobRunner(retry, {**pipeline.runners, "collect_stats": stats.run_collect_job})
         secrets = secret_values(settings)
         if account is not None:
             secrets += account.secrets
@@ -195,16 +186,15 @@ async def open_pipeline_ops(
             fal=fal,
             traces=traces,
             retry=retry,
+            runner=runner,
             tokens=tokens,
             pipeline=pipeline,
             stats=stats,
             backups=BackupService(settings, clock),
             bundles=bundles,
-            watch=HealthWatch(health, incidents),
             publications=publications,
             providers=providers,
         )
-        register_checks(health, ops, settings, session)
         yield ops
     finally:
         await session.close()
@@ -234,10 +224,8 @@ def last_call(state: ProviderState) -> dict[str, Any]:
     }
 
 
-def register_checks(
-    health: HealthService, ops: PipelineOps, settings: Settings, session: aiohttp.ClientSession
-) -> None:
-    """The pipeline's components in the health report; SSE and the outbox register elsewhere."""
+def pipeline_checks(ops: PipelineOps) -> list[HealthCheck]:
+    """The pipeline's components in the health report (the composition root adds the rest)."""
 
     async def cloudinary() -> ComponentHealth:
         if not ops.cloudinary.configured:
@@ -300,14 +288,18 @@ def register_checks(
 
     # A component is checked once its setting is set: a bare install reports healthy, and
     # an integration that is not used never pages anyone.
+    checks = []
     if ops.tokens.configured:
-        health.register("instagram_token", ops.tokens.health, critical=True)
-        health.register("instagram", instagram)
-        health.register("stats", ops.stats.health)
+        checks += [
+            HealthCheck("instagram_token", ops.tokens.health, critical=True),
+            HealthCheck("instagram", instagram),
+            HealthCheck("stats", ops.stats.health),
+        ]
     if ops.cloudinary.configured:
-        health.register("cloudinary", cloudinary)
+        checks.append(HealthCheck("cloudinary", cloudinary))
     if ops.fal.configured:
-        health.register("fal", fal)
+        checks.append(HealthCheck("fal", fal))
+    return checks
 
 
 async def open_incidents_by_component(incidents: IncidentService) -> dict[str, tuple[str, int]]:
@@ -328,7 +320,12 @@ TOKEN_WEEKLY_CRON: dict[str, Any] = {"day_of_week": "mon", "hour": 9, "minute": 
 
 
 def add_jobs(
-    ops: PipelineOps, scheduler: SchedulerService, *, now: datetime, health_interval: float
+    ops: PipelineOps,
+    scheduler: SchedulerService,
+    watch: HealthWatch,
+    *,
+    now: datetime,
+    health_interval: float,
 ) -> None:
     """The pipeline's periodic jobs; the database stays the source of truth for each."""
 
@@ -347,7 +344,7 @@ def add_jobs(
     # Due retries are looked for every 30 s, or twice per shortest delay when the delays are
     # shorter (RETRY_DELAYS=10s,30s,60s for a rehearsal): never much later than due.
     shortest = min(d.total_seconds() for d in ops.retry.delays)
-    every("retry-due", ops.retry.run_due, min(RETRY_TICK_SECONDS, max(1.0, shortest / 2)), 5)
+    every("retry-due", ops.runner.run_due, min(RETRY_TICK_SECONDS, max(1.0, shortest / 2)), 5)
     every("token-check", ops.tokens.check, 86400, 10)
     scheduler.add_job(
         _logged("token-weekly", ops.tokens.weekly_post),
@@ -356,7 +353,7 @@ def add_jobs(
         replace_existing=True,
         **TOKEN_WEEKLY_CRON,
     )
-    every("health-watch", ops.watch.run, health_interval, 15)
+    every("health-watch", watch.run, health_interval, 15)
     ops.stats.schedule()
 
 

@@ -30,7 +30,7 @@ from services.integrations.instagram import (
 from services.models import JobState
 from services.providers import CallFailure, ProviderCalls
 from services.publications import PublicationService, PublishRefused, Refusal
-from services.retry import JobFailed, JobView, RetryService
+from services.retry import JobFailed, JobView, RetryService, Runners
 from services.severity import Severity
 from services.tokens import TokenService, TokenState
 from services.traces import TraceRun, TraceService
@@ -330,6 +330,16 @@ class PipelineService:
         self.publications = publications
         self._providers = providers
 
+    @property
+    def runners(self) -> Runners:
+        """How a stored job of each of its kinds runs again (its own `--retry`, `/retry`,
+        the scheduler's due retries)."""
+        return {
+            "publish": self.run_publish_job,
+            "generate_images": self.run_generate_job,
+            "upload": self.run_upload_job,
+        }
+
     # -- paths ------------------------------------------------------------------------------
 
     def topic_dir(self, topic: str) -> Path:
@@ -376,7 +386,7 @@ class PipelineService:
                     f"nothing to retry: no failed publish of {topic} "
                     f"(see sunflow-ops retry --list); to publish it, leave out --retry"
                 )
-            done = await self._retry.retry_now(job.id, actor=actor, force=force)
+            done = await self._retry.retry_now(job.id, self.runners, actor=actor, force=force)
             return _result_of("publish", topic, done, "published")
         try:
             trace_id, outputs = await self._publish_flow(topic, job=None, force=force, actor=actor)
@@ -760,7 +770,7 @@ class PipelineService:
         if retry:
             job = await self._retry.open_job_for("generate_images", topic)
             if job is not None:
-                done = await self._retry.retry_now(job.id, actor="generate --retry")
+                done = await self._retry.retry_now(job.id, self.runners, actor="generate --retry")
                 return _result_of("generate_images", topic, done, "generated")
             waiting = await self._retry.open_job_for("publish", topic)
             publish_waits = waiting is not None and waiting.last_error.startswith(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -223,6 +223,8 @@ def retry_step_message(summary: RetrySummary) -> str:
 
 # A runner returns the trace id of its run, or raises JobFailed.
 Runner = Callable[[JobView], Awaitable[str | None]]
+# The runner of each kind of job (publish, generate_images ...), from the service that owns it.
+Runners = Mapping[str, Runner]
 
 
 def default_alert(job: JobView, error: str) -> AlertIn:
@@ -238,6 +240,9 @@ def default_alert(job: JobView, error: str) -> AlertIn:
 
 class RetryService:
     """Stores failed jobs; runs their retries when due or when a person asks, never twice at once.
+
+    A run is given the runners of the kinds it may meet: the service that owns a kind passes
+    its own (`publish --retry`), and `JobRunner` holds every kind's for the rest.
 
     Every failure is heard at once: the failure's incident (the playbook's severity for the
     step that failed) is opened or counted into the moment a run fails, the job is linked to
@@ -261,17 +266,11 @@ class RetryService:
         self._incidents = incidents
         self._providers = providers
         self.delays = list(delays)
-        self._runners: dict[str, Runner] = {}
 
     @property
     def schedule(self) -> str:
         """The retry delays as the texts say them: `5m -> 15m -> 30m`."""
         return " -> ".join(format_duration(d) for d in self.delays)
-
-    def register(self, kind: str, runner: Runner) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown job kind {kind!r}")
-        self._runners[kind] = runner
 
     async def record_failure(
         self,
@@ -415,8 +414,10 @@ class RetryService:
             await self._incidents.resolve_by_dedup_key(view.dedup_key, actor=actor)
         return views
 
-    async def retry_now(self, job_id: int, *, actor: str, force: bool = False) -> JobView:
-        """Run the job now (`/retry 7`, `sunflow-ops retry 7`); refused if it is running."""
+    async def retry_now(
+        self, job_id: int, runners: Runners, *, actor: str, force: bool = False
+    ) -> JobView:
+        """Run the job now with the runner of its kind; refused if it is running."""
         if job_id < 1:
             raise InvalidInput(
                 f"{job_id} is not a job number", detail={"reason": "not_job", "value": job_id}
@@ -434,9 +435,9 @@ class RetryService:
                 detail={"reason": "job_succeeded", "id": job_id},
             )
         log.info("job #%s retried now by %s", job_id, actor)
-        return await self._run(job_id, manual=True, force=force)
+        return await self._run(job_id, runners, manual=True, force=force)
 
-    async def run_due(self) -> builtins.list[JobView]:
+    async def run_due(self, runners: Runners) -> builtins.list[JobView]:
         """The scheduler's tick: run every job whose retry time has come."""
         now = self._clock.now()
         async with self._db.read() as session:
@@ -452,7 +453,7 @@ class RetryService:
         results = []
         for job_id in due:
             if await self._claim(job_id, only_due=True):
-                results.append(await self._run(job_id, manual=False, force=False))
+                results.append(await self._run(job_id, runners, manual=False, force=False))
         return results
 
     async def recover_interrupted(self) -> int:
@@ -482,9 +483,9 @@ class RetryService:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    async def _run(self, job_id: int, *, manual: bool, force: bool) -> JobView:
+    async def _run(self, job_id: int, runners: Runners, *, manual: bool, force: bool) -> JobView:
         job = replace(await self.get(job_id), forced=force)
-        runner = self._runners.get(job.kind)
+        runner = runners.get(job.kind)
         failure: JobFailed | None = None
         trace_id: str | None = None
         if runner is None:
@@ -625,6 +626,27 @@ class RetryService:
     async def status_for_incident(self, incident_id: int) -> RetrySummary:
         """The retry state of the jobs behind an incident (for the ladder's 30-minute step)."""
         return RetrySummary(await self.jobs_for_incident(incident_id))
+
+
+class JobRunner:
+    """Runs any stored job with the runner of its kind: a person's retry (`/retry 7`,
+    `sunflow-ops retry 7`, the API) and the scheduler's due retries. Built after the services
+    that own the kinds, which store their failures in the `RetryService` below it."""
+
+    def __init__(self, retry: RetryService, runners: Runners) -> None:
+        unknown = set(runners) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown job kinds {sorted(unknown)}")
+        self._retry = retry
+        self._runners = dict(runners)
+
+    async def retry_now(self, job_id: int, *, actor: str, force: bool = False) -> JobView:
+        """Run the job now; refused if it is running or has succeeded."""
+        return await self._retry.retry_now(job_id, self._runners, actor=actor, force=force)
+
+    async def run_due(self) -> list[JobView]:
+        """The scheduler's tick: run every job whose retry time has come."""
+        return await self._retry.run_due(self._runners)
 
 
 def log_failure(job: JobView, failure: JobFailed, incident_id: int) -> None:

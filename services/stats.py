@@ -21,7 +21,7 @@ from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError, InstagramUnauthorized
 from services.models import StatsSnapshot
 from services.providers import CallFailure, ProviderCalls
-from services.retry import JobFailed, RetryService
+from services.retry import JobFailed, JobView, RetryService
 from services.scheduler import SchedulerService
 from services.severity import Severity
 from services.tokens import TokenService
@@ -156,6 +156,13 @@ class StatsService:
         if self.retry is not None:
             await self.retry.settle("collect_stats", "", actor="stats collect")
         return CollectResult(True, now, f"{len(media)} media, {len(insights)} insights")
+
+    async def run_collect_job(self, _job: JobView) -> str | None:
+        """A `collect_stats` job runs again: a forced collection (no trace of its own)."""
+        result = await self.collect(force=True, from_job=True)
+        if not result.collected:
+            raise JobFailed(result.detail)
+        return None
 
     def _write_file(self, data: dict[str, Any]) -> None:
         self.stats_file.parent.mkdir(parents=True, exist_ok=True)

@@ -202,7 +202,7 @@ async def test_scenario_3_image_generation_failure_recovered_from_the_chat(
             # The automatic retries (5 min -> 15 min -> 30 min), run as the scheduler's tick.
             for minutes in (5, 15, 30):
                 clock.advance(minutes=minutes)
-                [job] = await ops.retry.run_due()
+                [job] = await ops.runner.run_due()
                 assert job.id == job_id
             job = await ops.retry.get(job_id)
             assert job.state is JobState.EXHAUSTED and job.incident_id is not None
@@ -279,11 +279,10 @@ async def test_scenario_6_telegram_failure_recovered_from_the_chat(
         pipeline_world(migrated_url, tmp_path, **chat_overrides(fake)) as world,
         served(fake, world.services) as services,
     ):
-        ops = services.ops
         # The fault: the Bot API refuses getMe (a revoked token, as the health check sees
         # it); sending still works, so the card can reach the chat.
         fake.fail("getMe", status=401, description="Unauthorized", times=1000)
-        report = await ops.watch.run()  # the scheduled health run
+        report = await services.health_watch.run()  # the scheduled health run
         assert {c.name: c.status.value for c in report.components}["telegram"] == "down"
 
         incident = await open_incident(services.incidents, "health:telegram")
@@ -306,5 +305,5 @@ async def test_scenario_6_telegram_failure_recovered_from_the_chat(
 
         # /health only reads; the next scheduled health run sees telegram healthy and
         # resolves the incident.
-        await ops.watch.run()
+        await services.health_watch.run()
         await resolved(fake, services, card, incident_id)

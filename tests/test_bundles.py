@@ -56,7 +56,7 @@ async def test_collect_logs_holds_the_429_lines_of_a_real_failing_run(
         with log_files(logs):
             result = await ops.pipeline.publish("sunflower")
             world.clock.advance(minutes=5)
-            await ops.retry.run_due()
+            await ops.runner.run_due()
         (logs / "older_stderr.log").write_text(f"ERROR upload failed token={TOKEN}\n")
         assert result.job is not None and result.job.incident_id is not None
         incident_id = result.job.incident_id

@@ -1,6 +1,8 @@
+import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 
 import pytest
 
@@ -8,15 +10,19 @@ from services.config import Settings
 from services.health import (
     SHARED_KEYS,
     ComponentHealth,
+    HealthCheck,
     HealthReport,
+    HealthService,
     HealthWatch,
     Status,
     health_card,
     overall,
     with_open_incidents,
 )
+from services.incidents import IncidentService
 from services.main import open_services
 from services.models import IncidentState
+from services.ops import open_incidents_by_component
 from services.severity import Severity
 from tests.conftest import statements_seen
 
@@ -35,17 +41,25 @@ def test_health_card_one_line_per_component() -> None:
     )
 
 
+def flaky_health(
+    incidents: IncidentService, state: dict[str, Status]
+) -> tuple[HealthService, HealthWatch]:
+    """A health service of one component whose status is `state["status"]`, and its watch."""
+
+    async def flaky() -> ComponentHealth:
+        return ComponentHealth("cloudinary", state["status"], "ping failed")
+
+    health = HealthService(
+        [HealthCheck("cloudinary", flaky)],
+        open_incidents=partial(open_incidents_by_component, incidents),
+    )
+    return health, HealthWatch(health, incidents)
+
+
 async def test_watch_raises_per_component_and_resolves(settings: Settings) -> None:
     async with open_services(settings) as services:
         state = {"status": Status.DOWN}
-
-        async def flaky() -> ComponentHealth:
-            return ComponentHealth("cloudinary", state["status"], "ping failed")
-
-        services.health.register("cloudinary", flaky)
-        watch = HealthWatch(services.health, services.incidents)
-        services.scheduler.start()  # otherwise the scheduler check is down too
-        await services.sse.start()  # and the SSE hub's
+        _health, watch = flaky_health(services.incidents, state)
         await watch.run()
         await watch.run()  # still down: the open incident is left alone (no card edit)
         [incident] = await services.incidents.list(states=[IncidentState.TRIGGERED])
@@ -59,8 +73,6 @@ async def test_watch_raises_per_component_and_resolves(settings: Settings) -> No
         state["status"] = Status.HEALTHY
         await watch.run()
         assert await services.incidents.list(states=[IncidentState.TRIGGERED]) == []
-        await services.sse.stop()
-        services.scheduler.shutdown()
 
 
 WRITING = re.compile(
@@ -91,17 +103,11 @@ def _without_probe(seen: AbstractContextManager[list[str]]) -> Iterator[list[str
 async def test_watch_writes_only_when_there_is_something_to_resolve(settings: Settings) -> None:
     async with open_services(settings) as services:
         state = {"status": Status.DOWN}
-
-        async def flaky() -> ComponentHealth:
-            return ComponentHealth("cloudinary", state["status"], "ping failed")
-
-        services.health.register("cloudinary", flaky)
-        services.scheduler.start()
-        await services.sse.start()
-        await HealthWatch(services.health, services.incidents).run()
+        health, first = flaky_health(services.incidents, state)
+        await first.run()
         state["status"] = Status.HEALTHY
         # A new watch (a restart, another instance) still resolves what is open ...
-        watch = HealthWatch(services.health, services.incidents)
+        watch = HealthWatch(health, services.incidents)
         with writes_seen() as writes:
             await watch.run()
         assert writes
@@ -112,8 +118,6 @@ async def test_watch_writes_only_when_there_is_something_to_resolve(settings: Se
             await watch.run()
         assert {c.name: c.status for c in report.components}["cloudinary"] is Status.HEALTHY
         assert writes == []
-        await services.sse.stop()
-        services.scheduler.shutdown()
 
 
 H, D, X = Status.HEALTHY, Status.DEGRADED, Status.DOWN
@@ -149,6 +153,34 @@ def test_an_open_p0_makes_its_component_and_the_whole_down() -> None:
     assert by_name["fal"].status is Status.HEALTHY  # P1-P3 leave the probe's verdict
     assert by_name["sse"].status is Status.HEALTHY
     assert overall(adjusted, set()) is Status.DOWN
+
+
+async def test_the_checks_given_run_each_within_its_timeout_and_critical_ones_decide() -> None:
+    async def ok() -> ComponentHealth:
+        return ComponentHealth("ignored", Status.HEALTHY, "fine")
+
+    async def broken() -> ComponentHealth:
+        raise OSError("connection refused")
+
+    async def silent() -> ComponentHealth:
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+    checks = [
+        HealthCheck("queue", ok),
+        HealthCheck("widget", broken),
+        HealthCheck("gadget", silent, timeout=0.01),
+    ]
+    report = await HealthService(checks).run()
+    by_name = {c.name: c for c in report.components}
+    assert list(by_name) == ["queue", "widget", "gadget"]  # named as given, in that order
+    assert by_name["queue"].status is Status.HEALTHY
+    assert (by_name["widget"].status, by_name["widget"].reason) == (Status.DOWN, "error")
+    assert by_name["widget"].detail == "OSError: connection refused"
+    assert (by_name["gadget"].status, by_name["gadget"].reason) == (Status.DOWN, "timeout")
+    assert report.status is Status.DEGRADED  # neither is one the service cannot do without
+    critical = [HealthCheck("widget", broken, critical=True), HealthCheck("queue", ok)]
+    assert (await HealthService(critical).run()).status is Status.DOWN
 
 
 def test_shared_keys_are_the_pipelines() -> None:

@@ -20,7 +20,14 @@ async def test_the_weekly_token_status_keeps_its_weekday_and_hour(
     """Whenever the service (re)starts, the next status is Monday 09:00 UTC."""
     async with pipeline_world(migrated_url, tmp_path) as world:
         world.clock.set(started)
-        add_jobs(world.services.ops, world.services.scheduler, now=started, health_interval=60.0)
+        services = world.services
+        add_jobs(
+            services.ops,
+            services.scheduler,
+            services.health_watch,
+            now=started,
+            health_interval=60.0,
+        )
         job = world.services.scheduler.scheduler.get_job("token-weekly")
         assert job is not None
         first = job.trigger.get_next_fire_time(None, started)

@@ -127,7 +127,7 @@ async def test_failed_manual_upload_is_retried(migrated_url: str, tmp_path: Path
         assert not failed.ok and failed.job is not None
         assert failed.job.topic == "sunflower/sunflower-1.png"
         world.cloudinary.fault = None
-        done = await ops.retry.retry_now(failed.job.id, actor="test")
+        done = await ops.runner.retry_now(failed.job.id, actor="test")
         assert done.state is JobState.SUCCEEDED
         assert "sunflow/sunflower/sunflower-1" in world.cloudinary.uploads
 
@@ -165,7 +165,7 @@ async def test_the_daily_limit_holds_and_the_retry_waits_for_tomorrow(
         world.instagram.fault = None
         assert (await ops.pipeline.publish("rose")).ok  # the day's one post
         clock.advance(minutes=5)
-        [waiting] = await ops.retry.run_due()
+        [waiting] = await ops.runner.run_due()
         assert waiting.state is JobState.FAILED and waiting.attempts == 0
         assert waiting.next_retry_at == datetime(2026, 1, 31, tzinfo=UTC)
         assert waiting.last_error.startswith("the daily limit is reached: 1 of")
@@ -175,7 +175,7 @@ async def test_the_daily_limit_holds_and_the_retry_waits_for_tomorrow(
         assert incident.state is IncidentState.RESOLVED
         assert len(world.instagram.published) == 1
         clock.set(datetime(2026, 1, 31, 0, 0, 30, tzinfo=UTC))
-        [posted] = await ops.retry.run_due()
+        [posted] = await ops.runner.run_due()
         assert posted.state is JobState.SUCCEEDED
         assert [p["caption"][:7] for p in world.instagram.published] == ["Sunflow", "Sunflow"]
         assert len(world.instagram.published) == 2
@@ -195,7 +195,7 @@ async def test_a_manual_publish_settles_the_waiting_job(migrated_url: str, tmp_p
         assert incident.state is IncidentState.RESOLVED
         for minutes in (5, 15, 30):
             clock.advance(minutes=minutes)
-            assert await ops.retry.run_due() == []
+            assert await ops.runner.run_due() == []
         assert len(world.instagram.published) == 1
 
 
@@ -247,7 +247,7 @@ async def test_a_lost_publish_answer_is_never_posted_twice(
         assert claim.state.value == "interrupted"
         world.instagram.fault = None
         clock.advance(minutes=5)
-        [job] = await ops.retry.run_due()  # the retry does not post again ...
+        [job] = await ops.runner.run_due()  # the retry does not post again ...
         assert job.state is JobState.EXHAUSTED
         assert "whether Instagram posted it is unknown" in job.last_error
         assert job.incident_id is not None  # ... and a person is asked to look

@@ -12,6 +12,7 @@ from services.models import IncidentState, JobState
 from services.retry import (
     PLAYBOOK_DELAYS,
     JobFailed,
+    JobRunner,
     JobView,
     RetrySummary,
     describe_retries,
@@ -61,7 +62,7 @@ async def test_a_failure_is_heard_at_once_and_exhaustion_escalates(settings: Set
             runs.append(job.id)
             raise JobFailed("Graph API answered 500", trace_id="SF-20260130-090000-abcd")
 
-        retry.register("publish", failing)
+        runners = {"publish": failing}
         job = await retry.record_failure("publish", "sunflower", error="first failure")
         assert job.state is JobState.FAILED and job.next_retry_at == T0 + 5 * M
         # The incident is there from the first failure (a runner naming none: the job's own).
@@ -71,7 +72,7 @@ async def test_a_failure_is_heard_at_once_and_exhaustion_escalates(settings: Set
         assert first.state is IncidentState.TRIGGERED
         for minutes in (5, 15, 30):
             clock.advance(minutes=minutes)
-            [ran] = await retry.run_due()
+            [ran] = await retry.run_due(runners)
             assert ran.incident_id == job.incident_id  # each failure counts into it
         assert runs == [job.id] * 3
         done = await retry.get(job.id)
@@ -86,7 +87,7 @@ async def test_a_failure_is_heard_at_once_and_exhaustion_escalates(settings: Set
         assert f"/retry {job.id}" in escalated.details["message"]
         # Nothing more runs by itself.
         clock.advance(hours=5)
-        assert await retry.run_due() == []
+        assert await retry.run_due(runners) == []
         summary = await retry.status_for_incident(job.incident_id)
         assert summary.done
         async with services.db.read() as session:
@@ -100,15 +101,14 @@ async def test_a_failure_is_heard_at_once_and_exhaustion_escalates(settings: Set
         async def passing(job: JobView) -> str | None:
             return "SF-20260130-120000-beef"
 
-        retry.register("publish", passing)
-        fixed = await retry.retry_now(job.id, actor="test")
+        fixed = await retry.retry_now(job.id, {"publish": passing}, actor="test")
         assert fixed.state is JobState.SUCCEEDED
         assert fixed.trace_id == "SF-20260130-120000-beef"
         assert fixed.line(clock.now()).endswith("SF-20260130-120000-beef")  # no old error
         detail = await services.incidents.get(job.incident_id)
         assert detail.incident.state is IncidentState.RESOLVED
         with pytest.raises(InvalidTransition, match="already succeeded"):
-            await retry.retry_now(job.id, actor="test")
+            await retry.retry_now(job.id, {"publish": passing}, actor="test")
 
 
 async def test_a_failing_manual_retry_of_an_exhausted_job_does_not_escalate_again(
@@ -120,9 +120,8 @@ async def test_a_failing_manual_retry_of_an_exhausted_job_does_not_escalate_agai
         async def failing(job: JobView) -> str | None:
             raise JobFailed("still broken")
 
-        retry.register("publish", failing)
         job = await retry.record_failure("publish", "p", error="x", retryable=False)
-        again = await retry.retry_now(job.id, actor="test")
+        again = await retry.retry_now(job.id, {"publish": failing}, actor="test")
         assert again.state is JobState.EXHAUSTED and again.next_retry_at is None
         assert job.incident_id is not None
         timeline = (await services.incidents.get(job.incident_id)).timeline
@@ -154,7 +153,6 @@ async def test_settle_succeeds_the_work_done_another_way(settings: Settings) -> 
             runs.append(job.id)
             return None
 
-        retry.register("upload", runner)
         job = await retry.record_failure("upload", "sunflower/a.png", error="500")
         other = await retry.record_failure("upload", "sunflower/b.png", error="500")
         [settled] = await retry.settle("upload", "sunflower/a.png", actor="upload (manual)")
@@ -164,7 +162,7 @@ async def test_settle_succeeds_the_work_done_another_way(settings: Settings) -> 
         assert incident.dedup_key == f"job:{job.id}" and incident.state is IncidentState.RESOLVED
         clock.advance(minutes=5)
         # The armed retry of the settled job never runs; the other one does.
-        assert [j.id for j in await retry.run_due()] == [other.id]
+        assert [j.id for j in await retry.run_due({"upload": runner})] == [other.id]
         assert runs == [other.id]
 
 
@@ -177,10 +175,9 @@ async def test_a_deferred_run_spends_no_retry(settings: Settings) -> None:
         async def waiting(job: JobView) -> str | None:
             raise JobFailed("daily limit reached", defer_until=tomorrow)
 
-        retry.register("publish", waiting)
         job = await retry.record_failure("publish", "sunflower", error="429")
         clock.advance(minutes=5)
-        [deferred] = await retry.run_due()
+        [deferred] = await retry.run_due({"publish": waiting})
         assert deferred.state is JobState.FAILED and deferred.attempts == 0
         assert deferred.next_retry_at == tomorrow
         assert job.incident_id is not None
@@ -242,13 +239,13 @@ async def test_a_running_job_is_never_started_twice(settings: Settings) -> None:
             await release.wait()
             return None
 
-        retry.register("publish", slow)
+        runners = {"publish": slow}
         job = await retry.record_failure("publish", "sunflower", error="boom")
-        first = asyncio.create_task(retry.retry_now(job.id, actor="alice"))
+        first = asyncio.create_task(retry.retry_now(job.id, runners, actor="alice"))
         await started.wait()
         assert (await retry.get(job.id)).state is JobState.RUNNING
         with pytest.raises(InvalidTransition, match="already running"):
-            await retry.retry_now(job.id, actor="bob")
+            await retry.retry_now(job.id, runners, actor="bob")
         release.set()
         assert (await first).state is JobState.SUCCEEDED
         assert runs == 1
@@ -258,7 +255,7 @@ async def test_unknown_job_and_interrupted_runs(settings: Settings) -> None:
     async with open_services(settings, clock=FrozenClock(T0)) as services:
         retry = services.ops.retry
         with pytest.raises(NotFound, match="no job #99"):
-            await retry.retry_now(99, actor="test")
+            await services.ops.runner.retry_now(99, actor="test")
         job = await retry.record_failure("collect_stats", "", error="boom")
         assert await retry._claim(job.id, only_due=False)
         assert await retry.recover_interrupted() == 1
@@ -267,6 +264,23 @@ async def test_unknown_job_and_interrupted_runs(settings: Settings) -> None:
         listed = await retry.list()
         assert [j.id for j in listed] == [job.id]
         assert "collect_stats" in listed[0].line(T0)
+
+
+async def test_a_kind_without_a_runner_fails_its_run_and_unknown_kinds_are_refused(
+    settings: Settings,
+) -> None:
+    async with open_services(settings, clock=FrozenClock(T0)) as services:
+        retry = services.ops.retry
+        job = await retry.record_failure("upload", "sunflower/a.png", error="500")
+        ran = await retry.retry_now(job.id, {}, actor="test")
+        assert ran.state is JobState.FAILED and ran.attempts == 1
+        assert ran.last_error == "no runner for 'upload' jobs in this process"
+
+        async def runner(job: JobView) -> str | None:
+            return None
+
+        with pytest.raises(ValueError, match="unknown job kinds"):
+            JobRunner(retry, {"publish": runner, "tweet": runner})
 
 
 async def test_not_retryable_failure_is_exhausted_at_once(settings: Settings) -> None:

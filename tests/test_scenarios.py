@@ -183,7 +183,7 @@ async def test_scenario_1_instagram_token_expired(migrated_url: str, tmp_path: P
             assert await open_incident(services.incidents, "instagram:unauthorized") is None
             # The retry armed at 09:05 never posts again.
             world.clock.advance(minutes=5)
-            assert await services.ops.retry.run_due() == []
+            assert await services.ops.runner.run_due() == []
             assert len(world.instagram.published) == 1
             # Verification: health and the dry run of the playbook's test topic.
             assert (await services.ops.pipeline.dry_run("test_topic")).ok
@@ -197,6 +197,7 @@ async def test_scenario_2_cloudinary_upload_failure(migrated_url: str, tmp_path:
     async with scene(migrated_url, tmp_path) as sc:
         world = sc.world
         ops, incidents = world.services.ops, world.services.incidents
+        watch = world.services.health_watch
         folder = world.add_topic("sunflower")
         await ops.tokens.set_expiry(60, actor="test")
         world.cloudinary.fault = "500"
@@ -207,7 +208,7 @@ async def test_scenario_2_cloudinary_upload_failure(migrated_url: str, tmp_path:
         assert incident is not None and incident.severity is Severity.P0
         await sc.card(incident.id, "Retry 1/3 of job #1", "Runbook")
         # Diagnosis: health says down (a P0 component), and the watch adds no second P0.
-        report = await ops.watch.run()
+        report = await watch.run()
         assert report.status is Status.DOWN and report.to_json()["status"] == "down"
         assert {c.name: c.status for c in report.components}["cloudinary"] is Status.DOWN
         assert await open_keys(incidents) == ["cloudinary:upload"]
@@ -222,14 +223,14 @@ async def test_scenario_2_cloudinary_upload_failure(migrated_url: str, tmp_path:
             uploaded = await ops.pipeline.upload(image)
             assert uploaded.ok, uploaded.detail
         assert await open_incident(incidents, "cloudinary:upload") is None
-        assert (await ops.watch.run()).status is not Status.DOWN
+        assert (await watch.run()).status is not Status.DOWN
         # The waiting publish job posts at its retry, once; nothing else posts.
         assert world.instagram.published == []
         world.clock.advance(minutes=5)
-        [job] = await ops.retry.run_due()
+        [job] = await ops.runner.run_due()
         assert job.state is JobState.SUCCEEDED
         world.clock.advance(minutes=30)
-        assert await ops.retry.run_due() == []
+        assert await ops.runner.run_due() == []
         with pytest.raises(PublishRefused) as refused:
             await ops.pipeline.publish("sunflower")
         assert refused.value.reason is Refusal.POSTED
@@ -272,11 +273,11 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         # 2. the automatic retries: 5 min -> 15 min -> 30 min; the card follows them.
         await world.services.escalation.fire_due(world.services.incidents)
         clock.advance(minutes=5)
-        [one] = await ops.retry.run_due()
+        [one] = await ops.runner.run_due()
         assert one.attempts == 1 and one.next_retry_at == clock.now() + timedelta(minutes=15)
         await sc.card(incident.id, "Retry 2/3 of job #1 (publish lily) at 09:20 UTC")
         clock.advance(minutes=15)
-        [two] = await ops.retry.run_due()
+        [two] = await ops.runner.run_due()
         assert two.next_retry_at == clock.now() + timedelta(minutes=30)
         # The ladder's 30-minute step says where the retries stand, not that they are done.
         clock.advance(minutes=10)
@@ -285,7 +286,7 @@ async def test_scenario_3_image_generation_failure(migrated_url: str, tmp_path: 
         assert "Retry 3/3 of job #1 (publish lily) at 09:50 UTC, in 20m · 1 left" in step.text
         clock.advance(minutes=20)
         # 3. the last retry posts an archive image, for this post only.
-        [three] = await ops.retry.run_due()
+        [three] = await ops.runner.run_due()
         assert three.state is JobState.SUCCEEDED
         trace = await ops.traces.get(str(three.trace_id))
         assert "fallback_archive" in [s.name for s in trace.steps]
@@ -352,7 +353,7 @@ async def test_scenario_4_instagram_rate_limit(migrated_url: str, tmp_path: Path
             assert member is not None
             assert "status=429" in member.read().decode()
         clock.advance(minutes=59)
-        assert await ops.retry.run_due() == []
+        assert await ops.runner.run_due() == []
 
         # 2. wait an hour, then publish, twice; the armed retry posts nothing more.
         world.instagram.fault = None
@@ -363,7 +364,7 @@ async def test_scenario_4_instagram_rate_limit(migrated_url: str, tmp_path: Path
         with pytest.raises(PublishRefused) as refused:
             await ops.pipeline.publish("sunflower")
         assert refused.value.reason is Refusal.POSTED
-        assert await ops.retry.run_due() == []
+        assert await ops.runner.run_due() == []
         assert len(world.instagram.published) == 1
         assert await open_incident(incidents, "instagram:rate-limit") is None
         # 3. fewer posts a day: the daily limit (1) refuses a second topic, and says so.
@@ -430,11 +431,11 @@ async def test_scenario_6_telegram_notification_failure(migrated_url: str, tmp_p
         ) as sc,
     ):
         world = sc.world
-        ops, incidents, clock = world.services.ops, world.services.incidents, world.clock
-        fallback = world.services.notify.fallback
+        incidents, clock = world.services.incidents, world.clock
+        watch, fallback = world.services.health_watch, world.services.notify.fallback
         # The fault: the Bot API answers nothing but 502s.
         sc.chat.down = True
-        report = await ops.watch.run()
+        report = await watch.run()
         telegram = {c.name: c for c in report.components}["telegram"]
         assert telegram.status is Status.DOWN
         incident = await open_incident(incidents, "health:telegram")
@@ -469,7 +470,7 @@ async def test_scenario_6_telegram_notification_failure(migrated_url: str, tmp_p
             results = await world.services.notify.send_test(actor="test")
             assert all(r.ok for r in results), results
         for _ in range(2):
-            await ops.watch.run()
+            await watch.run()
         assert await open_incident(incidents, "health:telegram") is None
         await sc.card(incident.id, "resolved by")
         assert world.instagram.published == []

@@ -38,7 +38,7 @@ async def test_failed_collection_is_one_retried_job(migrated_url: str, tmp_path:
         assert len(await ops.retry.list()) == 1  # one job, not one per failure
         world.instagram.fault = None
         clock.advance(minutes=5)
-        [done] = await ops.retry.run_due()
+        [done] = await ops.runner.run_due()
         assert done.state is JobState.SUCCEEDED
         assert (await ops.stats.latest() or {})["account"]["username"] == "sunflow"
         # Fresh: a plain collect skips, --force collects.
@@ -83,7 +83,7 @@ async def test_a_manual_collection_settles_the_job_and_the_incident(
         incident = (await world.services.incidents.get(job.incident_id)).incident
         assert incident.state is IncidentState.RESOLVED
         clock.advance(minutes=5)
-        assert await ops.retry.run_due() == []  # the armed retry does not collect again
+        assert await ops.runner.run_due() == []  # the armed retry does not collect again
 
 
 async def test_restart_reports_whether_collection_works(migrated_url: str, tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.retry import JobView
 from services.web.app import create_app
 from tests.conftest import Client, admin_headers
 from tests.fakes.world import World, pipeline_world
+from tests.waiting import until
 
 
 @asynccontextmanager
@@ -56,29 +56,23 @@ async def test_token_and_expiry(migrated_url: str, tmp_path: Path) -> None:
 
 async def test_jobs_retry_refuses_a_running_job(migrated_url: str, tmp_path: Path) -> None:
     async with serving(migrated_url, tmp_path) as (world, client):
-        retry = world.services.ops.retry
-        release = asyncio.Event()
-        started = asyncio.Event()
-
-        async def slow(job: JobView) -> str | None:
-            started.set()
-            await release.wait()
-            return None
-
-        retry.register("publish", slow)
-        job = await retry.record_failure("publish", "sunflower", error="boom")
+        world.add_topic("sunflower")
+        job = await world.services.ops.retry.record_failure("publish", "sunflower", error="boom")
         body = await (await client.get("/api/jobs")).json()
         assert [j["id"] for j in body["jobs"]] == [job.id]
+        # The retry publishes for real and is held at its upload.
+        release = world.cloudinary.hold()
         first = asyncio.create_task(
             client.post(f"/api/jobs/{job.id}/retry", headers=admin_headers())
         )
-        await started.wait()
+        await until(lambda: world.cloudinary.held, what="the retry's upload")
         second = await client.post(f"/api/jobs/{job.id}/retry", headers=admin_headers())
         assert second.status == 409
         assert "already running" in (await second.json())["detail"]["message"]
         release.set()
         resp = await first
         assert resp.status == 200 and (await resp.json())["state"] == "succeeded"
+        assert world.cloudinary.held == 1 and len(world.instagram.published) == 1
         assert (await client.post("/api/jobs/999/retry", headers=admin_headers())).status == 404
         assert (await client.post("/api/jobs/x/retry", headers=admin_headers())).status == 400
 

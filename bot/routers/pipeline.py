@@ -68,7 +68,7 @@ async def cmd_retry(
     if len(args) > 1:
         raise Usage("retry")
     if args:
-        job = await ops.retry.retry_now(parse_id(args[0], "retry"), actor=actor)
+        job = await ops.runner.retry_now(parse_id(args[0], "retry"), actor=actor)
         await answer(message, renderer.job_done(job, actor, clock.now()))
         return
     jobs = await ops.retry.list()
@@ -135,7 +135,7 @@ async def cb_retry(
     clock: Clock,
     actor: str,
 ) -> None:
-    job = await ops.retry.retry_now(callback_data.job_id, actor=actor)
+    job = await ops.runner.retry_now(callback_data.job_id, actor=actor)
     text = renderer.job_done(job, actor, clock.now())
     # The popup says what happened; the error it met is in the message below.
     await query.answer(html_to_plain(text.split("\n", 1)[0])[:200])

@@ -81,7 +81,7 @@ async def post_job_retry(request: web.Request) -> web.Response:
     number = parse_id(raw)
     if number is None or not raw.isdigit():  # "#42" is for people, not paths
         raise JSONError(400, "invalid_input", {"field": "id", "message": "a job number"})
-    job = await request.app[SERVICES_KEY].ops.retry.retry_now(number, actor="api:admin")
+    job = await request.app[SERVICES_KEY].ops.runner.retry_now(number, actor="api:admin")
     return web.json_response(job.to_json())
 
 

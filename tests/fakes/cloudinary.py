@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from aiohttp import web
@@ -19,6 +20,9 @@ class FakeCloudinary(FakeServer):
         # Fault injection: None, "500" (server error) or "401" (bad credentials).
         self.fault: str | None = None
         self.uploads: dict[str, bytes] = {}
+        # Uploads that arrived while held wait (inside the request) for the release.
+        self.held = 0
+        self._release: asyncio.Event | None = None
         app = web.Application(client_max_size=20 * 1024 * 1024)
         app.router.add_post("/v1_1/{cloud}/image/upload", self.upload)
         app.router.add_get("/v1_1/{cloud}/ping", self.ping)
@@ -26,6 +30,11 @@ class FakeCloudinary(FakeServer):
 
     def url(self) -> str:
         return f"cloudinary://{API_KEY}:{API_SECRET}@{CLOUD}?upload_prefix={self.base_url}"
+
+    def hold(self) -> asyncio.Event:
+        """Uploads arrive (counted in `held`) but get no answer until the event is set."""
+        self._release = asyncio.Event()
+        return self._release
 
     def _fault(self) -> web.Response | None:
         if self.fault == "500":
@@ -36,6 +45,9 @@ class FakeCloudinary(FakeServer):
 
     async def upload(self, request: web.Request) -> web.Response:
         self.requests.append(f"POST {request.path}")
+        if self._release is not None:
+            self.held += 1
+            await self._release.wait()
         if (error := self._fault()) is not None:
             return error
         form = await request.post()
