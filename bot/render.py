@@ -691,12 +691,12 @@ class TelegramRenderer:
             )
             return self.health_detail(finding)
         guide = GUIDE.get(self.catalogue.language, GUIDE["en"])
-        if reason == "token":
+        if reason == "expiry":
             return self.token_lines(TokenStatus.from_json(params.get("status") or {})) + (
                 "\n\n" + guide
             )
         values = dict(params)
-        if reason == "token_401":
+        if reason == "unauthorized":
             where = str(values.get("where", ""))
             values["where"] = self.catalogue.get(f"desc.where.{where}") or where
             values["guide"] = guide

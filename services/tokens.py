@@ -340,7 +340,7 @@ class TokenService:
                     source="token_monitor",
                     description=status.text() + "\n\n" + self.guide("en"),
                     labels={"component": "instagram_token", "state": status.state.value},
-                    wording=wording("token", status=status.to_json()),
+                    wording=wording("expiry", status=status.to_json()),
                 ),
                 actor="token_monitor",
             )
@@ -362,7 +362,7 @@ class TokenService:
             source="instagram",
             description=f"{where} was refused (401 Unauthorized).\n\n{self.guide('en')}",
             labels=labels,
-            wording=wording("token_401", where=where),
+            wording=wording("unauthorized", where=where),
         )
 
     async def unauthorized(self, *, where: str, trace_id: str | None = None) -> int:

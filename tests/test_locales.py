@@ -181,9 +181,9 @@ def own_descriptions() -> list[IncidentView]:
     worded: list[tuple[str, dict[str, Any]]] = [
         ("heartbeat", {"name": "x", "every": "1h", "grace": "5m", "due": "2026-12-07 03:00 UTC"}),
         ("database", {"error": "HTTP 500"}),
-        ("token_401", {"where": "publishing"}),
-        ("token_401", {"where": "stats collection"}),
-        ("token", {"status": status.to_json()}),
+        ("unauthorized", {"where": "publishing"}),
+        ("unauthorized", {"where": "stats collection"}),
+        ("expiry", {"status": status.to_json()}),
         ("health", {"name": "fal", "finding": "timeout", "values": {"seconds": 5}}),
         ("health", {"name": "fal", "finding": "error", "values": {"error": "HTTP 500"}}),
     ]

@@ -428,7 +428,7 @@ MESSAGES: dict[str, str] = {
         "{due}. Its next ping resolves this incident: POST or GET /api/heartbeats/{name}/ping."
     ),
     "desc.database": "The database refuses writes: {error}",
-    "desc.token_401": "{where} was refused (401 Unauthorized).\n\n{guide}",
+    "desc.unauthorized": "{where} was refused (401 Unauthorized).\n\n{guide}",
     "desc.where.publishing": "publishing",
     "desc.where.stats collection": "stats collection",
 }

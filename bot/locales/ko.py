@@ -422,7 +422,7 @@ MESSAGES: dict[str, str] = {
         "/api/heartbeats/{name}/ping"
     ),
     "desc.database": "데이터베이스가 쓰기를 거부합니다: {error}",
-    "desc.token_401": "{where} 요청이 거부되었습니다 (401).\n\n{guide}",
+    "desc.unauthorized": "{where} 요청이 거부되었습니다 (401).\n\n{guide}",
     "desc.where.publishing": "게시",
     "desc.where.stats collection": "통계 수집",
 }
