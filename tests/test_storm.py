@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot.callbacks import DigestAction, DigestCallback, IncidentAction
 from bot.locales import Catalogue
+from services.clock import FrozenClock
 from services.container import Services
-from services.models import IncidentState
+from services.incident_types import AlertIn
+from services.main import open_services
+from services.models import IncidentState, OutboxMessage, OutboxStatus, StormDigest
+from services.notify.outbox import Op, Pending
 from services.notify.storm import ChatBacklog, StormPlan, digest_slots, plan
-from tests.botkit import RESPONDER, TEAM, VIEWER, running_fake
-from tests.conftest import Client, intake_headers
+from services.severity import Severity
+from tests.botkit import RESPONDER, TEAM, TOKEN, VIEWER, bot_settings, running_fake
+from tests.conftest import Client, free_port, intake_headers
 from tests.fakes.telegram import FakeTelegram, Posted
 from tests.test_bot_e2e import button, drained, live
 from tests.test_bot_language import HANGUL, leaks, sent_texts
 from tests.test_locales import english
 
 LANGUAGES = ["en", "ko"]
+START = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
 
 
 def backlog(
@@ -281,3 +288,53 @@ async def test_a_restart_mid_storm_keeps_every_alert_visible(
         assert sum(shown_total(d) for d in digests(fake)) == len(folded)
         posts = [c for c in fake.sent() if "dg:l:" in str(c.params.get("reply_markup"))]
         assert len(posts) == len(digests(fake))
+
+
+async def test_the_sender_chooses_from_its_one_read_as_from_a_read_after_settle(
+    migrated_url: str,
+) -> None:
+    """The sender reads the pending rows once a step; what settle took and queued leaves the
+    list a read after settle would give (no sender runs: the fake is never started)."""
+    fake = FakeTelegram(TOKEN)
+    fake.port = free_port()
+    settings = bot_settings(migrated_url, fake)
+    async with open_services(settings, clock=FrozenClock(START)) as services:
+        sender, storms = services.notify.sender, services.notify.storms
+        assert sender is not None
+        for i in range(20):
+            await services.incidents.trigger(AlertIn(Severity.P2, f"storm {i}", f"storm-{i}"))
+        await services.incidents.trigger(AlertIn(Severity.P0, "publishing down", "pub"))
+        pending = await sender.pending()
+        # A whole minute's room: 20 new P2 cards are more than it carries, so the last 10
+        # fold (6 of the 16 are kept for the digest's edits); the P0 never folds.
+        settled = await storms.settle(pending, lambda chat_id: (16, 16))
+        async with services.db.read() as session:
+            folded = set(
+                await session.scalars(
+                    select(OutboxMessage.id).where(
+                        OutboxMessage.status == OutboxStatus.FOLDED.value
+                    )
+                )
+            )
+            queued = list(
+                await session.scalars(select(OutboxMessage).where(OutboxMessage.op == Op.DIGEST))
+            )
+            [digest_id] = await session.scalars(select(StormDigest.id))
+        p2_cards = [r.id for r in pending if r.op == Op.CARD and r.priority == Severity.P2.rank]
+        assert len(p2_cards) == 20
+        assert settled.taken == folded == set(p2_cards[10:])
+        assert [(r.id, r.op, r.digest_id) for r in settled.queued] == [
+            (queued[0].id, Op.DIGEST, digest_id)
+        ]
+        assert len(queued) == 1 and queued[0].payload["digest_id"] == digest_id
+
+        def choice(rows: list[Pending]) -> list[tuple[Any, ...]]:
+            return [
+                (r.id, r.chat_id, r.priority, r.incident_id, r.next_attempt_at, r.digest_id)
+                for r in rows
+            ]
+
+        assert choice(settled.left(pending)) == choice(await sender.pending())
+        # Nothing new: the next settle takes nothing and queues no second edit.
+        again = await storms.settle(await sender.pending(), lambda chat_id: (16, 16))
+        assert again.taken == frozenset() and again.queued == ()

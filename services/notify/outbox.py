@@ -109,6 +109,27 @@ class Row:
     wants_fallback: bool = False
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A pending row as the sender reads it once a step: what it needs to choose the next
+    row, and what the storm digest's settle needs to fold (services/notify/storm.py)."""
+
+    id: int
+    chat_id: int
+    thread_id: int | None
+    priority: int
+    op: str
+    incident_id: int | None
+    next_attempt_at: datetime
+    # The digest a DIGEST row posts or edits (0 for other ops).
+    digest_id: int = 0
+    # The row's incident has its card posted.
+    carded: bool = False
+    # The row's incident is folded into a storm digest, and whether it got its own card since.
+    folded: bool = False
+    opened: bool = False
+
+
 def rows_for(change: IncidentChange, team: Target | None) -> list[Row]:
     """The Telegram work a change asks for, as a pure function of the change: the card (to
     post, or to edit once posted), a reply under it for the changes that need one, and a

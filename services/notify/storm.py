@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,7 +31,14 @@ from services.models import (
     StormDigest,
     StormEntry,
 )
-from services.notify.outbox import PERSON_PRIORITY, Op, Target, add_row, unique_key
+from services.notify.outbox import (
+    PERSON_PRIORITY,
+    Op,
+    Pending,
+    Target,
+    add_row,
+    unique_key,
+)
 
 # The priority of a digest's own message: the P2/P3 tier it stands for.
 DIGEST_PRIORITY = 2
@@ -126,6 +133,45 @@ class _ChatQueue:
 RoomOf = Callable[[int], tuple[int, int] | None]
 
 
+def _sort_out(pending: Sequence[Pending]) -> tuple[dict[int, _ChatQueue], set[int]]:
+    """The pending P2/P3 work of each group chat, sorted out (its new cards in sending
+    order), and the digests that have an edit queued already."""
+    queues: dict[int, _ChatQueue] = {}
+    queued_digests: set[int] = set()
+    for row in sorted(pending, key=lambda r: (r.priority, r.id)):
+        if row.chat_id >= 0:
+            continue  # a person's direct messages: no group minute, no digest
+        if row.op == Op.DIGEST:
+            queued_digests.add(row.digest_id)
+            continue
+        if row.priority < DIGEST_PRIORITY:
+            continue  # urgent: never folded, never counted against the P2/P3 minute
+        queue = queues.setdefault(row.chat_id, _ChatQueue(thread_id=row.thread_id))
+        if row.incident_id is not None and row.folded and not row.opened:
+            queue.absorb.append(row.id)
+        elif row.op == Op.CARD and row.incident_id is not None and not (row.carded or row.folded):
+            queue.new.append(row.id)
+        else:
+            queue.other += 1
+    return queues, queued_digests
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What a settle did to the step's pending rows, so the sender chooses from them."""
+
+    # Seconds until the next digest edit falls due (None when none waits).
+    due: float | None = None
+    # Rows folded into a digest or absorbed by one: no longer pending.
+    taken: frozenset[int] = frozenset()
+    # The digest edit rows it queued.
+    queued: tuple[Pending, ...] = ()
+
+    def left(self, pending: Sequence[Pending]) -> list[Pending]:
+        """The rows still pending after this settle, by id: what a read now would give."""
+        return [row for row in pending if row.id not in self.taken] + list(self.queued)
+
+
 class StormDigests:
     """The digests' state in the database; the sender calls `settle` before each choice."""
 
@@ -137,11 +183,19 @@ class StormDigests:
 
     # -- the sender's pass ------------------------------------------------------------
 
-    async def settle(self, room_of: RoomOf) -> float | None:
-        """Fold, absorb and close as `plan` says for every group chat with P2/P3 work, and
-        queue each digest edit that is due. Returns the seconds until the next digest edit
-        falls due (None when none waits)."""
-        queues, digest_rows, open_digests = await self._queues()
+    async def settle(self, pending: Sequence[Pending], room_of: RoomOf) -> Settled:
+        """Fold, absorb and close as `plan` says for every group chat with P2/P3 work in
+        `pending` (the sender's read of this step), and queue each digest edit that is due."""
+        queues, digest_rows = _sort_out(pending)
+        async with self._db.read() as session:
+            open_digests = {
+                chat_id: digest_id
+                for chat_id, digest_id in await session.execute(
+                    select(StormDigest.chat_id, StormDigest.id).where(
+                        StormDigest.closed_at.is_(None)
+                    )
+                )
+            }
         folds: dict[int, list[int]] = {}
         closing: list[int] = []
         absorbing: list[int] = []
@@ -167,71 +221,21 @@ class StormDigests:
             if decided.close and chat_id in open_digests:
                 closing.append(open_digests[chat_id])
         now = self._clock.now()
+        taken: set[int] = set()
         if folds or closing or absorbing:
             async with self._db.write() as session:
                 for chat_id, row_ids in folds.items():
-                    await self._fold(session, chat_id, queues[chat_id].thread_id, row_ids, now)
-                await self._absorb(session, absorbing, now)
+                    taken |= await self._fold(
+                        session, chat_id, queues[chat_id].thread_id, row_ids, now
+                    )
+                taken |= await self._absorb(session, absorbing, now)
                 for digest_id in closing:
                     digest = await session.get(StormDigest, digest_id)
                     if digest is not None and digest.closed_at is None:
                         digest.closed_at = now
                         digest.changed_at = now
-        return await self._queue_due(digest_rows, now)
-
-    async def _queues(self) -> tuple[dict[int, _ChatQueue], set[int], dict[int, int]]:
-        """The pending P2/P3 work of each group chat, sorted out; the digests that have an
-        edit queued already; and each chat's open digest. One read."""
-        async with self._db.read() as session:
-            open_digests = {
-                d.chat_id: d.id
-                for d in await session.scalars(
-                    select(StormDigest).where(StormDigest.closed_at.is_(None))
-                )
-            }
-            rows = (
-                await session.execute(
-                    select(
-                        OutboxMessage.id,
-                        OutboxMessage.chat_id,
-                        OutboxMessage.thread_id,
-                        OutboxMessage.priority,
-                        OutboxMessage.op,
-                        OutboxMessage.incident_id,
-                        OutboxMessage.payload,
-                        IncidentMessage.incident_id,
-                        StormEntry.incident_id,
-                        StormEntry.opened_at,
-                    )
-                    .outerjoin(
-                        IncidentMessage, IncidentMessage.incident_id == OutboxMessage.incident_id
-                    )
-                    .outerjoin(StormEntry, StormEntry.incident_id == OutboxMessage.incident_id)
-                    .where(
-                        OutboxMessage.status == OutboxStatus.PENDING.value,
-                        OutboxMessage.chat_id < 0,
-                    )
-                    .order_by(OutboxMessage.priority, OutboxMessage.id)
-                )
-            ).all()
-        queues: dict[int, _ChatQueue] = {}
-        queued_digests: set[int] = set()
-        for row in rows:
-            row_id, chat_id, thread_id, priority, op, incident_id, payload = row[:7]
-            carded, folded, opened = row[7:]
-            if op == Op.DIGEST:
-                queued_digests.add(int((payload or {}).get("digest_id", 0)))
-                continue
-            if priority < DIGEST_PRIORITY:
-                continue  # urgent: never folded, never counted against the P2/P3 minute
-            queue = queues.setdefault(chat_id, _ChatQueue(thread_id=thread_id))
-            if incident_id is not None and folded is not None and opened is None:
-                queue.absorb.append(row_id)
-            elif op == Op.CARD and incident_id is not None and carded is None and folded is None:
-                queue.new.append(row_id)
-            else:
-                queue.other += 1
-        return queues, queued_digests, open_digests
+        due, queued = await self._queue_due(digest_rows, now)
+        return Settled(due=due, taken=frozenset(taken), queued=queued)
 
     async def _fold(
         self,
@@ -240,7 +244,7 @@ class StormDigests:
         thread_id: int | None,
         row_ids: list[int],
         now: datetime,
-    ) -> None:
+    ) -> set[int]:
         digest = await session.scalar(
             select(StormDigest).where(
                 StormDigest.chat_id == chat_id, StormDigest.closed_at.is_(None)
@@ -252,6 +256,7 @@ class StormDigests:
             )
             session.add(digest)
             await session.flush()
+        folded_ids: set[int] = set()
         for row_id in row_ids:
             row = await session.get(OutboxMessage, row_id)
             if row is None or row.status != OutboxStatus.PENDING.value or row.incident_id is None:
@@ -263,10 +268,13 @@ class StormDigests:
                 StormEntry(incident_id=row.incident_id, digest_id=digest.id, folded_at=now)
             )
             row.status = OutboxStatus.FOLDED.value
+            folded_ids.add(row_id)
         digest.changed_at = now
+        return folded_ids
 
-    async def _absorb(self, session: AsyncSession, row_ids: list[int], now: datetime) -> None:
+    async def _absorb(self, session: AsyncSession, row_ids: list[int], now: datetime) -> set[int]:
         """A folded incident changed: its digest shows it, no card is posted."""
+        absorbed: set[int] = set()
         for row_id in row_ids:
             row = await session.get(OutboxMessage, row_id)
             if row is None or row.status != OutboxStatus.PENDING.value or row.incident_id is None:
@@ -277,13 +285,17 @@ class StormDigests:
             if entry is None or entry.opened_at is not None:
                 continue
             row.status = OutboxStatus.FOLDED.value
+            absorbed.add(row_id)
             digest = await session.get(StormDigest, entry.digest_id)
             if digest is not None:
                 digest.changed_at = now
+        return absorbed
 
-    async def _queue_due(self, queued: set[int], now: datetime) -> float | None:
+    async def _queue_due(
+        self, queued: set[int], now: datetime
+    ) -> tuple[float | None, tuple[Pending, ...]]:
         """An edit row for each digest whose shown state is out of date and whose last edit
-        is `edit_every` ago; the seconds until the next one falls due."""
+        is `edit_every` ago; the seconds until the next one falls due, and the rows."""
         async with self._db.read() as session:
             stale = list(
                 await session.scalars(
@@ -306,23 +318,40 @@ class StormDigests:
             else:
                 left = (at - now).total_seconds()
                 wait = left if wait is None else min(wait, left)
+        added: list[OutboxMessage] = []
         if due:
             async with self._db.write() as session:
                 for digest_id in due:
                     found = await session.get(StormDigest, digest_id)
                     if found is None:
                         continue
-                    add_row(
-                        session,
-                        key=await unique_key(session, f"digest:{digest_id}:{now.isoformat()}"),
-                        target=Target(found.chat_id, found.thread_id),
-                        priority=DIGEST_PRIORITY,
-                        incident_id=None,
-                        op=Op.DIGEST,
-                        payload={"digest_id": digest_id},
-                        now=now,
+                    added.append(
+                        add_row(
+                            session,
+                            key=await unique_key(session, f"digest:{digest_id}:{now.isoformat()}"),
+                            target=Target(found.chat_id, found.thread_id),
+                            priority=DIGEST_PRIORITY,
+                            incident_id=None,
+                            op=Op.DIGEST,
+                            payload={"digest_id": digest_id},
+                            now=now,
+                        )
                     )
-        return wait
+        # Committed: each row has its id.
+        rows = tuple(
+            Pending(
+                id=row.id,
+                chat_id=row.chat_id,
+                thread_id=row.thread_id,
+                priority=row.priority,
+                op=row.op,
+                incident_id=None,
+                next_attempt_at=row.next_attempt_at,
+                digest_id=int(row.payload["digest_id"]),
+            )
+            for row in added
+        )
+        return wait, rows
 
     # -- after Telegram took a message ---------------------------------------------------
 
