@@ -41,6 +41,7 @@ from services.leader import (
 )
 from services.metrics import Metrics
 from services.notify.delivery import Delivery
+from services.notify.outbox import Outbox, team_target
 from services.notify.sender import Renderer
 from services.notify.service import NotifyService
 from services.oncall import OncallService
@@ -116,22 +117,9 @@ async def open_services(
     delivery, renderer = chat_delivery(settings)
     if delivery is not None:
         stack.push_async_callback(delivery.close)
-
-    async def facts_of(incident_id: int) -> dict[str, Any]:
-        # A card's facts read the incidents, whose changes this outbox takes in: they are
-        # built below, and looked up as each card is sent.
-        return await card_facts(incident_id)
-
-    notify = NotifyService(
-        settings,
-        database,
-        clock,
-        delivery=delivery,
-        renderer=renderer,
-        card_facts=facts_of,
-        gate=leadership,
-        registry=metrics.registry,
-    )
+    # The outbox's writers: each incident change's chat messages, in its transaction; the
+    # sender that drains them is built once what a card shows can be read (below).
+    outbox = Outbox(database, clock, team_target(settings))
     board_changes = BoardChanges()
     # Whoever a step pages may act on that incident until it resolves.
     grants = GrantService(database)
@@ -142,7 +130,7 @@ async def open_services(
         hooks=[
             escalation,  # the ladder and its next wake-up
             grants,  # a page grants its person that incident
-            notify.hook,  # the chat messages, in the outbox before they are sent
+            outbox.hook,  # the chat messages, in the outbox before they are sent
             board_changes,  # the live board publishes again
             FollowerHook(leadership, database),  # on a follower: NOTIFY wakes the leader
         ],
@@ -151,7 +139,7 @@ async def open_services(
     checklists = ChecklistService(database, clock, incidents)
 
     async def post_token_status(status: TokenStatus) -> None:
-        await notify.post_to_team({"token_weekly": status.to_json()}, key="token-weekly")
+        await outbox.post_to_team({"token_weekly": status.to_json()}, key="token-weekly")
 
     ops = await stack.enter_async_context(
         open_pipeline_ops(
@@ -169,6 +157,18 @@ async def open_services(
         checklists=checklists,
         retry=ops.retry,
         runbook_base_url=settings.runbook_base_url,
+    )
+    # The outbox's sender (through the chat's delivery), the fallback channels and the test.
+    notify = NotifyService(
+        settings,
+        database,
+        clock,
+        outbox=outbox,
+        delivery=delivery,
+        renderer=renderer,
+        card_facts=card_facts,
+        gate=leadership,
+        registry=metrics.registry,
     )
     timer = EscalationTimer(
         escalation,
@@ -308,7 +308,7 @@ async def post_weekly_report(services: Services) -> bool:
     text = summary_text(report, language=language, title=Catalogue(language).title)
     chart = await asyncio.to_thread(chart_png, report)
     key = f"report:weekly:{report.end:%Y-%m-%dT%H}"
-    return await services.notify.queue_to_team(
+    return await services.notify.outbox.queue_to_team(
         key, text, file=(f"incidents-{report.end:%Y-%m-%d}.png", chart)
     )
 

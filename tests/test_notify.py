@@ -23,7 +23,7 @@ from services.errors import InvalidTransition
 from services.incident_types import AlertIn, ChangeKind, IncidentChange, IncidentView
 from services.main import open_services
 from services.models import IncidentState, OutboxMessage
-from services.notify.outbox import Op, Target, add_row, priority_of
+from services.notify.outbox import Doorbell, Op, Target, add_row, priority_of
 from services.severity import Severity
 from tests.botkit import PD_USER, TEAM, TOKEN, bot_settings, running_fake
 from tests.conftest import free_port, make_settings
@@ -346,3 +346,23 @@ def test_priority_of_a_change(
 ) -> None:
     at = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
     assert priority_of(IncidentChange(kind, _incident(severity), actor, at)) == expected
+
+
+async def test_the_doorbell_wakes_every_waiter_and_keeps_a_ring_that_came_early() -> None:
+    """The outbox's writers ring once; the sender and the fallback both wake. A ring during
+    a waiter's step (after it read `rings`) is not lost: its next wait returns at once."""
+    bell = Doorbell()
+    seen = bell.rings
+    sender = asyncio.create_task(bell.wait(seen, 30))
+    fallback = asyncio.create_task(bell.wait(seen, 30))
+    await asyncio.sleep(0)
+    assert not sender.done() and not fallback.done()
+    bell.ring()
+    await asyncio.wait_for(asyncio.gather(sender, fallback), 5)
+    seen = bell.rings
+    bell.ring()  # while the waiter was busy with its step
+    await asyncio.wait_for(bell.wait(seen, 30), 5)
+    seen = bell.rings
+    waiting = asyncio.create_task(bell.wait(seen, 0.01))  # nothing rings: the timeout ends it
+    await asyncio.wait_for(waiting, 5)
+    assert bell.rings == seen

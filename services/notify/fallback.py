@@ -23,6 +23,7 @@ from services.config import Settings
 from services.db import Database
 from services.incident_types import IncidentView
 from services.models import Incident, OutboxMessage, OutboxStatus
+from services.notify.outbox import Doorbell
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,15 @@ class FallbackService:
         clock: Clock,
         *,
         failing_since: Callable[[], datetime | None],
+        doorbell: Doorbell | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._clock = clock
         self._failing_since = failing_since
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        # Rung by the outbox's writers: an alert may wait for a fallback channel.
+        self._doorbell = doorbell or Doorbell()
         self.sent = 0
         # The outage announced (its start), and when to try again if announcing failed.
         self.outage_announced: datetime | None = None
@@ -304,7 +307,7 @@ class FallbackService:
         return count
 
     def wake(self) -> None:
-        self._wake.set()
+        self._doorbell.ring()
 
     def start(self) -> None:
         if self._task is None and self.channels:
@@ -319,12 +322,11 @@ class FallbackService:
 
     async def _run(self) -> None:
         while True:
+            seen = self._doorbell.rings
             try:
                 await self.step()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("fallback step failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-            self._wake.clear()
+            await self._doorbell.wait(seen, 1.0)

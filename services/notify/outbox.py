@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from services.clock import Clock
+from services.config import Settings
+from services.db import Database
 from services.incident_types import ChangeKind, IncidentChange
 from services.models import OutboxMessage, OutboxStatus
 from services.severity import Severity
@@ -166,6 +172,31 @@ def rows_for(change: IncidentChange, team: Target | None) -> list[Row]:
                 )
             )
     return rows
+
+
+class Doorbell:
+    """Rung when rows are committed to the outbox (or another instance queued some): the
+    sender and the fallback, built after the writers, each wait for a ring they have not
+    seen (`rings` read before their step)."""
+
+    def __init__(self) -> None:
+        self.rings = 0
+        self._rung: asyncio.Event | None = None
+
+    def ring(self) -> None:
+        self.rings += 1
+        if self._rung is not None:
+            self._rung.set()
+            self._rung = None
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Until a ring after `seen` (at once if one came already), or `timeout` seconds."""
+        if self.rings != seen:
+            return
+        if self._rung is None:
+            self._rung = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._rung.wait(), timeout)
 
 
 class OutboxHook:
@@ -361,3 +392,87 @@ def add_row(
     )
     session.add(row)
     return row
+
+
+def team_target(settings: Settings) -> Target | None:
+    """The team chat (and forum topic) from the settings; None when none is set."""
+    if settings.telegram_team_chat_id is None:
+        return None
+    return Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
+
+
+class Outbox:
+    """The outbox's writers, built before the incidents (they take `hook`) and before the
+    sender that drains it (services/notify/service.py): each incident change's rows, and
+    plain posts to the team chat; both ring `doorbell` once committed."""
+
+    def __init__(self, db: Database, clock: Clock, target: Target | None) -> None:
+        self._db = db
+        self._clock = clock
+        self.target = target
+        self.doorbell = Doorbell()
+        self.hook = OutboxHook(target, self.doorbell.ring)
+
+    async def post_to_team(self, payload: dict[str, Any], *, key: str = "text") -> bool:
+        """Queue a message to the team chat as data the renderer words in the chat's language
+        (e.g. the weekly token status); False when there is no team chat. It goes through the
+        outbox, so it survives an outage."""
+        if self.target is None:
+            return False
+        now = self._clock.now()
+        async with self._db.write() as session:
+            add_row(
+                session,
+                key=await unique_key(session, f"{key}:{now.isoformat()}"),
+                target=self.target,
+                priority=Severity.P3.rank,
+                incident_id=None,
+                op=Op.TEXT,
+                payload=payload,
+                now=now,
+            )
+        self.doorbell.ring()
+        return True
+
+    async def queue_to_team(
+        self, key: str, text: str, *, file: tuple[str, bytes] | None = None
+    ) -> bool:
+        """Queue `text` (and a file after it) for the team chat through the outbox; False
+        when there is no team chat. `key` makes a repeat of the same report queue nothing."""
+        target = self.target
+        if target is None:
+            return False
+        now = self._clock.now()
+        async with self._db.write() as session:
+            exists = await session.scalar(
+                select(OutboxMessage.id).where(OutboxMessage.idempotency_key == f"{key}:text")
+            )
+            if exists is not None:
+                return True
+            add_row(
+                session,
+                key=f"{key}:text",
+                target=target,
+                priority=3,
+                incident_id=None,
+                op=Op.TEXT,
+                payload={"text": text},
+                now=now,
+            )
+            if file is not None:
+                add_row(
+                    session,
+                    key=await unique_key(session, f"{key}:file"),
+                    target=target,
+                    priority=3,
+                    incident_id=None,
+                    op=Op.FILE,
+                    payload={
+                        "filename": file[0],
+                        "content": base64.b64encode(file[1]).decode(),
+                        "text": "",
+                    },
+                    now=now,
+                )
+        self.doorbell.ring()
+        return True

@@ -33,7 +33,7 @@ from services.notify.delivery import (
     RetryAfter,
     Unavailable,
 )
-from services.notify.outbox import Op, Pending, Target, add_row
+from services.notify.outbox import Doorbell, Op, Pending, Target, add_row
 from services.notify.storm import DIGEST_PRIORITY, StormDigests
 from services.scheduler import Gate
 
@@ -114,6 +114,7 @@ class OutboxSender:
         card_facts: CardFacts | None = None,
         gate: Gate | None = None,
         storms: StormDigests | None = None,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self._card_facts = card_facts
         # New cards a group's minute cannot carry fold into its storm digest.
@@ -125,7 +126,8 @@ class OutboxSender:
         self._delivery = delivery
         self._renderer = renderer
         self._max_backoff = max_backoff
-        self._wake = asyncio.Event()
+        # Rung by the outbox's writers (services/notify/outbox.py): rows to send.
+        self._doorbell = doorbell or Doorbell()
         self._task: asyncio.Task[None] | None = None
         self._blocked_until: dict[int, float] = {}
         self._global_blocked_until = 0.0
@@ -139,7 +141,7 @@ class OutboxSender:
     # -- lifecycle --------------------------------------------------------------
 
     def wake(self) -> None:
-        self._wake.set()
+        self._doorbell.ring()
 
     def start(self) -> None:
         if self._task is None:
@@ -176,6 +178,7 @@ class OutboxSender:
                     await self.prune()
                 except Exception:
                     log.exception("outbox prune failed")
+            seen = self._doorbell.rings
             try:
                 delay = await self.step()
             except asyncio.CancelledError:
@@ -184,9 +187,7 @@ class OutboxSender:
                 log.exception("outbox sender step failed")
                 delay = 1.0
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
-            self._wake.clear()
+                await self._doorbell.wait(seen, min(delay, 1.0))
 
     # -- one step -----------------------------------------------------------------
 

@@ -1,8 +1,8 @@
-"""`NotifyService`: the outbox hook, the sender's lifecycle, the fallback and the test."""
+"""`NotifyService`: the sender's lifecycle, the fallback and the test (the outbox's writers
+are services/notify/outbox.py `Outbox`)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,11 +20,10 @@ from services.health import ComponentHealth, Status
 from services.models import IncidentMessage, OutboxMessage, OutboxStatus
 from services.notify.delivery import Delivery, DeliveryError
 from services.notify.fallback import ChannelResult, FallbackService
-from services.notify.outbox import Op, OutboxHook, Target, add_row, unique_key
+from services.notify.outbox import Outbox
 from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
 from services.notify.storm import StormDigests
 from services.scheduler import Gate
-from services.severity import Severity
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,9 @@ class Backlog:
 
 
 class NotifyService:
-    """Owns outgoing notifications: the outbox hook, the sender that drains it through the
-    chat's `Delivery` (None: the bot is off, rows wait), the fallback and the test."""
+    """Owns outgoing notifications: the sender that drains the outbox (its writers are
+    `Outbox`) through the chat's `Delivery` (None: the bot is off, rows wait), the fallback
+    and the test."""
 
     def __init__(
         self,
@@ -43,6 +43,7 @@ class NotifyService:
         db: Database,
         clock: Clock,
         *,
+        outbox: Outbox,
         delivery: Delivery | None = None,
         renderer: Renderer | None = None,
         card_facts: CardFacts | None = None,
@@ -55,16 +56,11 @@ class NotifyService:
         # The chat's client: the sender's, the health check's and the test message's; its
         # pacing is the budget the bot's own replies share.
         self.delivery = delivery
-        target = (
-            Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
-            if settings.telegram_team_chat_id is not None
-            else None
+        # The writers (built before the incidents, whose hook they give) ring its doorbell.
+        self.outbox = outbox
+        self.fallback = FallbackService(
+            settings, db, clock, failing_since=self._failing_since, doorbell=outbox.doorbell
         )
-        self._target = target
-        # The incidents' hook that puts each change's messages in the outbox (the
-        # composition root gives it to IncidentService).
-        self.hook = OutboxHook(target, self._wake)
-        self.fallback = FallbackService(settings, db, clock, failing_since=self._failing_since)
         # The storm digests: what the sender folds, what the bot's digest list shows.
         self.storms = StormDigests(
             db, clock, edit_every=timedelta(seconds=settings.telegram_digest_edit_seconds)
@@ -87,15 +83,14 @@ class NotifyService:
                 card_facts=card_facts,
                 gate=gate,
                 storms=self.storms,
+                doorbell=outbox.doorbell,
             )
         self._leading = True
         if registry is not None:
             registry.register(_Collector(self))
 
     def _wake(self) -> None:
-        if self.sender is not None:
-            self.sender.wake()
-        self.fallback.wake()
+        self.outbox.doorbell.ring()  # the sender and the fallback
 
     def _failing_since(self) -> datetime | None:
         return self.sender.failing_since if self.sender is not None else None
@@ -242,29 +237,6 @@ class NotifyService:
             self._wake()
         return opened
 
-    # -- plain posts to the team chat ------------------------------------------------------
-
-    async def post_to_team(self, payload: dict[str, Any], *, key: str = "text") -> bool:
-        """Queue a message to the team chat as data the renderer words in the chat's language
-        (e.g. the weekly token status); False when there is no team chat. It goes through the
-        outbox, so it survives an outage."""
-        if self._target is None:
-            return False
-        now = self._clock.now()
-        async with self._db.write() as session:
-            add_row(
-                session,
-                key=await unique_key(session, f"{key}:{now.isoformat()}"),
-                target=self._target,
-                priority=Severity.P3.rank,
-                incident_id=None,
-                op=Op.TEXT,
-                payload=payload,
-                now=now,
-            )
-        self._wake()
-        return True
-
     # -- the playbook's test message ----------------------------------------------------
 
     async def send_test(self, *, actor: str, text: str | None = None) -> list[ChannelResult]:
@@ -301,52 +273,6 @@ class NotifyService:
             return ChannelResult("telegram", False, str(exc), "error", {"error": str(exc)})
         chat = settings.telegram_team_chat_id
         return ChannelResult("telegram", True, f"sent to chat {chat}", "sent_to", {"to": chat})
-
-    # -- files for the team chat (the weekly report) ----------------------------------------
-
-    async def queue_to_team(
-        self, key: str, text: str, *, file: tuple[str, bytes] | None = None
-    ) -> bool:
-        """Queue `text` (and a file after it) for the team chat through the outbox; False
-        when there is no team chat. `key` makes a repeat of the same report queue nothing."""
-        settings = self._settings
-        if settings.telegram_team_chat_id is None:
-            return False
-        target = Target(settings.telegram_team_chat_id, settings.telegram_team_thread_id)
-        now = self._clock.now()
-        async with self._db.write() as session:
-            exists = await session.scalar(
-                select(OutboxMessage.id).where(OutboxMessage.idempotency_key == f"{key}:text")
-            )
-            if exists is not None:
-                return True
-            add_row(
-                session,
-                key=f"{key}:text",
-                target=target,
-                priority=3,
-                incident_id=None,
-                op=Op.TEXT,
-                payload={"text": text},
-                now=now,
-            )
-            if file is not None:
-                add_row(
-                    session,
-                    key=await unique_key(session, f"{key}:file"),
-                    target=target,
-                    priority=3,
-                    incident_id=None,
-                    op=Op.FILE,
-                    payload={
-                        "filename": file[0],
-                        "content": base64.b64encode(file[1]).decode(),
-                        "text": "",
-                    },
-                    now=now,
-                )
-        self._wake()
-        return True
 
 
 class _Collector(Collector):
