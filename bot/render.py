@@ -709,12 +709,12 @@ class TelegramRenderer:
 
     def refusal(self, values: dict[str, Any]) -> str:
         """Why a publish was refused, in this language when the service named its reason."""
+        error = str(values.get("error", ""))
         refusal = values.get("refusal")
         reason = refusal.get("reason") if isinstance(refusal, dict) else None
-        message = self.catalogue.get(f"error.{reason}") if isinstance(reason, str) else None
-        if message is None or not isinstance(refusal, dict):
-            return str(values.get("error", ""))
-        text = html_to_plain(message.format_map(_Blank(refusal)))
+        if not isinstance(refusal, dict) or not isinstance(reason, str):
+            return error
+        text = html_to_plain(self._reason("error", reason, {"error": error, **refusal}))
         return text.removeprefix("⚠️").strip().rstrip(".")
 
     def token_lines(self, status: TokenStatus) -> str:

@@ -80,23 +80,22 @@ def content_key(topic: str) -> str:
 def caption_problems(caption: str) -> list[str]:
     """What keeps a caption from Instagram: empty, too long, too many hashtags or mentions."""
     problems = []
+    figures = caption_figures(caption)
     if not caption.strip():
         problems.append("the caption is empty")
-    if len(caption) > MAX_CAPTION:
-        problems.append(f"{len(caption)} characters, Instagram takes {MAX_CAPTION}")
-    hashtags = len(re.findall(r"(?<!\w)#\w+", caption))
-    if hashtags > MAX_HASHTAGS:
-        problems.append(f"{hashtags} hashtags, Instagram takes {MAX_HASHTAGS}")
-    mentions = len(re.findall(r"(?<!\w)@[\w.]+", caption))
-    if mentions > MAX_MENTIONS:
-        problems.append(f"{mentions} mentions, Instagram takes {MAX_MENTIONS}")
+    if figures["length"] > MAX_CAPTION:
+        problems.append(f"{figures['length']} characters, Instagram takes {MAX_CAPTION}")
+    if figures["hashtags"] > MAX_HASHTAGS:
+        problems.append(f"{figures['hashtags']} hashtags, Instagram takes {MAX_HASHTAGS}")
+    if figures["mentions"] > MAX_MENTIONS:
+        problems.append(f"{figures['mentions']} mentions, Instagram takes {MAX_MENTIONS}")
     return problems
 
 
 def caption_figures(caption: str) -> dict[str, int]:
     """The caption's counts against Instagram's limits (a refusal's values)."""
     return {
-        "length": len(caption.strip()) and len(caption),
+        "length": len(caption),
         "max_length": MAX_CAPTION,
         "hashtags": len(re.findall(r"(?<!\w)#\w+", caption)),
         "max_hashtags": MAX_HASHTAGS,

@@ -89,9 +89,6 @@ class NotifyService:
         if registry is not None:
             registry.register(_Collector(self))
 
-    def _wake(self) -> None:
-        self.outbox.doorbell.ring()  # the sender and the fallback
-
     def _failing_since(self) -> datetime | None:
         return self.sender.failing_since if self.sender is not None else None
 
@@ -126,8 +123,9 @@ class NotifyService:
         self.fallback.start()
 
     def wake(self) -> None:
-        """Another instance queued rows: look now instead of at the next poll."""
-        self._wake()
+        """Rows were queued (here or by another instance): the sender and the fallback look
+        now instead of at the next poll."""
+        self.outbox.doorbell.ring()
 
     # -- reads ----------------------------------------------------------------------
 
@@ -234,7 +232,7 @@ class NotifyService:
         it is not folded."""
         opened = await self.storms.open(incident_id)
         if opened:
-            self._wake()
+            self.wake()
         return opened
 
     # -- the playbook's test message ----------------------------------------------------
