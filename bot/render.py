@@ -881,7 +881,13 @@ class TelegramRenderer:
     def stats_restarted(self, result: RestartResult) -> str:
         when = at(result.next_run) if result.next_run else self.t("stats.not_scheduled")
         if not result.ok:
-            return self.t("stats.restart_failed", next=when, detail=esc(result.collected.detail))
+            collected = result.collected
+            # Our own outcome in the chat's words; the provider's answer quoted as it came.
+            if collected.reason == "not_configured":
+                detail = self.t("stats.not_configured")
+            else:
+                detail = f"<code>{esc(collected.detail[:200])}</code>"
+            return self.t("stats.restart_failed", next=when, detail=detail)
         return self.t("stats.restarted", next=when)
 
 

@@ -413,7 +413,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
     async def scheduler_ctx(_app: web.Application) -> AsyncIterator[None]:
         services.scheduler.start()
         yield
-        services.scheduler.shutdown()
+        await services.scheduler.stop()
 
     async def leader_ctx(_app: web.Application) -> AsyncIterator[None]:
         # Escalation timers, periodic jobs and the outbox sender run on the one instance that

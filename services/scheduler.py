@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,8 @@ class SchedulerService:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._gate = gate
+        self._running: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     @property
     def running(self) -> bool:
@@ -63,6 +66,21 @@ class SchedulerService:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Fire nothing more; let the jobs in flight finish for up to `grace` seconds, then
+        cancel them. A job cancelled here ends quietly: the database holds what it had
+        committed, and the next start re-arms from it."""
+        self._stopping = True
+        self.shutdown()
+        running = set(self._running)
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
     def add_job(
         self,
@@ -78,6 +96,21 @@ class SchedulerService:
         return job
 
     async def _gated(self, func: Callable[..., Awaitable[object]], *args: Any) -> None:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - APScheduler runs coroutine jobs as tasks
+            await self._run(func, *args)
+            return
+        self._running.add(task)
+        try:
+            await self._run(func, *args)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            log.info("%s stopped at shutdown", getattr(func, "__qualname__", func))
+        finally:
+            self._running.discard(task)
+
+    async def _run(self, func: Callable[..., Awaitable[object]], *args: Any) -> None:
         gate = self._gate
         if gate is None or not gate.running:
             await func(*args)

@@ -39,9 +39,13 @@ def is_stale(*, last_updated: datetime | None, now: datetime, stale_after: timed
 
 @dataclass(frozen=True)
 class CollectResult:
+    """`detail` is English (CLI, API, logs); `reason` names our own outcome for the chat to
+    word ("fresh", "not_configured"), and is None when `detail` quotes the provider."""
+
     collected: bool
     last_updated: datetime | None
     detail: str
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,10 +111,15 @@ class StatsService:
         now = self._clock.now()
         last = await self.last_updated()
         if not force and last is not None and now - last < self.interval:
-            return CollectResult(False, last, "fresh enough; use --force to collect anyway")
+            return CollectResult(
+                False, last, "fresh enough; use --force to collect anyway", "fresh"
+            )
         if not self._instagram.configured:
             return CollectResult(
-                False, last, "INSTAGRAM_ACCESS_TOKEN or INSTAGRAM_USER_ID not set"
+                False,
+                last,
+                "INSTAGRAM_ACCESS_TOKEN or INSTAGRAM_USER_ID not set",
+                "not_configured",
             )
         operation = "account"
         try:
@@ -155,7 +164,9 @@ class StatsService:
         await self._incidents.resolve_by_dedup_key(STATS_KEY, actor="stats_collector")
         if self.retry is not None:
             await self.retry.settle("collect_stats", "", actor="stats collect")
-        return CollectResult(True, now, f"{len(media)} media, {len(insights)} insights")
+        return CollectResult(
+            True, now, f"{len(media)} media, {len(insights)} insights", "collected"
+        )
 
     async def run_collect_job(self, _job: JobView) -> str | None:
         """A `collect_stats` job runs again: a forced collection (no trace of its own)."""

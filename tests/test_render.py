@@ -13,6 +13,7 @@ from services.incident_types import IncidentView
 from services.models import IncidentState
 from services.notify.outbox import Op
 from services.severity import Severity
+from services.stats import CollectResult, RestartResult
 from tests.fakes.telegram import check_html
 
 NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)
@@ -228,3 +229,22 @@ def test_card_of_a_timed_ack_says_until_when() -> None:
     assert "acknowledged by alice at 2026-11-22 01:00 UTC (until 2026-11-22 01:30 UTC)" in (
         rendered.html
     )
+
+
+@pytest.mark.parametrize("language", ["ko", "en"])
+def test_a_failed_stats_restart_words_our_outcome_and_quotes_the_provider(
+    language: str,
+) -> None:
+    render = TelegramRenderer(Catalogue(language))
+    unset = RestartResult(None, CollectResult(False, None, "X not set", "not_configured"))
+    said = "Graph API /me answered 429: Application request limit reached"
+    refused = RestartResult(None, CollectResult(False, None, said))
+
+    worded = render.stats_restarted(unset)
+    quoted = render.stats_restarted(refused)
+
+    assert "X not set" not in worded and "INSTAGRAM_USER_ID" in worded
+    assert f"<code>{esc(said)}</code>" in quoted
+    if language == "ko":
+        outside = html_to_plain(quoted.replace(f"<code>{esc(said)}</code>", ""))
+        assert not any(c.isascii() and c.isalpha() for c in outside), outside

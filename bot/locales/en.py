@@ -185,6 +185,10 @@ MESSAGES: dict[str, str] = {
     "stats.restarted": "🔄 Stats collector restarted and collected now; next run {next}",
     "stats.restart_failed": "⚠️ Stats collector re-armed (next run {next}), but collecting "
     "now failed: {detail}",
+    "stats.not_configured": (
+        "<code>INSTAGRAM_ACCESS_TOKEN</code> or <code>INSTAGRAM_USER_ID</code> "
+        "is not set on the server"
+    ),
     "stats.not_scheduled": "not scheduled",
     "logs.caption": "📦 Logs of incident #{id}: {traces} trace(s), {lines} error line(s)",
     "logs.sent": "Logs of #{id} sent",

@@ -181,6 +181,10 @@ MESSAGES: dict[str, str] = {
     "stats.restarted": "🔄 통계 수집기를 재시작하고 지금 수집했습니다; 다음 실행 {next}",
     "stats.restart_failed": "⚠️ 통계 수집기를 다시 예약했지만 (다음 실행 {next}) 지금 수집은 "
     "실패했습니다: {detail}",
+    "stats.not_configured": (
+        "서버에 <code>INSTAGRAM_ACCESS_TOKEN</code> 또는 <code>INSTAGRAM_USER_ID</code> 가 "
+        "설정되지 않았습니다"
+    ),
     "stats.not_scheduled": "예약 없음",
     "logs.caption": "📦 장애 #{id} 로그: 트레이스 {traces}개, 오류 로그 {lines}줄",
     "logs.sent": "#{id} 로그 전송",
