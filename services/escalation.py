@@ -29,6 +29,7 @@ from services.incidents import IncidentService, IncidentWrite, lapse_acknowledge
 from services.ladder import (
     DueStep,
     LadderState,
+    Openings,
     deadline_due,
     due_steps,
     fired_map,
@@ -39,8 +40,7 @@ from services.ladder import (
 from services.metrics import Metrics
 from services.models import EscalationFiring, EscalationLadder, Incident, IncidentState
 from services.oncall import OncallService
-from services.policy import Policy, Step
-from services.severity import Severity
+from services.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,7 @@ class EscalationService:
         self._metrics = EscalationMetrics(metrics)
         self._alarm = alarm
         self._step_details = dict(step_details or {})
+        self._openings = Openings(policy)
 
     # -- the hook: every incident write keeps its ladder and wake-up current ----------------
 
@@ -216,10 +217,10 @@ class EscalationService:
             kind, incident = change.kind, change.incident
             severity = incident.severity
             if kind in (ChangeKind.TRIGGERED, ChangeKind.REOPENED):
-                for step in self._initial_steps(severity):
+                for _, step in self._openings.steps(severity):
                     self._metrics.steps_fired.labels(severity.value, step.name).inc()
                     self._metrics.lateness.observe(0.0)
-                wake = next_wakeup(self._started(incident, change.at), self.policy)
+                wake = self._first_wakeup(incident, change.at)
                 if wake is not None and (soonest is None or wake < soonest):
                     soonest = wake
             elif kind is ChangeKind.ESCALATED:
@@ -242,19 +243,12 @@ class EscalationService:
         if soonest is not None:
             self._alarm.hint(soonest)
 
-    def _initial_steps(self, severity: Severity) -> list[Step]:
-        return [s for s in self.policy.ladder(severity) if s.initial]
-
     def _started(self, incident: IncidentView, at: datetime) -> LadderState:
         """A run just started at `at`, its initial steps (the alert itself) fired."""
-        fired = {i: 0 for i, s in enumerate(self.policy.ladder(incident.severity)) if s.initial}
-        return LadderState(
-            severity=incident.severity,
-            state=IncidentState.TRIGGERED,
-            started_at=at,
-            fired=fired,
-            deadline=incident.response_deadline,
-        )
+        return self._openings.started(incident.severity, at, incident.response_deadline)
+
+    def _first_wakeup(self, incident: IncidentView, at: datetime) -> datetime | None:
+        return self._openings.first_wakeup(incident.severity, at, incident.response_deadline)
 
     def _start(
         self, session: Session, runs: Sequence[tuple[IncidentView, datetime, int]], *, new: bool
@@ -269,22 +263,20 @@ class EscalationService:
         ladders: list[dict[str, Any]] = []
         wakes: list[dict[str, Any]] = []
         for incident, at, epoch in runs:
-            state = self._started(incident, at)
-            for index, seq in state.fired.items():
-                step = self.policy.ladder(incident.severity)[index]
+            for index, step in self._openings.steps(incident.severity):
                 firings.append(
                     {
                         "incident_id": incident.id,
                         "epoch": epoch,
                         "step_index": index,
-                        "seq": seq,
+                        "seq": 0,
                         "step_name": step.name,
                         "due_at": at,
                         "fired_at": at,
                         "late_seconds": 0,
                     }
                 )
-            wake = next_wakeup(state, self.policy)
+            wake = self._first_wakeup(incident, at)
             if new:
                 ladders.append(
                     {

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services import incident_rows
 from services.clock import Clock
-from services.db import Database, execute_many
+from services.db import Database, execute_many, insert_returning
 from services.errors import InvalidInput, InvalidTransition, NotFound
 from services.incident_types import (
     AlertIn,
@@ -220,9 +220,7 @@ class IncidentService:
             if len({r["dedup_key"] for r in inserts}) == len(inserts):
                 # Matched by dedup key, not by position: unordered, the group is one multi-row
                 # INSERT ... RETURNING, where SQLite takes a row at a time for ordered ids.
-                new_ids = {
-                    key: id_ for key, id_ in conn.execute(incident_rows.INSERT_INCIDENTS, params)
-                }
+                new_ids = dict(insert_returning(conn, incident_rows.INSERT_INCIDENTS, params))
                 for row in inserts:
                     row["id"] = new_ids[row["dedup_key"]]
             else:  # a key opened, resolved and opened again within the group

@@ -149,3 +149,49 @@ def fired_map(pairs: Iterator[tuple[int, int]] | list[tuple[int, int]]) -> dict[
         if seq > fired.get(index, -1):
             fired[index] = seq
     return fired
+
+
+class Openings:
+    """How a ladder run starts, per severity of one policy: the steps that are the alert
+    itself (0 s, to the team chat), fired as it starts, and `next_wakeup` of the run just
+    started. A started run differs from another of its severity only by when it started
+    and how far off its deadline is, and every time in it moves with the start; so that
+    answer is kept per (severity, deadline distance) as a distance from the start, since
+    each group of an alert storm opens hundreds of runs alike."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._steps: dict[Severity, tuple[tuple[int, Step], ...]] = {}
+        self._wakes: dict[tuple[Severity, timedelta | None], timedelta | None] = {}
+
+    def steps(self, severity: Severity) -> tuple[tuple[int, Step], ...]:
+        """(index, step) of each step fired as a run starts."""
+        steps = self._steps.get(severity)
+        if steps is None:
+            ladder = self._policy.ladder(severity)
+            steps = self._steps[severity] = tuple(
+                (i, s) for i, s in enumerate(ladder) if s.initial
+            )
+        return steps
+
+    def started(self, severity: Severity, at: datetime, deadline: datetime | None) -> LadderState:
+        """A run just started at `at`, its initial steps fired."""
+        return LadderState(
+            severity=severity,
+            state=IncidentState.TRIGGERED,
+            started_at=at,
+            fired={i: 0 for i, _ in self.steps(severity)},
+            deadline=deadline,
+        )
+
+    def first_wakeup(
+        self, severity: Severity, at: datetime, deadline: datetime | None
+    ) -> datetime | None:
+        """`next_wakeup(self.started(severity, at, deadline), policy)`."""
+        key = (severity, None if deadline is None else deadline - at)
+        if key in self._wakes:
+            after = self._wakes[key]
+        else:
+            wake = next_wakeup(self.started(severity, at, deadline), self._policy)
+            after = self._wakes[key] = None if wake is None else wake - at
+        return None if after is None else at + after

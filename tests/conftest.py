@@ -7,6 +7,7 @@ import itertools
 import os
 import shutil
 import socket
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import Pool
 
 from services import db
 from services.config import Settings
@@ -302,16 +304,32 @@ async def pg_url(templates: Templates, tmp_path: Path, _pg_template: str) -> Asy
 
 @contextmanager
 def statements_seen(keep: Callable[[str], bool]) -> Iterator[list[str]]:
-    """The SQL statements of any engine for which `keep` holds, while the block runs
-    (what goes through SQLAlchemy: `services.db.execute_many` and `sqlite_rows` do not)."""
+    """The SQL statements of any engine for which `keep` holds, while the block runs: what
+    goes through SQLAlchemy, and on the plain sqlite3 connections of `write_sync` what goes
+    straight to the driver (`execute_many`, `insert_returning`, `sqlite_rows`) too, as
+    SQLite's trace callback sees it."""
     seen: list[str] = []
+    traced: list[sqlite3.Connection] = []
 
-    def statement(_conn: object, _cursor: object, sql: str, *_args: object) -> None:
+    def statement(conn: Connection, _cursor: object, sql: str, *_args: object) -> None:
+        if keep(sql) and conn.dialect.driver != "pysqlite":
+            seen.append(sql)
+
+    def trace(sql: str) -> None:
         if keep(sql):
             seen.append(sql)
 
+    def checkout(dbapi: object, _record: object, _proxy: object) -> None:
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.set_trace_callback(trace)
+            traced.append(dbapi)
+
     event.listen(Engine, "before_cursor_execute", statement)
+    event.listen(Pool, "checkout", checkout)
     try:
         yield seen
     finally:
+        event.remove(Pool, "checkout", checkout)
         event.remove(Engine, "before_cursor_execute", statement)
+        for dbapi in traced:
+            dbapi.set_trace_callback(None)

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from services.ladder import (
     LadderState,
+    Openings,
     ack_lapsed,
     deadline_due,
     due_steps,
@@ -16,7 +17,7 @@ from services.ladder import (
     snooze_shift,
 )
 from services.models import IncidentState
-from services.policy import default_policy, parse_policy
+from services.policy import Policy, default_policy, parse_policy
 from services.severity import Severity
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
@@ -199,3 +200,29 @@ def test_at_each_wakeup_something_is_due(  # noqa: PLR0917
     assert not due_steps(ladder_state, REPEATING, before)
     assert not deadline_due(ladder_state, before)
     assert not ack_lapsed(ladder_state, before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    policy=st.sampled_from([POLICY, REPEATING]),
+    severity=st.sampled_from(list(Severity)),
+    starts=st.lists(st.integers(0, 10**7), min_size=1, max_size=5),
+    deadlines=st.lists(st.one_of(st.none(), st.integers(-600, 7200)), min_size=5, max_size=5),
+)
+def test_an_opening_is_the_started_run_and_its_wakeup_at_any_start(
+    policy: Policy, severity: Severity, starts: list[int], deadlines: list[int | None]
+) -> None:
+    """Kept per severity and deadline distance, the first wake-up is what `next_wakeup`
+    says of each run started, whenever it starts."""
+    openings = Openings(policy)
+    for start, deadline in zip(starts, deadlines, strict=False):
+        at = T0 + start * S
+        due = None if deadline is None else at + deadline * S
+        started = openings.started(severity, at, due)
+        assert started.fired == {
+            i: 0
+            for i, s in enumerate(policy.ladder(severity))
+            if s.after == timedelta(0) and s.target == "team"
+        }
+        assert started.state is IncidentState.TRIGGERED and started.started_at == at
+        assert openings.first_wakeup(severity, at, due) == next_wakeup(started, policy)
