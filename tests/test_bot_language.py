@@ -145,6 +145,11 @@ async def own_content(services: Services, language: str) -> list[str]:
             found.append(view.title)
         if view.wording is None:
             found.append(view.description)
+        else:
+            # The provider's answer our service quoted in its description (`{error}`).
+            error = (view.wording.get("params") or {}).get("error")
+            if isinstance(error, str):
+                found.append(error)
         found += [view.dedup_key, view.source]
         found += [f"{k}={v}" for k, v in view.labels.items()]
         found += [str(v) for v in view.labels.values()]
