@@ -84,6 +84,16 @@ class _Prepared:
 _PREPARED: dict[tuple[ValuesBase, tuple[str, ...]], _Prepared | None] = {}
 
 
+def _prepared(stmt: ValuesBase, keys: tuple[str, ...], dialect: Dialect) -> _Prepared | None:
+    """`stmt` compiled once for these keys; None when it needs SQLAlchemy's own execution."""
+    if (stmt, keys) not in _PREPARED:
+        try:
+            _PREPARED[(stmt, keys)] = _Prepared(stmt, keys, dialect)
+        except LookupError:
+            _PREPARED[(stmt, keys)] = None
+    return _PREPARED[(stmt, keys)]
+
+
 def execute_many(conn: Connection, stmt: ValuesBase, rows: Sequence[Mapping[str, Any]]) -> None:
     """`conn.execute(stmt, rows)` for a module-level INSERT or UPDATE without RETURNING
     whose rows all have the same keys. On a plain sqlite3 connection (`write_sync`'s) it
@@ -94,18 +104,7 @@ def execute_many(conn: Connection, stmt: ValuesBase, rows: Sequence[Mapping[str,
     if not rows:
         return
     dialect = conn.dialect
-    if not plain_sqlite(conn):
-        conn.execute(stmt, list(rows))
-        return
-    cache_key = (stmt, tuple(rows[0]))
-    if cache_key in _PREPARED:
-        prepared = _PREPARED[cache_key]
-    else:
-        try:
-            prepared = _Prepared(stmt, cache_key[1], dialect)
-        except LookupError:
-            prepared = None
-        _PREPARED[cache_key] = prepared
+    prepared = _prepared(stmt, tuple(rows[0]), dialect) if plain_sqlite(conn) else None
     if prepared is None:
         conn.execute(stmt, list(rows))
         return
@@ -131,16 +130,8 @@ def insert_returning(
     insertmanyvalues cost a sixth of an intake group); elsewhere, `conn.execute`."""
     if not rows:
         return []
-    if not plain_sqlite(conn):
-        return [tuple(r) for r in conn.execute(stmt, list(rows))]
     keys = tuple(rows[0])
-    if (stmt, keys) not in _PREPARED_RETURNING:
-        try:
-            prepared: _Prepared | None = _Prepared(stmt, keys, conn.dialect)
-        except LookupError:
-            prepared = None
-        _PREPARED_RETURNING[(stmt, keys)] = prepared
-    prepared = _PREPARED_RETURNING[(stmt, keys)]
+    prepared = _prepared(stmt, keys, conn.dialect) if plain_sqlite(conn) else None
     if prepared is None:
         return [tuple(r) for r in conn.execute(stmt, list(rows))]
     head, values, returning = _split_values(prepared.sql)
@@ -159,9 +150,6 @@ def insert_returning(
                 sql, params, err, sqlite3.Error, dialect=conn.dialect
             ) from err
     return returned
-
-
-_PREPARED_RETURNING: dict[tuple[ValuesBase, tuple[str, ...]], _Prepared | None] = {}
 
 
 def _split_values(sql: str) -> tuple[str, str, str]:

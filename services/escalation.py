@@ -243,10 +243,6 @@ class EscalationService:
         if soonest is not None:
             self._alarm.hint(soonest)
 
-    def _started(self, incident: IncidentView, at: datetime) -> LadderState:
-        """A run just started at `at`, its initial steps (the alert itself) fired."""
-        return self._openings.started(incident.severity, at, incident.response_deadline)
-
     def _first_wakeup(self, incident: IncidentView, at: datetime) -> datetime | None:
         return self._openings.first_wakeup(incident.severity, at, incident.response_deadline)
 

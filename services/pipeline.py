@@ -83,8 +83,8 @@ def caption_problems(caption: str) -> list[str]:
     figures = caption_figures(caption)
     if not caption.strip():
         problems.append("the caption is empty")
-    if figures["length"] > MAX_CAPTION:
-        problems.append(f"{figures['length']} characters, Instagram takes {MAX_CAPTION}")
+    if len(caption) > MAX_CAPTION:
+        problems.append(f"{len(caption)} characters, Instagram takes {MAX_CAPTION}")
     if figures["hashtags"] > MAX_HASHTAGS:
         problems.append(f"{figures['hashtags']} hashtags, Instagram takes {MAX_HASHTAGS}")
     if figures["mentions"] > MAX_MENTIONS:
@@ -95,7 +95,7 @@ def caption_problems(caption: str) -> list[str]:
 def caption_figures(caption: str) -> dict[str, int]:
     """The caption's counts against Instagram's limits (a refusal's values)."""
     return {
-        "length": len(caption),
+        "length": len(caption.strip()) and len(caption),
         "max_length": MAX_CAPTION,
         "hashtags": len(re.findall(r"(?<!\w)#\w+", caption)),
         "max_hashtags": MAX_HASHTAGS,

@@ -421,16 +421,8 @@ class Outbox:
             return False
         now = self._clock.now()
         async with self._db.write() as session:
-            add_row(
-                session,
-                key=await unique_key(session, f"{key}:{now.isoformat()}"),
-                target=self.target,
-                priority=Severity.P3.rank,
-                incident_id=None,
-                op=Op.TEXT,
-                payload=payload,
-                now=now,
-            )
+            key = await unique_key(session, f"{key}:{now.isoformat()}")
+            self._add_to_team(session, key, Op.TEXT, payload, now)
         self.doorbell.ring()
         return True
 
@@ -439,8 +431,7 @@ class Outbox:
     ) -> bool:
         """Queue `text` (and a file after it) for the team chat through the outbox; False
         when there is no team chat. `key` makes a repeat of the same report queue nothing."""
-        target = self.target
-        if target is None:
+        if self.target is None:
             return False
         now = self._clock.now()
         async with self._db.write() as session:
@@ -449,30 +440,29 @@ class Outbox:
             )
             if exists is not None:
                 return True
-            add_row(
-                session,
-                key=f"{key}:text",
-                target=target,
-                priority=3,
-                incident_id=None,
-                op=Op.TEXT,
-                payload={"text": text},
-                now=now,
-            )
+            self._add_to_team(session, f"{key}:text", Op.TEXT, {"text": text}, now)
             if file is not None:
-                add_row(
-                    session,
-                    key=await unique_key(session, f"{key}:file"),
-                    target=target,
-                    priority=3,
-                    incident_id=None,
-                    op=Op.FILE,
-                    payload={
-                        "filename": file[0],
-                        "content": base64.b64encode(file[1]).decode(),
-                        "text": "",
-                    },
-                    now=now,
-                )
+                payload = {
+                    "filename": file[0],
+                    "content": base64.b64encode(file[1]).decode(),
+                    "text": "",
+                }
+                file_key = await unique_key(session, f"{key}:file")
+                self._add_to_team(session, file_key, Op.FILE, payload, now)
         self.doorbell.ring()
         return True
+
+    def _add_to_team(
+        self, session: AsyncSession, key: str, op: str, payload: dict[str, Any], now: datetime
+    ) -> None:
+        assert self.target is not None
+        add_row(
+            session,
+            key=key,
+            target=self.target,
+            priority=Severity.P3.rank,
+            incident_id=None,
+            op=op,
+            payload=payload,
+            now=now,
+        )
