@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.aio import wait_event
 from services.clock import Clock
 from services.escalation import EscalationService, NextStepInfo
 from services.health import HealthService
@@ -255,8 +256,7 @@ class BoardService:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self.interval)
+            await wait_event(self._dirty, self.interval)
             try:
                 if self._dirty.is_set():
                     # Let a burst of changes (a batch of alerts) settle into one snapshot; in

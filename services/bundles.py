@@ -96,7 +96,8 @@ async def journal_lines(journalctl: str | None, since: datetime) -> list[str] | 
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), JOURNAL_TIMEOUT)
+        async with asyncio.timeout(JOURNAL_TIMEOUT):
+            out, _ = await process.communicate()
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -101,7 +101,8 @@ class HealthService:
     async def _run_one(self, check: HealthCheck) -> ComponentHealth:
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(check.check(), check.timeout)
+            async with asyncio.timeout(check.timeout):
+                result = await check.check()
         except TimeoutError:
             result = ComponentHealth(
                 check.name,

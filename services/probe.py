@@ -77,7 +77,8 @@ class DatabaseProbe:
     async def check(self) -> ComponentHealth:
         started = self._clock.now()
         try:
-            await asyncio.wait_for(self._write(started), PROBE_TIMEOUT)
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._write(started)
         except TimeoutError:
             detail = f"a write did not finish within {PROBE_TIMEOUT:g} s"
         except Exception as exc:  # any refusal of the write is the finding
@@ -186,6 +187,7 @@ class DatabaseProbe:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await asyncio.wait_for(self.check(), CHECK_TIMEOUT)
+                async with asyncio.timeout(CHECK_TIMEOUT):
+                    await self.check()
             except Exception:
                 log.exception("database probe failed to run")

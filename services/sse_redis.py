@@ -32,6 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.aio import wait_event
 from services.errors import Unavailable
 from services.health import ComponentHealth, Status
 from services.sse import (
@@ -518,7 +519,8 @@ class RedisRelay:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters[key] = waiter
         try:
-            return await asyncio.wait_for(waiter, self._echo_timeout)
+            async with asyncio.timeout(self._echo_timeout):
+                return await waiter
         except TimeoutError:
             return 0
         finally:
@@ -551,8 +553,7 @@ class RedisRelay:
                 if left <= 0:
                     break
                 arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(arrived.wait(), left)
+                await wait_event(arrived, left)
         finally:
             del self._admin_calls[request]
         cluster: dict[str, Any] = {

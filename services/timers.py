@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from services.aio import wait_event
 from services.clock import Clock
 from services.escalation import EscalationService
 from services.health import ComponentHealth, Status
@@ -58,25 +59,11 @@ class Alarm:
             self._event.set()
 
     async def wait(self, seconds: float) -> bool:
-        """Until a hint (True), or `seconds` at most (False). (Not `asyncio.wait_for`: on
-        Python 3.11 a cancel that meets its timeout can leave the wait hanging.)"""
-        if self._event.is_set():
-            self._event.clear()
-            return True
-        timed_out = False
-
-        def timeout() -> None:
-            nonlocal timed_out
-            timed_out = True
-            self._event.set()
-
-        handle = asyncio.get_running_loop().call_later(max(0.0, seconds), timeout)
+        """Until a hint (True), or `seconds` at most (False)."""
         try:
-            await self._event.wait()
+            return await wait_event(self._event, seconds)
         finally:
-            handle.cancel()
             self._event.clear()
-        return not timed_out
 
 
 class EscalationTimer:

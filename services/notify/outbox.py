@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from services.aio import wait_event
 from services.clock import Clock
 from services.config import Settings
 from services.db import Database
@@ -195,8 +195,7 @@ class Doorbell:
             return
         if self._rung is None:
             self._rung = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._rung.wait(), timeout)
+        await wait_event(self._rung, timeout)
 
 
 class OutboxHook:
