@@ -149,6 +149,7 @@ def bot_context(services: Services) -> Callable[[web.Application], AsyncIterator
                 log.exception("the Telegram bot stopped with an error")
             for task in list(pending):
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             await bot.session.close()
             await storage.close()
 

@@ -353,6 +353,13 @@ class HeartbeatService:
         self._beats.add(task)
         task.add_done_callback(self._beats.discard)
 
+    async def stop(self) -> None:
+        """Let the pings of jobs that have run finish; called once the scheduler has stopped
+        (a ping left pending at exit is lost, and its task holds a database connection)."""
+        await asyncio.sleep(0)  # a job that has just ended: its ping is scheduled, not yet begun
+        while self._beats:
+            await asyncio.gather(*self._beats, return_exceptions=True)
+
     async def _beat(self, name: str) -> None:
         try:
             await self.ping(name)

@@ -414,6 +414,7 @@ def background_contexts(services: Services) -> list[CleanupCtx]:
         services.scheduler.start()
         yield
         await services.scheduler.stop()
+        await services.heartbeats.stop()  # the pings of the jobs that ran
 
     async def leader_ctx(_app: web.Application) -> AsyncIterator[None]:
         # Escalation timers, periodic jobs and the outbox sender run on the one instance that

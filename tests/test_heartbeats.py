@@ -281,6 +281,29 @@ async def test_the_service_own_jobs_ping_their_heartbeats(settings: Settings) ->
             scheduler.shutdown()
 
 
+async def test_stop_lets_the_ping_of_a_job_that_ran_finish(settings: Settings) -> None:
+    """The scheduler stops right after a job has run: its heartbeat's ping is committed
+    when `stop` returns, not left pending (lost, with its connection held, at exit)."""
+    async with open_services(settings) as services:
+        scheduler = services.scheduler
+        await services.heartbeats.add("nightly", every=HOUR, grace=TEN, actor="cli:ops")
+        services.heartbeats.watch_jobs(scheduler.scheduler, {"nightly-job": "nightly"})
+        ran = asyncio.Event()
+
+        async def job() -> None:
+            ran.set()
+
+        scheduler.add_job(job, "date", id="nightly-job", run_date=datetime.now(UTC))
+        scheduler.start()
+        await asyncio.wait_for(ran.wait(), 10)
+        await scheduler.stop()
+        await services.heartbeats.stop()
+        pinging = [t for t in asyncio.all_tasks() if "_beat" in repr(t.get_coro())]
+        assert not pinging, "a ping still pending after stop"
+        [view] = [v for v in await services.heartbeats.views() if v.name == "nightly"]
+        assert view.last_ping_at is not None
+
+
 async def test_the_leader_runs_the_check(settings: Settings) -> None:
     """`serve`'s background contexts make this (lone) instance the leader, which arms the
     heartbeat check beside the other periodic jobs."""
