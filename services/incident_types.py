@@ -36,8 +36,9 @@ class AlertIn:
     # An Alertmanager notification: the group's alerts, merged into the incident's list.
     group: AlertGroupIn | None = None
     # Set by our own services: what the description says, as `{"reason": ..., "params":
-    # {...}}`, which the chat words in its language (bot/render.py `description`). The
-    # description stays the English text for the API, e-mail and logs.
+    # {...}}`, which the chat and the fallback e-mail word in their language
+    # (bot/render.py `description`). The description stays the English text for the API
+    # and logs.
     wording: dict[str, Any] | None = None
 
     @staticmethod

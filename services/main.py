@@ -41,6 +41,7 @@ from services.leader import (
 )
 from services.metrics import Metrics
 from services.notify.delivery import Delivery
+from services.notify.fallback import FallbackWording
 from services.notify.outbox import Outbox, team_target
 from services.notify.sender import Renderer
 from services.notify.service import NotifyService
@@ -166,6 +167,7 @@ async def open_services(
         outbox=outbox,
         delivery=delivery,
         renderer=renderer,
+        fallback_wording=fallback_wording(settings),
         card_facts=card_facts,
         gate=leadership,
         registry=metrics.registry,
@@ -185,7 +187,7 @@ async def open_services(
         incidents,
         instance=instance,
         interval=settings.health_interval_seconds,
-        deliver=notify.fallback.deliver,
+        fallback=notify.fallback.alarm_database,
     )
     heartbeats = HeartbeatService(database, clock, incidents)
     # What the health report checks: the pipeline's components (those set up), then ours.
@@ -270,6 +272,15 @@ def chat_delivery(settings: Settings) -> tuple[Delivery | None, Renderer | None]
         TelegramClient.from_settings(settings),
         TelegramRenderer(Catalogue(settings.bot_language)),
     )
+
+
+def fallback_wording(settings: Settings) -> FallbackWording:
+    """The fallback channel's words, in the bot's language (bot/, reached at run time like
+    `chat_delivery`); e-mail goes out with the bot off too, so always built."""
+    from bot.fallback_text import FallbackText
+    from bot.locales import Catalogue
+
+    return FallbackText(Catalogue(settings.bot_language))
 
 
 def redis_link(

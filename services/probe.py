@@ -38,7 +38,9 @@ CHECK_TIMEOUT = PROBE_TIMEOUT + 1.0
 ALARM_RETRY = timedelta(minutes=5)
 DEDUP_KEY = "health:database"
 
-Deliver = Callable[[str, str, dict[str, Any]], Awaitable[list[Any]]]
+# The fallback channel's database alarm (FallbackService.alarm_database): instance, what the
+# check found, why no incident could be written; one result per channel.
+Alarm = Callable[[str, str, str], Awaitable[list[Any]]]
 
 
 def describe(exc: BaseException) -> str:
@@ -60,15 +62,15 @@ class DatabaseProbe:
         *,
         instance: str,
         interval: float = 60.0,
-        deliver: Deliver | None = None,
+        fallback: Alarm | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._incidents = incidents
         self._instance = instance[:200]
         self._interval = interval
-        # The fallback channel's delivery (NotifyService.fallback.deliver).
-        self.deliver = deliver
+        # The fallback channel's alarm (NotifyService.fallback.alarm_database).
+        self.fallback = fallback
         self._down_since: datetime | None = None
         self._alarmed_at: datetime | None = None
         self._alarm: asyncio.Task[str] | None = None
@@ -149,21 +151,10 @@ class DatabaseProbe:
             reason = describe(exc)
         else:
             return "incident"
-        if self.deliver is None:
+        if self.fallback is None:
             log.error("database: no incident can be written (%s); no fallback configured", reason)
             return "none"
-        subject = f"[P0] SunFlow Ops database refuses writes ({self._instance})"
-        body = "\n".join(
-            [
-                f"The database health check on {self._instance} failed: {detail}",
-                f"No incident could be recorded either: {reason}",
-                "Check the disk space, the file's permissions or the role's privileges.",
-                "",
-                "Sent by SunFlow Ops over the fallback channel: the database is down.",
-            ]
-        )
-        data = {"component": "database", "instance": self._instance, "detail": detail}
-        results = await self.deliver(subject, body, data)
+        results = await self.fallback(self._instance, detail, reason)
         if not any(getattr(r, "ok", False) for r in results):
             log.error("database: the fallback alarm did not get through: %s", results)
             return "failed"

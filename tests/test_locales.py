@@ -56,7 +56,7 @@ ALLOWED = {
     "api", "instagram", "database", "telegram", "reachable", "web", "xx", "gen-5xx",
     # Settings, files and shell commands the reader types as they are.
     "INSTAGRAM_ACCESS_TOKEN", "INSTAGRAM_USER_ID", "env", "serve", "systemctl", "sunflow-ops@",
-    "token", "set-expiry", "Graph", "sunflow-ops@*",
+    "token", "set-expiry", "Graph", "sunflow-ops@*", "notify",
     # Settings, Bot API methods and example ids named in /health and error replies.
     "HTTP", "MAX_SSE_CONNECTIONS", "TELEGRAM_BOT_TOKEN", "getMe", "SF-20260130-091500-a1b2",
     "a1b2",

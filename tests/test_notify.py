@@ -21,7 +21,7 @@ from services.clock import FrozenClock
 from services.container import Services
 from services.errors import InvalidTransition
 from services.incident_types import AlertIn, ChangeKind, IncidentChange, IncidentView
-from services.main import open_services
+from services.main import fallback_wording, open_services
 from services.models import IncidentState, OutboxMessage
 from services.notify.outbox import Doorbell, Op, Target, add_row, priority_of
 from services.severity import Severity
@@ -129,10 +129,10 @@ async def test_idempotency_key_is_unique(notified: Services) -> None:
 @pytest.mark.parametrize(
     ("token", "failing_for", "age", "expect"),
     [
-        (None, None, timedelta(0), "the Telegram bot is off"),
+        (None, None, timedelta(0), "bot_off"),
         (TOKEN, None, timedelta(minutes=4), None),
-        (TOKEN, None, timedelta(minutes=5), "not delivered to Telegram within 5m"),
-        (TOKEN, timedelta(minutes=6), timedelta(seconds=1), "Telegram has been failing since"),
+        (TOKEN, None, timedelta(minutes=5), "not_delivered"),
+        (TOKEN, timedelta(minutes=6), timedelta(seconds=1), "telegram_failing"),
         (TOKEN, timedelta(minutes=1), timedelta(seconds=1), None),
     ],
 )
@@ -147,13 +147,19 @@ async def test_when_to_fall_back(
 
     settings = make_settings(migrated_url, telegram_bot_token=token)
     failing = START - failing_for if failing_for else None
-    fallback = FallbackService(settings, None, FrozenClock(START), failing_since=lambda: failing)  # type: ignore[arg-type]
+    fallback = FallbackService(
+        settings,
+        None,  # type: ignore[arg-type]
+        FrozenClock(START),
+        wording=fallback_wording(settings),
+        failing_since=lambda: failing,
+    )
     row = OutboxMessage(created_at=START - age)
     reason = fallback.due(row, START)
     if expect is None:
         assert reason is None
     else:
-        assert reason is not None and reason.startswith(expect)
+        assert reason is not None and reason.code == expect
 
 
 async def test_stuck_p0_goes_to_email_and_webhook_once(migrated_url: str) -> None:
@@ -222,8 +228,10 @@ async def test_notify_test_command_line(migrated_url: str, tmp_path: Path) -> No
                 ["email", "ok"],
                 ["webhook", "ok"],
             ]
-            assert "test message" in fake.in_chat(TEAM)[0].text
+            # In the chat's language (Korean by default) on every channel.
+            assert "SunFlow Ops 테스트 메시지" in fake.in_chat(TEAM)[0].text
             assert received[0]["test"] is True
+            assert received[0]["subject"] == "SunFlow Ops 테스트 메시지"
             assert TOKEN not in done.stdout + done.stderr
 
             fake.down = True

@@ -154,7 +154,8 @@ async def test_postgresql_refusing_writes_is_down_and_reaches_the_fallback(
                     break
                 await asyncio.sleep(0.05)
             [sent] = received
-            assert sent["subject"].startswith("[P0] SunFlow Ops database refuses writes")
+            # In the chat's language (Korean by default), like the chat itself.
+            assert sent["subject"].startswith("[P0] SunFlow Ops 데이터베이스 쓰기 거부")
             assert reason in sent["text"] and sent["component"] == "database"
             await client.get("/api/health")
             await asyncio.sleep(0.2)
@@ -268,5 +269,5 @@ async def test_sqlite_that_cannot_grow_is_down_and_reaches_the_fallback(tmp_path
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=30)
         assert received, stderr[-3000:]
-        assert received[0]["subject"].startswith("[P0] SunFlow Ops database refuses writes")
+        assert received[0]["subject"].startswith("[P0] SunFlow Ops 데이터베이스 쓰기 거부")
         assert "Traceback" not in stderr.split("database: the health check's write failed")[0]

@@ -53,6 +53,54 @@ MESSAGES: dict[str, str] = {
     "state.triggered": "🚨 open",
     "state.acknowledged": "👀 acknowledged",
     "state.resolved": "✅ resolved",
+    "severity.meaning.P0": "service down",
+    "severity.meaning.P1": "major feature failure",
+    "severity.meaning.P2": "partial failure",
+    "severity.meaning.P3": "minor issue",
+    # The fallback channel (e-mail, webhook): plain text, read when Telegram is not reached.
+    "fallback.alert.subject": "[{severity}] #{id} {title}",
+    "fallback.alert.body": (
+        "{severity} ({meaning}) incident #{id}\n"
+        "title: {title}\n"
+        "source: {source}\n"
+        "state: {state}, seen {count} time(s)\n"
+        "first seen: {first_seen}\n"
+        "respond by: {deadline}\n"
+        "labels: {labels}\n"
+        "\n"
+        "{description}\n"
+        "\n"
+        "Sent by SunFlow Ops over the fallback channel: {reason}."
+    ),
+    "fallback.reason.bot_off": "the Telegram bot is off",
+    "fallback.reason.telegram_failing": "Telegram has been failing since {since}",
+    "fallback.reason.not_delivered": "not delivered to Telegram within {after}",
+    "fallback.down.subject": "[SunFlow Ops] Telegram failing: alerts do not reach the chat",
+    "fallback.down.body": (
+        "Telegram has not accepted a message since {since} ({minutes} min).\n"
+        "{pending} message(s) wait in the outbox{oldest}; P0/P1 alerts come here as well "
+        "until Telegram delivers again.\n"
+        "Last error: {error}\n"
+        "\n"
+        "Playbook scenario 6: sunflow-ops health (telegram component), check "
+        "TELEGRAM_BOT_TOKEN, restart the service, sunflow-ops notify test."
+    ),
+    "fallback.down.oldest": ", the oldest from {oldest}",
+    "fallback.down.no_error": "unknown",
+    "fallback.test.subject": "SunFlow Ops test message",
+    "fallback.database.subject": "[P0] SunFlow Ops database refuses writes ({instance})",
+    "fallback.database.body": (
+        "The database health check on {instance} failed: {detail}\n"
+        "No incident could be recorded either: {reason}\n"
+        "Check the disk space, the file's permissions or the role's privileges.\n"
+        "\n"
+        "Sent by SunFlow Ops over the fallback channel: the database is down."
+    ),
+    "fallback.up.subject": "[SunFlow Ops] Telegram delivers again",
+    "fallback.up.body": (
+        "Telegram accepts messages again (failing from {since} to about {now}); the outbox "
+        "backlog is being delivered."
+    ),
     "card.state": "State: {state}",
     "card.by": "{state} by {actor} at {at}",
     "card.ack_until": " (until {until})",

@@ -51,6 +51,54 @@ MESSAGES: dict[str, str] = {
     "state.triggered": "🚨 발생",
     "state.acknowledged": "👀 확인됨",
     "state.resolved": "✅ 해결됨",
+    "severity.meaning.P0": "서비스 중단",
+    "severity.meaning.P1": "주요 기능 장애",
+    "severity.meaning.P2": "부분 장애",
+    "severity.meaning.P3": "경미한 문제",
+    # 대체 채널(이메일, 웹훅): 텔레그램에 닿지 않을 때 읽는 일반 텍스트.
+    "fallback.alert.subject": "[{severity}] #{id} {title}",
+    "fallback.alert.body": (
+        "{severity} ({meaning}) 장애 #{id}\n"
+        "제목: {title}\n"
+        "출처: {source}\n"
+        "상태: {state} · {count}회 수신\n"
+        "처음 발생: {first_seen}\n"
+        "응답 기한: {deadline}\n"
+        "라벨: {labels}\n"
+        "\n"
+        "{description}\n"
+        "\n"
+        "SunFlow Ops가 대체 채널로 보냈습니다: {reason}."
+    ),
+    "fallback.reason.bot_off": "텔레그램 봇이 꺼져 있습니다",
+    "fallback.reason.telegram_failing": "{since}부터 텔레그램 전송이 실패하고 있습니다",
+    "fallback.reason.not_delivered": "{after} 안에 텔레그램으로 전달되지 않았습니다",
+    "fallback.down.subject": "[SunFlow Ops] 텔레그램 장애: 알림이 채팅방에 닿지 않습니다",
+    "fallback.down.body": (
+        "{since}부터 텔레그램이 메시지를 받지 않습니다({minutes}분째).\n"
+        "아웃박스에 메시지 {pending}건이 대기 중입니다{oldest}. 텔레그램이 다시 전달할 때까지 "
+        "P0/P1 알림도 이곳으로 옵니다.\n"
+        "마지막 오류: {error}\n"
+        "\n"
+        "플레이북 시나리오 6: sunflow-ops health(telegram 항목) 확인, TELEGRAM_BOT_TOKEN "
+        "확인, 서비스 재시작, sunflow-ops notify test."
+    ),
+    "fallback.down.oldest": "(가장 오래된 것: {oldest})",
+    "fallback.down.no_error": "알 수 없음",
+    "fallback.test.subject": "SunFlow Ops 테스트 메시지",
+    "fallback.database.subject": "[P0] SunFlow Ops 데이터베이스 쓰기 거부 ({instance})",
+    "fallback.database.body": (
+        "{instance}의 데이터베이스 헬스 체크 실패: {detail}\n"
+        "장애 기록도 남기지 못했습니다: {reason}\n"
+        "디스크 여유 공간, 파일 권한 또는 역할 권한을 확인하세요.\n"
+        "\n"
+        "SunFlow Ops가 대체 채널로 보냈습니다: 데이터베이스가 다운되었습니다."
+    ),
+    "fallback.up.subject": "[SunFlow Ops] 텔레그램 전송 복구",
+    "fallback.up.body": (
+        "텔레그램이 다시 메시지를 받습니다({since}부터 약 {now}까지 실패). 아웃박스에 쌓인 "
+        "메시지를 전달하고 있습니다."
+    ),
     "card.state": "상태: {state}",
     "card.by": "{state} — {actor}, {at}",
     "card.ack_until": " ({until}까지)",

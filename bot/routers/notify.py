@@ -6,8 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import Message
 
-from bot.render import TelegramRenderer, at
-from services.clock import Clock
+from bot.render import TelegramRenderer
 from services.notify.service import NotifyService
 
 
@@ -15,11 +14,9 @@ async def cmd_notify_test(
     message: Message,
     notify: NotifyService,
     renderer: TelegramRenderer,
-    clock: Clock,
     actor: str,
 ) -> None:
-    text = renderer.t("notify.text", actor=actor, at=at(clock.now()))
-    results = await notify.send_test(actor=actor, text=text)
+    results = await notify.send_test(actor=actor)
     await message.answer(renderer.notify_results(results))
 
 

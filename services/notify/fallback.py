@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -68,26 +68,35 @@ class SmtpTarget:
         )
 
 
-def alert_text(view: IncidentView, *, reason: str) -> tuple[str, str]:
-    """Subject and body of a fallback alert: plain text, no Telegram markup."""
-    subject = f"[{view.severity.value}] #{view.id} {view.title}"[:200]
-    labels = ", ".join(f"{k}={v}" for k, v in sorted(view.labels.items())) or "-"
-    body = "\n".join(
-        [
-            f"{view.severity.value} ({view.severity.meaning}) incident #{view.id}",
-            f"title: {view.title}",
-            f"source: {view.source}",
-            f"state: {view.state.value}, seen {view.occurrence_count} time(s)",
-            f"first seen: {view.first_seen_at.isoformat()}",
-            f"respond by: {view.response_deadline.isoformat()}",
-            f"labels: {labels}",
-            "",
-            view.description[:4000],
-            "",
-            f"Sent by SunFlow Ops over the fallback channel: {reason}.",
-        ]
-    )
-    return subject, body
+@dataclass(frozen=True)
+class Reason:
+    """Why an alert goes over the fallback now: `bot_off`, `telegram_failing` (`since`) or
+    `not_delivered` (`after`)."""
+
+    code: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class FallbackWording(Protocol):
+    """The fallback messages' subject and body in the team's language; the bot supplies it
+    (bot/fallback_text.py), as it does the chat's renderer."""
+
+    def alert(self, view: IncidentView, reason: Reason) -> tuple[str, str]: ...
+
+    def telegram_down(
+        self,
+        since: datetime,
+        now: datetime,
+        pending: int,
+        oldest: datetime | None,
+        error: str | None,
+    ) -> tuple[str, str]: ...
+
+    def telegram_up(self, since: datetime, now: datetime) -> tuple[str, str]: ...
+
+    def test_message(self, actor: str, now: datetime) -> tuple[str, str]: ...
+
+    def database_down(self, instance: str, detail: str, reason: str) -> tuple[str, str]: ...
 
 
 class FallbackService:
@@ -99,12 +108,14 @@ class FallbackService:
         db: Database,
         clock: Clock,
         *,
+        wording: FallbackWording,
         failing_since: Callable[[], datetime | None],
         doorbell: Doorbell | None = None,
     ) -> None:
         self._settings = settings
         self._db = db
         self._clock = clock
+        self.wording = wording
         self._failing_since = failing_since
         self._task: asyncio.Task[None] | None = None
         # Rung by the outbox's writers: an alert may wait for a fallback channel.
@@ -123,6 +134,12 @@ class FallbackService:
         if self._settings.fallback_webhook_url:
             names.append("webhook")
         return names
+
+    async def alarm_database(self, instance: str, detail: str, reason: str) -> list[ChannelResult]:
+        """The database refuses writes and no incident could be recorded: say so here."""
+        subject, body = self.wording.database_down(instance, detail, reason)
+        data = {"component": "database", "instance": instance, "detail": detail}
+        return await self.deliver(subject, body, data)
 
     async def deliver(self, subject: str, body: str, data: dict[str, Any]) -> list[ChannelResult]:
         """Send to every configured channel at once; each result says how it went."""
@@ -184,16 +201,16 @@ class FallbackService:
 
     # -- watching the outbox ---------------------------------------------------------
 
-    def due(self, row: OutboxMessage, now: datetime) -> str | None:
+    def due(self, row: OutboxMessage, now: datetime) -> Reason | None:
         """Why this alert should go over the fallback now, or None to keep waiting."""
         after: timedelta = self._settings.fallback_after
         if self._settings.telegram_bot_token is None:
-            return "the Telegram bot is off"
+            return Reason("bot_off")
         failing = self._failing_since()
         if failing is not None and now - failing >= after:
-            return f"Telegram has been failing since {failing.isoformat()}"
+            return Reason("telegram_failing", {"since": failing})
         if now - row.created_at >= after:
-            return f"not delivered to Telegram within {self._settings.telegram_fallback_after}"
+            return Reason("not_delivered", {"after": self._settings.telegram_fallback_after})
         return None
 
     async def announce(self) -> str | None:
@@ -212,20 +229,7 @@ class FallbackService:
                 return None
             pending, oldest, error = await self._backlog()
             kind = "down"
-            subject = "[SunFlow Ops] Telegram failing: alerts do not reach the chat"
-            body = "\n".join(
-                [
-                    f"Telegram has not accepted a message since {failing.isoformat()} "
-                    f"({int((now - failing).total_seconds() // 60)} min).",
-                    f"{pending} message(s) wait in the outbox"
-                    + (f", the oldest from {oldest.isoformat()}" if oldest else "")
-                    + "; P0/P1 alerts come here as well until Telegram delivers again.",
-                    f"Last error: {error or 'unknown'}",
-                    "",
-                    "Playbook scenario 6: sunflow-ops health (telegram component), check "
-                    "TELEGRAM_BOT_TOKEN, restart the service, sunflow-ops notify test.",
-                ]
-            )
+            subject, body = self.wording.telegram_down(failing, now, pending, oldest, error)
             data = {
                 "event": "telegram_down",
                 "failing_since": failing.isoformat(),
@@ -234,11 +238,7 @@ class FallbackService:
             }
         elif failing is None and announced is not None:
             kind = "up"
-            subject = "[SunFlow Ops] Telegram delivers again"
-            body = (
-                f"Telegram accepts messages again (failing from {announced.isoformat()} "
-                f"to about {now.isoformat()}); the outbox backlog is being delivered."
-            )
+            subject, body = self.wording.telegram_up(announced, now)
             data = {"event": "telegram_up", "failing_since": announced.isoformat()}
         else:
             return None
@@ -283,7 +283,7 @@ class FallbackService:
                     .order_by(OutboxMessage.priority, OutboxMessage.id)
                 )
             ).all()
-            work: list[tuple[int, IncidentView, str]] = []
+            work: list[tuple[int, IncidentView, Reason]] = []
             for row in rows:
                 reason = self.due(row, now)
                 if reason is None or row.incident_id is None:
@@ -293,7 +293,7 @@ class FallbackService:
                     work.append((row.id, IncidentView.of(incident), reason))
         count = 0
         for row_id, view, reason in work:
-            subject, body = alert_text(view, reason=reason)
+            subject, body = self.wording.alert(view, reason)
             results = await self.deliver(subject, body, {"incident": view.to_json()})
             if not any(r.ok for r in results):
                 log.warning("fallback failed for incident #%s: %s", view.id, results)

@@ -19,7 +19,7 @@ from services.db import Database
 from services.health import ComponentHealth, Status
 from services.models import IncidentMessage, OutboxMessage, OutboxStatus
 from services.notify.delivery import Delivery, DeliveryError
-from services.notify.fallback import ChannelResult, FallbackService
+from services.notify.fallback import ChannelResult, FallbackService, FallbackWording
 from services.notify.outbox import Outbox
 from services.notify.sender import CardFacts, OutboxSender, Renderer, SenderStats
 from services.notify.storm import StormDigests
@@ -46,6 +46,7 @@ class NotifyService:
         outbox: Outbox,
         delivery: Delivery | None = None,
         renderer: Renderer | None = None,
+        fallback_wording: FallbackWording,
         card_facts: CardFacts | None = None,
         gate: Gate | None = None,
         registry: CollectorRegistry | None = None,
@@ -59,7 +60,12 @@ class NotifyService:
         # The writers (built before the incidents, whose hook they give) ring its doorbell.
         self.outbox = outbox
         self.fallback = FallbackService(
-            settings, db, clock, failing_since=self._failing_since, doorbell=outbox.doorbell
+            settings,
+            db,
+            clock,
+            wording=fallback_wording,
+            failing_since=self._failing_since,
+            doorbell=outbox.doorbell,
         )
         # The storm digests: what the sender folds, what the bot's digest list shows.
         self.storms = StormDigests(
@@ -237,17 +243,14 @@ class NotifyService:
 
     # -- the playbook's test message ----------------------------------------------------
 
-    async def send_test(self, *, actor: str, text: str | None = None) -> list[ChannelResult]:
-        """Send a test message through every configured channel; one result each. `text` is
-        the message in the asker's language (the chat's); English otherwise."""
-        now = self._clock.now().isoformat(timespec="seconds")
-        text = text or f"SunFlow Ops test message from {actor} at {now}"
+    async def send_test(self, *, actor: str) -> list[ChannelResult]:
+        """Send a test message, in the chat's language, through every configured channel;
+        one result each."""
+        subject, text = self.fallback.wording.test_message(actor, self._clock.now())
         results: list[ChannelResult] = []
         if self.delivery is not None:
             results.append(await self._telegram_test(self.delivery, text))
-        results += await self.fallback.deliver(
-            "SunFlow Ops test message", text, {"test": True, "actor": actor}
-        )
+        results += await self.fallback.deliver(subject, text, {"test": True, "actor": actor})
         return results
 
     async def _telegram_test(self, delivery: Delivery, text: str) -> ChannelResult:
