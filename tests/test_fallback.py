@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from services.clock import FrozenClock
+from services.container import Services
 from services.incident_types import AlertIn
 from services.main import fallback_wording, open_services
 from services.notify.fallback import ANNOUNCE_RETRY, FallbackService
@@ -15,6 +17,18 @@ from tests.test_locales import english
 from tests.test_notify import webhook_receiver
 
 START = datetime(2026, 1, 30, 3, 0, tzinfo=UTC)
+
+
+def _fallback(
+    services: Services, clock: FrozenClock, failing_since: Callable[[], datetime | None]
+) -> FallbackService:
+    """A fallback service of its own on `services`' database and settings, whose Telegram
+    has been failing since what `failing_since` says."""
+    settings = services.settings
+    wording = fallback_wording(settings)
+    return FallbackService(
+        settings, services.db, clock, wording=wording, failing_since=failing_since
+    )
 
 
 async def test_an_outage_is_announced_once_and_its_end_once(migrated_url: str) -> None:
@@ -29,13 +43,7 @@ async def test_an_outage_is_announced_once_and_its_end_once(migrated_url: str) -
         clock = FrozenClock(START)
         failing: dict[str, datetime | None] = {"since": None}
         async with open_services(settings, clock=clock) as services:
-            fallback = FallbackService(
-                settings,
-                services.db,
-                clock,
-                wording=fallback_wording(settings),
-                failing_since=lambda: failing["since"],
-            )
+            fallback = _fallback(services, clock, lambda: failing["since"])
             # Only a P2 waits in the outbox: severities do not matter for this message.
             await services.incidents.trigger(AlertIn(Severity.P2, "stats slow", "stats"))
             assert await fallback.announce() is None
@@ -66,13 +74,7 @@ async def test_a_failing_channel_is_tried_again_later(migrated_url: str) -> None
     )
     clock = FrozenClock(START)
     async with open_services(settings, clock=clock) as services:
-        fallback = FallbackService(
-            settings,
-            services.db,
-            clock,
-            wording=fallback_wording(settings),
-            failing_since=lambda: START - timedelta(minutes=6),
-        )
+        fallback = _fallback(services, clock, lambda: START - timedelta(minutes=6))
         assert await fallback.announce() is None  # nobody listens: not announced
         assert fallback.outage_announced is None
         assert fallback._announce_after == START + ANNOUNCE_RETRY
@@ -83,13 +85,7 @@ async def test_no_bot_no_announcement(migrated_url: str) -> None:
         settings = make_settings(migrated_url, fallback_webhook_url=url)  # the bot is off
         clock = FrozenClock(START)
         async with open_services(settings, clock=clock) as services:
-            fallback = FallbackService(
-                settings,
-                services.db,
-                clock,
-                wording=fallback_wording(settings),
-                failing_since=lambda: START - timedelta(hours=1),
-            )
+            fallback = _fallback(services, clock, lambda: START - timedelta(hours=1))
             assert await fallback.announce() is None
     assert received == []
 
@@ -108,13 +104,7 @@ async def test_the_fallback_speaks_the_chats_language(migrated_url: str) -> None
         clock = FrozenClock(START)
         failing: dict[str, datetime | None] = {"since": None}
         async with open_services(settings, clock=clock) as services:
-            fallback = FallbackService(
-                settings,
-                services.db,
-                clock,
-                wording=fallback_wording(settings),
-                failing_since=lambda: failing["since"],
-            )
+            fallback = _fallback(services, clock, lambda: failing["since"])
             await services.incidents.trigger(
                 AlertIn(Severity.P0, "Cloudinary upload failing", "cdn", source="cloudinary")
             )
