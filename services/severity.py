@@ -21,10 +21,6 @@ class Severity(enum.StrEnum):
     def response_time(self) -> timedelta:
         return RESPONSE_TIMES[self]
 
-    @property
-    def meaning(self) -> str:
-        return MEANINGS[self]
-
 
 RESPONSE_TIMES: dict[Severity, timedelta] = {
     Severity.P0: timedelta(0),
