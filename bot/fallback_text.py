@@ -15,15 +15,14 @@ from services.notify.fallback import Reason
 class FallbackText:
     def __init__(self, catalogue: Catalogue) -> None:
         self.t = catalogue.t
-        self._catalogue = catalogue
-        self._card = TelegramRenderer(catalogue)
+        self._card = TelegramRenderer(catalogue)  # the card's title, state and description
 
     def reason(self, reason: Reason) -> str:
         values = {k: at(v) if isinstance(v, datetime) else v for k, v in reason.values.items()}
         return self.t(f"fallback.reason.{reason.code}", **values)
 
     def alert(self, view: IncidentView, reason: Reason) -> tuple[str, str]:
-        title = self._catalogue.title(view.title)
+        title = self._card.catalogue.title(view.title)
         severity = view.severity.value
         subject = self.t("fallback.alert.subject", severity=severity, id=view.id, title=title)
         labels = ", ".join(f"{k}={v}" for k, v in sorted(view.labels.items())) or "-"

@@ -40,7 +40,7 @@ DEDUP_KEY = "health:database"
 
 # The fallback channel's database alarm (FallbackService.alarm_database): instance, what the
 # check found, why no incident could be written; one result per channel.
-Alarm = Callable[[str, str, str], Awaitable[list[Any]]]
+FallbackAlarm = Callable[[str, str, str], Awaitable[list[Any]]]
 
 
 def describe(exc: BaseException) -> str:
@@ -62,7 +62,7 @@ class DatabaseProbe:
         *,
         instance: str,
         interval: float = 60.0,
-        fallback: Alarm | None = None,
+        fallback: FallbackAlarm | None = None,
     ) -> None:
         self._db = db
         self._clock = clock

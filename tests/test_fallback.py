@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from services.clock import FrozenClock
+from services.config import Settings
 from services.container import Services
 from services.incident_types import AlertIn
 from services.main import fallback_wording, open_services
@@ -17,6 +18,17 @@ from tests.test_locales import english
 from tests.test_notify import webhook_receiver
 
 START = datetime(2026, 1, 30, 3, 0, tzinfo=UTC)
+
+
+def _telegram_and_webhook(database_url: str, webhook: str, **overrides: object) -> Settings:
+    """The bot on, a team chat, and the fallback webhook at `webhook`."""
+    return make_settings(
+        database_url,
+        telegram_bot_token=TOKEN,
+        telegram_team_chat_id=-100123,
+        fallback_webhook_url=webhook,
+        **overrides,
+    )
 
 
 def _fallback(
@@ -33,13 +45,7 @@ def _fallback(
 
 async def test_an_outage_is_announced_once_and_its_end_once(migrated_url: str) -> None:
     async with webhook_receiver() as (url, received):
-        settings = make_settings(
-            migrated_url,
-            telegram_bot_token=TOKEN,
-            telegram_team_chat_id=-100123,
-            fallback_webhook_url=url,
-            bot_language="en",
-        )
+        settings = _telegram_and_webhook(migrated_url, url, bot_language="en")
         clock = FrozenClock(START)
         failing: dict[str, datetime | None] = {"since": None}
         async with open_services(settings, clock=clock) as services:
@@ -94,12 +100,7 @@ async def test_the_fallback_speaks_the_chats_language(migrated_url: str) -> None
     """In Korean (the default) the outage notices and a stuck P0 read in Korean: the card's
     title for our own incidents, our words around the alert's own content."""
     async with webhook_receiver() as (url, received):
-        settings = make_settings(
-            migrated_url,
-            telegram_bot_token=TOKEN,
-            telegram_team_chat_id=-100123,
-            fallback_webhook_url=url,
-        )
+        settings = _telegram_and_webhook(migrated_url, url)
         assert settings.bot_language == "ko"
         clock = FrozenClock(START)
         failing: dict[str, datetime | None] = {"since": None}
