@@ -22,7 +22,7 @@ from services.notify.storm import DigestPage
 from services.retry import DEFAULT_STEP_MESSAGE, JobView
 from services.severity import Severity
 from services.stats import RestartResult
-from services.tokens import GUIDE, TokenStatus
+from services.tokens import TokenStatus, guide
 from services.traces import TraceView
 
 LIMIT = 4096
@@ -690,16 +690,16 @@ class TelegramRenderer:
                 params=dict(params.get("values") or {}),
             )
             return self.health_detail(finding)
-        guide = GUIDE.get(self.catalogue.language, GUIDE["en"])
+        steps = guide(self.catalogue.language)
         if reason == "expiry":
             return self.token_lines(TokenStatus.from_json(params.get("status") or {})) + (
-                "\n\n" + guide
+                "\n\n" + steps
             )
         values = dict(params)
         if reason == "unauthorized":
             where = str(values.get("where", ""))
             values["where"] = self.catalogue.get(f"desc.where.{where}") or where
-            values["guide"] = guide
+            values["guide"] = steps
         if reason == "publish_blocked":
             values["error"] = self.refusal(values)
         message = self.catalogue.get(f"desc.{reason}")

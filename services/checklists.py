@@ -14,6 +14,7 @@ from services.db import Database
 from services.errors import InvalidInput, NotFound
 from services.incident_types import ChangeKind
 from services.incidents import IncidentService
+from services.locales import Texts
 from services.models import ChecklistTick, Incident
 
 # The playbook's "체크리스트", in its order. Keys are stable; labels are per language.
@@ -29,40 +30,11 @@ CHECKLISTS: dict[str, tuple[str, ...]] = {
     "recovery": ("normal_operation", "queued_work", "notification", "documented"),
 }
 
-LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "during": "During the incident",
-        "recovery": "On recovery",
-        "health_check": "Run the health check",
-        "error_logs": "Check the error logs",
-        "trace_ids": "Collect the trace ids",
-        "recovery_attempt": "Attempt recovery",
-        "verification": "Verification test",
-        "postmortem": "Post-mortem",
-        "normal_operation": "Normal operation confirmed",
-        "queued_work": "Queued work processed",
-        "notification": "Notification sent",
-        "documented": "Documented",
-    },
-    "ko": {
-        "during": "장애 대응 시",
-        "recovery": "복구 완료 시",
-        "health_check": "헬스체크 실행",
-        "error_logs": "에러 로그 확인",
-        "trace_ids": "트레이스 ID 수집",
-        "recovery_attempt": "복구 시도",
-        "verification": "검증 테스트",
-        "postmortem": "사후 분석",
-        "normal_operation": "정상 동작 확인",
-        "queued_work": "대기 중 작업 처리",
-        "notification": "알림 전송",
-        "documented": "문서화",
-    },
-}
-
 
 def label(key: str, language: str) -> str:
-    return LABELS.get(language, LABELS["en"]).get(key, key)
+    """A checklist's or an item's name in `language` (services/locales); an unknown key as
+    it is."""
+    return Texts(language).get(f"checklist.{key}") or key
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from services.cli_pipeline import PIPELINE_COMMANDS, add_pipeline_commands
 from services.config import Settings, SettingsError, load_settings
 from services.errors import DomainError
 from services.incident_types import IncidentView
+from services.locales import LANGUAGES
 from services.models import IncidentState, parse_id
 from services.policy import PolicyError
 from services.severity import parse_severity
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--note", default=None)
     pm = inc_sub.add_parser("postmortem", help="print the Markdown post-mortem")
     pm.add_argument("id", type=_incident_id)
-    pm.add_argument("--lang", choices=["ko", "en"], default=None)
+    pm.add_argument("--lang", choices=LANGUAGES, default=None)
     pm.add_argument(
         "--set",
         nargs=2,

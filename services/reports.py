@@ -14,6 +14,7 @@ from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
 from services.incident_types import ChangeKind
+from services.locales import Texts
 from services.models import Incident, TimelineEvent
 from services.severity import Severity
 
@@ -81,37 +82,38 @@ def _fmt(value: timedelta | None) -> str:
 def summary_text(report: Report, *, language: str, title: Callable[[str], str] = str) -> str:
     """Plain text for the chat (the bot escapes and formats it); `title` words an incident's
     title in the chat's language (the bot's catalogue: the titles our services write)."""
-    ko = language == "ko"
-    head = "주간 장애 보고서" if ko else "Weekly incident report"
+    text = Texts(language)
+    by_severity = ", ".join(f"{s.value} {n}" for s, n in report.by_severity.items())
     lines = [
-        f"{head}: {report.start:%Y-%m-%d} – {report.end:%Y-%m-%d}",
-        ("장애 " if ko else "Incidents: ")
-        + f"{report.total} ("
-        + ", ".join(f"{s.value} {n}" for s, n in report.by_severity.items())
-        + ")",
+        f"{text.t('report.title')}: {report.start:%Y-%m-%d} – {report.end:%Y-%m-%d}",
+        text.t("report.incidents", total=report.total, by_severity=by_severity),
     ]
     for severity in Severity:
         ack, res = report.acknowledge[severity], report.resolve[severity]
         if not (ack.count or res.count):
             continue
         lines.append(
-            f"{severity.value}: "
-            + ("확인 평균 " if ko else "ack mean ")
-            + f"{_fmt(ack.mean)}, p90 {_fmt(ack.p90)}; "
-            + ("복구 평균 " if ko else "resolve mean ")
-            + f"{_fmt(res.mean)}, p90 {_fmt(res.p90)}"
+            text.t(
+                "report.times",
+                severity=severity.value,
+                ack_mean=_fmt(ack.mean),
+                ack_p90=_fmt(ack.p90),
+                resolve_mean=_fmt(res.mean),
+                resolve_p90=_fmt(res.p90),
+            )
         )
-    missed = sum(report.deadlines_missed.values())
-    lines.append(("대응 기한 초과: " if ko else "Deadlines missed: ") + str(missed))
-    lines.append(("아직 열린 장애: " if ko else "Still open: ") + str(report.still_open))
+    lines.append(text.t("report.missed", count=sum(report.deadlines_missed.values())))
+    lines.append(text.t("report.open", count=report.still_open))
     if report.noisy_keys:
-        lines.append("가장 잦은 알림:" if ko else "Noisiest alerts:")
+        lines.append(text.t("report.noisiest"))
         lines += [f"  {n}× {title(name)} ({key})" for key, name, n in report.noisy_keys]
     return "\n".join(lines)
 
 
 def chart_png(report: Report) -> bytes:
-    """A stacked bar chart of the week's incidents per day by severity."""
+    """A stacked bar chart of the week's incidents per day by severity. It holds no words,
+    only dates and severities, so it reads the same in either language (the summary above
+    it is worded; matplotlib's own fonts have no Hangul)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +122,7 @@ def chart_png(report: Report) -> bytes:
 
     colors = {Severity.P0: "#c62828", Severity.P1: "#ef6c00", Severity.P2: "#f9a825",
               Severity.P3: "#607d8b"}  # fmt: skip
-    days = [d.strftime("%a %m-%d") for d, _ in report.per_day]
+    days = [d.strftime("%m-%d") for d, _ in report.per_day]
     figure, axes = plt.subplots(figsize=(8, 3.6), dpi=100)
     try:
         bottom = [0] * len(days)
@@ -128,8 +130,7 @@ def chart_png(report: Report) -> bytes:
             values = [counts.get(severity, 0) for _, counts in report.per_day]
             axes.bar(days, values, bottom=bottom, label=severity.value, color=colors[severity])
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        axes.set_title(f"Incidents {report.start:%Y-%m-%d} – {report.end:%Y-%m-%d}")
-        axes.set_ylabel("incidents")
+        axes.set_title(f"{report.start:%Y-%m-%d} – {report.end:%Y-%m-%d}")
         axes.legend(loc="upper left", ncols=4, fontsize="small")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         figure.tight_layout()

@@ -22,6 +22,7 @@ from services.health import ComponentHealth, Status
 from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.integrations.instagram import InstagramClient, InstagramError
+from services.locales import Texts
 from services.models import TokenExpiry
 from services.severity import Severity
 
@@ -169,25 +170,9 @@ class TokenStatus:
         return "\n".join(lines)
 
 
-GUIDE = {
-    "en": """Renewing the Instagram access token
-1. Check the status: sunflow-ops token status (bot: /token)
-2. Issue a new long-lived token in the Meta developer console
-   (https://developers.facebook.com/apps -> your app -> Instagram -> API setup),
-   or exchange a short-lived one: GET /oauth/access_token?grant_type=fb_exchange_token
-3. Update .env: INSTAGRAM_ACCESS_TOKEN="<new token>", then restart sunflow-ops serve
-4. Register the expiry: sunflow-ops token set-expiry 60 (bot: /token set_expiry 60)
-5. Retry publishing: sunflow-ops publish <topic> --retry (bot: /retry)
-6. Verify: sunflow-ops health and sunflow-ops publish <topic> --dry-run""",
-    "ko": """Instagram 토큰 갱신 가이드
-1. 상태 확인: sunflow-ops token status (봇: /token)
-2. Meta Developer Console에서 새 장기 토큰 발급
-   (https://developers.facebook.com/apps -> 앱 -> Instagram -> API 설정)
-3. .env 업데이트: INSTAGRAM_ACCESS_TOKEN="새_토큰" 후 sunflow-ops serve 재시작
-4. 토큰 만료일 등록: sunflow-ops token set-expiry 60 (봇: /token set_expiry 60)
-5. 게시 재시도: sunflow-ops publish <주제> --retry (봇: /retry)
-6. 검증: sunflow-ops health, sunflow-ops publish <주제> --dry-run""",
-}
+def guide(language: str) -> str:
+    """The playbook's renewal steps in `language` (services/locales)."""
+    return Texts(language).t("token.guide")
 
 
 class TokenService:
@@ -228,7 +213,7 @@ class TokenService:
         self.post = post
 
     def guide(self, language: str | None = None) -> str:
-        return GUIDE.get(language or self.language, GUIDE["en"])
+        return guide(language or self.language)
 
     async def _record(self) -> TokenExpiry | None:
         async with self._db.read() as session:

@@ -27,6 +27,7 @@ from services.incident_types import (
     wording,
 )
 from services.integrations.instagram import InstagramError, InstagramRateLimited
+from services.locales import LANGUAGES, SHARED, TEXTS
 from services.models import IncidentState
 from services.notify.outbox import Op
 from services.pipeline import (
@@ -45,7 +46,7 @@ NOW = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 # Not English prose: product and service names, our ids and units, Telegram's terms the
 # team uses as they are, and the alert's own content in this test.
 ALLOWED = {
-    "SunFlow", "Ops", "SSE", "PD", "UTC", "ID", "USER_ID", "ms", "id", "ack", "viewer",
+    "SunFlow", "Ops", "SSE", "PD", "UTC", "ID", "USER_ID", "ms", "p90", "id", "ack", "viewer",
     "responder", "admin", "dedup", "Alertmanager", "Instagram", "Cloudinary", "FLUX",
     "fal", "ai", "NAME", "every", "grace", "heartbeat", "add", "sunflow-ops",
     # Sub-commands typed as they are (`/token guide`, `/postmortem 42 cause TEXT`).
@@ -248,11 +249,17 @@ def rendered_texts(language: str) -> list[str]:
     return texts
 
 
+def placeholders(text: str) -> set[str]:
+    """The format fields a message takes (`{id}`, `{title}`)."""
+    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+
+
 def catalogue_texts(language: str) -> list[str]:
+    """Every message of the chat's catalogue and every text the services write themselves
+    (post-mortems, checklists, the token guide, the weekly report), placeholders filled."""
     texts = []
-    for key, message in CATALOGUES[language].items():
-        fields = {f for _, f, _, _ in string.Formatter().parse(message) if f}
-        texts.append(message.format(**{f: "7" for f in fields}))
+    for key, message in [*CATALOGUES[language].items(), *TEXTS[language].items()]:
+        texts.append(message.format(**{f: "7" for f in placeholders(message)}))
         assert key
     return texts
 
@@ -270,6 +277,17 @@ def test_english_mode_sends_no_korean() -> None:
     hangul = re.compile(r"[\uac00-\ud7a3]")
     mixed = [t for t in catalogue_texts("en") + rendered_texts("en") if hangul.search(t)]
     assert mixed == []
+
+
+def test_the_services_texts_have_the_same_keys_and_placeholders() -> None:
+    ko, en = TEXTS["ko"], TEXTS["en"]
+    assert ko.keys() == en.keys()
+    for key in ko:
+        assert placeholders(ko[key]) == placeholders(en[key]), key
+    # The chat's catalogue holds the shared words as they are here: one table for both.
+    for language in LANGUAGES:
+        shared = {k: v for k, v in TEXTS[language].items() if k.startswith(SHARED)}
+        assert shared and shared.items() <= CATALOGUES[language].items()
 
 
 @pytest.mark.parametrize("language", ["en", "ko"])

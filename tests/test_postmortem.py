@@ -14,6 +14,8 @@ from services.incident_types import AlertIn
 from services.main import open_services
 from services.severity import Severity
 from tests.conftest import Client, make_settings
+from tests.test_bot_language import HANGUL, leaks
+from tests.test_locales import english
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -80,8 +82,17 @@ async def test_postmortem_sections_from_the_timeline(migrated_url: str, story: i
 async def test_korean(migrated_url: str, story: int) -> None:
     async with open_services(make_settings(migrated_url)) as services:
         document = await services.postmortems.build(story, language="ko")
+        english_doc = await services.postmortems.build(story, language="en")
     assert "## 3. 근본 원인" in document.markdown
     assert "헬스체크 실행" in document.markdown
+    # One language: the incident's own content and the people's words stay as written, every
+    # other word is Korean (and the English document holds no Korean).
+    content = ["FLUX.2 image generation failing", "fal:flux", "fal", "gen-42", "on it"]
+    content += ["SF-20261121-030000-ab12", "tg:1 (Kim)", "tg:2 (Lee)", "fal.ai recovered"]
+    content += ["fal.ai outage (HTTP 503)", "system", "escalation", "team", "pd", "manual"]
+    content = sorted([*content, "retries_done"], key=len, reverse=True)
+    assert leaks([document.markdown], content, english) == {}
+    assert leaks([english_doc.markdown], content, lambda p: set(HANGUL.findall(p))) == {}
 
 
 async def test_field_errors(services: Services) -> None:

@@ -163,15 +163,12 @@ def test_a_new_card_has_no_last_line_for_the_step_that_made_it() -> None:
 
 
 def test_catalogues_have_the_same_keys_and_placeholders() -> None:
-    import string
-
-    def fields(text: str) -> set[str]:
-        return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+    from tests.test_locales import placeholders
 
     ko, en = CATALOGUES["ko"], CATALOGUES["en"]
     assert ko.keys() == en.keys()
     for key in ko:
-        assert fields(ko[key]) == fields(en[key]), key
+        assert placeholders(ko[key]) == placeholders(en[key]), key
         for message in (ko[key], en[key]):
             # `desc.*` are plain text (an incident's description), escaped where shown.
             text = esc(message) if key.startswith("desc.") else message

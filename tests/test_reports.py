@@ -8,6 +8,8 @@ from services.main import open_services
 from services.reports import chart_png, response_stats, summary_text
 from services.severity import Severity
 from tests.conftest import make_settings
+from tests.test_bot_language import HANGUL, leaks
+from tests.test_locales import english
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
@@ -58,7 +60,11 @@ async def test_weekly_report(migrated_url: str) -> None:
     assert "Incidents: 2 (P0 1, P1 0, P2 1, P3 0)" in text
     assert "Deadlines missed: 1" in text
     assert "5× stats collection failing (stats)" in text
-    assert "주간 장애 보고서" in summary_text(report, language="ko")
+    korean = summary_text(report, language="ko")
+    assert "주간 장애 보고서" in korean and "대응 기한 초과: 1" in korean
+    # One language: the alert's own title and key stay as written, every other word is Korean.
+    assert leaks([korean], ["stats collection failing", "stats"], english) == {}
+    assert leaks([text], [], lambda p: set(HANGUL.findall(p))) == {}
     png = chart_png(report)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 5000

@@ -1,6 +1,12 @@
 """English messages. Values given to placeholders are already HTML-escaped."""
 
+from services.locales import SHARED
+from services.locales.en import TEXTS
+
 MESSAGES: dict[str, str] = {
+    # The words the documents share (severities, timeline entries, our own actors):
+    # services/locales.
+    **{k: v for k, v in TEXTS.items() if k.startswith(SHARED)},
     "start": (
         "<b>SunFlow Ops</b> is here. I post P0–P3 alerts and take commands.\n"
         "Your role: <b>{role}</b>. Send /help for the commands."
@@ -53,10 +59,6 @@ MESSAGES: dict[str, str] = {
     "state.triggered": "🚨 open",
     "state.acknowledged": "👀 acknowledged",
     "state.resolved": "✅ resolved",
-    "severity.meaning.P0": "service down",
-    "severity.meaning.P1": "major feature failure",
-    "severity.meaning.P2": "partial failure",
-    "severity.meaning.P3": "minor issue",
     # The fallback channel (e-mail, webhook): plain text, read when Telegram is not reached.
     "fallback.alert.subject": "[{severity}] #{id} {title}",
     "fallback.alert.body": (
@@ -140,18 +142,6 @@ MESSAGES: dict[str, str] = {
     "usage.reopen": "Usage: /reopen ID [note] — e.g. /reopen 42 came back",
     "cmd.reopen": "reopen a resolved incident (escalation starts again)",
     "button.open_in_group": "💬 Open in group",
-    "kind.triggered": "triggered",
-    "kind.deduplicated": "seen again",
-    "kind.acknowledged": "acknowledged",
-    "kind.resolved": "resolved",
-    "kind.reopened": "reopened",
-    "kind.annotated": "note",
-    "kind.snoozed": "snoozed",
-    "kind.unacknowledged": "acknowledgement ran out",
-    "kind.escalated": "escalated",
-    "kind.deadline_missed": "deadline missed",
-    "kind.checklist": "checklist",
-    "kind.postmortem": "post-mortem",
     "health.title": "Health: {status}",
     "health.mark.healthy": "OK",
     "health.mark.degraded": "WARN",
@@ -434,15 +424,6 @@ MESSAGES: dict[str, str] = {
     "storm.already": "#{id} already has its own card.",
     "storm.gone": "That storm digest no longer exists.",
     # who acted: the service's own actors
-    "actor.intake": "intake",
-    "actor.escalation": "escalation",
-    "actor.health_check": "health check",
-    "actor.token_monitor": "token monitor",
-    "actor.stats_collector": "stats collector",
-    "actor.retry": "retry",
-    "actor.pipeline": "pipeline",
-    "actor.publish": "publish",
-    "actor.cli": "CLI",
     # The descriptions our own services write (`AlertIn.wording`): plain text, the values
     # as they are. The same English as the services' `description`.
     "desc.fal": (

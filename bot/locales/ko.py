@@ -1,6 +1,12 @@
 """한국어 메시지 (기본). 자리표시자에 들어가는 값은 이미 HTML 이스케이프되어 있다."""
 
+from services.locales import SHARED
+from services.locales.ko import TEXTS
+
 MESSAGES: dict[str, str] = {
+    # The words the documents share (severities, timeline entries, our own actors):
+    # services/locales.
+    **{k: v for k, v in TEXTS.items() if k.startswith(SHARED)},
     "start": (
         "<b>SunFlow Ops</b> 봇입니다. P0–P3 장애 알림을 보내고 명령을 받습니다.\n"
         "내 역할: <b>{role}</b>. 명령 목록은 /help 를 보내세요."
@@ -51,10 +57,6 @@ MESSAGES: dict[str, str] = {
     "state.triggered": "🚨 발생",
     "state.acknowledged": "👀 확인됨",
     "state.resolved": "✅ 해결됨",
-    "severity.meaning.P0": "서비스 중단",
-    "severity.meaning.P1": "주요 기능 장애",
-    "severity.meaning.P2": "부분 장애",
-    "severity.meaning.P3": "경미한 문제",
     # 대체 채널(이메일, 웹훅): 텔레그램에 닿지 않을 때 읽는 일반 텍스트.
     "fallback.alert.subject": "[{severity}] #{id} {title}",
     "fallback.alert.body": (
@@ -138,18 +140,6 @@ MESSAGES: dict[str, str] = {
     "usage.reopen": "사용법: /reopen ID [메모] — 예: /reopen 42 다시 발생",
     "cmd.reopen": "해결된 장애 재개 (에스컬레이션 재시작)",
     "button.open_in_group": "💬 그룹에서 열기",
-    "kind.triggered": "발생",
-    "kind.deduplicated": "재발생",
-    "kind.acknowledged": "확인",
-    "kind.resolved": "해결",
-    "kind.reopened": "재개",
-    "kind.annotated": "메모",
-    "kind.snoozed": "보류",
-    "kind.unacknowledged": "확인 기간 만료",
-    "kind.escalated": "에스컬레이션",
-    "kind.deadline_missed": "응답 기한 초과",
-    "kind.checklist": "체크리스트",
-    "kind.postmortem": "사후 분석",
     "health.title": "헬스체크: {status}",
     "health.mark.healthy": "정상",
     "health.mark.degraded": "경고",
@@ -428,15 +418,6 @@ MESSAGES: dict[str, str] = {
     "storm.already": "#{id}은(는) 이미 카드가 있습니다.",
     "storm.gone": "해당 스톰 요약이 더 이상 없습니다.",
     # who acted: the service's own actors
-    "actor.intake": "알림 수신",
-    "actor.escalation": "에스컬레이션",
-    "actor.health_check": "상태 점검",
-    "actor.token_monitor": "토큰 감시",
-    "actor.stats_collector": "통계 수집기",
-    "actor.retry": "재시도",
-    "actor.pipeline": "파이프라인",
-    "actor.publish": "게시",
-    "actor.cli": "명령줄",
     # 우리 서비스가 쓰는 장애 설명 (`AlertIn.wording`): 일반 텍스트, 값은 그대로.
     "desc.fal": (
         "fal.ai: {error}. 작업은 {schedule} 간격으로 재시도합니다. 마지막 재시도는 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.locales import LANGUAGES
 from services.models import MAX_ID, IncidentState, parse_id
 from services.severity import Severity
 from services.web.auth import require_local_or_token, require_token
@@ -122,7 +123,7 @@ async def get_postmortem(request: web.Request) -> web.Response:
     require_local_or_token(request, request.app[SETTINGS_KEY].admin_token)
     incident_id = _incident_id(request)
     language = request.query.get("lang")
-    if language not in {None, "ko", "en"}:
+    if language is not None and language not in LANGUAGES:
         raise JSONError(400, "invalid_input", {"field": "lang", "message": "lang is ko or en"})
     document = await request.app[SERVICES_KEY].postmortems.build(incident_id, language=language)
     return web.Response(
