@@ -230,7 +230,7 @@ async def test_a_storm_folds_into_one_digest(migrated_url: str, language: str) -
         acked = await fake.wait_for(lambda: card_of(fake, by_id))
         await fake.wait_for(lambda: f"tg:{RESPONDER}" in acked.text)
 
-        # The queue drains: the digest is closed with its final counts, and was only edited.
+        # The queue drains: the digest is closed and shows the latest counts; only edited.
         over = t("storm.closed", since="", at="").split("(")[0]
         # Two of its alerts have their own card now; one folded alert came twice.
         final = t(

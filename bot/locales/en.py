@@ -409,7 +409,9 @@ MESSAGES: dict[str, str] = {
     "storm.newest": "Newest:",
     "storm.line": "{badge} #{id} {title}",
     "storm.since": "Storm since {at}, last change {updated}: this message follows it.",
-    "storm.closed": "✅ Storm over ({since}–{at}): these are the final counts.",
+    "storm.closed": (
+        "✅ Storm over ({since}–{at}): no new alerts fold in; the states still follow."
+    ),
     "storm.button.list": "📋 List ({count})",
     "storm.button.entry": "{badge} #{id} {title}",
     "storm.button.prev": "◀ Newer",

@@ -403,7 +403,9 @@ MESSAGES: dict[str, str] = {
     "storm.newest": "최근 알림:",
     "storm.line": "{badge} #{id} {title}",
     "storm.since": "{at}부터 스톰 중, 마지막 변경 {updated}: 이 메시지가 계속 따라갑니다.",
-    "storm.closed": "✅ 스톰 종료 ({since}–{at}): 최종 집계입니다.",
+    "storm.closed": (
+        "✅ 스톰 종료 ({since}–{at}): 새 알림은 더 모이지 않고, 상태는 계속 반영됩니다."
+    ),
     "storm.button.list": "📋 목록 ({count})",
     "storm.button.entry": "{badge} #{id} {title}",
     "storm.button.prev": "◀ 최신",

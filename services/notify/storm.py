@@ -75,7 +75,7 @@ class ChatBacklog:
 class StormPlan:
     # How many of the new cards, the last in sending order, fold into the digest.
     fold: int = 0
-    # The queue has drained: close the digest (its final counts are shown).
+    # The queue has drained: close the digest (nothing new folds in; it still follows).
     close: bool = False
 
 
