@@ -195,9 +195,8 @@ class EscalationFiring(Base):
     __tablename__ = "escalation_firings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    incident_id: Mapped[int] = mapped_column(
-        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
-    )
+    # Looked up through the unique step key below, which starts with it.
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
     epoch: Mapped[int] = mapped_column(Integer)
     step_index: Mapped[int] = mapped_column(Integer)
     seq: Mapped[int] = mapped_column(Integer, default=0)
