@@ -274,7 +274,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed: measured faster for intake (docs/benchmarks.md)."""
+    """uvloop where it is installed: measured faster for intake (docs/benchmarks-history.md)."""
     try:
         import uvloop
     except ImportError:

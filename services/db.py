@@ -100,7 +100,7 @@ def execute_many(conn: Connection, stmt: ValuesBase, rows: Sequence[Mapping[str,
     goes straight to the driver's `executemany`, compiled once per statement and set of
     keys, with the same SQL, bind processing and exceptions: written by hand for speed,
     SQLAlchemy's own per-execution work being a tenth of an intake group's (figures in
-    docs/benchmarks.md). Elsewhere, `conn.execute`."""
+    docs/benchmarks-history.md). Elsewhere, `conn.execute`."""
     if not rows:
         return
     dialect = conn.dialect
@@ -339,7 +339,7 @@ class Database:
         # (the fsync, which frees the GIL) runs in a writer thread, so the loop serves
         # requests meanwhile. The loop's connection never waits for the lock
         # (busy_timeout 0): when another process holds it, the transaction runs wholly in
-        # the thread instead, which waits there (docs/benchmarks.md has the figures).
+        # the thread instead, which waits there (docs/benchmarks-history.md has the figures).
         self._sync_writer: ThreadPoolExecutor | None = None
         self._sync_engine: Engine | None = None
         self._inline_engine: Engine | None = None

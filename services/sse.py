@@ -211,7 +211,7 @@ class Published:
 # raw frame. Bytes are invisible to the cyclic collector, so keeping 1,000 events/s for replay
 # adds nothing to its counts or to the heap a full collection walks; as Event and Frame
 # instances they were two tracked objects per event and pulled full passes into steady
-# traffic (docs/benchmarks.md, SSE). Hand-packed because no container of Python objects is.
+# traffic (docs/benchmarks-history.md, SSE). Hand-packed because no container of Python objects is.
 _HEAD = struct.Struct("<qd?II")  # id, at, final, len(type), len(data)
 _AT_OFFSET = 8
 

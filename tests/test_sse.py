@@ -191,7 +191,7 @@ async def test_resume_past_the_history_says_what_was_lost() -> None:
 async def test_kept_events_are_not_walked_by_the_collector() -> None:
     """The replay history is bytes, which the cyclic collector never tracks: events kept at
     1,000/s neither count towards its passes nor grow the heap a full collection walks
-    (docs/benchmarks.md, SSE)."""
+    (docs/benchmarks-history.md, SSE)."""
     hub, _ = make_hub(history_size=3)
     gc.collect()
     gc.disable()
