@@ -29,13 +29,6 @@ RESPONSE_TIMES: dict[Severity, timedelta] = {
     Severity.P3: timedelta(hours=24),
 }
 
-MEANINGS: dict[Severity, str] = {
-    Severity.P0: "service down",
-    Severity.P1: "major feature failure",
-    Severity.P2: "partial failure",
-    Severity.P3: "minor issue",
-}
-
 # Alertmanager-style names, documented in docs/escalation.md.
 ALIASES: dict[str, Severity] = {
     "critical": Severity.P0,

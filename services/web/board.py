@@ -13,7 +13,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from services.board import BOARD_EVENT, BOARD_JOB, BoardSnapshot
-from services.severity import MEANINGS, Severity
+from services.locales import Texts
+from services.severity import Severity
 from services.web.auth import bearer_token, secret_matches, token_matches
 from services.web.errors import JSONError
 from services.web.keys import SERVICES_KEY, SETTINGS_KEY
@@ -129,12 +130,16 @@ _LOGIN_PAGE = (PAGES / "login.html").read_text(encoding="utf-8")
 _JSON_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
+_ENGLISH = Texts("en")
+
+
 def board_data(snapshot: BoardSnapshot) -> dict[str, object]:
     """What the page starts from: the stream to follow, the severities' meanings, a snapshot."""
     return {
         "stream": STREAM,
         "event": BOARD_EVENT,
-        "meanings": {s.value: MEANINGS[s] for s in Severity},
+        # The board's page is English (`lang="en"`): its words, like the chat's, from one table.
+        "meanings": {s.value: _ENGLISH.t(f"severity.meaning.{s.value}") for s in Severity},
         "snapshot": snapshot.to_json(),
     }
 
