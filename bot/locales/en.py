@@ -425,7 +425,6 @@ MESSAGES: dict[str, str] = {
     "storm.opened": "Posting the card of #{id}.",
     "storm.already": "#{id} already has its own card.",
     "storm.gone": "That storm digest no longer exists.",
-    # who acted: the service's own actors
     # The descriptions our own services write (`AlertIn.wording`): plain text, the values
     # as they are. The same English as the services' `description`.
     "desc.fal": (

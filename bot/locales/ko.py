@@ -419,7 +419,6 @@ MESSAGES: dict[str, str] = {
     "storm.opened": "#{id} 카드를 올립니다.",
     "storm.already": "#{id}은(는) 이미 카드가 있습니다.",
     "storm.gone": "해당 스톰 요약이 더 이상 없습니다.",
-    # who acted: the service's own actors
     # 우리 서비스가 쓰는 장애 설명 (`AlertIn.wording`): 일반 텍스트, 값은 그대로.
     "desc.fal": (
         "fal.ai: {error}. 작업은 {schedule} 간격으로 재시도합니다. 마지막 재시도는 "

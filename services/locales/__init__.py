@@ -1,6 +1,7 @@
-"""The texts services write themselves, one table per language (`BOT_LANGUAGE`); both hold the
-same keys. The chat's own messages are the bot's catalogue (bot/locales): it is built on
-`Texts` and takes the words both share (severities, timeline entries) from here."""
+"""The texts services write themselves (post-mortems, checklists, the token guide, the weekly
+report), one table per language (`BOT_LANGUAGE`); both hold the same keys. The chat's own
+messages are the bot's catalogue (bot/locales): it is built on `Texts` and takes the words
+both share (severity meanings, timeline entries, our own actors: `SHARED`) from here."""
 
 from __future__ import annotations
 
