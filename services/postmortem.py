@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.checklists import ChecklistService, label
+from services.checklists import ChecklistService, ItemState, label
 from services.clock import Clock
 from services.db import Database
 from services.durations import format_duration
@@ -85,10 +85,20 @@ def _step_line(entry: TimelineEntry, text: Texts) -> str:
     return f"- {_when(entry.at, '')} — {what}{extra} — _{text.actor(entry.actor)}_"
 
 
+def _tick_line(item: ItemState, text: Texts) -> str:
+    done = item.done
+    return (
+        f"- [{'x' if done else ' '}] {label(item.checklist, text.language)}: "
+        f"{label(item.item, text.language)}"
+        + (f" — {text.actor(item.actor)}" if done and item.actor else "")
+        + ("" if done else f" ({text.t('postmortem.unticked')})")
+    )
+
+
 def render(
     detail: IncidentDetail,
     fields: dict[str, str],
-    checklist_lines: list[str],
+    checklist: Sequence[ItemState],
     *,
     language: str,
     title: Callable[[str], str] = str,
@@ -157,7 +167,7 @@ def render(
         "",
         f"## {w('checklists')}",
         "",
-        *checklist_lines,
+        *[_tick_line(i, text) for i in checklist],
         "",
     ]
     return Postmortem(incident.id, "\n".join(lines), missing)
@@ -194,16 +204,8 @@ class PostmortemService:
         language = language or self.language
         detail = await self._incidents.get(incident_id)
         state = await self._checklists.state(incident_id)
-        text = Texts(language)
-        checklist_lines = [
-            f"- [{'x' if i.done else ' '}] {label(i.checklist, language)}: "
-            f"{label(i.item, language)}"
-            + (f" — {text.actor(i.actor)}" if i.done and i.actor else "")
-            + ("" if i.done else f" ({text.t('postmortem.unticked')})")
-            for i in state.items
-        ]
         return render(
-            detail, await self.fields(incident_id), checklist_lines, language=language, title=title
+            detail, await self.fields(incident_id), state.items, language=language, title=title
         )
 
     async def set_field(self, incident_id: int, field: str, text: str, *, actor: str) -> None:

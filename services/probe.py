@@ -27,6 +27,7 @@ from services.health import ComponentHealth, Status
 from services.incident_types import AlertIn, wording
 from services.incidents import IncidentService
 from services.models import HealthProbe
+from services.notify.fallback import ChannelResult
 from services.severity import Severity
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DEDUP_KEY = "health:database"
 
 # The fallback channel's database alarm (FallbackService.alarm_database): instance, what the
 # check found, why no incident could be written; one result per channel.
-FallbackAlarm = Callable[[str, str, str], Awaitable[list[Any]]]
+FallbackAlarm = Callable[[str, str, str], Awaitable[list[ChannelResult]]]
 
 
 def describe(exc: BaseException) -> str:
@@ -155,7 +156,7 @@ class DatabaseProbe:
             log.error("database: no incident can be written (%s); no fallback configured", reason)
             return "none"
         results = await self.fallback(self._instance, detail, reason)
-        if not any(getattr(r, "ok", False) for r in results):
+        if not any(r.ok for r in results):
             log.error("database: the fallback alarm did not get through: %s", results)
             return "failed"
         log.error("database: writes fail; alarm sent on the fallback channel")
